@@ -1,0 +1,770 @@
+//! The feature plan: what the features are, fitted once on training data, and the one kernel
+//! that computes them for an entity as of a cutoff.
+//!
+//! [`FeaturePlanParams::fit`] learns the event-type and channel vocabularies and the
+//! categorical levels (rare ones grouped as `other`) from data before a bound. The fitted
+//! [`FeaturePlan`] is serialised into every model bundle's manifest; its
+//! [`FeaturePlan::feature_names`] fix the order of the `f32` vector a model takes.
+//!
+//! Layout, in this order:
+//! 1. profile fields: a numeric field is one feature (`NaN` when missing); a categorical field
+//!    is one-hot over its kept levels plus `=other` (rare or unseen levels) and `=missing`;
+//! 2. event form only: `tenure_days`; with `creation_calendar`, one-hot weekday and month of
+//!    creation; per event type `count_<type>_<w>d` for each window, `days_since_last_<type>`
+//!    (capped at [`RECENCY_CAP_DAYS`], which is also the value when there is none) and
+//!    `decayed_<type>` (sum of `0.5^(age_days / half_life)`); `value_sum_<type>_<w>d` over
+//!    the longest window for types that carry values; per channel `count_channel_<c>_<w>d`;
+//!    then `events_total_<w>d`, `distinct_channels_<w>d` (longest window),
+//!    `decayed_engagement`, `days_since_last_event` and `trend_30d_vs_prev_60d`
+//!    (`ln((1 + n_30) / (1 + n_prev60 / 2))`).
+//!
+//! Only events strictly before the cutoff are looked at. Event types and channels that the
+//! plan has not seen are ignored. Sums run in `f64` over events in one canonical order
+//! ([`canonical_order`]) and are rounded to `f32` at the end, so the batch builder and the
+//! server, which both call the same kernel, produce identical bits.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Datelike};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+use crate::history::{DAY_MS, EntityHistory, ProfileValue, TimestampMs};
+use crate::spec::{ColumnKind, FeatureOptions, Form};
+
+/// `days_since_last_*` never exceeds this; it is also the value when no such event exists.
+pub const RECENCY_CAP_DAYS: f64 = 365.0;
+/// The trend compares the last `TREND_RECENT_DAYS` with the `TREND_PRIOR_DAYS` before them.
+pub const TREND_RECENT_DAYS: i64 = 30;
+pub const TREND_PRIOR_DAYS: i64 = 60;
+
+const UNKNOWN: u16 = u16::MAX;
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Hyperparameters of the plan, checked before fitting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaturePlanParams {
+    pub options: FeatureOptions,
+}
+
+/// What fitting needs to know about the data, independent of where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInputs {
+    pub form: Form,
+    pub profile: Vec<ProfileInput>,
+    /// Event types seen in the fitting set, with whether any event of the type carries a
+    /// value.
+    pub event_types: BTreeMap<String, bool>,
+    /// Channels seen in the fitting set.
+    pub channels: Vec<String>,
+}
+
+/// A profile column as seen in the fitting set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileInput {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// How often each level occurs (categorical columns; empty for numeric ones).
+    pub level_counts: HashMap<String, usize>,
+}
+
+/// A profile field of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileFeature {
+    pub name: String,
+    pub kind: ProfileFeatureKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileFeatureKind {
+    Numeric,
+    /// One-hot over `levels`, then `other`, then `missing`.
+    Categorical {
+        levels: Vec<String>,
+    },
+}
+
+/// A fitted feature plan. Serialised into model bundles; [`FeaturePlan::feature_names`]
+/// fixes the feature order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "FeaturePlanData", into = "FeaturePlanData")]
+pub struct FeaturePlan {
+    data: FeaturePlanData,
+    feature_names: Vec<String>,
+    event_type_index: HashMap<String, u16>,
+    channel_index: HashMap<String, u16>,
+    level_index: Vec<HashMap<String, u16>>,
+    /// Position in the output of each block, computed once.
+    layout: Layout,
+}
+
+/// The serialised part of a plan; everything else is derived from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturePlanData {
+    pub form: Form,
+    pub windows_days: Vec<u32>,
+    pub half_life_days: f64,
+    pub creation_calendar: bool,
+    pub profile: Vec<ProfileFeature>,
+    pub event_types: Vec<String>,
+    /// Event types (a subset of `event_types`) that get a value sum.
+    pub valued_event_types: Vec<String>,
+    pub channels: Vec<String>,
+    /// The names the plan produced when it was fitted; checked against the derived names
+    /// when a plan is read back, so a bundle never silently changes its feature order.
+    pub feature_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    profile_offsets: Vec<usize>,
+    tenure: usize,
+    calendar: usize,
+    per_type: usize,
+    per_type_stride: usize,
+    value_sums: usize,
+    valued_slot: Vec<Option<usize>>,
+    per_channel: usize,
+    totals: usize,
+    len: usize,
+}
+
+/// A profile value encoded against the plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EncodedProfile {
+    /// Numeric field (`NaN` when missing).
+    Number(f64),
+    /// Categorical field: index into the one-hot block (`levels.len()` is `other`,
+    /// `levels.len() + 1` is `missing`).
+    Level(u16),
+}
+
+/// An event encoded against the plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncodedEvent {
+    pub ts_ms: TimestampMs,
+    /// Index into the plan's event types, `u16::MAX` when unknown.
+    pub event_type: u16,
+    /// Index into the plan's channels, `u16::MAX` when absent or unknown.
+    pub channel: u16,
+    /// `NaN` when absent.
+    pub value: f64,
+}
+
+/// The one order in which the kernel sums events: time, then type, channel, value.
+pub fn canonical_order(a: &EncodedEvent, b: &EncodedEvent) -> Ordering {
+    a.ts_ms
+        .cmp(&b.ts_ms)
+        .then(a.event_type.cmp(&b.event_type))
+        .then(a.channel.cmp(&b.channel))
+        .then(a.value.total_cmp(&b.value))
+}
+
+/// A request-time problem with an entity's history.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeatureError {
+    #[error("profile has {got} fields, the model expects {expected} ({names})")]
+    ProfileLength {
+        expected: usize,
+        got: usize,
+        names: String,
+    },
+    #[error("profile field `{field}`: expected a number, got {value:?}")]
+    NotANumber { field: String, value: String },
+    #[error("profile field `{field}`: {value} is not a finite number")]
+    NotFinite { field: String, value: f64 },
+    #[error("event {index}: value {value} is not a finite number")]
+    EventValueNotFinite { index: usize, value: f64 },
+}
+
+impl FeaturePlanParams {
+    pub fn new(options: FeatureOptions) -> Self {
+        FeaturePlanParams { options }
+    }
+
+    /// Checks the hyperparameters.
+    pub fn check(&self) -> Result<(), DataError> {
+        let o = &self.options;
+        if o.windows_days.is_empty() || o.windows_days.contains(&0) {
+            return Err(DataError::Invalid(
+                "feature windows: need at least one window, each at least 1 day".into(),
+            ));
+        }
+        if !(o.half_life_days.is_finite() && o.half_life_days > 0.0) {
+            return Err(DataError::Invalid(format!(
+                "feature half_life_days must be a positive number, got {}",
+                o.half_life_days
+            )));
+        }
+        if o.max_levels == 0 || o.max_levels > 10_000 {
+            return Err(DataError::Invalid(format!(
+                "feature max_levels must be between 1 and 10000, got {}",
+                o.max_levels
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fits the plan: vocabularies and categorical levels from `inputs`.
+    pub fn fit(&self, inputs: &PlanInputs) -> Result<FeaturePlan, DataError> {
+        self.check()?;
+        let o = &self.options;
+        let mut windows = o.windows_days.clone();
+        windows.sort_unstable();
+        windows.dedup();
+        let profile = inputs
+            .profile
+            .iter()
+            .map(|input| ProfileFeature {
+                name: input.name.clone(),
+                kind: match input.kind {
+                    ColumnKind::Numeric => ProfileFeatureKind::Numeric,
+                    ColumnKind::Categorical => ProfileFeatureKind::Categorical {
+                        levels: kept_levels(&input.level_counts, o.min_level_count, o.max_levels),
+                    },
+                },
+            })
+            .collect();
+        let (event_types, valued_event_types, channels) = match inputs.form {
+            Form::Tabular => (Vec::new(), Vec::new(), Vec::new()),
+            Form::Events => {
+                if inputs.event_types.len() >= UNKNOWN as usize
+                    || inputs.channels.len() >= UNKNOWN as usize
+                {
+                    return Err(DataError::Invalid(format!(
+                        "too many event types ({}) or channels ({}); at most {} each",
+                        inputs.event_types.len(),
+                        inputs.channels.len(),
+                        UNKNOWN - 1
+                    )));
+                }
+                (
+                    inputs.event_types.keys().cloned().collect(),
+                    inputs
+                        .event_types
+                        .iter()
+                        .filter(|(_, valued)| **valued)
+                        .map(|(t, _)| t.clone())
+                        .collect(),
+                    {
+                        let mut channels = inputs.channels.clone();
+                        channels.sort();
+                        channels.dedup();
+                        channels
+                    },
+                )
+            }
+        };
+        let mut data = FeaturePlanData {
+            form: inputs.form,
+            windows_days: windows,
+            half_life_days: o.half_life_days,
+            creation_calendar: o.creation_calendar && inputs.form == Form::Events,
+            profile,
+            event_types,
+            valued_event_types,
+            channels,
+            feature_names: Vec::new(),
+        };
+        data.feature_names = derive_names(&data);
+        FeaturePlan::try_from(data).map_err(DataError::Invalid)
+    }
+}
+
+/// Levels seen at least `min_count` times, the `max_levels` most frequent (ties by name).
+fn kept_levels(
+    counts: &HashMap<String, usize>,
+    min_count: usize,
+    max_levels: usize,
+) -> Vec<String> {
+    let mut frequent: Vec<(&str, usize)> = counts
+        .iter()
+        .map(|(level, n)| (level.as_str(), *n))
+        .filter(|(_, n)| *n >= min_count.max(1))
+        .collect();
+    frequent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    frequent.truncate(max_levels);
+    let mut levels: Vec<String> = frequent.into_iter().map(|(l, _)| l.to_string()).collect();
+    levels.sort();
+    levels
+}
+
+fn derive_names(data: &FeaturePlanData) -> Vec<String> {
+    let mut names = Vec::new();
+    for field in &data.profile {
+        match &field.kind {
+            ProfileFeatureKind::Numeric => names.push(field.name.clone()),
+            ProfileFeatureKind::Categorical { levels } => {
+                for level in levels {
+                    names.push(format!("{}={}", field.name, level));
+                }
+                names.push(format!("{}=other", field.name));
+                names.push(format!("{}=missing", field.name));
+            }
+        }
+    }
+    if data.form == Form::Tabular {
+        return names;
+    }
+    names.push("tenure_days".into());
+    if data.creation_calendar {
+        for day in WEEKDAYS {
+            names.push(format!("created_weekday={day}"));
+        }
+        for month in 1..=12 {
+            names.push(format!("created_month={month}"));
+        }
+    }
+    for t in &data.event_types {
+        for w in &data.windows_days {
+            names.push(format!("count_{t}_{w}d"));
+        }
+        names.push(format!("days_since_last_{t}"));
+        names.push(format!("decayed_{t}"));
+    }
+    let longest = data.windows_days.last().copied().unwrap_or(0);
+    for t in &data.valued_event_types {
+        names.push(format!("value_sum_{t}_{longest}d"));
+    }
+    for c in &data.channels {
+        for w in &data.windows_days {
+            names.push(format!("count_channel_{c}_{w}d"));
+        }
+    }
+    for w in &data.windows_days {
+        names.push(format!("events_total_{w}d"));
+    }
+    names.push(format!("distinct_channels_{longest}d"));
+    names.push("decayed_engagement".into());
+    names.push("days_since_last_event".into());
+    names.push("trend_30d_vs_prev_60d".into());
+    names
+}
+
+impl TryFrom<FeaturePlanData> for FeaturePlan {
+    type Error = String;
+
+    fn try_from(data: FeaturePlanData) -> Result<Self, String> {
+        let derived = derive_names(&data);
+        if derived != data.feature_names {
+            return Err(format!(
+                "feature plan: stored feature names ({}) differ from those the plan derives ({}); \
+                 the bundle was written by an incompatible version",
+                data.feature_names.len(),
+                derived.len()
+            ));
+        }
+        if data.windows_days.is_empty() || !data.half_life_days.is_finite() {
+            return Err("feature plan: no windows or an invalid half-life".into());
+        }
+        let event_type_index = index_of(&data.event_types);
+        let channel_index = index_of(&data.channels);
+        for t in &data.valued_event_types {
+            if !event_type_index.contains_key(t) {
+                return Err(format!(
+                    "feature plan: valued event type `{t}` is not an event type"
+                ));
+            }
+        }
+        let level_index = data
+            .profile
+            .iter()
+            .map(|p| match &p.kind {
+                ProfileFeatureKind::Numeric => HashMap::new(),
+                ProfileFeatureKind::Categorical { levels } => index_of(levels),
+            })
+            .collect();
+        let layout = Layout::of(&data);
+        debug_assert_eq!(layout.len, derived.len());
+        Ok(FeaturePlan {
+            feature_names: derived,
+            data,
+            event_type_index,
+            channel_index,
+            level_index,
+            layout,
+        })
+    }
+}
+
+impl From<FeaturePlan> for FeaturePlanData {
+    fn from(plan: FeaturePlan) -> Self {
+        plan.data
+    }
+}
+
+fn index_of(names: &[String]) -> HashMap<String, u16> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u16))
+        .collect()
+}
+
+impl Layout {
+    fn of(data: &FeaturePlanData) -> Layout {
+        let mut pos = 0;
+        let mut profile_offsets = Vec::with_capacity(data.profile.len());
+        for field in &data.profile {
+            profile_offsets.push(pos);
+            pos += match &field.kind {
+                ProfileFeatureKind::Numeric => 1,
+                ProfileFeatureKind::Categorical { levels } => levels.len() + 2,
+            };
+        }
+        if data.form == Form::Tabular {
+            return Layout {
+                profile_offsets,
+                len: pos,
+                ..Layout::default()
+            };
+        }
+        let n_windows = data.windows_days.len();
+        let tenure = pos;
+        pos += 1;
+        let calendar = pos;
+        if data.creation_calendar {
+            pos += 7 + 12;
+        }
+        let per_type = pos;
+        let per_type_stride = n_windows + 2;
+        pos += data.event_types.len() * per_type_stride;
+        let value_sums = pos;
+        let valued_slot = data
+            .event_types
+            .iter()
+            .map(|t| data.valued_event_types.iter().position(|v| v == t))
+            .collect();
+        pos += data.valued_event_types.len();
+        let per_channel = pos;
+        pos += data.channels.len() * n_windows;
+        let totals = pos;
+        pos += n_windows + 4;
+        Layout {
+            profile_offsets,
+            tenure,
+            calendar,
+            per_type,
+            per_type_stride,
+            value_sums,
+            valued_slot,
+            per_channel,
+            totals,
+            len: pos,
+        }
+    }
+}
+
+impl FeaturePlan {
+    /// Feature names in model-input order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.layout.len
+    }
+
+    pub fn data(&self) -> &FeaturePlanData {
+        &self.data
+    }
+
+    pub fn form(&self) -> Form {
+        self.data.form
+    }
+
+    /// Profile fields in the order [`EntityHistory::profile`] must follow.
+    pub fn profile_fields(&self) -> &[ProfileFeature] {
+        &self.data.profile
+    }
+
+    /// Index of an event type, or `u16::MAX` when the plan does not know it.
+    pub fn event_type_code(&self, event_type: &str) -> u16 {
+        self.event_type_index
+            .get(event_type)
+            .copied()
+            .unwrap_or(UNKNOWN)
+    }
+
+    /// Index of a channel, or `u16::MAX` when absent or unknown.
+    pub fn channel_code(&self, channel: Option<&str>) -> u16 {
+        channel
+            .and_then(|c| self.channel_index.get(c).copied())
+            .unwrap_or(UNKNOWN)
+    }
+
+    /// Encodes a categorical text value of profile field `field` (an index into
+    /// [`FeaturePlan::profile_fields`]); unseen levels become `other`.
+    pub fn level_code(&self, field: usize, value: Option<&str>) -> u16 {
+        let levels = &self.level_index[field];
+        let n = levels.len() as u16;
+        match value {
+            None => n + 1,
+            Some(v) => levels.get(v).copied().unwrap_or(n),
+        }
+    }
+
+    /// Encodes one request-time profile value of field `field`.
+    pub fn encode_profile_value(
+        &self,
+        field: usize,
+        value: &ProfileValue,
+    ) -> Result<EncodedProfile, FeatureError> {
+        let spec = &self.data.profile[field];
+        match (&spec.kind, value) {
+            (ProfileFeatureKind::Numeric, ProfileValue::Missing) => {
+                Ok(EncodedProfile::Number(f64::NAN))
+            }
+            (ProfileFeatureKind::Numeric, ProfileValue::Number(x)) if x.is_finite() => {
+                Ok(EncodedProfile::Number(*x))
+            }
+            (ProfileFeatureKind::Numeric, ProfileValue::Number(x)) => {
+                Err(FeatureError::NotFinite {
+                    field: spec.name.clone(),
+                    value: *x,
+                })
+            }
+            (ProfileFeatureKind::Numeric, ProfileValue::Text(text)) => {
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Ok(EncodedProfile::Number(f64::NAN));
+                }
+                match trimmed.parse::<f64>() {
+                    Ok(x) if x.is_finite() => Ok(EncodedProfile::Number(x)),
+                    _ => Err(FeatureError::NotANumber {
+                        field: spec.name.clone(),
+                        value: text.clone(),
+                    }),
+                }
+            }
+            (ProfileFeatureKind::Categorical { .. }, ProfileValue::Missing) => {
+                Ok(EncodedProfile::Level(self.level_code(field, None)))
+            }
+            (ProfileFeatureKind::Categorical { .. }, ProfileValue::Text(text)) => {
+                Ok(EncodedProfile::Level(self.level_code(field, Some(text))))
+            }
+            (ProfileFeatureKind::Categorical { .. }, ProfileValue::Number(x)) => {
+                let text = number_as_level(*x);
+                Ok(EncodedProfile::Level(self.level_code(field, Some(&text))))
+            }
+        }
+    }
+
+    /// The features of one entity as of `cutoff_ms`: the serving-time entry point. Events at
+    /// or after the cutoff are ignored; events may come in any order.
+    pub fn compute(
+        &self,
+        history: &EntityHistory,
+        cutoff_ms: TimestampMs,
+    ) -> Result<Vec<f32>, FeatureError> {
+        let mut out = vec![0.0; self.n_features()];
+        self.compute_into(history, cutoff_ms, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`FeaturePlan::compute`] into a caller's buffer of length [`FeaturePlan::n_features`].
+    pub fn compute_into(
+        &self,
+        history: &EntityHistory,
+        cutoff_ms: TimestampMs,
+        out: &mut [f32],
+    ) -> Result<(), FeatureError> {
+        let fields = &self.data.profile;
+        if history.profile.len() != fields.len() {
+            return Err(FeatureError::ProfileLength {
+                expected: fields.len(),
+                got: history.profile.len(),
+                names: fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let profile = history
+            .profile
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.encode_profile_value(i, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = Vec::with_capacity(history.events.len());
+        for (index, event) in history.events.iter().enumerate() {
+            if event.ts_ms >= cutoff_ms {
+                continue;
+            }
+            let value = match event.value {
+                Some(v) if !v.is_finite() => {
+                    return Err(FeatureError::EventValueNotFinite { index, value: v });
+                }
+                Some(v) => v,
+                None => f64::NAN,
+            };
+            events.push(EncodedEvent {
+                ts_ms: event.ts_ms,
+                event_type: self.event_type_code(&event.event_type),
+                channel: self.channel_code(event.channel.as_deref()),
+                value,
+            });
+        }
+        events.sort_by(canonical_order);
+        self.compute_encoded(history.created_at_ms, &profile, &events, cutoff_ms, out);
+        Ok(())
+    }
+
+    /// The kernel. `events` must be in [`canonical_order`] and all before `cutoff_ms`;
+    /// `out` has length [`FeaturePlan::n_features`].
+    pub fn compute_encoded(
+        &self,
+        created_at_ms: TimestampMs,
+        profile: &[EncodedProfile],
+        events: &[EncodedEvent],
+        cutoff_ms: TimestampMs,
+        out: &mut [f32],
+    ) {
+        let layout = &self.layout;
+        debug_assert_eq!(out.len(), layout.len);
+        debug_assert!(events.iter().all(|e| e.ts_ms < cutoff_ms));
+        out.fill(0.0);
+        for ((field, value), &offset) in self
+            .data
+            .profile
+            .iter()
+            .zip(profile)
+            .zip(&layout.profile_offsets)
+        {
+            match (&field.kind, value) {
+                (ProfileFeatureKind::Numeric, EncodedProfile::Number(x)) => {
+                    out[offset] = *x as f32;
+                }
+                (ProfileFeatureKind::Categorical { levels }, EncodedProfile::Level(code)) => {
+                    let slot = usize::from(*code).min(levels.len() + 1);
+                    out[offset + slot] = 1.0;
+                }
+                // A value encoded for the other kind cannot come from this plan's encoders.
+                (ProfileFeatureKind::Numeric, _) => out[offset] = f32::NAN,
+                (ProfileFeatureKind::Categorical { levels }, _) => {
+                    out[offset + levels.len() + 1] = 1.0;
+                }
+            }
+        }
+        if self.data.form == Form::Tabular {
+            return;
+        }
+        let day = DAY_MS as f64;
+        out[layout.tenure] = ((cutoff_ms - created_at_ms) as f64 / day) as f32;
+        if self.data.creation_calendar
+            && let Some(created) = DateTime::from_timestamp_millis(created_at_ms)
+        {
+            let weekday = created.weekday().num_days_from_monday() as usize;
+            let month = created.month0() as usize;
+            out[layout.calendar + weekday] = 1.0;
+            out[layout.calendar + 7 + month] = 1.0;
+        }
+
+        let windows = &self.data.windows_days;
+        let n_windows = windows.len();
+        let window_starts: Vec<i64> = windows
+            .iter()
+            .map(|w| cutoff_ms - i64::from(*w) * DAY_MS)
+            .collect();
+        let longest_start = window_starts[n_windows - 1];
+        let n_types = self.data.event_types.len();
+        let n_channels = self.data.channels.len();
+        let mut type_counts = vec![0u32; n_types * n_windows];
+        let mut type_last = vec![i64::MIN; n_types];
+        let mut type_decayed = vec![0f64; n_types];
+        let mut value_sums = vec![0f64; self.data.valued_event_types.len()];
+        let mut channel_counts = vec![0u32; n_channels * n_windows];
+        let mut channel_seen = vec![false; n_channels];
+        let mut totals = vec![0u32; n_windows];
+        let mut decayed_total = 0f64;
+        let mut last_any = i64::MIN;
+        let recent_start = cutoff_ms - TREND_RECENT_DAYS * DAY_MS;
+        let prior_start = recent_start - TREND_PRIOR_DAYS * DAY_MS;
+        let (mut n_recent, mut n_prior) = (0u32, 0u32);
+        let half_life = self.data.half_life_days;
+
+        for event in events {
+            let t = usize::from(event.event_type);
+            if t >= n_types {
+                continue;
+            }
+            let age_days = (cutoff_ms - event.ts_ms) as f64 / day;
+            let decay = (-age_days / half_life).exp2();
+            type_decayed[t] += decay;
+            decayed_total += decay;
+            type_last[t] = type_last[t].max(event.ts_ms);
+            last_any = last_any.max(event.ts_ms);
+            if event.ts_ms >= recent_start {
+                n_recent += 1;
+            } else if event.ts_ms >= prior_start {
+                n_prior += 1;
+            }
+            let c = usize::from(event.channel);
+            for (w, &start) in window_starts.iter().enumerate() {
+                if event.ts_ms >= start {
+                    type_counts[t * n_windows + w] += 1;
+                    totals[w] += 1;
+                    if c < n_channels {
+                        channel_counts[c * n_windows + w] += 1;
+                    }
+                }
+            }
+            if event.ts_ms >= longest_start {
+                if c < n_channels {
+                    channel_seen[c] = true;
+                }
+                if let Some(slot) = layout.valued_slot[t]
+                    && !event.value.is_nan()
+                {
+                    value_sums[slot] += event.value;
+                }
+            }
+        }
+
+        let recency = |last: i64| -> f32 {
+            if last == i64::MIN {
+                RECENCY_CAP_DAYS as f32
+            } else {
+                (((cutoff_ms - last) as f64 / day).min(RECENCY_CAP_DAYS)) as f32
+            }
+        };
+        for t in 0..n_types {
+            let base = layout.per_type + t * layout.per_type_stride;
+            for w in 0..n_windows {
+                out[base + w] = type_counts[t * n_windows + w] as f32;
+            }
+            out[base + n_windows] = recency(type_last[t]);
+            out[base + n_windows + 1] = type_decayed[t] as f32;
+        }
+        for (slot, sum) in value_sums.iter().enumerate() {
+            out[layout.value_sums + slot] = *sum as f32;
+        }
+        for (i, count) in channel_counts.iter().enumerate() {
+            out[layout.per_channel + i] = *count as f32;
+        }
+        for (w, total) in totals.iter().enumerate() {
+            out[layout.totals + w] = *total as f32;
+        }
+        let rest = layout.totals + n_windows;
+        out[rest] = channel_seen.iter().filter(|s| **s).count() as f32;
+        out[rest + 1] = decayed_total as f32;
+        out[rest + 2] = recency(last_any);
+        out[rest + 3] =
+            ((1.0 + f64::from(n_recent)) / (1.0 + f64::from(n_prior) / 2.0)).ln() as f32;
+    }
+}
+
+/// How a number given for a categorical field is read as a level: integral values without a
+/// fractional part (`13085`, not `13085.0`), others in Rust's shortest round-trip form. The
+/// loader renders numeric ids and levels the same way.
+pub fn number_as_level(x: f64) -> String {
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}

@@ -1,0 +1,134 @@
+//! The one error type handlers return, and its JSON body.
+//!
+//! Every error response is
+//! `{"error": {"kind": "...", "message": "...", "field": "..." | null}}`
+//! with the HTTP status given by [`ErrorKind::status`], the single
+//! kind → status table.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::pool::ScoreError;
+
+/// The machine-readable class of an error; decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    NotReady,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind → status table.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error a handler returns to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; `field` names the offending input when known.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("no route for {path}")]
+    NotFound { path: String },
+    #[error("method {method} not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
+    /// The service cannot serve (yet): models not loaded, loading failed.
+    #[error("{reason}")]
+    NotReady { reason: String },
+    /// A server-side failure; `message` is logged, not sent.
+    #[error("{message}")]
+    Internal { message: String },
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadRequest { .. } => ErrorKind::BadRequest,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
+            Self::NotReady { .. } => ErrorKind::NotReady,
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::BadRequest { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The body sent to the client.
+    pub fn body(&self) -> ErrorBody<'_> {
+        let message = match self {
+            Self::Internal { .. } => "internal server error".to_owned(),
+            other => other.to_string(),
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind(),
+                message,
+                field: self.field(),
+            },
+        }
+    }
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub field: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal { message } = &self {
+            eprintln!("leadscore-serve: internal error: {message}");
+        }
+        (self.kind().status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<ScoreError> for ApiError {
+    fn from(e: ScoreError) -> Self {
+        match e {
+            ScoreError::WidthMismatch { .. } => Self::bad_request(e.to_string(), Some("features")),
+            ScoreError::Ort(_) | ScoreError::OutputShape { .. } | ScoreError::Task(_) => {
+                Self::Internal {
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}
