@@ -26,6 +26,8 @@ impl fmt::Display for Location {
     }
 }
 
+/// A problem with a dataset or its spec. Variants that point into a file carry a boxed
+/// [`Location`] so that the error stays small on the `Ok` path.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read {}: {source}", path.display())]
@@ -56,21 +58,21 @@ pub enum DataError {
     },
     #[error("{at}: {problem} (value {value:?})")]
     BadValue {
-        at: Location,
+        at: Box<Location>,
         value: String,
         problem: String,
     },
     #[error("{at}: duplicate id {id:?} (first seen on row {first_row})")]
     DuplicateId {
-        at: Location,
+        at: Box<Location>,
         id: String,
         first_row: usize,
     },
     #[error("{at}: entity id {id:?} is not in the entities file")]
-    UnknownEntity { at: Location, id: String },
+    UnknownEntity { at: Box<Location>, id: String },
     #[error("{at}: outcome at {outcome} is before the entity {id:?} was created ({created})")]
     OutcomeBeforeCreation {
-        at: Location,
+        at: Box<Location>,
         id: String,
         outcome: String,
         created: String,

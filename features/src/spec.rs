@@ -385,12 +385,12 @@ impl DatasetSpec {
                 }
                 _ => {}
             }
-            if let CutoffSpec::Every { every_days, count } = &label.cutoffs {
-                if *every_days == 0 || *count == 0 {
-                    return fail(
-                        "[label.cutoffs.every] every_days and count must be at least 1".into(),
-                    );
-                }
+            if let CutoffSpec::Every { every_days, count } = &label.cutoffs
+                && (*every_days == 0 || *count == 0)
+            {
+                return fail(
+                    "[label.cutoffs.every] every_days and count must be at least 1".into(),
+                );
             }
         } else if self.events.is_some() || self.outcomes.is_some() || self.label.is_some() {
             return fail(

@@ -47,7 +47,9 @@ fn folder_with(files: &[(&str, &str)]) -> TempDir {
 
 fn write_parquet(path: &Path, mut frame: DataFrame) {
     let file = fs::File::create(path).expect("create parquet");
-    ParquetWriter::new(file).finish(&mut frame).expect("write parquet");
+    ParquetWriter::new(file)
+        .finish(&mut frame)
+        .expect("write parquet");
 }
 
 fn load_ok(spec: &DatasetSpec) -> LoadedDataset {
@@ -65,29 +67,63 @@ fn load_err(spec: &DatasetSpec) -> DataError {
 fn assert_mentions(error: &DataError, parts: &[&str]) {
     let message = error.to_string();
     for part in parts {
-        assert!(message.contains(part), "error message {message:?} should mention {part:?}");
+        assert!(
+            message.contains(part),
+            "error message {message:?} should mention {part:?}"
+        );
     }
 }
 
 fn strings(frame: &DataFrame, column: &str) -> Vec<Option<String>> {
-    let column = frame.column(column).expect("column").as_materialized_series().clone();
-    column.str().expect("a String column").iter().map(|v| v.map(str::to_string)).collect()
+    let column = frame
+        .column(column)
+        .expect("column")
+        .as_materialized_series()
+        .clone();
+    column
+        .str()
+        .expect("a String column")
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
 }
 
 fn floats(frame: &DataFrame, column: &str) -> Vec<Option<f64>> {
-    frame.column(column).expect("column").f64().expect("a Float64 column").iter().collect()
+    frame
+        .column(column)
+        .expect("column")
+        .f64()
+        .expect("a Float64 column")
+        .iter()
+        .collect()
 }
 
 fn ints(frame: &DataFrame, column: &str) -> Vec<Option<i64>> {
-    frame.column(column).expect("column").i64().expect("an Int64 column").iter().collect()
+    frame
+        .column(column)
+        .expect("column")
+        .i64()
+        .expect("an Int64 column")
+        .iter()
+        .collect()
 }
 
 fn labels(frame: &DataFrame) -> Vec<Option<u8>> {
-    frame.column(LABEL).expect("label column").u8().expect("a UInt8 label").iter().collect()
+    frame
+        .column(LABEL)
+        .expect("label column")
+        .u8()
+        .expect("a UInt8 label")
+        .iter()
+        .collect()
 }
 
 fn names(frame: &DataFrame) -> Vec<String> {
-    frame.get_column_names().into_iter().map(|name| name.to_string()).collect()
+    frame
+        .get_column_names()
+        .into_iter()
+        .map(|name| name.to_string())
+        .collect()
 }
 
 fn some(values: &[&str]) -> Vec<Option<String>> {
@@ -95,7 +131,13 @@ fn some(values: &[&str]) -> Vec<Option<String>> {
 }
 
 fn profile(columns: &[(&str, ColumnKind)]) -> Vec<ProfileColumn> {
-    columns.iter().map(|(name, kind)| ProfileColumn { name: name.to_string(), kind: *kind }).collect()
+    columns
+        .iter()
+        .map(|(name, kind)| ProfileColumn {
+            name: name.to_string(),
+            kind: *kind,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,7 +179,10 @@ fn event_form_csv_gives_the_canonical_frames() {
     let loaded = load_ok(&spec);
 
     let entities = &loaded.entities;
-    assert_eq!(names(entities), [ENTITY_ID, CREATED_AT, "source", "seats", "score"]);
+    assert_eq!(
+        names(entities),
+        [ENTITY_ID, CREATED_AT, "source", "seats", "score"]
+    );
     assert_eq!(
         loaded.profile_columns,
         profile(&[
@@ -149,11 +194,21 @@ fn event_form_csv_gives_the_canonical_frames() {
     assert_eq!(strings(entities, ENTITY_ID), some(&["L1", "L2", "L3"]));
     assert_eq!(
         ints(entities, CREATED_AT),
-        [Some(ms("2024-01-01 09:00:00")), Some(ms("2024-01-02 00:00:00")), Some(ms("2024-01-03 10:30:00"))]
+        [
+            Some(ms("2024-01-01 09:00:00")),
+            Some(ms("2024-01-02 00:00:00")),
+            Some(ms("2024-01-03 10:30:00"))
+        ]
     );
-    assert_eq!(strings(entities, "source"), [Some("web".into()), None, Some("ads".into())]);
+    assert_eq!(
+        strings(entities, "source"),
+        [Some("web".into()), None, Some("ads".into())]
+    );
     assert_eq!(floats(entities, "seats"), [Some(5.0), Some(12.0), None]);
-    assert_eq!(floats(entities, "score"), [Some(0.5), Some(1.0), Some(-2.0)]);
+    assert_eq!(
+        floats(entities, "score"),
+        [Some(0.5), Some(1.0), Some(-2.0)]
+    );
 
     let events = loaded.events.as_ref().expect("events");
     assert_eq!(names(events), [ENTITY_ID, TS, EVENT_TYPE, CHANNEL, VALUE]);
@@ -167,21 +222,41 @@ fn event_form_csv_gives_the_canonical_frames() {
             Some(ms("2024-01-03 11:00:00")),
         ]
     );
-    assert_eq!(strings(events, EVENT_TYPE), some(&["page_view", "email_open", "page_view", "form"]));
-    assert_eq!(strings(events, CHANNEL), [Some("web".into()), Some("email".into()), Some("web".into()), None]);
+    assert_eq!(
+        strings(events, EVENT_TYPE),
+        some(&["page_view", "email_open", "page_view", "form"])
+    );
+    assert_eq!(
+        strings(events, CHANNEL),
+        [
+            Some("web".into()),
+            Some("email".into()),
+            Some("web".into()),
+            None
+        ]
+    );
     assert_eq!(floats(events, VALUE), [Some(30.0), None, Some(12.5), None]);
 
     let outcomes = loaded.outcomes.as_ref().expect("outcomes");
     assert_eq!(names(outcomes), [ENTITY_ID, OUTCOME_AT]);
     // L1 has two deal rows: the earliest is kept.
     assert_eq!(strings(outcomes, ENTITY_ID), some(&["L1", "L3"]));
-    assert_eq!(ints(outcomes, OUTCOME_AT), [Some(ms("2024-01-10 00:00:00")), Some(ms("2024-01-20 15:00:00"))]);
+    assert_eq!(
+        ints(outcomes, OUTCOME_AT),
+        [
+            Some(ms("2024-01-10 00:00:00")),
+            Some(ms("2024-01-20 15:00:00"))
+        ]
+    );
 }
 
 #[test]
 fn event_form_parquet_converts_datetime_date_and_integer_ids() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let created_us: Vec<i64> = vec![ms("2024-01-01 09:00:00") * 1_000, ms("2024-01-02 00:00:00") * 1_000];
+    let created_us: Vec<i64> = vec![
+        ms("2024-01-01 09:00:00") * 1_000,
+        ms("2024-01-02 00:00:00") * 1_000,
+    ];
     let created = Int64Chunked::from_vec("created".into(), created_us)
         .into_series()
         .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
@@ -198,10 +273,16 @@ fn event_form_parquet_converts_datetime_date_and_integer_ids() {
     .expect("frame");
     write_parquet(&dir.path().join("entities.PARQUET"), entities);
 
-    let event_ns: Vec<i64> = vec![ms("2024-01-01 10:00:00") * 1_000_000, ms("2024-01-05 00:00:00") * 1_000_000];
+    let event_ns: Vec<i64> = vec![
+        ms("2024-01-01 10:00:00") * 1_000_000,
+        ms("2024-01-05 00:00:00") * 1_000_000,
+    ];
     let at = Int64Chunked::from_vec("at".into(), event_ns)
         .into_series()
-        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC)))
+        .cast(&DataType::Datetime(
+            TimeUnit::Nanoseconds,
+            Some(TimeZone::UTC),
+        ))
         .expect("datetime");
     let events = DataFrame::new(
         2,
@@ -220,7 +301,10 @@ fn event_form_parquet_converts_datetime_date_and_integer_ids() {
         .expect("date");
     let outcomes = DataFrame::new(
         1,
-        vec![Int64Chunked::from_vec("id".into(), vec![102]).into_column(), won.into_column()],
+        vec![
+            Int64Chunked::from_vec("id".into(), vec![102]).into_column(),
+            won.into_column(),
+        ],
     )
     .expect("frame");
     write_parquet(&dir.path().join("outcomes.parquet"), outcomes);
@@ -250,16 +334,34 @@ fn event_form_parquet_converts_datetime_date_and_integer_ids() {
         "#,
     );
     let loaded = load_ok(&spec);
-    assert_eq!(names(&loaded.entities), [ENTITY_ID, CREATED_AT, "revenue", "segment"]);
+    assert_eq!(
+        names(&loaded.entities),
+        [ENTITY_ID, CREATED_AT, "revenue", "segment"]
+    );
     assert_eq!(strings(&loaded.entities, ENTITY_ID), some(&["101", "102"]));
-    assert_eq!(ints(&loaded.entities, CREATED_AT), [Some(ms("2024-01-01 09:00:00")), Some(ms("2024-01-02 00:00:00"))]);
+    assert_eq!(
+        ints(&loaded.entities, CREATED_AT),
+        [
+            Some(ms("2024-01-01 09:00:00")),
+            Some(ms("2024-01-02 00:00:00"))
+        ]
+    );
     // NaN in a Parquet float column is a missing value.
     assert_eq!(floats(&loaded.entities, "revenue"), [Some(1.5), None]);
-    assert_eq!(strings(&loaded.entities, "segment"), some(&["smb", "enterprise"]));
+    assert_eq!(
+        strings(&loaded.entities, "segment"),
+        some(&["smb", "enterprise"])
+    );
 
     let events = loaded.events.as_ref().expect("events");
     assert_eq!(strings(events, ENTITY_ID), some(&["101", "102"]));
-    assert_eq!(ints(events, TS), [Some(ms("2024-01-01 10:00:00")), Some(ms("2024-01-05 00:00:00"))]);
+    assert_eq!(
+        ints(events, TS),
+        [
+            Some(ms("2024-01-01 10:00:00")),
+            Some(ms("2024-01-05 00:00:00"))
+        ]
+    );
     assert_eq!(strings(events, CHANNEL), [None, None]);
     assert_eq!(floats(events, VALUE), [None, None]);
 
@@ -271,7 +373,10 @@ fn event_form_parquet_converts_datetime_date_and_integer_ids() {
 #[test]
 fn events_are_optional_when_the_label_only_needs_outcomes() {
     let dir = folder_with(&[
-        ("mql.csv", "mql_id,first_contact_date,origin\na,2018-02-01,social\nb,2018-02-03,\n"),
+        (
+            "mql.csv",
+            "mql_id,first_contact_date,origin\na,2018-02-01,social\nb,2018-02-03,\n",
+        ),
         ("won.csv", "mql_id,won_date\nb,2018-03-01 10:00:00\n"),
     ]);
     let spec = spec_in(
@@ -294,9 +399,15 @@ fn events_are_optional_when_the_label_only_needs_outcomes() {
     );
     let loaded = load_ok(&spec);
     assert!(loaded.events.is_none());
-    assert_eq!(strings(&loaded.entities, "origin"), [Some("social".into()), None]);
+    assert_eq!(
+        strings(&loaded.entities, "origin"),
+        [Some("social".into()), None]
+    );
     let outcomes = loaded.outcomes.as_ref().expect("outcomes");
-    assert_eq!(ints(outcomes, OUTCOME_AT), [Some(ms("2018-03-01 10:00:00"))]);
+    assert_eq!(
+        ints(outcomes, OUTCOME_AT),
+        [Some(ms("2018-03-01 10:00:00"))]
+    );
 }
 
 #[test]
@@ -328,8 +439,17 @@ fn separator_and_timestamp_format_come_from_the_spec() {
         "#,
     );
     let loaded = load_ok(&spec);
-    assert_eq!(ints(&loaded.entities, CREATED_AT), [Some(ms("2024-01-02 10:30:00")), Some(ms("2024-01-03 00:00:00"))]);
-    assert_eq!(strings(&loaded.entities, "region"), some(&["north", "south"]));
+    assert_eq!(
+        ints(&loaded.entities, CREATED_AT),
+        [
+            Some(ms("2024-01-02 10:30:00")),
+            Some(ms("2024-01-03 00:00:00"))
+        ]
+    );
+    assert_eq!(
+        strings(&loaded.entities, "region"),
+        some(&["north", "south"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,9 +496,18 @@ fn entities_from_events_with_drop_and_set_event_type_rules() {
 
     let events = loaded.events.as_ref().expect("events");
     // The line without a customer is dropped; the `C` invoice becomes a cancellation.
-    assert_eq!(strings(events, ENTITY_ID), some(&["13085", "16321", "16321", "13085"]));
-    assert_eq!(strings(events, EVENT_TYPE), some(&["purchase", "cancellation", "purchase", "purchase"]));
-    assert_eq!(floats(events, VALUE), [Some(12.0 * 6.95), Some(-6.0), Some(7.5), None]);
+    assert_eq!(
+        strings(events, ENTITY_ID),
+        some(&["13085", "16321", "16321", "13085"])
+    );
+    assert_eq!(
+        strings(events, EVENT_TYPE),
+        some(&["purchase", "cancellation", "purchase", "purchase"])
+    );
+    assert_eq!(
+        floats(events, VALUE),
+        [Some(12.0 * 6.95), Some(-6.0), Some(7.5), None]
+    );
 
     // One entity per customer in order of first appearance, created at its first event
     // (16321's first event is the 09:00 line although it comes later in the file), with
@@ -386,9 +515,21 @@ fn entities_from_events_with_drop_and_set_event_type_rules() {
     let entities = &loaded.entities;
     assert_eq!(names(entities), [ENTITY_ID, CREATED_AT, "Country"]);
     assert_eq!(strings(entities, ENTITY_ID), some(&["13085", "16321"]));
-    assert_eq!(ints(entities, CREATED_AT), [Some(ms("2009-12-01 07:45:00")), Some(ms("2009-12-01 09:00:00"))]);
-    assert_eq!(strings(entities, "Country"), some(&["United Kingdom", "France"]));
-    assert_eq!(loaded.profile_columns, profile(&[("Country", ColumnKind::Categorical)]));
+    assert_eq!(
+        ints(entities, CREATED_AT),
+        [
+            Some(ms("2009-12-01 07:45:00")),
+            Some(ms("2009-12-01 09:00:00"))
+        ]
+    );
+    assert_eq!(
+        strings(entities, "Country"),
+        some(&["United Kingdom", "France"])
+    );
+    assert_eq!(
+        loaded.profile_columns,
+        profile(&[("Country", ColumnKind::Categorical)])
+    );
     assert!(loaded.outcomes.is_none());
 }
 
@@ -427,8 +568,17 @@ fn later_rules_win_and_drop_rules_starting_with_a_prefix_drop() {
     let events = loaded.events.as_ref().expect("events");
     assert_eq!(strings(events, ENTITY_ID), some(&["a", "a", "b"]));
     // The missing event type of the last row is set by a rule, so it is not an error.
-    assert_eq!(strings(events, EVENT_TYPE), some(&["visit", "credit", "credit_transfer"]));
-    assert_eq!(ints(&loaded.entities, CREATED_AT), [Some(ms("2024-01-01 00:00:00")), Some(ms("2024-01-04 00:00:00"))]);
+    assert_eq!(
+        strings(events, EVENT_TYPE),
+        some(&["visit", "credit", "credit_transfer"])
+    );
+    assert_eq!(
+        ints(&loaded.entities, CREATED_AT),
+        [
+            Some(ms("2024-01-01 00:00:00")),
+            Some(ms("2024-01-04 00:00:00"))
+        ]
+    );
 }
 
 #[test]
@@ -440,9 +590,13 @@ fn float_ids_in_parquet_match_integer_ids_in_csv() {
     let events = DataFrame::new(
         3,
         vec![
-            Float64Chunked::from_slice_options("Customer ID".into(), &[Some(13085.0), Some(16321.0), Some(12345.5)])
+            Float64Chunked::from_slice_options(
+                "Customer ID".into(),
+                &[Some(13085.0), Some(16321.0), Some(12345.5)],
+            )
+            .into_column(),
+            StringChunked::from_slice("InvoiceDate".into(), &["2009-12-01 07:45:00"; 3])
                 .into_column(),
-            StringChunked::from_slice("InvoiceDate".into(), &["2009-12-01 07:45:00"; 3]).into_column(),
         ],
     )
     .expect("frame");
@@ -469,9 +623,15 @@ fn float_ids_in_parquet_match_integer_ids_in_csv() {
         "#,
     );
     let loaded = load_ok(&spec);
-    assert_eq!(strings(&loaded.entities, ENTITY_ID), some(&["13085", "16321", "12345.5"]));
+    assert_eq!(
+        strings(&loaded.entities, ENTITY_ID),
+        some(&["13085", "16321", "12345.5"])
+    );
     let events = loaded.events.as_ref().expect("events");
-    assert_eq!(strings(events, ENTITY_ID), some(&["13085", "16321", "12345.5"]));
+    assert_eq!(
+        strings(events, ENTITY_ID),
+        some(&["13085", "16321", "12345.5"])
+    );
     assert_eq!(strings(events, EVENT_TYPE), some(&["purchase"; 3]));
 }
 
@@ -504,13 +664,22 @@ fn tabular_with_positive_text_and_missing_markers() {
     );
     let loaded = load_ok(&spec);
     let entities = &loaded.entities;
-    assert_eq!(names(entities), [ENTITY_ID, CREATED_AT, "Visits", "City", "Occupation", LABEL]);
+    assert_eq!(
+        names(entities),
+        [ENTITY_ID, CREATED_AT, "Visits", "City", "Occupation", LABEL]
+    );
     assert_eq!(strings(entities, ENTITY_ID), some(&["p1", "p2", "p3"]));
     assert_eq!(ints(entities, CREATED_AT), [Some(0); 3]);
     // `NA` and the empty string are missing, so Visits is numeric.
     assert_eq!(floats(entities, "Visits"), [Some(3.0), None, None]);
-    assert_eq!(strings(entities, "City"), [Some("Mumbai".into()), None, Some("Pune".into())]);
-    assert_eq!(strings(entities, "Occupation"), [None, Some("Student".into()), None]);
+    assert_eq!(
+        strings(entities, "City"),
+        [Some("Mumbai".into()), None, Some("Pune".into())]
+    );
+    assert_eq!(
+        strings(entities, "Occupation"),
+        [None, Some("Student".into()), None]
+    );
     assert_eq!(labels(entities), [Some(1), Some(0), Some(0)]);
     assert_eq!(
         loaded.profile_columns,
@@ -539,7 +708,10 @@ fn tabular_without_id_numbers_rows_and_reads_boolean_labels() {
     );
     let loaded = load_ok(&spec);
     assert_eq!(strings(&loaded.entities, ENTITY_ID), some(&["1", "2", "3"]));
-    assert_eq!(strings(&loaded.entities, "zip"), some(&["75001", "69002", "13001"]));
+    assert_eq!(
+        strings(&loaded.entities, "zip"),
+        some(&["75001", "69002", "13001"])
+    );
     assert_eq!(labels(&loaded.entities), [Some(1), Some(0), Some(1)]);
 }
 
@@ -561,8 +733,14 @@ fn tabular_parquet_with_integer_labels() {
     );
     let loaded = load_ok(&spec);
     assert_eq!(labels(&loaded.entities), [Some(0), Some(1), Some(1)]);
-    assert_eq!(floats(&loaded.entities, "visits"), [Some(4.0), Some(0.0), Some(7.0)]);
-    assert_eq!(loaded.entities.column(LABEL).expect("label").dtype(), &DataType::UInt8);
+    assert_eq!(
+        floats(&loaded.entities, "visits"),
+        [Some(4.0), Some(0.0), Some(7.0)]
+    );
+    assert_eq!(
+        loaded.entities.column(LABEL).expect("label").dtype(),
+        &DataType::UInt8
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -572,7 +750,9 @@ fn tabular_parquet_with_integer_labels() {
 fn tabular_spec(dir: &Path, file: &str, extra: &str) -> DatasetSpec {
     spec_in(
         dir,
-        &format!("name = \"t\"\ntask = \"propensity\"\n[table]\npath = \"{file}\"\nlabel = \"y\"\n{extra}\n"),
+        &format!(
+            "name = \"t\"\ntask = \"propensity\"\n[table]\npath = \"{file}\"\nlabel = \"y\"\n{extra}\n"
+        ),
     )
 }
 
@@ -588,7 +768,10 @@ fn error_missing_file() {
 fn error_unsupported_extension() {
     let dir = folder_with(&[("leads.xlsx", "y\n1\n")]);
     let error = load_err(&tabular_spec(dir.path(), "leads.xlsx", ""));
-    assert!(matches!(error, DataError::UnsupportedFormat { .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::UnsupportedFormat { .. }),
+        "{error:?}"
+    );
     assert_mentions(&error, &["leads.xlsx", ".csv or .parquet"]);
 }
 
@@ -596,15 +779,24 @@ fn error_unsupported_extension() {
 fn error_missing_column_lists_the_available_ones() {
     let dir = folder_with(&[("t.csv", "target,visits\n1,2\n0,3\n")]);
     let error = load_err(&tabular_spec(dir.path(), "t.csv", ""));
-    assert!(matches!(error, DataError::MissingColumn { .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::MissingColumn { .. }),
+        "{error:?}"
+    );
     assert_mentions(&error, &["t.csv", "`y`", "`target`, `visits`"]);
 }
 
 #[test]
 fn error_missing_event_column() {
-    let dir = folder_with(&[("lines.csv", "Invoice,InvoiceDate,Customer ID,Quantity,Country\n1,2024-01-01,5,1,UK\n")]);
+    let dir = folder_with(&[(
+        "lines.csv",
+        "Invoice,InvoiceDate,Customer ID,Quantity,Country\n1,2024-01-01,5,1,UK\n",
+    )]);
     let error = load_err(&spec_in(dir.path(), RETAIL_SPEC));
-    assert!(matches!(error, DataError::MissingColumn { .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::MissingColumn { .. }),
+        "{error:?}"
+    );
     assert_mentions(&error, &["lines.csv", "`Price`", "`Quantity`"]);
 }
 
@@ -612,46 +804,96 @@ fn error_missing_event_column() {
 fn error_excluded_column_that_does_not_exist() {
     let dir = folder_with(&[("t.csv", "y,visits\n1,2\n0,3\n")]);
     let error = load_err(&tabular_spec(dir.path(), "t.csv", "exclude = [\"Tags\"]"));
-    assert!(matches!(error, DataError::MissingColumn { .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::MissingColumn { .. }),
+        "{error:?}"
+    );
     assert_mentions(&error, &["t.csv", "`Tags`", "`y`, `visits`"]);
 }
 
 #[test]
 fn error_declared_column_that_does_not_exist() {
     let dir = folder_with(&[("t.csv", "y,visits\n1,2\n0,3\n")]);
-    let error = load_err(&tabular_spec(dir.path(), "t.csv", "columns = { vists = \"numeric\" }"));
-    assert!(matches!(error, DataError::MissingColumn { .. }), "{error:?}");
+    let error = load_err(&tabular_spec(
+        dir.path(),
+        "t.csv",
+        "columns = { vists = \"numeric\" }",
+    ));
+    assert!(
+        matches!(error, DataError::MissingColumn { .. }),
+        "{error:?}"
+    );
     assert_mentions(&error, &["t.csv", "`vists`", "`visits`"]);
 }
 
 #[test]
 fn error_text_in_a_declared_numeric_column() {
     let dir = folder_with(&[("t.csv", "y,visits\n1,2\n0,3\n1,many\n")]);
-    let error = load_err(&tabular_spec(dir.path(), "t.csv", "columns = { visits = \"numeric\" }"));
+    let error = load_err(&tabular_spec(
+        dir.path(),
+        "t.csv",
+        "columns = { visits = \"numeric\" }",
+    ));
     assert!(matches!(error, DataError::BadValue { .. }), "{error:?}");
-    assert_mentions(&error, &["t.csv", "row 3", "column `visits`", "\"many\"", "not a number"]);
+    assert_mentions(
+        &error,
+        &[
+            "t.csv",
+            "row 3",
+            "column `visits`",
+            "\"many\"",
+            "not a number",
+        ],
+    );
 }
 
 #[test]
 fn error_text_in_the_event_value_column() {
-    let dir = folder_with(&[("lines.csv", &RETAIL_EVENTS.replace("1.00,United", "one,United"))]);
+    let dir = folder_with(&[(
+        "lines.csv",
+        &RETAIL_EVENTS.replace("1.00,United", "one,United"),
+    )]);
     // The bad price is on a line dropped by a rule (no customer): no error.
     load_ok(&spec_in(dir.path(), RETAIL_SPEC));
-    let dir = folder_with(&[("lines.csv", &RETAIL_EVENTS.replace("2.50,France", "2,50,France"))]);
+    let dir = folder_with(&[(
+        "lines.csv",
+        &RETAIL_EVENTS.replace("2.50,France", "2,50,France"),
+    )]);
     let error = load_err(&spec_in(dir.path(), RETAIL_SPEC));
-    assert!(matches!(error, DataError::Unreadable { .. }), "a ragged line: {error:?}");
-    let dir = folder_with(&[("lines.csv", &RETAIL_EVENTS.replace("2.50,France", "2.5o,France"))]);
+    assert!(
+        matches!(error, DataError::Unreadable { .. }),
+        "a ragged line: {error:?}"
+    );
+    let dir = folder_with(&[(
+        "lines.csv",
+        &RETAIL_EVENTS.replace("2.50,France", "2.5o,France"),
+    )]);
     let error = load_err(&spec_in(dir.path(), RETAIL_SPEC));
     // Row 4 of the file, although row 2 was dropped before.
-    assert_mentions(&error, &["lines.csv", "row 4", "column `Price`", "\"2.5o\""]);
+    assert_mentions(
+        &error,
+        &["lines.csv", "row 4", "column `Price`", "\"2.5o\""],
+    );
 }
 
 #[test]
 fn error_unparsable_timestamp() {
-    let dir = folder_with(&[("lines.csv", &RETAIL_EVENTS.replace("2009-12-01 09:00:00", "01/12/2009 09:00"))]);
+    let dir = folder_with(&[(
+        "lines.csv",
+        &RETAIL_EVENTS.replace("2009-12-01 09:00:00", "01/12/2009 09:00"),
+    )]);
     let error = load_err(&spec_in(dir.path(), RETAIL_SPEC));
     assert!(matches!(error, DataError::BadValue { .. }), "{error:?}");
-    assert_mentions(&error, &["lines.csv", "row 4", "column `InvoiceDate`", "\"01/12/2009 09:00\"", "timestamp"]);
+    assert_mentions(
+        &error,
+        &[
+            "lines.csv",
+            "row 4",
+            "column `InvoiceDate`",
+            "\"01/12/2009 09:00\"",
+            "timestamp",
+        ],
+    );
 }
 
 #[test]
@@ -677,7 +919,16 @@ fn error_unparsable_timestamp_with_a_custom_format() {
         "#,
     );
     let error = load_err(&spec);
-    assert_mentions(&error, &["mql.csv", "row 2", "column `created`", "\"5 Jan 2024\"", "`%Y-%m-%d`"]);
+    assert_mentions(
+        &error,
+        &[
+            "mql.csv",
+            "row 2",
+            "column `created`",
+            "\"5 Jan 2024\"",
+            "`%Y-%m-%d`",
+        ],
+    );
 }
 
 #[test]
@@ -689,7 +940,15 @@ fn error_missing_entity_id_in_events_without_a_drop_rule() {
     );
     let error = load_err(&spec_in(dir.path(), &spec_text));
     assert!(matches!(error, DataError::BadValue { .. }), "{error:?}");
-    assert_mentions(&error, &["lines.csv", "row 2", "column `Customer ID`", "missing entity id"]);
+    assert_mentions(
+        &error,
+        &[
+            "lines.csv",
+            "row 2",
+            "column `Customer ID`",
+            "missing entity id",
+        ],
+    );
 }
 
 #[test]
@@ -697,7 +956,16 @@ fn error_duplicate_entity_ids() {
     let dir = folder_with(&[("t.csv", "id,y\na,1\nb,0\nc,1\nb,0\n")]);
     let error = load_err(&tabular_spec(dir.path(), "t.csv", "id = \"id\""));
     assert!(matches!(error, DataError::DuplicateId { .. }), "{error:?}");
-    assert_mentions(&error, &["t.csv", "row 4", "column `id`", "\"b\"", "first seen on row 2"]);
+    assert_mentions(
+        &error,
+        &[
+            "t.csv",
+            "row 4",
+            "column `id`",
+            "\"b\"",
+            "first seen on row 2",
+        ],
+    );
 }
 
 #[test]
@@ -726,36 +994,78 @@ fn error_duplicate_entity_ids_in_an_entities_file() {
     );
     let error = load_err(&spec);
     assert!(matches!(error, DataError::DuplicateId { .. }), "{error:?}");
-    assert_mentions(&error, &["crm.csv", "row 2", "column `id`", "\"7\"", "first seen on row 1"]);
+    assert_mentions(
+        &error,
+        &[
+            "crm.csv",
+            "row 2",
+            "column `id`",
+            "\"7\"",
+            "first seen on row 1",
+        ],
+    );
 }
 
 #[test]
 fn error_events_for_an_unknown_entity() {
     let crm = fixtures().join("crm");
     let dir = folder_with(&[
-        ("leads.csv", &fs::read_to_string(crm.join("leads.csv")).expect("fixture")),
-        ("deals.csv", &fs::read_to_string(crm.join("deals.csv")).expect("fixture")),
+        (
+            "leads.csv",
+            &fs::read_to_string(crm.join("leads.csv")).expect("fixture"),
+        ),
+        (
+            "deals.csv",
+            &fs::read_to_string(crm.join("deals.csv")).expect("fixture"),
+        ),
         (
             "events.csv",
             "lead_id,at,kind,via,seconds\nL1,2024-01-02 00:00:00,page_view,web,3\nL9,2024-01-02 00:00:00,page_view,web,3\n",
         ),
     ]);
     let error = load_err(&spec_in(dir.path(), CRM_SPEC));
-    assert!(matches!(error, DataError::UnknownEntity { .. }), "{error:?}");
-    assert_mentions(&error, &["events.csv", "row 2", "column `lead_id`", "\"L9\"", "not in the entities file"]);
+    assert!(
+        matches!(error, DataError::UnknownEntity { .. }),
+        "{error:?}"
+    );
+    assert_mentions(
+        &error,
+        &[
+            "events.csv",
+            "row 2",
+            "column `lead_id`",
+            "\"L9\"",
+            "not in the entities file",
+        ],
+    );
 }
 
 #[test]
 fn error_outcomes_for_an_unknown_entity() {
     let crm = fixtures().join("crm");
     let dir = folder_with(&[
-        ("leads.csv", &fs::read_to_string(crm.join("leads.csv")).expect("fixture")),
-        ("events.csv", &fs::read_to_string(crm.join("events.csv")).expect("fixture")),
-        ("deals.csv", "lead_id,won_at\nL1,2024-02-01\nL4,2024-02-01\n"),
+        (
+            "leads.csv",
+            &fs::read_to_string(crm.join("leads.csv")).expect("fixture"),
+        ),
+        (
+            "events.csv",
+            &fs::read_to_string(crm.join("events.csv")).expect("fixture"),
+        ),
+        (
+            "deals.csv",
+            "lead_id,won_at\nL1,2024-02-01\nL4,2024-02-01\n",
+        ),
     ]);
     let error = load_err(&spec_in(dir.path(), CRM_SPEC));
-    assert!(matches!(error, DataError::UnknownEntity { .. }), "{error:?}");
-    assert_mentions(&error, &["deals.csv", "row 2", "column `lead_id`", "\"L4\""]);
+    assert!(
+        matches!(error, DataError::UnknownEntity { .. }),
+        "{error:?}"
+    );
+    assert_mentions(
+        &error,
+        &["deals.csv", "row 2", "column `lead_id`", "\"L4\""],
+    );
 }
 
 fn outcome_before_creation_spec(dir: &Path, policy: &str) -> DatasetSpec {
@@ -786,31 +1096,62 @@ fn outcome_before_creation_spec(dir: &Path, policy: &str) -> DatasetSpec {
 fn error_outcome_before_creation() {
     let dir = folder_with(&[
         ("mql.csv", "id,created\na,2018-03-01\nb,2018-03-08\n"),
-        ("won.csv", "id,won\na,2018-03-02 10:00:00\nb,2018-03-06 19:38:55\n"),
+        (
+            "won.csv",
+            "id,won\na,2018-03-02 10:00:00\nb,2018-03-06 19:38:55\n",
+        ),
     ]);
     let error = load_err(&outcome_before_creation_spec(dir.path(), ""));
-    assert!(matches!(error, DataError::OutcomeBeforeCreation { .. }), "{error:?}");
+    assert!(
+        matches!(error, DataError::OutcomeBeforeCreation { .. }),
+        "{error:?}"
+    );
     assert_mentions(
         &error,
-        &["won.csv", "row 2", "column `won`", "\"b\"", "2018-03-06 19:38:55", "2018-03-08 00:00:00"],
+        &[
+            "won.csv",
+            "row 2",
+            "column `won`",
+            "\"b\"",
+            "2018-03-06 19:38:55",
+            "2018-03-08 00:00:00",
+        ],
     );
 
-    let dropped = load_ok(&outcome_before_creation_spec(dir.path(), "before_creation = \"drop\""));
+    let dropped = load_ok(&outcome_before_creation_spec(
+        dir.path(),
+        "before_creation = \"drop\"",
+    ));
     let outcomes = dropped.outcomes.as_ref().expect("outcomes");
     assert_eq!(strings(outcomes, ENTITY_ID), some(&["a"]));
 
-    let clamped = load_ok(&outcome_before_creation_spec(dir.path(), "before_creation = \"clamp\""));
+    let clamped = load_ok(&outcome_before_creation_spec(
+        dir.path(),
+        "before_creation = \"clamp\"",
+    ));
     let outcomes = clamped.outcomes.as_ref().expect("outcomes");
     assert_eq!(strings(outcomes, ENTITY_ID), some(&["a", "b"]));
-    assert_eq!(ints(outcomes, OUTCOME_AT), [Some(ms("2018-03-02 10:00:00")), Some(ms("2018-03-08 00:00:00"))]);
+    assert_eq!(
+        ints(outcomes, OUTCOME_AT),
+        [
+            Some(ms("2018-03-02 10:00:00")),
+            Some(ms("2018-03-08 00:00:00"))
+        ]
+    );
 }
 
 #[test]
 fn error_label_with_a_single_class() {
     let dir = folder_with(&[("t.csv", "y,visits\nNo,2\nNo,3\n")]);
     let error = load_err(&tabular_spec(dir.path(), "t.csv", "positive = \"Yes\""));
-    assert!(matches!(error, DataError::OneClassLabel { .. }), "{error:?}");
-    assert_mentions(&error, &["t.csv", "only one class", "`y` is 0 on all 2 rows"]);
+    assert!(
+        matches!(error, DataError::OneClassLabel { .. }),
+        "{error:?}"
+    );
+    assert_mentions(
+        &error,
+        &["t.csv", "only one class", "`y` is 0 on all 2 rows"],
+    );
 }
 
 #[test]
@@ -818,7 +1159,10 @@ fn error_label_that_is_not_binary() {
     let dir = folder_with(&[("t.csv", "y,visits\n1,2\n0,3\nmaybe,4\n")]);
     let error = load_err(&tabular_spec(dir.path(), "t.csv", ""));
     assert!(matches!(error, DataError::BadValue { .. }), "{error:?}");
-    assert_mentions(&error, &["t.csv", "row 3", "column `y`", "\"maybe\"", "0/1"]);
+    assert_mentions(
+        &error,
+        &["t.csv", "row 3", "column `y`", "\"maybe\"", "0/1"],
+    );
 }
 
 #[test]
@@ -833,7 +1177,10 @@ fn error_empty_file() {
     let dir = folder_with(&[("header_only.csv", "y,visits\n"), ("nothing.csv", "")]);
     for file in ["header_only.csv", "nothing.csv"] {
         let error = load_err(&tabular_spec(dir.path(), file, ""));
-        assert!(matches!(error, DataError::Empty { .. }), "{file}: {error:?}");
+        assert!(
+            matches!(error, DataError::Empty { .. }),
+            "{file}: {error:?}"
+        );
         assert_mentions(&error, &[file, "no rows"]);
     }
 }
@@ -857,5 +1204,8 @@ fn error_timestamp_column_of_a_numeric_type() {
     );
     let error = load_err(&spec);
     assert!(matches!(error, DataError::ColumnType { .. }), "{error:?}");
-    assert_mentions(&error, &["e.parquet", "column `created`", "i64", "timestamps"]);
+    assert_mentions(
+        &error,
+        &["e.parquet", "column `created`", "i64", "timestamps"],
+    );
 }

@@ -420,10 +420,11 @@ fn lead_event_rates_are_plausible() {
         if types[i].as_deref() != Some("web_visit") {
             continue;
         }
-        if let Some((j, t)) = last_visit {
-            if lead_ids[j] == lead_ids[i] && ts[i] - t < DAY_MS / 4 {
-                close += 1;
-            }
+        if let Some((j, t)) = last_visit
+            && lead_ids[j] == lead_ids[i]
+            && ts[i] - t < DAY_MS / 4
+        {
+            close += 1;
         }
         visits += 1;
         last_visit = Some((i, ts[i]));
@@ -456,14 +457,14 @@ fn lead_event_rates_are_plausible() {
         }
     }
     for i in 0..types.len() {
-        if types[i].as_deref() == Some("email_sent") {
-            if let Some(&stop) = stopped.get(lead_ids[i].as_str()) {
-                assert!(
-                    ts[i] <= stop,
-                    "{} was emailed after unsubscribing or bouncing",
-                    lead_ids[i]
-                );
-            }
+        if types[i].as_deref() == Some("email_sent")
+            && let Some(&stop) = stopped.get(lead_ids[i].as_str())
+        {
+            assert!(
+                ts[i] <= stop,
+                "{} was emailed after unsubscribing or bouncing",
+                lead_ids[i]
+            );
         }
     }
 }

@@ -7,6 +7,12 @@
 //!   `features` and one `float32[N, 1]` output `probability`, which the
 //!   serving crate loads into ONNX Runtime.
 //!
+//! * [`metrics`]: ROC AUC, PR AUC, log loss, Brier, expected calibration
+//!   error, lift by decile and threshold tables, checked against
+//!   scikit-learn's values stored as fixtures.
+//! * [`calibration`]: Platt scaling and isotonic regression fitted on
+//!   held-out scores, with the exact `f32` formula an ONNX graph evaluates.
+//!
 //! The bundle format (model + feature plan + metadata on disk) is still to
 //! come.
 //!
@@ -19,6 +25,8 @@
 //! assert!((model.probability(&[1.0, 0.0]) - 0.679_178_699).abs() < 1e-6);
 //! ```
 
+pub mod calibration;
+pub mod metrics;
 pub mod onnx;
 
 pub use onnx::{LinearModel, OnnxError, ToOnnx, TreeEnsemble};

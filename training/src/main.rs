@@ -7,13 +7,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use features::DatasetSpec;
 use features::builder::{build_features, fit_plan, resolve_cutoffs};
 use features::load::load_dataset;
 use features::synthetic::{GeneratorParams, SyntheticKind};
-use features::DatasetSpec;
 
 #[derive(Parser)]
-#[command(name = "leadscore-train", version, about = "Train and validate lead-scoring models")]
+#[command(
+    name = "leadscore-train",
+    version,
+    about = "Train and validate lead-scoring models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +53,10 @@ enum Command {
         /// Dataset spec (TOML).
         #[arg(long)]
         spec: PathBuf,
+        /// Folder the spec's relative file paths are read from (default: the spec's own
+        /// folder). Lets the repository's example specs read data kept elsewhere.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Output Parquet file.
         #[arg(long)]
         out: PathBuf,
@@ -86,9 +94,16 @@ fn main() -> Result<()> {
                 generated.spec_path.display()
             );
         }
-        Command::Features { spec, out } => {
+        Command::Features {
+            spec,
+            data_dir,
+            out,
+        } => {
             let started = Instant::now();
-            let spec = DatasetSpec::from_file(&spec)?;
+            let mut spec = DatasetSpec::from_file(&spec)?;
+            if let Some(data_dir) = data_dir {
+                spec.base_dir = data_dir;
+            }
             let data = load_dataset(&spec)?;
             let cutoffs = resolve_cutoffs(&data)?;
             let plan = fit_plan(&data, None)?;

@@ -37,10 +37,10 @@ pub(super) fn load(
         }
         (_, false) => Entities::read(spec, entities_spec)?,
     };
-    if let Some(events) = &events {
-        if !entities_spec.from_events {
-            events.check_known_entities(&entities)?;
-        }
+    if let Some(events) = &events
+        && !entities_spec.from_events
+    {
+        events.check_known_entities(&entities)?;
     }
     let outcomes = match &spec.outcomes {
         Some(outcomes_spec) => Some(read_outcomes(spec, outcomes_spec, &entities)?),
@@ -208,7 +208,10 @@ where
     if values.null_count() == 0 {
         return None;
     }
-    values.is_null().iter().position(|is_null| is_null == Some(true))
+    values
+        .is_null()
+        .iter()
+        .position(|is_null| is_null == Some(true))
 }
 
 /// The event log: the raw rows kept by the rules (for error locations and profile values)
@@ -306,13 +309,13 @@ impl EventLog {
             .and_then(|ids| ids.str())
             .map_err(|e| self.source.polars_error(e))?;
         for (position, id) in event_ids.iter().enumerate() {
-            if let Some(id) = id {
-                if !known.contains(id) {
-                    return Err(DataError::UnknownEntity {
-                        at: self.source.at(position, &self.entity_id_column),
-                        id: id.to_string(),
-                    });
-                }
+            if let Some(id) = id
+                && !known.contains(id)
+            {
+                return Err(DataError::UnknownEntity {
+                    at: self.source.at(position, &self.entity_id_column),
+                    id: id.to_string(),
+                });
             }
         }
         Ok(())

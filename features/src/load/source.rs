@@ -162,12 +162,12 @@ impl SourceFile {
     }
 
     /// The location of frame row `position` in `column`.
-    pub fn at(&self, position: usize, column: &str) -> Location {
-        Location {
+    pub fn at(&self, position: usize, column: &str) -> Box<Location> {
+        Box::new(Location {
             path: self.path.clone(),
             row: Some(self.file_row(position)),
             column: Some(column.to_string()),
-        }
+        })
     }
 
     /// A [`DataError::BadValue`] for frame row `position` of `column`.

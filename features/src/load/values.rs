@@ -17,7 +17,7 @@ pub(super) fn text_values(source: &SourceFile, name: &str) -> Result<StringChunk
     let column = source.column(name)?;
     let series = column.as_materialized_series();
     let text = match series.dtype() {
-        DataType::String => series.str().map(|text| text.clone()),
+        DataType::String => series.str().cloned(),
         dtype if dtype.is_float() => render_floats(series),
         dtype if dtype.is_primitive_numeric() || dtype.is_bool() || dtype.is_categorical() => {
             series
@@ -298,10 +298,10 @@ impl<'f> TimestampParser<'f> {
     }
 
     fn parse(&mut self, text: &str) -> Option<TimestampMs> {
-        if let Some((last_text, last_ms)) = &self.last {
-            if last_text == text {
-                return Some(*last_ms);
-            }
+        if let Some((last_text, last_ms)) = &self.last
+            && last_text == text
+        {
+            return Some(*last_ms);
         }
         let preferred = self.syntaxes[self.preferred];
         let parsed = preferred.parse(text).or_else(|| {
