@@ -8,7 +8,7 @@
 //!
 //! Layout, in this order:
 //! 1. profile fields: a numeric field is one feature (`NaN` when missing); a categorical field
-//!    is one-hot over its kept levels plus `=other` (rare or unseen levels) and `=missing`;
+//!    is one-hot over its kept levels plus `=<other>` (rare or unseen levels) and `=<missing>`;
 //! 2. event form only: `tenure_days`; with `creation_calendar`, one-hot weekday and month of
 //!    creation; per event type `count_<type>_<w>d` for each window, `days_since_last_<type>`
 //!    (capped at [`RECENCY_CAP_DAYS`], which is also the value when there is none) and
@@ -85,6 +85,12 @@ pub enum ProfileFeatureKind {
         levels: Vec<String>,
     },
 }
+
+/// Name of the one-hot feature of a categorical field's grouped levels (rare in training or
+/// unseen): `industry=<other>`. The angle brackets keep it apart from a real level `other`.
+pub const OTHER_LEVEL: &str = "<other>";
+/// Name of the one-hot feature of a categorical field's missing values: `industry=<missing>`.
+pub const MISSING_LEVEL: &str = "<missing>";
 
 /// A fitted feature plan. Serialised into model bundles; [`FeaturePlan::feature_names`]
 /// fixes the feature order.
@@ -301,8 +307,8 @@ fn derive_names(data: &FeaturePlanData) -> Vec<String> {
                 for level in levels {
                     names.push(format!("{}={}", field.name, level));
                 }
-                names.push(format!("{}=other", field.name));
-                names.push(format!("{}=missing", field.name));
+                names.push(format!("{}={OTHER_LEVEL}", field.name));
+                names.push(format!("{}={MISSING_LEVEL}", field.name));
             }
         }
     }
@@ -349,6 +355,13 @@ impl TryFrom<FeaturePlanData> for FeaturePlan {
 
     fn try_from(data: FeaturePlanData) -> Result<Self, String> {
         let derived = derive_names(&data);
+        let mut seen = std::collections::HashSet::with_capacity(derived.len());
+        if let Some(twice) = derived.iter().find(|name| !seen.insert(name.as_str())) {
+            return Err(format!(
+                "feature plan: two features would be named `{twice}`; rename or exclude the \
+                 profile column (or event type) that produces it"
+            ));
+        }
         if derived != data.feature_names {
             return Err(format!(
                 "feature plan: stored feature names ({}) differ from those the plan derives ({}); \

@@ -458,8 +458,8 @@ fn kernel_values_match_hand_computation() {
         x[j.unwrap_or_else(|| panic!("no feature {name} in {:?}", plan.feature_names()))]
     };
     assert_eq!(get("industry=Software"), 0.0);
-    assert_eq!(get("industry=other"), 1.0);
-    assert_eq!(get("industry=missing"), 0.0);
+    assert_eq!(get("industry=<other>"), 1.0);
+    assert_eq!(get("industry=<missing>"), 0.0);
     assert_eq!(get("employees"), 120.0);
     assert_eq!(get("tenure_days"), 60.0);
     assert_eq!(get("count_web_visit_7d"), 1.0);
@@ -506,4 +506,69 @@ fn kernel_values_match_hand_computation() {
     // A tampered feature list is refused.
     let tampered = json.replacen("count_web_visit_7d", "count_web_visit_8d", 1);
     assert!(serde_json::from_str::<FeaturePlan>(&tampered).is_err());
+}
+
+fn categorical_input(name: &str, levels: &[(&str, usize)]) -> ProfileInput {
+    ProfileInput {
+        name: name.into(),
+        kind: ColumnKind::Categorical,
+        level_counts: levels.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
+    }
+}
+
+/// Olist's `origin` has a real level `other`: it must not collide with the grouped levels.
+#[test]
+fn a_level_named_other_keeps_its_own_feature() {
+    let plan = FeaturePlanParams::new(FeatureOptions::default())
+        .fit(&PlanInputs {
+            form: Form::Tabular,
+            profile: vec![categorical_input(
+                "origin",
+                &[("other", 150), ("social", 300), ("rare", 1)],
+            )],
+            event_types: Default::default(),
+            channels: Vec::new(),
+        })
+        .expect("plan fits");
+    assert_eq!(
+        plan.feature_names(),
+        [
+            "origin=other",
+            "origin=social",
+            "origin=<other>",
+            "origin=<missing>"
+        ]
+    );
+    let rare = EntityHistory {
+        created_at_ms: 0,
+        profile: vec![ProfileValue::Text("rare".into())],
+        events: Vec::new(),
+    };
+    assert_eq!(plan.compute(&rare, 0).unwrap(), [0.0, 0.0, 1.0, 0.0]);
+    let other = EntityHistory {
+        profile: vec![ProfileValue::Text("other".into())],
+        ..rare
+    };
+    assert_eq!(plan.compute(&other, 0).unwrap(), [1.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn a_profile_column_named_like_a_history_feature_is_refused() {
+    let error = FeaturePlanParams::new(FeatureOptions::default())
+        .fit(&PlanInputs {
+            form: Form::Events,
+            profile: vec![ProfileInput {
+                name: "tenure_days".into(),
+                kind: ColumnKind::Numeric,
+                level_counts: HashMap::new(),
+            }],
+            event_types: Default::default(),
+            channels: Vec::new(),
+        })
+        .expect_err("duplicate feature name");
+    let message = error.to_string();
+    assert!(
+        message.contains("`tenure_days`") && message.contains("rename or exclude"),
+        "{message}"
+    );
 }
