@@ -2,19 +2,27 @@
 //! or where it is served.
 //!
 //! * [`onnx`]: the ONNX IR as Rust types (generated from the vendored
-//!   `proto/onnx.proto`, committed) and writers turning a [`TreeEnsemble`]
-//!   or a [`LinearModel`] into an ONNX graph with one `float32[N, F]` input
-//!   `features` and one `float32[N, 1]` output `probability`, which the
-//!   serving crate loads into ONNX Runtime.
+//!   `proto/onnx.proto`, committed) and the writer turning a
+//!   [`ScoringModel`](onnx::ScoringModel) (a [`TreeEnsemble`] or a
+//!   [`LinearModel`] plus its calibrator) into an ONNX graph with one
+//!   `float32[N, F]` input `features` and one `float32[N, 1]` output
+//!   `probability`, the calibrated probability, which the serving crate
+//!   loads into ONNX Runtime.
 //!
 //! * [`metrics`]: ROC AUC, PR AUC, log loss, Brier, expected calibration
 //!   error, lift by decile and threshold tables, checked against
 //!   scikit-learn's values stored as fixtures.
+//! * [`gbdt`]: a histogram gradient-boosted tree learner for binary
+//!   classification (LightGBM-style leaf-wise growth, learned missing-value
+//!   directions, `f32` thresholds that the exported ONNX graph reproduces
+//!   exactly) with exact TreeSHAP explanations.
 //! * [`calibration`]: Platt scaling and isotonic regression fitted on
 //!   held-out scores, with the exact `f32` formula an ONNX graph evaluates.
-//!
-//! The bundle format (model + feature plan + metadata on disk) is still to
-//! come.
+//! * [`bundle`]: the model bundle on disk, `<registry>/<task>/<version>/`
+//!   with `model.onnx`, a JSON manifest (features, feature plan, dataset and
+//!   its fingerprint, metrics, calibration, thresholds and grade bands), an
+//!   explainer, a report and the holdout scores; written atomically, read
+//!   back with checks, listed by [`bundle::Registry`].
 //!
 //! ```
 //! use models::onnx::{LinearModel, ToOnnx};
@@ -25,8 +33,10 @@
 //! assert!((model.probability(&[1.0, 0.0]) - 0.679_178_699).abs() < 1e-6);
 //! ```
 
+pub mod bundle;
 pub mod calibration;
+pub mod gbdt;
 pub mod metrics;
 pub mod onnx;
 
-pub use onnx::{LinearModel, OnnxError, ToOnnx, TreeEnsemble};
+pub use onnx::{LinearModel, ModelGraph, OnnxError, ScoringModel, ToOnnx, TreeEnsemble};

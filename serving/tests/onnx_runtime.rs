@@ -4,41 +4,21 @@
 //! Skipped (with a notice) only when the ONNX Runtime library is absent and
 //! `LEADSCORE_REQUIRE_ORT` is unset; CI sets `LEADSCORE_REQUIRE_ORT=1`.
 
-use std::io::Write as _;
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
+use common::ort_available;
 use models::onnx::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble};
 use ndarray::{Array2, array};
 use serving::pool::{LoadError, ScoreError};
-use serving::{AppState, ModelSet, PoolConfig, Scorer, SessionPool, app, runtime};
+use serving::{AppState, ModelSet, PoolConfig, Scorer, SessionPool, app};
 use tower::ServiceExt as _;
 
 /// Largest accepted |ONNX Runtime − expected| for a probability.
 const PROBABILITY_TOLERANCE: f64 = 1e-6;
-
-/// True when ONNX Runtime is usable; false (after a notice) when the test
-/// should be skipped; panics when it must run but cannot.
-fn ort_available() -> bool {
-    match runtime::runtime() {
-        Ok(_) => true,
-        Err(e) => {
-            let required = std::env::var_os("LEADSCORE_REQUIRE_ORT").is_some_and(|v| !v.is_empty());
-            if e.is_missing() && !required {
-                // Written to the raw stderr handle so the test harness does
-                // not capture it: a skip must be visible in the log.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED (ONNX Runtime absent, LEADSCORE_REQUIRE_ORT unset): {e}"
-                );
-                false
-            } else {
-                panic!("ONNX Runtime unavailable: {e}");
-            }
-        }
-    }
-}
 
 /// Two trees over 3 features; logits worked out by hand in `tree_rows`.
 fn tree_model() -> TreeEnsemble {

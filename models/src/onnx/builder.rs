@@ -1,15 +1,37 @@
-//! Writers for the two model families the pipeline serves.
+//! The model families the pipeline serves and the pieces of their ONNX
+//! graphs.
 //!
-//! Both produce a graph with one input and one output:
+//! Every written graph has one input and one output:
 //!
 //! * input [`INPUT_NAME`] (`features`): `float32[N, F]`, `N` symbolic;
 //! * output [`OUTPUT_NAME`] (`probability`): `float32[N, 1]`, the
-//!   probability of the positive class.
+//!   calibrated probability of the positive class.
 //!
-//! | model | graph |
+//! A graph is a model part giving the uncalibrated probability `p`, then a
+//! calibration tail (see [`ScoringModel`](super::ScoringModel)):
+//!
+//! | part | graph |
 //! | --- | --- |
-//! | [`TreeEnsemble`] | `ai.onnx.ml.TreeEnsembleRegressor` (opset 3, `SUM`, no post-transform) → `Sigmoid` |
+//! | [`TreeEnsemble`] | `ai.onnx.ml.TreeEnsembleClassifier` (opset 3, `LOGISTIC`, labels `[0, 1]`) → `Gather` of column 1 of its `probabilities` |
 //! | [`LinearModel`] | `MatMul(features, W[F,1])` → `Add(b[1])` → `Sigmoid` |
+//! | `Calibrator::Identity` | nothing: `p` is the output |
+//! | `Calibrator::Platt { a, b }` | `Mul(p, -a)` → `Add(-b)` → `Sigmoid` |
+//! | `Calibrator::Isotonic { x, y }` | `Clip(p, x[0], x[n-1])`; `LessOrEqual(x[1..], ·)` → `Cast(int64)` → `ReduceSum` gives the segment `k`; `Gather` of `x`, `y`, `slope` at `k`; `Sub` → `Mul` → `Add` |
+//!
+//! The calibration tail evaluates exactly the `f32` steps of
+//! [`Calibrator::apply_f32`](crate::calibration::Calibrator::apply_f32).
+//!
+//! **Trees.** Every leaf carries one weight, for class id 1, and
+//! `classlabels_int64s = [0, 1]`. ONNX Runtime treats "two labels, weights
+//! for one class id" as its binary case, and what lands in the
+//! `probabilities` columns there has changed between releases: with the
+//! weights on class id 0, releases before 1.26 skipped the logistic when
+//! every weight was non-negative and wrote `[1 - s, s]` for the raw sum `s`
+//! (onnxruntime issue 27533), later ones write `[1 - p, p]`. With the
+//! weights on class id 1 each column goes through the logistic on its own:
+//! `[logistic(0), logistic(s)] = [0.5, p]`, so column 1 is `p` whatever the
+//! signs of the weights (1.31.1, checked by the serving parity tests).
+//! Only column 1 is used; the mandatory `label` output is left unconnected.
 //!
 //! `base_values` of the tree-ensemble operators is applied differently (or
 //! not at all) by different runtimes, so the writer never sets it: the
@@ -28,6 +50,7 @@ use super::{
     AI_ONNX_ML_DOMAIN, AI_ONNX_ML_OPSET, AI_ONNX_OPSET, INPUT_NAME, IR_VERSION, OUTPUT_NAME,
     OnnxError, PRODUCER_NAME,
 };
+use crate::calibration::{CalibrationError, Calibrator};
 
 /// Converts a model to ONNX.
 pub trait ToOnnx {
@@ -144,7 +167,7 @@ impl TreeEnsemble {
                 }
                 match tree.nodes[n] {
                     Node::Leaf { value } => {
-                        if !value.is_finite() {
+                        if !self.leaf_weight(t, value).is_finite() {
                             return Err(OnnxError::NonFinite {
                                 what: format!("tree {t} node {n} leaf value"),
                             });
@@ -191,8 +214,18 @@ impl TreeEnsemble {
         Ok(())
     }
 
-    /// `base_score + Σ leaf values`, accumulated in `f64`; the reference
-    /// for what the ONNX graph computes before its `Sigmoid`.
+    /// The weight written for a leaf of tree `tree`: its value, plus the
+    /// base score (in `f32`) for the first tree's leaves.
+    fn leaf_weight(&self, tree: usize, value: f32) -> f32 {
+        if tree == 0 {
+            value + self.base_score
+        } else {
+            value
+        }
+    }
+
+    /// `base_score + Σ leaf values`, accumulated in `f64`; the exact logit
+    /// of the ensemble.
     ///
     /// # Panics
     /// If the ensemble is invalid or `row.len() < n_features`.
@@ -205,8 +238,37 @@ impl TreeEnsemble {
     }
 
     /// `sigmoid(logit(row))`.
+    ///
+    /// # Panics
+    /// As [`logit`](Self::logit).
     pub fn probability(&self, row: &[f32]) -> f64 {
         sigmoid(self.logit(row))
+    }
+
+    /// The logit as the exported graph accumulates it: the written leaf
+    /// weights (base score folded into the first tree's) summed in `f32`,
+    /// in tree order, from 0 — what ONNX Runtime does on one thread. With
+    /// several threads it may sum the trees in another order, which moves
+    /// the result by a few `f32` rounding steps.
+    ///
+    /// # Panics
+    /// As [`logit`](Self::logit).
+    pub fn logit_f32(&self, row: &[f32]) -> f32 {
+        self.trees
+            .iter()
+            .enumerate()
+            .fold(0.0_f32, |sum, (t, tree)| {
+                sum + self.leaf_weight(t, tree.leaf_value(row))
+            })
+    }
+
+    /// `logistic_f32(logit_f32(row))`: column 1 of the graph's
+    /// `TreeEnsembleClassifier` probabilities.
+    ///
+    /// # Panics
+    /// As [`logit`](Self::logit).
+    pub fn probability_f32(&self, row: &[f32]) -> f32 {
+        logistic_f32(self.logit_f32(row))
     }
 }
 
@@ -244,8 +306,30 @@ impl LinearModel {
     }
 
     /// `sigmoid(logit(row))`.
+    ///
+    /// # Panics
+    /// If `row.len() != weights.len()`.
     pub fn probability(&self, row: &[f32]) -> f64 {
         sigmoid(self.logit(row))
+    }
+
+    /// The graph's `f32` steps: the dot product (summed in `f64`, rounded
+    /// once: `MatMul` sums in an order of the runtime's choosing, so this
+    /// matches it to a few `f32` rounding steps), `+ bias` in `f32`, then
+    /// `1 / (1 + exp(-z))` in `f32`.
+    ///
+    /// # Panics
+    /// If `row.len() != weights.len()`.
+    pub fn probability_f32(&self, row: &[f32]) -> f32 {
+        assert_eq!(row.len(), self.weights.len(), "row width");
+        let dot = self
+            .weights
+            .iter()
+            .zip(row)
+            .map(|(w, x)| f64::from(*w) * f64::from(*x))
+            .sum::<f64>() as f32;
+        let z = dot + self.bias;
+        1.0 / (1.0 + (-z).exp())
     }
 }
 
@@ -254,149 +338,320 @@ pub fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-impl ToOnnx for TreeEnsemble {
-    fn to_onnx(&self) -> Result<ModelProto, OnnxError> {
-        self.validate()?;
-        let n_features = dim_i64(self.n_features)?;
+/// The logistic function in `f32` as ONNX Runtime's `ai.onnx.ml`
+/// `LOGISTIC` post-transform computes it: `v = 1 / (1 + exp(-|z|))`, then
+/// `1 - v` for negative `z`.
+pub fn logistic_f32(z: f32) -> f32 {
+    let v = 1.0 / (1.0 + (-z.abs()).exp());
+    if z < 0.0 { 1.0 - v } else { v }
+}
 
-        let mut treeids = Vec::new();
-        let mut nodeids = Vec::new();
-        let mut featureids = Vec::new();
-        let mut values = Vec::new();
-        let mut modes = Vec::new();
-        let mut truenodeids = Vec::new();
-        let mut falsenodeids = Vec::new();
-        let mut missing_true = Vec::new();
-        let mut target_treeids = Vec::new();
-        let mut target_nodeids = Vec::new();
-        let mut target_ids = Vec::new();
-        let mut target_weights = Vec::new();
+/// Name of the tree part's `probabilities` output, `float32[N, 2]`.
+const TREE_PROBABILITIES: &str = "class_probabilities";
+/// Name of the tree part's mandatory (unused) `label` output.
+const TREE_LABEL: &str = "class_label";
+/// The class id every leaf weight is written for, and the column of
+/// [`TREE_PROBABILITIES`] holding `p`.
+const POSITIVE_CLASS: i64 = 1;
 
-        for (t, tree) in self.trees.iter().enumerate() {
-            let t_id = dim_i64(t)?;
-            for (n, node) in tree.nodes.iter().enumerate() {
-                let n_id = dim_i64(n)?;
-                treeids.push(t_id);
-                nodeids.push(n_id);
-                match *node {
-                    Node::Split {
-                        feature,
-                        threshold,
-                        left,
-                        right,
-                        missing_left,
-                    } => {
-                        featureids.push(dim_i64(feature)?);
-                        values.push(threshold);
-                        modes.push(b"BRANCH_LEQ".to_vec());
-                        truenodeids.push(dim_i64(left)?);
-                        falsenodeids.push(dim_i64(right)?);
-                        missing_true.push(i64::from(missing_left));
-                    }
-                    Node::Leaf { value } => {
-                        featureids.push(0);
-                        values.push(0.0);
-                        modes.push(b"LEAF".to_vec());
-                        truenodeids.push(0);
-                        falsenodeids.push(0);
-                        missing_true.push(0);
-                        // base_values is not portable across runtimes: fold
-                        // the base score into the first tree's leaves.
-                        let weight = if t == 0 {
-                            value + self.base_score
-                        } else {
-                            value
-                        };
-                        target_treeids.push(t_id);
-                        target_nodeids.push(n_id);
-                        target_ids.push(0);
-                        target_weights.push(weight);
-                    }
+/// Nodes and initializers of a graph under construction.
+#[derive(Debug, Default)]
+pub(super) struct GraphParts {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    uses_ml: bool,
+}
+
+impl GraphParts {
+    /// Appends a node named after its first output.
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attribute: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            name: outputs.first().map(|o| (*o).to_owned()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|i| (*i).to_owned()).collect(),
+            output: outputs.iter().map(|o| (*o).to_owned()).collect(),
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    fn floats(&mut self, name: &str, dims: Vec<i64>, values: Vec<f32>) {
+        self.initializers.push(TensorProto {
+            name: Some(name.into()),
+            dims,
+            data_type: Some(DataType::Float as i32),
+            float_data: values,
+            ..Default::default()
+        });
+    }
+
+    fn ints(&mut self, name: &str, dims: Vec<i64>, values: Vec<i64>) {
+        self.initializers.push(TensorProto {
+            name: Some(name.into()),
+            dims,
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: values,
+            ..Default::default()
+        });
+    }
+
+    /// The finished model: input `features: float32[N, n_features]`, output
+    /// `probability: float32[N, 1]`.
+    pub(super) fn into_model(self, name: &str, n_features: i64) -> ModelProto {
+        let graph = GraphProto {
+            name: Some(name.into()),
+            node: self.nodes,
+            initializer: self.initializers,
+            input: vec![value_info(INPUT_NAME, n_features)],
+            output: vec![value_info(OUTPUT_NAME, 1)],
+            ..Default::default()
+        };
+        model(graph, self.uses_ml)
+    }
+}
+
+/// Appends the tree part: `features` → `output` (`float32[N, 1]`, `p`).
+/// The ensemble must be valid.
+pub(super) fn tree_probability(
+    ensemble: &TreeEnsemble,
+    output: &str,
+    parts: &mut GraphParts,
+) -> Result<(), OnnxError> {
+    let mut treeids = Vec::new();
+    let mut nodeids = Vec::new();
+    let mut featureids = Vec::new();
+    let mut values = Vec::new();
+    let mut modes = Vec::new();
+    let mut truenodeids = Vec::new();
+    let mut falsenodeids = Vec::new();
+    let mut missing_true = Vec::new();
+    let mut class_treeids = Vec::new();
+    let mut class_nodeids = Vec::new();
+    let mut class_weights = Vec::new();
+
+    for (t, tree) in ensemble.trees.iter().enumerate() {
+        let t_id = dim_i64(t)?;
+        for (n, node) in tree.nodes.iter().enumerate() {
+            let n_id = dim_i64(n)?;
+            treeids.push(t_id);
+            nodeids.push(n_id);
+            match *node {
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                    missing_left,
+                } => {
+                    featureids.push(dim_i64(feature)?);
+                    values.push(threshold);
+                    modes.push(b"BRANCH_LEQ".to_vec());
+                    truenodeids.push(dim_i64(left)?);
+                    falsenodeids.push(dim_i64(right)?);
+                    missing_true.push(i64::from(missing_left));
+                }
+                Node::Leaf { value } => {
+                    featureids.push(0);
+                    values.push(0.0);
+                    modes.push(b"LEAF".to_vec());
+                    truenodeids.push(0);
+                    falsenodeids.push(0);
+                    missing_true.push(0);
+                    class_treeids.push(t_id);
+                    class_nodeids.push(n_id);
+                    // base_values is not portable across runtimes: the base
+                    // score is folded into the first tree's leaves.
+                    class_weights.push(ensemble.leaf_weight(t, value));
                 }
             }
         }
+    }
+    let class_ids = vec![POSITIVE_CLASS; class_weights.len()];
 
-        let trees = NodeProto {
-            name: Some("trees".into()),
-            op_type: Some("TreeEnsembleRegressor".into()),
-            domain: Some(AI_ONNX_ML_DOMAIN.into()),
-            input: vec![INPUT_NAME.into()],
-            output: vec!["logit".into()],
-            attribute: vec![
-                attr_int("n_targets", 1),
-                attr_str("aggregate_function", "SUM"),
-                attr_str("post_transform", "NONE"),
-                attr_ints("nodes_treeids", treeids),
-                attr_ints("nodes_nodeids", nodeids),
-                attr_ints("nodes_featureids", featureids),
-                attr_floats("nodes_values", values),
-                attr_strs("nodes_modes", modes),
-                attr_ints("nodes_truenodeids", truenodeids),
-                attr_ints("nodes_falsenodeids", falsenodeids),
-                attr_ints("nodes_missing_value_tracks_true", missing_true),
-                attr_ints("target_treeids", target_treeids),
-                attr_ints("target_nodeids", target_nodeids),
-                attr_ints("target_ids", target_ids),
-                attr_floats("target_weights", target_weights),
-            ],
-            ..Default::default()
-        };
-        let graph = GraphProto {
-            name: Some("leadscore_tree_ensemble".into()),
-            node: vec![trees, sigmoid_node("logit")],
-            input: vec![value_info(INPUT_NAME, n_features)],
-            output: vec![value_info(OUTPUT_NAME, 1)],
-            ..Default::default()
-        };
-        Ok(model(graph, true))
+    parts.nodes.push(NodeProto {
+        name: Some("trees".into()),
+        op_type: Some("TreeEnsembleClassifier".into()),
+        domain: Some(AI_ONNX_ML_DOMAIN.into()),
+        input: vec![INPUT_NAME.into()],
+        output: vec![TREE_LABEL.into(), TREE_PROBABILITIES.into()],
+        attribute: vec![
+            attr_ints("classlabels_int64s", vec![0, 1]),
+            attr_str("post_transform", "LOGISTIC"),
+            attr_ints("nodes_treeids", treeids),
+            attr_ints("nodes_nodeids", nodeids),
+            attr_ints("nodes_featureids", featureids),
+            attr_floats("nodes_values", values),
+            attr_strs("nodes_modes", modes),
+            attr_ints("nodes_truenodeids", truenodeids),
+            attr_ints("nodes_falsenodeids", falsenodeids),
+            attr_ints("nodes_missing_value_tracks_true", missing_true),
+            attr_ints("class_treeids", class_treeids),
+            attr_ints("class_nodeids", class_nodeids),
+            attr_ints("class_ids", class_ids),
+            attr_floats("class_weights", class_weights),
+        ],
+        ..Default::default()
+    });
+    parts.uses_ml = true;
+    parts.ints("positive_class", vec![1], vec![POSITIVE_CLASS]);
+    parts.node(
+        "Gather",
+        &[TREE_PROBABILITIES, "positive_class"],
+        &[output],
+        vec![attr_int("axis", 1)],
+    );
+    Ok(())
+}
+
+/// Appends the linear part: `features` → `output` (`float32[N, 1]`, `p`).
+/// The model must be valid.
+pub(super) fn linear_probability(
+    model: &LinearModel,
+    output: &str,
+    parts: &mut GraphParts,
+) -> Result<(), OnnxError> {
+    let n_features = dim_i64(model.weights.len())?;
+    parts.floats("weights", vec![n_features, 1], model.weights.clone());
+    parts.floats("bias", vec![1], vec![model.bias]);
+    parts.node("MatMul", &[INPUT_NAME, "weights"], &["score"], vec![]);
+    parts.node("Add", &["score", "bias"], &["logit"], vec![]);
+    parts.node("Sigmoid", &["logit"], &[output], vec![]);
+    Ok(())
+}
+
+/// Checks that a calibrator can be written: valid (see
+/// [`Calibrator::validate`]) and with parameters that stay finite as `f32`.
+pub(super) fn validate_calibration(calibration: &Calibrator) -> Result<(), OnnxError> {
+    calibration.validate()?;
+    let finite_f32 = |v: f64| (v as f32).is_finite();
+    match calibration {
+        Calibrator::Identity => Ok(()),
+        Calibrator::Platt { a, b } => {
+            if finite_f32(*a) && finite_f32(*b) {
+                Ok(())
+            } else {
+                Err(OnnxError::NonFinite {
+                    what: "Platt parameters as f32".into(),
+                })
+            }
+        }
+        Calibrator::Isotonic { x, .. } => {
+            if x.iter().all(|&v| finite_f32(v)) {
+                Ok(())
+            } else {
+                Err(OnnxError::NonFinite {
+                    what: "isotonic thresholds as f32".into(),
+                })
+            }
+        }
     }
 }
 
-impl ToOnnx for LinearModel {
-    fn to_onnx(&self) -> Result<ModelProto, OnnxError> {
-        self.validate()?;
-        let n_features = dim_i64(self.weights.len())?;
-        let weights = TensorProto {
-            name: Some("weights".into()),
-            dims: vec![n_features, 1],
-            data_type: Some(DataType::Float as i32),
-            float_data: self.weights.clone(),
-            ..Default::default()
-        };
-        let bias = TensorProto {
-            name: Some("bias".into()),
-            dims: vec![1],
-            data_type: Some(DataType::Float as i32),
-            float_data: vec![self.bias],
-            ..Default::default()
-        };
-        let matmul = NodeProto {
-            name: Some("matmul".into()),
-            op_type: Some("MatMul".into()),
-            input: vec![INPUT_NAME.into(), "weights".into()],
-            output: vec!["score".into()],
-            ..Default::default()
-        };
-        let add = NodeProto {
-            name: Some("add_bias".into()),
-            op_type: Some("Add".into()),
-            input: vec!["score".into(), "bias".into()],
-            output: vec!["logit".into()],
-            ..Default::default()
-        };
-        let graph = GraphProto {
-            name: Some("leadscore_linear".into()),
-            node: vec![matmul, add, sigmoid_node("logit")],
-            initializer: vec![weights, bias],
-            input: vec![value_info(INPUT_NAME, n_features)],
-            output: vec![value_info(OUTPUT_NAME, 1)],
-            ..Default::default()
-        };
-        Ok(model(graph, false))
+/// Appends the calibration tail: `input` (`p`, `float32[N, 1]`) →
+/// [`OUTPUT_NAME`]. For [`Calibrator::Identity`] the model part must write
+/// [`OUTPUT_NAME`] itself (see [`calibration_input`]); nothing is appended.
+/// The calibrator must pass [`validate_calibration`].
+pub(super) fn calibration_tail(
+    calibration: &Calibrator,
+    input: &str,
+    parts: &mut GraphParts,
+) -> Result<(), OnnxError> {
+    match calibration {
+        Calibrator::Identity => {}
+        Calibrator::Platt { a, b } => {
+            // p = 1 / (1 + exp(a p + b)) = Sigmoid(p * (-a) + (-b)); negation
+            // is exact, so the f32 steps are those of apply_f32.
+            parts.floats("platt_neg_a", vec![], vec![-(*a as f32)]);
+            parts.floats("platt_neg_b", vec![], vec![-(*b as f32)]);
+            parts.node("Mul", &[input, "platt_neg_a"], &["platt_scaled"], vec![]);
+            parts.node(
+                "Add",
+                &["platt_scaled", "platt_neg_b"],
+                &["platt_logit"],
+                vec![],
+            );
+            parts.node("Sigmoid", &["platt_logit"], &[OUTPUT_NAME], vec![]);
+        }
+        Calibrator::Isotonic { .. } => {
+            let empty =
+                || OnnxError::Calibration(CalibrationError::Invalid("isotonic table is empty"));
+            let table = calibration.piecewise_linear_f32().ok_or_else(empty)?;
+            let n = table.x.len();
+            let (Some(&first), Some(&last)) = (table.x.first(), table.x.last()) else {
+                return Err(empty());
+            };
+            parts.floats("iso_lo", vec![], vec![first]);
+            parts.floats("iso_hi", vec![], vec![last]);
+            parts.node("Clip", &[input, "iso_lo", "iso_hi"], &["iso_s"], vec![]);
+            let (x_k, y_k, slope_k) = if n == 1 {
+                // One point: k is always 0.
+                parts.floats("iso_x0", vec![], vec![table.x[0]]);
+                parts.floats("iso_y0", vec![], vec![table.y[0]]);
+                parts.floats("iso_slope0", vec![], vec![table.slope[0]]);
+                ("iso_x0", "iso_y0", "iso_slope0")
+            } else {
+                let len = dim_i64(n)?;
+                // k = #{x[1..] <= s}: LessOrEqual broadcasts [n-1] against
+                // [N, 1] to [N, n-1]; the sum over axis 1 keeps [N, 1].
+                parts.floats("iso_thresholds", vec![len - 1], table.x[1..].to_vec());
+                parts.floats("iso_x", vec![len], table.x);
+                parts.floats("iso_y", vec![len], table.y);
+                parts.floats("iso_slope", vec![len], table.slope);
+                parts.ints("iso_sum_axes", vec![1], vec![1]);
+                parts.node(
+                    "LessOrEqual",
+                    &["iso_thresholds", "iso_s"],
+                    &["iso_at_or_above"],
+                    vec![],
+                );
+                parts.node(
+                    "Cast",
+                    &["iso_at_or_above"],
+                    &["iso_at_or_above_i64"],
+                    vec![attr_int("to", DataType::Int64 as i64)],
+                );
+                parts.node(
+                    "ReduceSum",
+                    &["iso_at_or_above_i64", "iso_sum_axes"],
+                    &["iso_k"],
+                    vec![attr_int("keepdims", 1)],
+                );
+                for table in ["iso_x", "iso_y", "iso_slope"] {
+                    let out = format!("{table}_k");
+                    parts.node(
+                        "Gather",
+                        &[table, "iso_k"],
+                        &[&out],
+                        vec![attr_int("axis", 0)],
+                    );
+                }
+                ("iso_x_k", "iso_y_k", "iso_slope_k")
+            };
+            // p = y[k] + (s - x[k]) * slope[k]
+            parts.node("Sub", &["iso_s", x_k], &["iso_dx"], vec![]);
+            parts.node("Mul", &["iso_dx", slope_k], &["iso_rise"], vec![]);
+            parts.node("Add", &[y_k, "iso_rise"], &[OUTPUT_NAME], vec![]);
+        }
+    }
+    Ok(())
+}
+
+/// The name the model part should write `p` to: [`OUTPUT_NAME`] when there
+/// is no calibration tail.
+pub(super) fn calibration_input(calibration: &Calibrator) -> &'static str {
+    match calibration {
+        Calibrator::Identity => OUTPUT_NAME,
+        _ => "uncalibrated",
     }
 }
 
-fn dim_i64(n: usize) -> Result<i64, OnnxError> {
+pub(super) fn dim_i64(n: usize) -> Result<i64, OnnxError> {
     i64::try_from(n).map_err(|_| OnnxError::TooLarge { value: n })
 }
 
@@ -417,16 +672,6 @@ fn model(graph: GraphProto, uses_ml: bool) -> ModelProto {
         producer_name: Some(PRODUCER_NAME.into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         graph: Some(graph),
-        ..Default::default()
-    }
-}
-
-fn sigmoid_node(input: &str) -> NodeProto {
-    NodeProto {
-        name: Some("sigmoid".into()),
-        op_type: Some("Sigmoid".into()),
-        input: vec![input.into()],
-        output: vec![OUTPUT_NAME.into()],
         ..Default::default()
     }
 }
@@ -557,28 +802,33 @@ mod tests {
         );
         let graph = model.graph.unwrap();
         assert_eq!(graph.input[0].name(), INPUT_NAME);
-        assert_eq!(graph.output[0].name(), OUTPUT_NAME);
+        let outputs: Vec<_> = graph.output.iter().map(|o| o.name()).collect();
+        assert_eq!(outputs, [OUTPUT_NAME]);
         let ops: Vec<_> = graph.node.iter().map(|n| n.op_type()).collect();
-        assert_eq!(ops, ["TreeEnsembleRegressor", "Sigmoid"]);
+        assert_eq!(ops, ["TreeEnsembleClassifier", "Gather"]);
 
         let trees = &graph.node[0];
         assert_eq!(trees.domain(), AI_ONNX_ML_DOMAIN);
+        assert_eq!(trees.output, [TREE_LABEL, TREE_PROBABILITIES]);
         assert!(
             trees
                 .attribute
                 .iter()
                 .all(|a| !a.name().starts_with("base_values"))
         );
+        assert_eq!(attr_of(trees, "classlabels_int64s").ints, [0, 1]);
+        assert_eq!(attr_of(trees, "post_transform").s(), b"LOGISTIC");
         assert_eq!(attr_of(trees, "nodes_treeids").ints, [0, 0, 0, 1, 1, 1]);
         assert_eq!(
             attr_of(trees, "nodes_values").floats,
             [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         );
-        assert_eq!(attr_of(trees, "target_treeids").ints, [0, 0, 1, 1]);
-        assert_eq!(attr_of(trees, "target_nodeids").ints, [1, 2, 1, 2]);
+        assert_eq!(attr_of(trees, "class_treeids").ints, [0, 0, 1, 1]);
+        assert_eq!(attr_of(trees, "class_nodeids").ints, [1, 2, 1, 2]);
+        assert_eq!(attr_of(trees, "class_ids").ints, [1, 1, 1, 1]);
         // base_score 0.5 added to tree 0's leaves only.
         assert_eq!(
-            attr_of(trees, "target_weights").floats,
+            attr_of(trees, "class_weights").floats,
             [-0.5, 1.5, 0.25, -0.25]
         );
         assert_eq!(
@@ -591,6 +841,21 @@ mod tests {
                 b"LEAF",
                 b"LEAF"
             ]
+        );
+
+        // Column 1 of the probabilities is the output.
+        let gather = &graph.node[1];
+        assert_eq!(gather.input, [TREE_PROBABILITIES, "positive_class"]);
+        assert_eq!(gather.output, [OUTPUT_NAME]);
+        assert_eq!(attr_of(gather, "axis").i(), 1);
+        let column = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == "positive_class")
+            .unwrap();
+        assert_eq!(
+            (column.dims.as_slice(), column.int64_data.as_slice()),
+            (&[1][..], &[1][..])
         );
     }
 

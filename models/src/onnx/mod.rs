@@ -5,16 +5,22 @@
 //!   `models/proto/onnx.proto` (onnx 1.23.2) by protox + prost-build and
 //!   committed as `src/onnx/generated.rs`. Regenerate with
 //!   `cargo run -p leadscore-models --example regen_onnx`.
-//! * [`TreeEnsemble`] and [`LinearModel`]: models that write themselves as
-//!   ONNX through [`ToOnnx`]; see [`builder`] for the graphs.
+//! * [`ScoringModel`]: a [`TreeEnsemble`] or a [`LinearModel`] (as a
+//!   [`ModelGraph`]) plus its [`Calibrator`](crate::calibration::Calibrator),
+//!   written as one graph through [`ToOnnx`]; see [`builder`] for the
+//!   operators. The two model types also write themselves, uncalibrated.
 //!
 //! Every written model has the signature the serving side expects: one input
 //! [`INPUT_NAME`] `float32[N, F]` and one output [`OUTPUT_NAME`]
-//! `float32[N, 1]`.
+//! `float32[N, 1]`, the calibrated probability of the positive class.
+//! [`ScoringModel::probability_f32`] repeats the graph's `f32` arithmetic in
+//! Rust, the reference for parity with ONNX Runtime.
 
 pub mod builder;
+mod scoring;
 
-pub use builder::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble, sigmoid};
+pub use builder::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble, logistic_f32, sigmoid};
+pub use scoring::{ModelGraph, ScoringModel};
 
 /// Protobuf types of the ONNX IR (`package onnx`).
 #[allow(
@@ -40,7 +46,7 @@ pub const AI_ONNX_OPSET: i64 = 17;
 /// Domain of the classical-ML operators.
 pub const AI_ONNX_ML_DOMAIN: &str = "ai.onnx.ml";
 /// `ai.onnx.ml` opset imported: 3 is the newest in which
-/// `TreeEnsembleRegressor` is not deprecated (opset 5 replaces it with
+/// `TreeEnsembleClassifier` is not deprecated (opset 5 replaces it with
 /// `TreeEnsemble`), and ONNX Runtime 1.31 implements it.
 pub const AI_ONNX_ML_OPSET: i64 = 3;
 /// `producer_name` written into every model.
@@ -81,4 +87,6 @@ pub enum OnnxError {
     Unreachable { tree: usize, node: usize },
     #[error("{value} does not fit in an ONNX int64")]
     TooLarge { value: usize },
+    #[error(transparent)]
+    Calibration(#[from] crate::calibration::CalibrationError),
 }

@@ -1,0 +1,548 @@
+//! Parity of the exported ONNX graphs (model + calibration) with the Rust
+//! models, in ONNX Runtime through the serving pool and in Python
+//! onnxruntime through `models/tests/python/check_onnx.py`.
+//!
+//! Reference models: a [`Gbdt`] trained on seeded synthetic rows (with
+//! missing values) and a fixed [`LinearModel`], each with no calibration,
+//! Platt scaling and isotonic regression fitted by `models::calibration` on
+//! separate rows' graph scores ([`ModelGraph::score`]). Reference inputs:
+//! seeded rows, rows with NaNs, and rows whose values sit exactly on (and
+//! one `f32` step beside) the trees' split thresholds. Reference outputs:
+//!
+//! * the Rust model, [`ScoringModel::probability`] (the calibrator applied
+//!   in `f64` to the graph's score): within [`PARITY_TOLERANCE`];
+//! * the graph's `f32` steps in Rust, [`ScoringModel::probability_f32`]:
+//!   within [`PARITY_TOLERANCE`] (bit for bit for trees on one thread);
+//! * the trained model in `f64` end to end (`gbdt.predict_proba` or the
+//!   linear logit, then `calibrator.apply`): within [`PARITY_TOLERANCE`]
+//!   for no calibration and Platt. For isotonic calibration this is reported
+//!   but not asserted: the `f32` rounding of `p` (about 4e-9) is multiplied
+//!   by the slope of the isotonic segment, and between two nearby tree
+//!   scores that slope is 1.6e4 here (knots 1.7e-6 apart), so one or two
+//!   rows differ by about 6e-5. No `f32` graph can do better; that is why
+//!   calibrators are fitted on the graph's score.
+//!
+//! Both runtimes run on one intra-op thread, as the server does: on several
+//! threads ONNX Runtime may sum a batch's tree leaves in another order,
+//! moving `p` by a few `f32` steps, which a steep isotonic segment
+//! amplifies the same way (4e-5 seen with 2 threads in Python).
+//!
+//! ONNX Runtime tests are skipped (with a notice) only when the library is
+//! absent and `LEADSCORE_REQUIRE_ORT` is unset. The Python test is skipped
+//! only when Python onnxruntime is unavailable and
+//! `LEADSCORE_REQUIRE_PYTHON_ORT` is unset; `scripts/test` sets both.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::ort_available;
+use models::calibration::{Calibrator, fit_isotonic, fit_platt};
+use models::gbdt::{Gbdt, GbdtParams, TrainData, TreeNode};
+use models::onnx::{LinearModel, ModelGraph, Node, ScoringModel, ToOnnx, Tree, TreeEnsemble};
+use ndarray::Array2;
+use serving::{PoolConfig, Scorer as _, SessionPool};
+
+/// Largest accepted |ONNX Runtime − Rust| for a calibrated probability.
+const PARITY_TOLERANCE: f32 = 1e-5;
+/// Features of the synthetic rows.
+const N_FEATURES: usize = 4;
+/// Python interpreter override for the Python onnxruntime check.
+const PYTHON_ENV: &str = "LEADSCORE_PYTHON";
+/// Set (non-empty) to fail instead of skipping without Python onnxruntime.
+const REQUIRE_PYTHON_ENV: &str = "LEADSCORE_REQUIRE_PYTHON_ORT";
+
+/// SplitMix64: deterministic test numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// One synthetic row: a continuous feature, an integer-valued one (ties on
+/// thresholds), a skewed one, and one that is missing 25% of the time
+/// (informatively).
+fn row(rng: &mut Rng) -> Vec<f32> {
+    let x0 = (rng.uniform() * 10.0) as f32;
+    let x1 = rng.below(6) as f32;
+    let x2 = (rng.uniform() * rng.uniform() * 100.0) as f32;
+    let x3 = if rng.uniform() < 0.25 {
+        f32::NAN
+    } else {
+        (rng.uniform() * 2.0 - 1.0) as f32
+    };
+    vec![x0, x1, x2, x3]
+}
+
+fn true_logit(row: &[f32]) -> f64 {
+    let x3 = if row[3].is_nan() {
+        0.8
+    } else {
+        -f64::from(row[3])
+    };
+    0.5 * (f64::from(row[0]) - 5.0) + 0.4 * f64::from(row[1]) - 1.0 + 0.02 * f64::from(row[2]) + x3
+}
+
+/// `n` rows (row-major) and their labels drawn from the true probability.
+fn labelled(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
+    let mut rng = Rng(seed);
+    let mut x = Vec::with_capacity(n * N_FEATURES);
+    let mut y = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = row(&mut rng);
+        let p = 1.0 / (1.0 + (-true_logit(&r)).exp());
+        y.push(rng.uniform() < p);
+        x.extend(r);
+    }
+    (x, y)
+}
+
+fn train_gbdt() -> Gbdt {
+    let (x, y) = labelled(3000, 1);
+    let y: Vec<f32> = y.iter().map(|&b| f32::from(u8::from(b))).collect();
+    let params = GbdtParams {
+        n_trees: 40,
+        learning_rate: 0.2,
+        num_leaves: 8,
+        min_data_in_leaf: 10,
+        seed: 7,
+        ..GbdtParams::default()
+    };
+    params
+        .fit(&TrainData::new(&x, N_FEATURES, &y))
+        .expect("fit")
+}
+
+fn linear_model() -> LinearModel {
+    LinearModel {
+        weights: vec![0.45, 0.35, 0.018, -0.9],
+        bias: -3.1,
+    }
+}
+
+/// Identity, Platt and isotonic fitted on the graph scores
+/// ([`ModelGraph::score`]) of 2000 fresh rows (missing values read as 0
+/// when `fill_missing`).
+fn calibrators(model: &ModelGraph, fill_missing: bool) -> Vec<(&'static str, Calibrator)> {
+    let (mut x, y) = labelled(2000, 2);
+    if fill_missing {
+        x.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 0.0);
+    }
+    let scores: Vec<f64> = x.chunks(N_FEATURES).map(|r| model.score(r)).collect();
+    vec![
+        ("identity", Calibrator::Identity),
+        ("platt", fit_platt(&scores, &y).expect("platt")),
+        (
+            "isotonic",
+            fit_isotonic(&scores, &y, None).expect("isotonic"),
+        ),
+    ]
+}
+
+/// Validation rows: 200 seeded rows, 60 with extra NaNs, an all-NaN row,
+/// and 120 rows with values exactly on a split threshold of `gbdt` or one
+/// `f32` step either side.
+fn validation_rows(gbdt: &Gbdt) -> Array2<f32> {
+    let mut rng = Rng(3);
+    let mut rows: Vec<Vec<f32>> = (0..200).map(|_| row(&mut rng)).collect();
+    for _ in 0..60 {
+        let mut r = row(&mut rng);
+        for v in r.iter_mut() {
+            if rng.uniform() < 0.5 {
+                *v = f32::NAN;
+            }
+        }
+        rows.push(r);
+    }
+    rows.push(vec![f32::NAN; N_FEATURES]);
+    let thresholds: Vec<(usize, f32)> = gbdt
+        .trees()
+        .iter()
+        .flat_map(|t| t.nodes())
+        .filter_map(|n| match *n {
+            TreeNode::Split {
+                feature, threshold, ..
+            } => Some((feature, threshold)),
+            TreeNode::Leaf { .. } => None,
+        })
+        .collect();
+    assert!(!thresholds.is_empty(), "the trees split");
+    for i in 0..120 {
+        let mut r = row(&mut rng);
+        for _ in 0..2 {
+            let (feature, threshold) = thresholds[rng.below(thresholds.len())];
+            r[feature] = match i % 3 {
+                0 => threshold,
+                1 => threshold.next_up(),
+                _ => threshold.next_down(),
+            };
+        }
+        rows.push(r);
+    }
+    to_array(&rows)
+}
+
+/// Finite rows for the linear model: the seeded rows with NaN read as 0.
+fn finite_rows() -> Array2<f32> {
+    let mut rng = Rng(4);
+    let rows: Vec<Vec<f32>> = (0..300)
+        .map(|_| {
+            row(&mut rng)
+                .into_iter()
+                .map(|v| if v.is_nan() { 0.0 } else { v })
+                .collect()
+        })
+        .collect();
+    to_array(&rows)
+}
+
+fn to_array(rows: &[Vec<f32>]) -> Array2<f32> {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Array2::from_shape_vec((rows.len(), N_FEATURES), flat).expect("rectangular")
+}
+
+async fn score_in_ort(model: &ScoringModel, rows: &Array2<f32>) -> Vec<f32> {
+    let bytes = model.to_onnx_bytes().expect("valid model");
+    let pool = tokio::task::spawn_blocking(move || {
+        SessionPool::from_bytes(
+            &bytes,
+            PoolConfig {
+                sessions: 1,
+                intra_threads: 1,
+            },
+        )
+    })
+    .await
+    .expect("load task")
+    .expect("ONNX Runtime loads the model");
+    assert_eq!(pool.n_features(), model.n_features());
+    pool.score_rows(rows.clone()).await.expect("score")
+}
+
+/// Largest |got - expected| over the rows, and how many rows exceed
+/// [`PARITY_TOLERANCE`] (NaN counts as exceeding).
+fn max_diff(got: &[f32], expected: &[f64]) -> (f64, usize) {
+    assert_eq!(got.len(), expected.len(), "row count");
+    got.iter()
+        .zip(expected)
+        .fold((0.0_f64, 0), |(worst, over), (&g, &e)| {
+            let diff = (f64::from(g) - e).abs();
+            let beyond = diff.is_nan() || diff > f64::from(PARITY_TOLERANCE);
+            (worst.max(diff), over + usize::from(beyond))
+        })
+}
+
+/// Panics naming the first row where `got` and `expected` differ by more
+/// than [`PARITY_TOLERANCE`].
+fn assert_parity(got: &[f32], expected: &[f64], what: &str) {
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let diff = (f64::from(g) - e).abs();
+        assert!(
+            diff <= f64::from(PARITY_TOLERANCE),
+            "{what} row {i}: ONNX Runtime {g}, Rust {e} (|Δp| {diff:e} > {PARITY_TOLERANCE:e})"
+        );
+    }
+}
+
+fn each_row(rows: &Array2<f32>, f: impl Fn(&[f32]) -> f64) -> Vec<f64> {
+    rows.outer_iter()
+        .map(|r| f(r.as_slice().expect("standard layout")))
+        .collect()
+}
+
+/// Scores `rows` in ONNX Runtime and compares with the Rust model, the
+/// graph's `f32` steps in Rust and the trained model in `f64` (`trained`;
+/// asserted unless the calibration is isotonic, see the module docs).
+/// Reports the three maxima on stderr.
+async fn check_parity(
+    what: &str,
+    model: &ScoringModel,
+    rows: &Array2<f32>,
+    trained: impl Fn(&[f32]) -> f64,
+) {
+    let got = score_in_ort(model, rows).await;
+    let rust = each_row(rows, |r| model.probability(r));
+    let f32_steps = each_row(rows, |r| f64::from(model.probability_f32(r)));
+    let trained = each_row(rows, trained);
+    assert_parity(&got, &rust, &format!("{what} vs Rust model"));
+    assert_parity(&got, &f32_steps, &format!("{what} vs Rust f32 steps"));
+    if !matches!(model.calibration, Calibrator::Isotonic { .. }) {
+        assert_parity(&got, &trained, &format!("{what} vs trained model in f64"));
+    }
+    let (vs_rust, _) = max_diff(&got, &rust);
+    let (vs_f32, _) = max_diff(&got, &f32_steps);
+    let (vs_trained, over) = max_diff(&got, &trained);
+    let _ = writeln!(
+        std::io::stderr(),
+        "parity {what}: {} rows, max |Δp| ONNX Runtime vs Rust model {vs_rust:.3e}, \
+         vs Rust f32 steps {vs_f32:.3e}, vs trained model in f64 {vs_trained:.3e} \
+         ({over} rows > {PARITY_TOLERANCE:e})",
+        rows.nrows()
+    );
+}
+
+#[tokio::test]
+async fn gbdt_with_each_calibration_matches_onnx_runtime() {
+    if !ort_available() {
+        return;
+    }
+    let gbdt = train_gbdt();
+    let trees = ModelGraph::Trees(gbdt.to_tree_ensemble());
+    let rows = validation_rows(&gbdt);
+    for (name, calibration) in calibrators(&trees, false) {
+        let model = ScoringModel::new(trees.clone(), calibration.clone());
+        check_parity(&format!("gbdt+{name}"), &model, &rows, |r| {
+            calibration.apply(gbdt.predict_proba(r))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn linear_with_each_calibration_matches_onnx_runtime() {
+    if !ort_available() {
+        return;
+    }
+    let linear = linear_model();
+    let graph = ModelGraph::Linear(linear.clone());
+    let rows = finite_rows();
+    for (name, calibration) in calibrators(&graph, true) {
+        let model = ScoringModel::new(graph.clone(), calibration.clone());
+        check_parity(&format!("linear+{name}"), &model, &rows, |r| {
+            calibration.apply(linear.probability(r))
+        })
+        .await;
+    }
+}
+
+/// ONNX Runtime's binary `TreeEnsembleClassifier` with the weights on class
+/// id 1 applies the logistic whatever the signs of the weights (with the
+/// weights on class id 0, releases before 1.26 skipped it when all were
+/// non-negative). Pins that on hand-built ensembles: all weights positive,
+/// all negative, and a single-leaf tree.
+#[tokio::test]
+async fn binary_classifier_applies_the_logistic_for_any_weight_signs() {
+    if !ort_available() {
+        return;
+    }
+    let stump = |lo: f32, hi: f32| Tree {
+        nodes: vec![
+            Node::Split {
+                feature: 0,
+                threshold: 0.5,
+                left: 1,
+                right: 2,
+                missing_left: false,
+            },
+            Node::Leaf { value: lo },
+            Node::Leaf { value: hi },
+        ],
+    };
+    let ensembles = [
+        (
+            "all positive",
+            0.25,
+            vec![stump(0.25, 2.0), stump(0.0, 0.5)],
+        ),
+        (
+            "all negative",
+            -0.25,
+            vec![stump(-0.25, -2.0), stump(-1.0, -0.5)],
+        ),
+        (
+            "single leaf",
+            0.0,
+            vec![
+                Tree {
+                    nodes: vec![Node::Leaf { value: 0.3 }],
+                },
+                stump(0.5, -0.5),
+            ],
+        ),
+    ];
+    let rows = to_array(&[
+        vec![0.0, 0.0, 0.0, 0.0],
+        vec![0.5, 0.0, 0.0, 0.0],
+        vec![1.0, 0.0, 0.0, 0.0],
+        vec![f32::NAN, 0.0, 0.0, 0.0],
+    ]);
+    for (what, base_score, trees) in ensembles {
+        let ensemble = TreeEnsemble {
+            n_features: N_FEATURES,
+            base_score,
+            trees,
+        };
+        let model = ScoringModel::uncalibrated(ensemble.clone());
+        let got = score_in_ort(&model, &rows).await;
+        for (r, g) in rows.outer_iter().zip(&got) {
+            let r = r.as_slice().expect("standard layout");
+            let p = ensemble.probability(r);
+            assert!(
+                (f64::from(*g) - p).abs() <= 1e-7,
+                "{what} {r:?}: ONNX Runtime {g}, sigmoid(logit) {p}"
+            );
+            assert_eq!(*g, ensemble.probability_f32(r), "{what} {r:?}: f32 steps");
+        }
+    }
+}
+
+// ---- Python onnxruntime ---------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `$LEADSCORE_PYTHON`, else the repository's `.venv/bin/python`, else
+/// `python3`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os(PYTHON_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// True when `python` imports numpy and onnxruntime; false (after a notice)
+/// when the test should be skipped; panics when it must run but cannot.
+fn python_ort_available(python: &Path) -> bool {
+    let probe = Command::new(python)
+        .args(["-c", "import numpy, onnxruntime"])
+        .output();
+    let problem = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let required = std::env::var_os(REQUIRE_PYTHON_ENV).is_some_and(|v| !v.is_empty());
+    if required {
+        panic!(
+            "Python onnxruntime unavailable with {} ({REQUIRE_PYTHON_ENV} is set): {problem}",
+            python.display()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED (Python onnxruntime unavailable with {}, {REQUIRE_PYTHON_ENV} unset): {problem}",
+        python.display()
+    );
+    false
+}
+
+/// Writes a little-endian `.npy` file (format 1.0).
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend(
+        u16::try_from(header.len())
+            .expect("short header")
+            .to_le_bytes(),
+    );
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).expect("write npy");
+}
+
+/// Runs `check_onnx.py` on `model` with `rows` and the Rust probabilities.
+fn check_in_python(python: &Path, what: &str, model: &ScoringModel, rows: &Array2<f32>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model_path = dir.path().join("model.onnx");
+    let inputs_path = dir.path().join("inputs.npy");
+    let expected_path = dir.path().join("expected.npy");
+    std::fs::write(&model_path, model.to_onnx_bytes().expect("valid model")).expect("write");
+    let input_bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(
+        &inputs_path,
+        "<f4",
+        &[rows.nrows(), rows.ncols()],
+        &input_bytes,
+    );
+    let expected: Vec<u8> = rows
+        .outer_iter()
+        .flat_map(|r| {
+            model
+                .probability(r.as_slice().expect("standard layout"))
+                .to_le_bytes()
+        })
+        .collect();
+    write_npy(&expected_path, "<f8", &[rows.nrows()], &expected);
+
+    let script = repo_root().join("models/tests/python/check_onnx.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&model_path)
+        .arg(&inputs_path)
+        .arg(&expected_path)
+        .arg("--tolerance")
+        .arg(PARITY_TOLERANCE.to_string())
+        .output()
+        .expect("run check_onnx.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = writeln!(std::io::stderr(), "python {what}: {}", stdout.trim());
+    assert!(
+        out.status.success(),
+        "check_onnx.py failed for {what} ({}):\n{stdout}{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn exported_models_match_in_python_onnxruntime() {
+    let python = python();
+    if !python_ort_available(&python) {
+        return;
+    }
+    let gbdt = train_gbdt();
+    let trees = ModelGraph::Trees(gbdt.to_tree_ensemble());
+    let rows = validation_rows(&gbdt);
+    for (name, calibration) in calibrators(&trees, false) {
+        let model = ScoringModel::new(trees.clone(), calibration);
+        check_in_python(&python, &format!("gbdt+{name}"), &model, &rows);
+    }
+    let linear = ModelGraph::Linear(linear_model());
+    let rows = finite_rows();
+    for (name, calibration) in calibrators(&linear, true) {
+        let model = ScoringModel::new(linear.clone(), calibration);
+        check_in_python(&python, &format!("linear+{name}"), &model, &rows);
+    }
+}

@@ -1,0 +1,97 @@
+//! The steps shared by the `evaluate` and `train` commands: load a dataset, build its
+//! point-in-time features, choose the validation plan, guard the data.
+
+use std::path::Path;
+
+use features::builder::{Cutoffs, FeatureTable, build_features, fit_plan, resolve_cutoffs};
+use features::load::load_dataset;
+use features::spec::Form;
+use features::{DatasetSpec, FeaturePlan, LoadedDataset};
+
+use crate::error::TrainError;
+use crate::evaluate::ValidationPlan;
+use crate::guards::{check_sufficiency, leakage_warnings};
+use crate::split::{Split, stratified_folds, time_split};
+
+/// Folds of k-fold validation.
+pub const DEFAULT_FOLDS: usize = 5;
+
+/// How to validate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationMode {
+    /// Time split for event data, stratified k-fold for tabular data.
+    Auto,
+    /// Stratified k-fold whatever the form (to compare with tools that only do k-fold).
+    KFold,
+}
+
+/// A dataset with its features built.
+pub struct Prepared {
+    pub spec: DatasetSpec,
+    pub data: LoadedDataset,
+    pub plan: FeaturePlan,
+    pub cutoffs: Cutoffs,
+    pub table: FeatureTable,
+}
+
+/// Reads the spec (relative paths against `data_dir` when given), loads and validates the
+/// data, fits the feature plan and builds the feature table.
+pub fn prepare(spec_path: &Path, data_dir: Option<&Path>) -> Result<Prepared, TrainError> {
+    let mut spec = DatasetSpec::from_file(spec_path)?;
+    if let Some(dir) = data_dir {
+        spec.base_dir = dir.to_path_buf();
+    }
+    let data = load_dataset(&spec)?;
+    let cutoffs = resolve_cutoffs(&data)?;
+    let plan = fit_plan(&data, None)?;
+    let table = build_features(&data, &plan, &cutoffs)?;
+    Ok(Prepared {
+        spec,
+        data,
+        plan,
+        cutoffs,
+        table,
+    })
+}
+
+/// The validation plan for `prepared`, with the data guards applied to it. Returns the plan
+/// and the leakage warnings.
+pub fn validation_plan(
+    prepared: &Prepared,
+    mode: ValidationMode,
+    folds: usize,
+    seed: u64,
+) -> Result<(ValidationPlan, Vec<String>), TrainError> {
+    let table = &prepared.table;
+    let use_kfold = mode == ValidationMode::KFold || prepared.spec.form() == Form::Tabular;
+    let plan = if use_kfold {
+        let fold_of = stratified_folds(&table.labels, folds, seed)?;
+        ValidationPlan::KFold {
+            fold_of,
+            k: folds,
+            description: format!(
+                "stratified {folds}-fold cross-validation over {} rows; the shipped model is \
+                 refitted on all rows",
+                table.n_rows()
+            ),
+        }
+    } else {
+        let horizon_days = prepared
+            .spec
+            .label
+            .as_ref()
+            .map(|label| label.horizon_days)
+            .unwrap_or(0);
+        let calendar = matches!(prepared.cutoffs, Cutoffs::Calendar(_));
+        ValidationPlan::Holdout(time_split(table, horizon_days, calendar, seed)?)
+    };
+    let (train, valid): (Vec<usize>, Vec<usize>) = match &plan {
+        ValidationPlan::Holdout(Split { train, valid, .. }) => (train.clone(), valid.clone()),
+        ValidationPlan::KFold { fold_of, .. } => {
+            (0..table.n_rows()).partition(|&i| fold_of[i] != 0)
+        }
+    };
+    check_sufficiency(table, &train, &valid)?;
+    let warnings = leakage_warnings(table, &train)?;
+    Ok((plan, warnings))
+}
