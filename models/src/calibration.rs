@@ -8,12 +8,13 @@
 //! picks between the two by held-out log loss. Calibrators serialise to JSON
 //! (tagged by `"method"`) for the model manifest.
 //!
-//! The calibrator is applied to the score the model emits — in leadscore the
-//! `probability` output of the ONNX graph, so the calibrated graph appends
-//! the calibrator after it. Fit and apply must see the same kind of score.
-//! The exported ONNX graph must give the same result as
-//! [`Calibrator::apply_f32`], which spells out the `f32` operations (see
-//! [`Calibrator`] for the formulas).
+//! **The score is the model's log-odds** (the logit the ONNX graph computes
+//! before any sigmoid), as scikit-learn calibrates a classifier's
+//! `decision_function`: Platt scaling is a logistic regression on it, and
+//! [`Calibrator::Identity`] is the plain logistic function. Fit and apply
+//! must see the same score. The exported ONNX graph must give the same
+//! result as [`Calibrator::apply_f32`], which spells out the `f32`
+//! operations (see [`Calibrator`] for the formulas).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -48,11 +49,11 @@ pub enum CalibrationError {
     Invalid(&'static str),
 }
 
-/// A fitted map from an uncalibrated score `s` to a probability.
+/// A fitted map from an uncalibrated log-odds score `s` to a probability.
 ///
 /// | variant | `apply(s)` in `f64` |
 /// | --- | --- |
-/// | `Identity` | `s` |
+/// | `Identity` | `1 / (1 + exp(-s))`, the logistic function (ONNX `Sigmoid`) |
 /// | `Platt { a, b }` | `1 / (1 + exp(a * s + b))` |
 /// | `Isotonic { x, y }` | piecewise-linear through `(x[k], y[k])`, constant outside `[x[0], x[n-1]]` |
 ///
@@ -81,7 +82,7 @@ pub enum CalibrationError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Calibrator {
-    /// No calibration: the score is returned as is.
+    /// No calibration: the logistic function of the score.
     Identity,
     /// Platt scaling, `p = 1 / (1 + exp(a * s + b))`.
     Platt {
@@ -136,7 +137,7 @@ impl Calibrator {
     /// the shorter of `x` and `y` otherwise.
     pub fn apply(&self, score: f64) -> f64 {
         match self {
-            Calibrator::Identity => score,
+            Calibrator::Identity => 1.0 / (1.0 + (-score).exp()),
             Calibrator::Platt { a, b } => 1.0 / (1.0 + (a * score + b).exp()),
             Calibrator::Isotonic { x, y } => {
                 let n = x.len().min(y.len());
@@ -159,6 +160,8 @@ impl Calibrator {
     /// The same formula evaluated in `f32`, one rounding per operation, as an
     /// ONNX graph evaluates it: parameters are rounded to `f32` first.
     ///
+    /// * Identity: `p = 1 / (1 + exp(-s))`, as ONNX `Sigmoid`; runtimes may
+    ///   compute `exp` to within a few ulps.
     /// * Platt: `z = a32 * s + b32` (a multiply, then an add; no fused
     ///   multiply-add), `p = 1 / (1 + exp(z))`. ONNX `Sigmoid(-z)` is the same
     ///   expression; runtimes may compute `exp` to within a few ulps.
@@ -170,7 +173,7 @@ impl Calibrator {
     ///   call: meant for parity checks, not for hot loops.)
     pub fn apply_f32(&self, score: f32) -> f32 {
         match self {
-            Calibrator::Identity => score,
+            Calibrator::Identity => 1.0 / (1.0 + (-score).exp()),
             Calibrator::Platt { a, b } => {
                 let (a, b) = (*a as f32, *b as f32);
                 let z = a * score + b;
@@ -688,6 +691,24 @@ mod tests {
             assert!((f64::from(c.apply_f32(s)) - exact).abs() < 1e-6);
         }
         assert_eq!(c.apply(0.5), 0.5);
+    }
+
+    #[test]
+    fn identity_is_the_logistic_function_of_the_log_odds() {
+        let identity = Calibrator::Identity;
+        assert_eq!(identity.apply(0.0), 0.5);
+        assert!((identity.apply(2.0_f64.ln()) - 2.0 / 3.0).abs() < 1e-15);
+        assert!((identity.apply(-3.0) + identity.apply(3.0) - 1.0).abs() < 1e-15);
+        for s in [-20.0_f32, -1.5, 0.0, 0.3, 7.0] {
+            let exact = identity.apply(f64::from(s));
+            assert!(
+                (f64::from(identity.apply_f32(s)) - exact).abs() < 1e-7,
+                "{s}"
+            );
+        }
+        // Platt with a = -1, b = 0 is the identity.
+        let platt = Calibrator::Platt { a: -1.0, b: 0.0 };
+        assert_eq!(platt.apply(1.25), identity.apply(1.25));
     }
 
     /// Deterministic pseudo-random numbers in [0, 1) (an LCG), for tests only.

@@ -27,7 +27,7 @@
 //! ```
 //! use models::onnx::{LinearModel, ToOnnx};
 //!
-//! let model = LinearModel { weights: vec![0.5, -1.0], bias: 0.25 };
+//! let model = LinearModel { weights: vec![0.5, -1.0], bias: 0.25, missing_values: vec![0.0, 0.0] };
 //! let bytes = model.to_onnx_bytes().unwrap();
 //! assert!(!bytes.is_empty());
 //! assert!((model.probability(&[1.0, 0.0]) - 0.679_178_699).abs() < 1e-6);

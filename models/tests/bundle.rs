@@ -214,6 +214,7 @@ fn linear_contents(version: &str) -> BundleContents {
     let model = LinearModel {
         weights: weights.iter().map(|&w| w as f32).collect(),
         bias: -0.5,
+        missing_values: (0..n).map(|j| j as f32 / 4.0).collect(),
     };
     BundleContents {
         onnx: model.to_onnx_bytes().expect("onnx"),
@@ -480,6 +481,7 @@ fn inconsistent_contents_are_refused_naming_the_file() {
     c.onnx = LinearModel {
         weights: vec![1.0, 2.0],
         bias: 0.0,
+        missing_values: vec![0.0, 0.0],
     }
     .to_onnx_bytes()
     .unwrap();

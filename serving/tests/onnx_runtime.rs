@@ -75,6 +75,7 @@ fn linear_model() -> LinearModel {
     LinearModel {
         weights: vec![0.5, -1.25, 2.0],
         bias: -0.25,
+        missing_values: vec![0.0, 0.0, 0.0],
     }
 }
 
@@ -218,7 +219,11 @@ async fn model_without_the_expected_signature_is_rejected() {
     let mut proto = linear_model().to_onnx().unwrap();
     let graph = proto.graph.as_mut().unwrap();
     graph.input[0].name = Some("x".into());
-    graph.node[0].input[0] = "x".into();
+    for input in graph.node.iter_mut().flat_map(|n| n.input.iter_mut()) {
+        if input == "features" {
+            *input = "x".into();
+        }
+    }
     let bytes = prost::Message::encode_to_vec(&proto);
     let err = SessionPool::from_bytes(&bytes, PoolConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::Signature(_)), "{err}");

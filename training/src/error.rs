@@ -1,9 +1,11 @@
 //! Errors of the training library: each says what is wrong and, where it can, what to do.
 
 use features::DataError;
+use models::bundle::BundleError;
 use models::calibration::CalibrationError;
 use models::gbdt::GbdtError;
 use models::metrics::MetricError;
+use models::onnx::OnnxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -21,4 +23,8 @@ pub enum TrainError {
     Calibration(#[from] CalibrationError),
     #[error("logistic regression: {0}")]
     Logistic(String),
+    #[error("ONNX export: {0}")]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
 }

@@ -19,11 +19,12 @@ use models::calibration::{
 use models::gbdt::sigmoid;
 use models::gbdt::{Gbdt, GbdtParams};
 use models::metrics::{BinaryMetrics, log_loss, roc_auc};
+use models::onnx::ModelGraph;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
-use crate::fit::{LogisticParams, LogisticScorecard, fit_gbdt};
+use crate::fit::{EarlyStopping, LogisticParams, LogisticScorecard, fit_gbdt};
 use crate::split::{Split, unit_interval_hash};
 
 /// The model families.
@@ -46,10 +47,25 @@ impl ModelFamily {
 }
 
 /// Hyperparameters of both families.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyParams {
+    /// The trees' parameters; `n_trees` is the number grown when early stopping is off (or
+    /// cannot be used).
     pub gbdt: GbdtParams,
+    /// Choose the number of trees on an inner split of each training set (default), or grow
+    /// `gbdt.n_trees` when `None`.
+    pub gbdt_early_stopping: Option<EarlyStopping>,
     pub logistic: LogisticParams,
+}
+
+impl Default for FamilyParams {
+    fn default() -> Self {
+        FamilyParams {
+            gbdt: GbdtParams::default(),
+            gbdt_early_stopping: Some(EarlyStopping::default()),
+            logistic: LogisticParams::default(),
+        }
+    }
 }
 
 /// A fitted model of either family.
@@ -60,18 +76,22 @@ pub enum FittedModel {
 }
 
 impl FittedModel {
-    /// Uncalibrated log-odds of every row of `rows`: the input of the calibrator.
-    pub fn logits(&self, table: &FeatureTable, rows: &[usize]) -> Vec<f64> {
+    /// The model part of the exported ONNX graph.
+    pub fn to_graph(&self) -> ModelGraph {
         match self {
-            FittedModel::Gbdt(model) => rows
-                .par_iter()
-                .map(|&row| model.raw_score(table.row(row)))
-                .collect(),
-            FittedModel::Logistic(model) => rows
-                .iter()
-                .map(|&row| model.logit(table.row(row)))
-                .collect(),
+            FittedModel::Gbdt(model) => ModelGraph::Trees(model.to_tree_ensemble()),
+            FittedModel::Logistic(model) => ModelGraph::Linear(model.to_linear_model()),
         }
+    }
+
+    /// Uncalibrated log-odds of every row of `rows` as the exported graph computes them
+    /// ([`ModelGraph::score`]): the input of the calibrator, so that the calibrator is fitted
+    /// on exactly what it is applied to when served.
+    pub fn logits(&self, table: &FeatureTable, rows: &[usize]) -> Vec<f64> {
+        let graph = self.to_graph();
+        rows.par_iter()
+            .map(|&row| graph.score(table.row(row)))
+            .collect()
     }
 }
 
@@ -133,7 +153,10 @@ pub fn evaluate(
 ) -> Result<Evaluation, TrainError> {
     let fit = |rows: &[usize]| -> Result<FittedModel, TrainError> {
         Ok(match family {
-            ModelFamily::Gbdt => FittedModel::Gbdt(fit_gbdt(&params.gbdt, table, rows)?),
+            ModelFamily::Gbdt => FittedModel::Gbdt(match &params.gbdt_early_stopping {
+                Some(stopping) => stopping.fit(&params.gbdt, table, rows, seed)?.0,
+                None => fit_gbdt(&params.gbdt, table, rows)?,
+            }),
             ModelFamily::Logistic => FittedModel::Logistic(params.logistic.fit(table, rows)?),
         })
     };

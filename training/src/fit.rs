@@ -8,7 +8,7 @@
 
 use features::builder::FeatureTable;
 use linfa::prelude::*;
-use models::gbdt::{Gbdt, GbdtParams, TrainData};
+use models::gbdt::{Gbdt, GbdtParams, TrainData, ValidData};
 
 use crate::error::TrainError;
 
@@ -39,6 +39,8 @@ pub struct LogisticScorecard {
     /// Training mean of each feature: the value a missing feature takes, and the reference of
     /// each contribution.
     pub means: Vec<f64>,
+    /// Training standard deviation of each feature (1 for a constant one).
+    pub scales: Vec<f64>,
 }
 
 impl LogisticParams {
@@ -92,6 +94,7 @@ impl LogisticParams {
             weights,
             bias,
             means,
+            scales,
         })
     }
 }
@@ -110,6 +113,25 @@ impl LogisticScorecard {
 
     pub fn probability(&self, row: &[f32]) -> f64 {
         models::gbdt::sigmoid(self.logit(row))
+    }
+
+    /// The weights per standard deviation of each feature: comparable across features.
+    pub fn standardised_weights(&self) -> Vec<f64> {
+        self.weights
+            .iter()
+            .zip(&self.scales)
+            .map(|(w, s)| w * s)
+            .collect()
+    }
+
+    /// The exported form: weights, bias and means rounded to `f32`, missing values taking the
+    /// mean.
+    pub fn to_linear_model(&self) -> models::onnx::LinearModel {
+        models::onnx::LinearModel {
+            weights: self.weights.iter().map(|&w| w as f32).collect(),
+            bias: self.bias as f32,
+            missing_values: self.means.iter().map(|&m| m as f32).collect(),
+        }
     }
 }
 
@@ -153,7 +175,7 @@ pub fn gather_rows(table: &FeatureTable, rows: &[usize]) -> (Vec<f32>, Vec<f32>)
     (x, y)
 }
 
-/// Fits gradient-boosted trees on `rows` of `table`.
+/// Fits gradient-boosted trees on `rows` of `table` with `params` as given.
 pub fn fit_gbdt(
     params: &GbdtParams,
     table: &FeatureTable,
@@ -161,6 +183,100 @@ pub fn fit_gbdt(
 ) -> Result<Gbdt, TrainError> {
     let (x, y) = gather_rows(table, rows);
     Ok(params.fit(&TrainData::new(&x, table.n_features(), &y))?)
+}
+
+/// How many trees to grow, found on the training rows alone: a seeded share of the training
+/// *entities* (all their rows, so no entity is on both sides) is held back, trees are grown
+/// until that inner validation's log loss has not improved for `patience` rounds, and the
+/// model is then refitted on all training rows with the best number of trees.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EarlyStopping {
+    /// Most trees grown.
+    pub max_trees: usize,
+    /// Rounds without improvement before stopping.
+    pub patience: usize,
+    /// Share of the training entities held back, in `(0, 1)`.
+    pub inner_fraction: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping {
+            max_trees: 1000,
+            patience: 50,
+            inner_fraction: 0.2,
+        }
+    }
+}
+
+/// Fewest positives (and negatives) on each side of the inner split for early stopping to be
+/// used; with fewer, `params.n_trees` is kept.
+pub const MIN_EARLY_STOPPING_CLASS_ROWS: usize = 20;
+
+impl EarlyStopping {
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.max_trees == 0 || self.patience == 0 {
+            return Err(TrainError::Data(
+                "early stopping needs max_trees and patience of at least 1".into(),
+            ));
+        }
+        if !(self.inner_fraction > 0.0 && self.inner_fraction < 1.0) {
+            return Err(TrainError::Data(format!(
+                "early stopping inner_fraction must be in (0, 1), not {}",
+                self.inner_fraction
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fits on `rows` as described on [`EarlyStopping`]; returns the model and the number of
+    /// trees chosen (`None` when the inner split had too few rows of a class and
+    /// `params.n_trees` was used).
+    pub fn fit(
+        &self,
+        params: &GbdtParams,
+        table: &FeatureTable,
+        rows: &[usize],
+        seed: u64,
+    ) -> Result<(Gbdt, Option<usize>), TrainError> {
+        self.check()?;
+        let (inner, outer): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&row| {
+            crate::split::unit_interval_hash(&table.entity_ids[row], seed ^ 0xea51_57a1)
+                < self.inner_fraction
+        });
+        let class_counts = |side: &[usize]| {
+            let positives = side.iter().filter(|&&r| table.labels[r] == 1).count();
+            (positives, side.len() - positives)
+        };
+        let enough = |side: &[usize]| {
+            let (positives, negatives) = class_counts(side);
+            positives >= MIN_EARLY_STOPPING_CLASS_ROWS && negatives >= MIN_EARLY_STOPPING_CLASS_ROWS
+        };
+        if !enough(&inner) || !enough(&outer) {
+            return Ok((fit_gbdt(params, table, rows)?, None));
+        }
+        let (x, y) = gather_rows(table, &outer);
+        let (vx, vy) = gather_rows(table, &inner);
+        let searching = GbdtParams {
+            n_trees: self.max_trees,
+            early_stopping_rounds: Some(self.patience),
+            ..params.clone()
+        };
+        let probe = searching.fit(&TrainData::new(&x, table.n_features(), &y).with_validation(
+            ValidData {
+                x: &vx,
+                y: &vy,
+                weights: None,
+            },
+        ))?;
+        let best = probe.best_iteration().unwrap_or(probe.trees().len()).max(1);
+        let final_params = GbdtParams {
+            n_trees: best,
+            early_stopping_rounds: None,
+            ..params.clone()
+        };
+        Ok((fit_gbdt(&final_params, table, rows)?, Some(best)))
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +325,63 @@ mod tests {
         // A missing value scores as the training mean.
         let at_mean = model.probability(&[0.5, model.means[1] as f32]);
         assert!((model.probability(&[0.5, f32::NAN]) - at_mean).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_exported_scorecard_fills_missing_values_with_the_mean() {
+        let table = linear_table(5_000);
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        let model = LogisticParams::default().fit(&table, &rows).unwrap();
+        let exported = model.to_linear_model();
+        for row in [[0.5, f32::NAN], [-1.0, 1.5], [f32::NAN, f32::NAN]] {
+            assert!(
+                (exported.logit(&row) - model.logit(&row)).abs() < 1e-5,
+                "{row:?}"
+            );
+        }
+        let standardised = model.standardised_weights();
+        assert!((standardised[0] - model.weights[0] * model.scales[0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn early_stopping_grows_fewer_trees_on_noise_and_refits_on_all_rows() {
+        // A weak signal in much noise: 1000 trees at 0.1 would overfit.
+        let table = linear_table(4_000);
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        let params = GbdtParams {
+            num_leaves: 63,
+            min_data_in_leaf: 5,
+            ..GbdtParams::default()
+        };
+        let stopping = EarlyStopping {
+            max_trees: 400,
+            patience: 20,
+            inner_fraction: 0.25,
+        };
+        let (model, best) = stopping.fit(&params, &table, &rows, 3).unwrap();
+        let best = best.expect("enough rows of each class to stop early");
+        assert!(best < 400, "stopped at {best}");
+        assert_eq!(
+            model.trees().len(),
+            best,
+            "refitted with the chosen number of trees"
+        );
+        // Too few positives for an inner split: the given number of trees is grown.
+        let mut tiny = linear_table(200);
+        tiny.labels.iter_mut().skip(15).for_each(|y| *y = 0);
+        let tiny_rows: Vec<usize> = (0..tiny.n_rows()).collect();
+        let few = GbdtParams {
+            n_trees: 7,
+            ..GbdtParams::default()
+        };
+        let (model, best) = stopping.fit(&few, &tiny, &tiny_rows, 3).unwrap();
+        assert_eq!(best, None);
+        assert!(model.trees().len() <= 7);
+        let bad = EarlyStopping {
+            inner_fraction: 1.0,
+            ..stopping
+        };
+        assert!(bad.check().is_err());
     }
 
     #[test]

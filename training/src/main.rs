@@ -8,8 +8,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use features::synthetic::{GeneratorParams, SyntheticKind};
-use training::evaluate::{FamilyParams, ModelFamily, evaluate};
-use training::pipeline::{DEFAULT_FOLDS, ValidationMode, prepare, validation_plan};
+use indicatif::{ProgressBar, ProgressStyle};
+use models::bundle::{Registry, new_version_name};
+use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
+use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
+use training::train::{
+    BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
+};
 use training::truth::GroundTruth;
 
 #[derive(Parser)]
@@ -64,6 +69,45 @@ enum Command {
     /// Validate both model families on a dataset and print their held-out metrics (the
     /// benchmark of the training issue; nothing is written to the registry).
     Evaluate(EvaluateArgs),
+    /// Train, validate and calibrate on a dataset and write the model bundle (ONNX model,
+    /// manifest, explainer, HTML report, held-out scores) to the registry.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Dataset spec (TOML).
+    #[arg(long)]
+    spec: PathBuf,
+    /// Folder the spec's relative file paths are read from (default: the spec's folder).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Registry folder; the bundle goes to `<registry>/<task>/<version>/`.
+    #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
+    registry: PathBuf,
+    /// `best`: evaluate both families, ship the one with the higher held-out ROC AUC.
+    #[arg(long, value_enum, default_value = "best")]
+    family: ShipFamily,
+    /// `auto`: time split for event data, stratified k-fold for tabular data.
+    #[arg(long, value_enum, default_value = "auto")]
+    validation: Validation,
+    #[arg(long, default_value_t = DEFAULT_FOLDS)]
+    folds: usize,
+    /// The generator's truth.parquet: records the ground-truth ROC AUC beside the model's.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Version name (default: creation time and a random suffix).
+    #[arg(long)]
+    version: Option<String>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShipFamily {
+    Best,
+    Gbdt,
+    Logistic,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +203,217 @@ fn main() -> Result<()> {
             );
         }
         Command::Evaluate(args) => evaluate_command(&args)?,
+        Command::Train(args) => train_command(&args)?,
+    }
+    Ok(())
+}
+
+/// A spinner showing `message` and the elapsed time, for one long step.
+fn spinner(message: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+fn prepare_with_progress(
+    spec: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Prepared> {
+    let bar = spinner(format!("loading {} and building features", spec.display()));
+    let prepared = prepare(spec, data_dir);
+    bar.finish_and_clear();
+    let prepared = prepared?;
+    let table = &prepared.table;
+    println!(
+        "{}: {} entities, {} rows x {} features, {:.1} % positive",
+        prepared.spec.name,
+        prepared.data.entities.height(),
+        table.n_rows(),
+        table.n_features(),
+        100.0 * table.positive_rate(),
+    );
+    Ok(prepared)
+}
+
+/// The validation plan with the data guards applied; prints the scheme and the warnings.
+fn plan_validation(
+    prepared: &Prepared,
+    validation: Validation,
+    folds: usize,
+    seed: u64,
+) -> Result<(ValidationPlan, Vec<String>)> {
+    let mode = match validation {
+        Validation::Auto => ValidationMode::Auto,
+        Validation::Kfold => ValidationMode::KFold,
+    };
+    let (plan, warnings) = validation_plan(prepared, mode, folds, seed)?;
+    println!("validation: {}", plan.description());
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
+    Ok((plan, warnings))
+}
+
+fn code_version() -> String {
+    match option_env!("LEADSCORE_GIT_COMMIT") {
+        Some(commit) if !commit.is_empty() => {
+            format!("leadscore {} ({commit})", env!("CARGO_PKG_VERSION"))
+        }
+        _ => format!("leadscore {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn train_command(args: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let created_at = chrono::Utc::now();
+    let version = args
+        .version
+        .clone()
+        .unwrap_or_else(|| new_version_name(created_at));
+    let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
+    let (plan, warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
+    let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
+    let choice = match args.family {
+        ShipFamily::Best => FamilyChoice::Best,
+        ShipFamily::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
+        ShipFamily::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
+    };
+    let evaluations = evaluate_with_progress(&prepared, &plan, choice, args.seed)?;
+    let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
+    let bar = spinner("writing the bundle".into());
+    let contents = assemble_bundle(&BundleInputs {
+        prepared: &prepared,
+        plan: &plan,
+        warnings: &warnings,
+        evaluations: &evaluations,
+        shipped,
+        truth: truth.as_ref(),
+        version,
+        created_at,
+        code_version: code_version(),
+        started,
+    });
+    let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
+        let dir = Registry::new(&args.registry).write(&contents)?;
+        Ok((contents, dir))
+    });
+    bar.finish_and_clear();
+    let (contents, dir) = written?;
+    print_summary(&prepared, &evaluations, Some(shipped), truth.as_ref())?;
+    let m = &contents.manifest;
+    println!(
+        "thresholds: sales-ready {:.4}; grades A >= {:.4}, B >= {:.4}, C >= {:.4}",
+        m.thresholds.sales_ready,
+        m.thresholds.grades.a,
+        m.thresholds.grades.b,
+        m.thresholds.grades.c
+    );
+    println!(
+        "bundle {} ({}) written to {} in {:.1}s; report: {}",
+        m.version,
+        evaluations[shipped].family.as_str(),
+        dir.display(),
+        started.elapsed().as_secs_f64(),
+        dir.join(models::bundle::REPORT_FILE).display()
+    );
+    Ok(())
+}
+
+/// Evaluates the families of `choice` with the default parameters behind a progress bar.
+fn evaluate_with_progress(
+    prepared: &Prepared,
+    plan: &ValidationPlan,
+    choice: FamilyChoice,
+    seed: u64,
+) -> Result<Vec<Evaluation>> {
+    let bar = ProgressBar::new(choice.families().len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut started_one = false;
+    let evaluations = evaluate_families(
+        prepared,
+        plan,
+        choice,
+        &FamilyParams::default(),
+        seed,
+        |family| {
+            if started_one {
+                bar.inc(1);
+            }
+            started_one = true;
+            bar.set_message(format!("validating {}", family.as_str()));
+        },
+    );
+    bar.finish_and_clear();
+    Ok(evaluations?)
+}
+
+/// The summary table: one line per family, the shipped one (if any) marked.
+fn print_summary(
+    prepared: &Prepared,
+    evaluations: &[Evaluation],
+    shipped: Option<usize>,
+    truth: Option<&GroundTruth>,
+) -> Result<()> {
+    println!(
+        "  {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>7}",
+        "model",
+        "rows",
+        "ROC AUC",
+        "fold AUC",
+        "PR AUC",
+        "logloss",
+        "Brier",
+        "ECE raw",
+        "ECE calib",
+        "truth AUC",
+        "trees",
+        "fit s"
+    );
+    for (i, e) in evaluations.iter().enumerate() {
+        let truth_auc =
+            truth_roc_auc(truth, prepared, e)?.map_or("-".to_string(), |auc| format!("{auc:.4}"));
+        let fold_auc = if e.fold_roc_auc.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.4}",
+                e.fold_roc_auc.iter().sum::<f64>() / e.fold_roc_auc.len() as f64
+            )
+        };
+        let trees = match &e.model {
+            FittedModel::Gbdt(model) => model.trees().len().to_string(),
+            FittedModel::Logistic(_) => "-".to_string(),
+        };
+        let (raw, calibrated) = (&e.raw_metrics, &e.calibrated_metrics);
+        println!(
+            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>6} {:>7.1}",
+            if Some(i) == shipped { "*" } else { " " },
+            e.family.as_str(),
+            raw.rows,
+            raw.roc_auc,
+            fold_auc,
+            raw.pr_auc,
+            calibrated.log_loss,
+            calibrated.brier,
+            raw.ece,
+            calibrated.ece,
+            truth_auc,
+            trees,
+            e.fit_seconds
+        );
+        println!("    calibration: {}", e.calibration_reason);
+    }
+    if shipped.is_some() {
+        println!("  (* shipped)");
     }
     Ok(())
 }
@@ -185,72 +440,13 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("feature table written to {}", path.display());
     }
-    let mode = match args.validation {
-        Validation::Auto => ValidationMode::Auto,
-        Validation::Kfold => ValidationMode::KFold,
-    };
-    let (plan, warnings) = validation_plan(&prepared, mode, args.folds, args.seed)?;
-    println!("validation: {}", plan.description());
-    for warning in &warnings {
-        println!("warning: {warning}");
-    }
+    let (plan, _warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
-    let families: &[ModelFamily] = match args.family {
-        Families::Both => &[ModelFamily::Gbdt, ModelFamily::Logistic],
-        Families::Gbdt => &[ModelFamily::Gbdt],
-        Families::Logistic => &[ModelFamily::Logistic],
+    let choice = match args.family {
+        Families::Both => FamilyChoice::Best,
+        Families::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
+        Families::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
     };
-    println!(
-        "{:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7}",
-        "model",
-        "rows",
-        "ROC AUC",
-        "fold AUC",
-        "PR AUC",
-        "logloss",
-        "Brier",
-        "ECE raw",
-        "ECE calib",
-        "truth AUC",
-        "fit s"
-    );
-    for &family in families {
-        let evaluation = evaluate(family, &FamilyParams::default(), table, &plan, args.seed)?;
-        let fold_auc = if evaluation.fold_roc_auc.is_empty() {
-            "-".to_string()
-        } else {
-            format!(
-                "{:.4}",
-                evaluation.fold_roc_auc.iter().sum::<f64>() / evaluation.fold_roc_auc.len() as f64
-            )
-        };
-        let truth_auc = match &truth {
-            Some(truth) => {
-                let p = truth.probabilities(table, &evaluation.holdout_rows)?;
-                format!(
-                    "{:.4}",
-                    models::metrics::roc_auc(&p, &evaluation.holdout_labels, None)?
-                )
-            }
-            None => "-".to_string(),
-        };
-        let raw = &evaluation.raw_metrics;
-        let calibrated = &evaluation.calibrated_metrics;
-        println!(
-            "{:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>7.1}",
-            family.as_str(),
-            raw.rows,
-            raw.roc_auc,
-            fold_auc,
-            raw.pr_auc,
-            calibrated.log_loss,
-            calibrated.brier,
-            raw.ece,
-            calibrated.ece,
-            truth_auc,
-            evaluation.fit_seconds
-        );
-        println!("          calibration: {}", evaluation.calibration_reason);
-    }
-    Ok(())
+    let evaluations = evaluate_with_progress(&prepared, &plan, choice, args.seed)?;
+    print_summary(&prepared, &evaluations, None, truth.as_ref())
 }

@@ -7,16 +7,17 @@
 //! * output [`OUTPUT_NAME`] (`probability`): `float32[N, 1]`, the
 //!   calibrated probability of the positive class.
 //!
-//! A graph is a model part giving the uncalibrated probability `p`, then a
-//! calibration tail (see [`ScoringModel`](super::ScoringModel)):
+//! A graph is a model part giving the uncalibrated log-odds `s` (the
+//! `logit` tensor, `float32[N, 1]`), then a calibration tail turning `s`
+//! into the probability (see [`ScoringModel`](super::ScoringModel)):
 //!
 //! | part | graph |
 //! | --- | --- |
-//! | [`TreeEnsemble`] | `ai.onnx.ml.TreeEnsembleClassifier` (opset 3, `LOGISTIC`, labels `[0, 1]`) → `Gather` of column 1 of its `probabilities` |
-//! | [`LinearModel`] | `MatMul(features, W[F,1])` → `Add(b[1])` → `Sigmoid` |
-//! | `Calibrator::Identity` | nothing: `p` is the output |
-//! | `Calibrator::Platt { a, b }` | `Mul(p, -a)` → `Add(-b)` → `Sigmoid` |
-//! | `Calibrator::Isotonic { x, y }` | `Clip(p, x[0], x[n-1])`; `LessOrEqual(x[1..], ·)` → `Cast(int64)` → `ReduceSum` gives the segment `k`; `Gather` of `x`, `y`, `slope` at `k`; `Sub` → `Mul` → `Add` |
+//! | [`TreeEnsemble`] | `ai.onnx.ml.TreeEnsembleClassifier` (opset 3, post-transform `NONE`, labels `[0, 1]`) → `Gather` of column 1 of its `probabilities` (the raw sum) |
+//! | [`LinearModel`] | `IsNaN` → `Where(·, fill[F], features)` → `MatMul(·, W[F,1])` → `Add(b[1])` |
+//! | `Calibrator::Identity` | `Sigmoid` |
+//! | `Calibrator::Platt { a, b }` | `Mul(s, -a)` → `Add(-b)` → `Sigmoid` |
+//! | `Calibrator::Isotonic { x, y }` | `Clip(s, x[0], x[n-1])`; `LessOrEqual(x[1..], ·)` → `Cast(int64)` → `ReduceSum` gives the segment `k`; `Gather` of `x`, `y`, `slope` at `k`; `Sub` → `Mul` → `Add` |
 //!
 //! The calibration tail evaluates exactly the `f32` steps of
 //! [`Calibrator::apply_f32`](crate::calibration::Calibrator::apply_f32).
@@ -24,14 +25,14 @@
 //! **Trees.** Every leaf carries one weight, for class id 1, and
 //! `classlabels_int64s = [0, 1]`. ONNX Runtime treats "two labels, weights
 //! for one class id" as its binary case, and what lands in the
-//! `probabilities` columns there has changed between releases: with the
-//! weights on class id 0, releases before 1.26 skipped the logistic when
-//! every weight was non-negative and wrote `[1 - s, s]` for the raw sum `s`
-//! (onnxruntime issue 27533), later ones write `[1 - p, p]`. With the
-//! weights on class id 1 each column goes through the logistic on its own:
-//! `[logistic(0), logistic(s)] = [0.5, p]`, so column 1 is `p` whatever the
-//! signs of the weights (1.31.1, checked by the serving parity tests).
-//! Only column 1 is used; the mandatory `label` output is left unconnected.
+//! `probabilities` columns there has changed between releases (onnxruntime
+//! issue 27533: `[1 - s, s]`, `[-s, s]` or `[0, s]` for the raw sum `s`,
+//! depending on the release and on the signs of the weights). With the
+//! weights on class id 1 and post-transform `NONE`, column 1 is `s` in every
+//! variant (1.31.1, checked by the serving parity tests with leaves of both
+//! signs). Only column 1 is used; the mandatory `label` output is left
+//! unconnected. The logistic is applied by the calibration tail, so that
+//! Platt scaling works on the log-odds as scikit-learn's does.
 //!
 //! `base_values` of the tree-ensemble operators is applied differently (or
 //! not at all) by different runtimes, so the writer never sets it: the
@@ -99,12 +100,16 @@ pub struct TreeEnsemble {
     pub trees: Vec<Tree>,
 }
 
-/// Logistic regression: `p = sigmoid(weights · row + bias)`.
+/// Logistic regression: `p = sigmoid(weights · row + bias)`, a missing
+/// (NaN) feature `j` taking the value `missing_values[j]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinearModel {
     /// One weight per input feature; `F = weights.len()`.
     pub weights: Vec<f32>,
     pub bias: f32,
+    /// The value of each feature when it is missing (typically its training
+    /// mean); `F` entries.
+    pub missing_values: Vec<f32>,
 }
 
 impl Tree {
@@ -261,22 +266,26 @@ impl TreeEnsemble {
                 sum + self.leaf_weight(t, tree.leaf_value(row))
             })
     }
-
-    /// `logistic_f32(logit_f32(row))`: column 1 of the graph's
-    /// `TreeEnsembleClassifier` probabilities.
-    ///
-    /// # Panics
-    /// As [`logit`](Self::logit).
-    pub fn probability_f32(&self, row: &[f32]) -> f32 {
-        logistic_f32(self.logit_f32(row))
-    }
 }
 
 impl LinearModel {
-    /// Checks the model can be written: at least one weight, all finite.
+    /// Checks the model can be written: at least one weight, all finite,
+    /// and one finite missing value per weight.
     pub fn validate(&self) -> Result<(), OnnxError> {
         if self.weights.is_empty() {
             return Err(OnnxError::NoFeatures);
+        }
+        if self.missing_values.len() != self.weights.len() {
+            return Err(OnnxError::Width {
+                what: "missing_values".into(),
+                got: self.missing_values.len(),
+                expected: self.weights.len(),
+            });
+        }
+        if let Some(j) = self.missing_values.iter().position(|v| !v.is_finite()) {
+            return Err(OnnxError::NonFinite {
+                what: format!("missing value of feature {j}"),
+            });
         }
         if let Some(i) = self.weights.iter().position(|w| !w.is_finite()) {
             return Err(OnnxError::NonFinite {
@@ -291,16 +300,23 @@ impl LinearModel {
         Ok(())
     }
 
-    /// `weights · row + bias` in `f64`.
+    /// `row[j]`, or `missing_values[j]` when it is NaN.
+    fn filled(&self, row: &[f32]) -> impl Iterator<Item = f32> {
+        assert_eq!(row.len(), self.weights.len(), "row width");
+        row.iter()
+            .zip(&self.missing_values)
+            .map(|(&x, &fill)| if x.is_nan() { fill } else { x })
+    }
+
+    /// `weights · filled(row) + bias` in `f64`.
     ///
     /// # Panics
-    /// If `row.len() != weights.len()`.
+    /// If the model is invalid or `row.len() != weights.len()`.
     pub fn logit(&self, row: &[f32]) -> f64 {
-        assert_eq!(row.len(), self.weights.len(), "row width");
         self.weights
             .iter()
-            .zip(row)
-            .map(|(w, x)| f64::from(*w) * f64::from(*x))
+            .zip(self.filled(row))
+            .map(|(w, x)| f64::from(*w) * f64::from(x))
             .sum::<f64>()
             + f64::from(self.bias)
     }
@@ -313,23 +329,21 @@ impl LinearModel {
         sigmoid(self.logit(row))
     }
 
-    /// The graph's `f32` steps: the dot product (summed in `f64`, rounded
-    /// once: `MatMul` sums in an order of the runtime's choosing, so this
-    /// matches it to a few `f32` rounding steps), `+ bias` in `f32`, then
-    /// `1 / (1 + exp(-z))` in `f32`.
+    /// The logit with the graph's `f32` steps: missing values filled, the
+    /// dot product (summed in `f64`, rounded once: `MatMul` sums in an order
+    /// of the runtime's choosing, so this matches it to a few `f32` rounding
+    /// steps), then `+ bias` in `f32`.
     ///
     /// # Panics
-    /// If `row.len() != weights.len()`.
-    pub fn probability_f32(&self, row: &[f32]) -> f32 {
-        assert_eq!(row.len(), self.weights.len(), "row width");
+    /// If the model is invalid or `row.len() != weights.len()`.
+    pub fn logit_f32(&self, row: &[f32]) -> f32 {
         let dot = self
             .weights
             .iter()
-            .zip(row)
-            .map(|(w, x)| f64::from(*w) * f64::from(*x))
+            .zip(self.filled(row))
+            .map(|(w, x)| f64::from(*w) * f64::from(x))
             .sum::<f64>() as f32;
-        let z = dot + self.bias;
-        1.0 / (1.0 + (-z).exp())
+        dot + self.bias
     }
 }
 
@@ -338,20 +352,15 @@ pub fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// The logistic function in `f32` as ONNX Runtime's `ai.onnx.ml`
-/// `LOGISTIC` post-transform computes it: `v = 1 / (1 + exp(-|z|))`, then
-/// `1 - v` for negative `z`.
-pub fn logistic_f32(z: f32) -> f32 {
-    let v = 1.0 / (1.0 + (-z.abs()).exp());
-    if z < 0.0 { 1.0 - v } else { v }
-}
-
+/// Name of the model part's output, the uncalibrated log-odds
+/// (`float32[N, 1]`) the calibration tail reads.
+pub(super) const LOGIT: &str = "logit";
 /// Name of the tree part's `probabilities` output, `float32[N, 2]`.
 const TREE_PROBABILITIES: &str = "class_probabilities";
 /// Name of the tree part's mandatory (unused) `label` output.
 const TREE_LABEL: &str = "class_label";
 /// The class id every leaf weight is written for, and the column of
-/// [`TREE_PROBABILITIES`] holding `p`.
+/// [`TREE_PROBABILITIES`] holding the raw sum.
 const POSITIVE_CLASS: i64 = 1;
 
 /// Nodes and initializers of a graph under construction.
@@ -416,13 +425,9 @@ impl GraphParts {
     }
 }
 
-/// Appends the tree part: `features` → `output` (`float32[N, 1]`, `p`).
-/// The ensemble must be valid.
-pub(super) fn tree_probability(
-    ensemble: &TreeEnsemble,
-    output: &str,
-    parts: &mut GraphParts,
-) -> Result<(), OnnxError> {
+/// Appends the tree part: `features` → [`LOGIT`]. The ensemble must be
+/// valid.
+pub(super) fn tree_logit(ensemble: &TreeEnsemble, parts: &mut GraphParts) -> Result<(), OnnxError> {
     let mut treeids = Vec::new();
     let mut nodeids = Vec::new();
     let mut featureids = Vec::new();
@@ -482,7 +487,7 @@ pub(super) fn tree_probability(
         output: vec![TREE_LABEL.into(), TREE_PROBABILITIES.into()],
         attribute: vec![
             attr_ints("classlabels_int64s", vec![0, 1]),
-            attr_str("post_transform", "LOGISTIC"),
+            attr_str("post_transform", "NONE"),
             attr_ints("nodes_treeids", treeids),
             attr_ints("nodes_nodeids", nodeids),
             attr_ints("nodes_featureids", featureids),
@@ -503,25 +508,32 @@ pub(super) fn tree_probability(
     parts.node(
         "Gather",
         &[TREE_PROBABILITIES, "positive_class"],
-        &[output],
+        &[LOGIT],
         vec![attr_int("axis", 1)],
     );
     Ok(())
 }
 
-/// Appends the linear part: `features` → `output` (`float32[N, 1]`, `p`).
-/// The model must be valid.
-pub(super) fn linear_probability(
-    model: &LinearModel,
-    output: &str,
-    parts: &mut GraphParts,
-) -> Result<(), OnnxError> {
+/// Appends the linear part: `features` → [`LOGIT`]. The model must be
+/// valid.
+pub(super) fn linear_logit(model: &LinearModel, parts: &mut GraphParts) -> Result<(), OnnxError> {
     let n_features = dim_i64(model.weights.len())?;
+    parts.floats(
+        "missing_values",
+        vec![n_features],
+        model.missing_values.clone(),
+    );
     parts.floats("weights", vec![n_features, 1], model.weights.clone());
     parts.floats("bias", vec![1], vec![model.bias]);
-    parts.node("MatMul", &[INPUT_NAME, "weights"], &["score"], vec![]);
-    parts.node("Add", &["score", "bias"], &["logit"], vec![]);
-    parts.node("Sigmoid", &["logit"], &[output], vec![]);
+    parts.node("IsNaN", &[INPUT_NAME], &["is_missing"], vec![]);
+    parts.node(
+        "Where",
+        &["is_missing", "missing_values", INPUT_NAME],
+        &["filled"],
+        vec![],
+    );
+    parts.node("MatMul", &["filled", "weights"], &["dot"], vec![]);
+    parts.node("Add", &["dot", "bias"], &[LOGIT], vec![]);
     Ok(())
 }
 
@@ -553,19 +565,19 @@ pub(super) fn validate_calibration(calibration: &Calibrator) -> Result<(), OnnxE
     }
 }
 
-/// Appends the calibration tail: `input` (`p`, `float32[N, 1]`) →
-/// [`OUTPUT_NAME`]. For [`Calibrator::Identity`] the model part must write
-/// [`OUTPUT_NAME`] itself (see [`calibration_input`]); nothing is appended.
-/// The calibrator must pass [`validate_calibration`].
+/// Appends the calibration tail: [`LOGIT`] → [`OUTPUT_NAME`]. The
+/// calibrator must pass [`validate_calibration`].
 pub(super) fn calibration_tail(
     calibration: &Calibrator,
-    input: &str,
     parts: &mut GraphParts,
 ) -> Result<(), OnnxError> {
+    let input = LOGIT;
     match calibration {
-        Calibrator::Identity => {}
+        Calibrator::Identity => {
+            parts.node("Sigmoid", &[input], &[OUTPUT_NAME], vec![]);
+        }
         Calibrator::Platt { a, b } => {
-            // p = 1 / (1 + exp(a p + b)) = Sigmoid(p * (-a) + (-b)); negation
+            // p = 1 / (1 + exp(a s + b)) = Sigmoid(s * (-a) + (-b)); negation
             // is exact, so the f32 steps are those of apply_f32.
             parts.floats("platt_neg_a", vec![], vec![-(*a as f32)]);
             parts.floats("platt_neg_b", vec![], vec![-(*b as f32)]);
@@ -640,15 +652,6 @@ pub(super) fn calibration_tail(
         }
     }
     Ok(())
-}
-
-/// The name the model part should write `p` to: [`OUTPUT_NAME`] when there
-/// is no calibration tail.
-pub(super) fn calibration_input(calibration: &Calibrator) -> &'static str {
-    match calibration {
-        Calibrator::Identity => OUTPUT_NAME,
-        _ => "uncalibrated",
-    }
 }
 
 pub(super) fn dim_i64(n: usize) -> Result<i64, OnnxError> {
@@ -805,7 +808,7 @@ mod tests {
         let outputs: Vec<_> = graph.output.iter().map(|o| o.name()).collect();
         assert_eq!(outputs, [OUTPUT_NAME]);
         let ops: Vec<_> = graph.node.iter().map(|n| n.op_type()).collect();
-        assert_eq!(ops, ["TreeEnsembleClassifier", "Gather"]);
+        assert_eq!(ops, ["TreeEnsembleClassifier", "Gather", "Sigmoid"]);
 
         let trees = &graph.node[0];
         assert_eq!(trees.domain(), AI_ONNX_ML_DOMAIN);
@@ -817,7 +820,7 @@ mod tests {
                 .all(|a| !a.name().starts_with("base_values"))
         );
         assert_eq!(attr_of(trees, "classlabels_int64s").ints, [0, 1]);
-        assert_eq!(attr_of(trees, "post_transform").s(), b"LOGISTIC");
+        assert_eq!(attr_of(trees, "post_transform").s(), b"NONE");
         assert_eq!(attr_of(trees, "nodes_treeids").ints, [0, 0, 0, 1, 1, 1]);
         assert_eq!(
             attr_of(trees, "nodes_values").floats,
@@ -843,10 +846,12 @@ mod tests {
             ]
         );
 
-        // Column 1 of the probabilities is the output.
+        // Column 1 of the scores is the logit, and its sigmoid the output.
         let gather = &graph.node[1];
         assert_eq!(gather.input, [TREE_PROBABILITIES, "positive_class"]);
-        assert_eq!(gather.output, [OUTPUT_NAME]);
+        assert_eq!(gather.output, [LOGIT]);
+        assert_eq!(graph.node[2].input, [LOGIT]);
+        assert_eq!(graph.node[2].output, [OUTPUT_NAME]);
         assert_eq!(attr_of(gather, "axis").i(), 1);
         let column = graph
             .initializer
@@ -864,18 +869,22 @@ mod tests {
         let model = LinearModel {
             weights: vec![1.5, -2.0, 0.25],
             bias: 0.125,
+            missing_values: vec![0.5, 0.0, -1.0],
         }
         .to_onnx()
         .unwrap();
         assert_eq!(model.opset_import.len(), 1, "no ai.onnx.ml needed");
         let graph = model.graph.unwrap();
         let ops: Vec<_> = graph.node.iter().map(|n| n.op_type()).collect();
-        assert_eq!(ops, ["MatMul", "Add", "Sigmoid"]);
-        let w = &graph.initializer[0];
+        assert_eq!(ops, ["IsNaN", "Where", "MatMul", "Add", "Sigmoid"]);
+        let fill = &graph.initializer[0];
+        assert_eq!(fill.dims, [3]);
+        assert_eq!(fill.float_data, [0.5, 0.0, -1.0]);
+        let w = &graph.initializer[1];
         assert_eq!(w.dims, [3, 1]);
         assert_eq!(w.data_type(), DataType::Float as i32);
         assert_eq!(w.float_data, [1.5, -2.0, 0.25]);
-        assert_eq!(graph.initializer[1].float_data, [0.125]);
+        assert_eq!(graph.initializer[2].float_data, [0.125]);
     }
 
     #[test]
@@ -953,13 +962,36 @@ mod tests {
         let empty = LinearModel {
             weights: vec![],
             bias: 0.0,
+            missing_values: vec![],
         };
         assert_eq!(empty.to_onnx().unwrap_err(), OnnxError::NoFeatures);
         let inf = LinearModel {
             weights: vec![1.0, f32::INFINITY],
             bias: 0.0,
+            missing_values: vec![0.0, 0.0],
         };
         assert!(matches!(inf.validate(), Err(OnnxError::NonFinite { .. })));
+        let narrow = LinearModel {
+            weights: vec![1.0, 2.0],
+            bias: 0.0,
+            missing_values: vec![0.0],
+        };
+        assert!(matches!(
+            narrow.validate(),
+            Err(OnnxError::Width {
+                got: 1,
+                expected: 2,
+                ..
+            })
+        ));
+        let nan_fill = LinearModel {
+            missing_values: vec![0.0, f32::NAN],
+            ..narrow
+        };
+        assert!(matches!(
+            nan_fill.validate(),
+            Err(OnnxError::NonFinite { .. })
+        ));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 pub mod builder;
 mod scoring;
 
-pub use builder::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble, logistic_f32, sigmoid};
+pub use builder::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble, sigmoid};
 pub use scoring::{ModelGraph, ScoringModel};
 
 /// Protobuf types of the ONNX IR (`package onnx`).
@@ -85,6 +85,12 @@ pub enum OnnxError {
     NotATree { tree: usize, node: usize },
     #[error("tree {tree} node {node} is not reachable from the root")]
     Unreachable { tree: usize, node: usize },
+    #[error("{what} has {got} entries, the model has {expected} features")]
+    Width {
+        what: String,
+        got: usize,
+        expected: usize,
+    },
     #[error("{value} does not fit in an ONNX int64")]
     TooLarge { value: usize },
     #[error(transparent)]

@@ -2,15 +2,14 @@
 //! graph from the `f32` feature vector to the calibrated probability.
 
 use super::builder::{
-    GraphParts, calibration_input, calibration_tail, dim_i64, linear_probability, tree_probability,
-    validate_calibration,
+    GraphParts, calibration_tail, dim_i64, linear_logit, tree_logit, validate_calibration,
 };
 use super::proto::ModelProto;
 use super::{LinearModel, OnnxError, ToOnnx, TreeEnsemble};
 use crate::calibration::Calibrator;
 
 /// The model part of a [`ScoringModel`]: what turns a feature row into the
-/// uncalibrated probability `p`.
+/// uncalibrated log-odds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelGraph {
     /// A boosted tree ensemble (`TreeEnsembleClassifier`).
@@ -49,48 +48,47 @@ impl ModelGraph {
         }
     }
 
-    /// The uncalibrated probability in `f64`.
+    /// The exact uncalibrated log-odds, in `f64`.
     ///
     /// # Panics
     /// If the model is invalid or `row` has the wrong width.
-    pub fn probability(&self, row: &[f32]) -> f64 {
+    pub fn logit(&self, row: &[f32]) -> f64 {
         match self {
-            ModelGraph::Trees(e) => e.probability(row),
-            ModelGraph::Linear(m) => m.probability(row),
+            ModelGraph::Trees(e) => e.logit(row),
+            ModelGraph::Linear(m) => m.logit(row),
         }
     }
 
-    /// The uncalibrated probability with the graph's `f32` steps (see
-    /// [`TreeEnsemble::probability_f32`], [`LinearModel::probability_f32`]).
+    /// The log-odds with the graph's `f32` steps (see
+    /// [`TreeEnsemble::logit_f32`], [`LinearModel::logit_f32`]).
     ///
     /// # Panics
     /// If the model is invalid or `row` has the wrong width.
-    pub fn probability_f32(&self, row: &[f32]) -> f32 {
+    pub fn logit_f32(&self, row: &[f32]) -> f32 {
         match self {
-            ModelGraph::Trees(e) => e.probability_f32(row),
-            ModelGraph::Linear(m) => m.probability_f32(row),
+            ModelGraph::Trees(e) => e.logit_f32(row),
+            ModelGraph::Linear(m) => m.logit_f32(row),
         }
     }
 
-    /// The score the calibrator sees: the uncalibrated probability the
-    /// exported graph emits, [`probability_f32`](Self::probability_f32)
-    /// widened to `f64`. **Fit calibrators on this score**, not on the exact
-    /// [`probability`](Self::probability): the two differ by an `f32`
-    /// rounding (about 1e-8), which is harmless for Platt but is multiplied
-    /// by the slope of an isotonic segment, and isotonic slopes between two
-    /// nearby tree scores reach 1e4 and more. Fitted on this score, the knots
-    /// are the very `f32` values the graph produces, so a row lands on the
-    /// same segment in Rust and in the runtime.
+    /// The score the calibrator sees: the log-odds the exported graph
+    /// emits, [`logit_f32`](Self::logit_f32) widened to `f64`. **Fit
+    /// calibrators on this score**, not on the exact [`logit`](Self::logit):
+    /// the two differ by an `f32` rounding, which is harmless for Platt but
+    /// is multiplied by the slope of an isotonic segment, and isotonic slopes
+    /// between two nearby tree scores can be large. Fitted on this score, the
+    /// knots are the very `f32` values the graph produces, so a row lands on
+    /// the same segment in Rust and in the runtime.
     ///
     /// # Panics
     /// If the model is invalid or `row` has the wrong width.
     pub fn score(&self, row: &[f32]) -> f64 {
-        f64::from(self.probability_f32(row))
+        f64::from(self.logit_f32(row))
     }
 }
 
 /// A servable model: the model part and the calibrator applied to its
-/// probability. Writes one ONNX graph, `features: float32[N, F]` →
+/// log-odds. Writes one ONNX graph, `features: float32[N, F]` →
 /// `probability: float32[N, 1]` (the calibrated probability); see
 /// [`builder`](super::builder) for the operators.
 ///
@@ -99,19 +97,19 @@ impl ModelGraph {
 /// use models::onnx::{LinearModel, ScoringModel, ToOnnx};
 ///
 /// let model = ScoringModel::new(
-///     LinearModel { weights: vec![0.5, -1.0], bias: 0.25 },
+///     LinearModel { weights: vec![0.5, -1.0], bias: 0.25, missing_values: vec![0.0, 1.0] },
 ///     Calibrator::Platt { a: -4.0, b: 2.0 },
 /// );
 /// let bytes = model.to_onnx_bytes().unwrap();
 /// assert!(!bytes.is_empty());
-/// let row = [1.0, 0.0];
+/// let row = [1.0, f32::NAN];
 /// assert!((f64::from(model.probability_f32(&row)) - model.probability(&row)).abs() < 1e-6);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoringModel {
-    /// Features → uncalibrated probability.
+    /// Features → uncalibrated log-odds.
     pub model: ModelGraph,
-    /// Uncalibrated → calibrated probability.
+    /// Log-odds → calibrated probability.
     pub calibration: Calibrator,
 }
 
@@ -124,7 +122,8 @@ impl ScoringModel {
         }
     }
 
-    /// A model without calibration ([`Calibrator::Identity`]).
+    /// A model without calibration ([`Calibrator::Identity`]: the logistic
+    /// function of the log-odds).
     pub fn uncalibrated(model: impl Into<ModelGraph>) -> Self {
         Self::new(model, Calibrator::Identity)
     }
@@ -154,15 +153,15 @@ impl ScoringModel {
     }
 
     /// The calibrated probability with the exported graph's `f32` steps:
-    /// `calibration.apply_f32(model.probability_f32(row))`. The reference
-    /// for parity with ONNX Runtime; the calibration tail has no
-    /// transcendental function besides Platt's `Sigmoid`, so it matches
-    /// bit for bit or to a few ulps.
+    /// `calibration.apply_f32(model.logit_f32(row))`. The reference for
+    /// parity with ONNX Runtime; the calibration tail has no transcendental
+    /// function besides `Sigmoid`, so it matches bit for bit or to a few
+    /// ulps.
     ///
     /// # Panics
     /// If the model is invalid or `row` has the wrong width.
     pub fn probability_f32(&self, row: &[f32]) -> f32 {
-        self.calibration.apply_f32(self.model.probability_f32(row))
+        self.calibration.apply_f32(self.model.logit_f32(row))
     }
 }
 
@@ -171,18 +170,17 @@ impl ToOnnx for ScoringModel {
         self.validate()?;
         let n_features = dim_i64(self.n_features())?;
         let mut parts = GraphParts::default();
-        let p = calibration_input(&self.calibration);
         let name = match &self.model {
             ModelGraph::Trees(e) => {
-                tree_probability(e, p, &mut parts)?;
+                tree_logit(e, &mut parts)?;
                 "leadscore_tree_ensemble"
             }
             ModelGraph::Linear(m) => {
-                linear_probability(m, p, &mut parts)?;
+                linear_logit(m, &mut parts)?;
                 "leadscore_linear"
             }
         };
-        calibration_tail(&self.calibration, p, &mut parts)?;
+        calibration_tail(&self.calibration, &mut parts)?;
         Ok(parts.into_model(name, n_features))
     }
 }
@@ -233,6 +231,7 @@ mod tests {
         LinearModel {
             weights: vec![0.5, -1.0],
             bias: 0.25,
+            missing_values: vec![0.125, 2.5],
         }
     }
 
@@ -254,19 +253,21 @@ mod tests {
 
     fn isotonic() -> Calibrator {
         Calibrator::Isotonic {
-            x: vec![0.1, 0.3, 0.3 + 1e-12, 0.6, 0.9],
+            x: vec![-2.0, -0.5, -0.5 + 1e-12, 0.6, 1.9],
             y: vec![0.0, 0.2, 0.4, 0.5, 1.0],
         }
     }
 
     #[test]
-    fn uncalibrated_models_write_probability_directly() {
+    fn uncalibrated_models_end_in_a_sigmoid_of_the_logit() {
         for model in [
             ScoringModel::uncalibrated(ensemble()),
             ScoringModel::uncalibrated(linear()),
         ] {
             let g = graph(&model);
             let last = g.node.last().expect("nodes");
+            assert_eq!(last.op_type(), "Sigmoid");
+            assert_eq!(last.input, ["logit"]);
             assert_eq!(last.output, [OUTPUT_NAME]);
             assert_eq!(g.output.len(), 1);
         }
@@ -276,7 +277,7 @@ mod tests {
         );
         assert_eq!(
             ops(&graph(&ScoringModel::uncalibrated(linear()))),
-            ["MatMul", "Add", "Sigmoid"]
+            ["IsNaN", "Where", "MatMul", "Add", "Sigmoid"]
         );
     }
 
@@ -289,8 +290,8 @@ mod tests {
             ["TreeEnsembleClassifier", "Gather", "Mul", "Add", "Sigmoid"]
         );
         assert_eq!(g.node[0].domain(), AI_ONNX_ML_DOMAIN);
-        assert_eq!(g.node[1].output, ["uncalibrated"]);
-        assert_eq!(g.node[2].input, ["uncalibrated", "platt_neg_a"]);
+        assert_eq!(g.node[1].output, ["logit"]);
+        assert_eq!(g.node[2].input, ["logit", "platt_neg_a"]);
         assert_eq!(initializer(&g, "platt_neg_a").float_data, [4.5]);
         assert_eq!(initializer(&g, "platt_neg_b").float_data, [-1.25]);
         assert_eq!(g.node[4].output, [OUTPUT_NAME]);
@@ -303,9 +304,10 @@ mod tests {
         assert_eq!(
             ops(&g),
             [
+                "IsNaN",
+                "Where",
                 "MatMul",
                 "Add",
-                "Sigmoid",
                 "Clip",
                 "LessOrEqual",
                 "Cast",
@@ -324,11 +326,11 @@ mod tests {
         assert_eq!(initializer(&g, "iso_x").float_data, table.x);
         assert_eq!(initializer(&g, "iso_y").float_data, table.y);
         assert_eq!(initializer(&g, "iso_slope").float_data, table.slope);
-        // 0.3 and 0.3 + 1e-12 are one f32: that segment has slope 0.
+        // -0.5 and -0.5 + 1e-12 are one f32: that segment has slope 0.
         assert_eq!(table.slope[1], 0.0);
         assert_eq!(table.slope[4], 0.0);
-        assert_eq!(initializer(&g, "iso_lo").float_data, [0.1_f32]);
-        assert_eq!(initializer(&g, "iso_hi").float_data, [0.9_f32]);
+        assert_eq!(initializer(&g, "iso_lo").float_data, [-2.0_f32]);
+        assert_eq!(initializer(&g, "iso_hi").float_data, [1.9_f32]);
 
         let one_point = ScoringModel::new(
             linear(),
@@ -339,7 +341,7 @@ mod tests {
         );
         let g = graph(&one_point);
         assert_eq!(
-            ops(&g)[3..],
+            ops(&g)[4..],
             ["Clip", "Sub", "Mul", "Add"],
             "no segment search for one point"
         );
@@ -398,11 +400,6 @@ mod tests {
             for model in [ModelGraph::from(ensemble()), ModelGraph::from(linear())] {
                 let scoring = ScoringModel::new(model, calibration.clone());
                 for row in &rows {
-                    if matches!(scoring.model, ModelGraph::Linear(_))
-                        && row.iter().any(|v| v.is_nan())
-                    {
-                        continue;
-                    }
                     let exact = scoring.probability(row);
                     let f32_steps = f64::from(scoring.probability_f32(row));
                     assert!(
@@ -411,11 +408,11 @@ mod tests {
                     );
                     assert_eq!(
                         exact,
-                        calibration.apply(f64::from(scoring.model.probability_f32(row))),
+                        calibration.apply(f64::from(scoring.model.logit_f32(row))),
                         "probability is calibration after the graph's score"
                     );
-                    let model_exact = scoring.model.probability(row);
-                    assert!((scoring.model.score(row) - model_exact).abs() < 1e-7);
+                    let model_exact = scoring.model.logit(row);
+                    assert!((scoring.model.score(row) - model_exact).abs() < 1e-6);
                 }
             }
         }
@@ -424,17 +421,9 @@ mod tests {
         let e = ensemble();
         assert_eq!(e.logit_f32(&[0.6, 0.0]), 0.0);
         assert_eq!(e.logit_f32(&[f32::NAN, f32::NAN]), -1.75 + 0.25);
-    }
-
-    #[test]
-    fn logistic_f32_is_symmetric_and_accurate() {
-        for z in [-30.0_f32, -5.0, -0.5, 0.0, 0.25, 3.0, 17.0] {
-            let exact = crate::onnx::sigmoid(f64::from(z));
-            assert!((f64::from(crate::onnx::logistic_f32(z)) - exact).abs() < 1e-7);
-            assert_eq!(
-                crate::onnx::logistic_f32(z) + crate::onnx::logistic_f32(-z),
-                1.0
-            );
-        }
+        // A missing linear feature takes its missing value.
+        let m = linear();
+        assert_eq!(m.logit_f32(&[f32::NAN, 1.0]), 0.5 * 0.125 - 1.0 + 0.25);
+        assert_eq!(m.logit(&[3.0, f32::NAN]), 1.5 - 2.5 + 0.25);
     }
 }

@@ -13,8 +13,7 @@ every row is within the tolerance, 1 when one is not, 2 on bad input.
 The session runs on one intra-op thread by default, as leadscore serves:
 on several threads onnxruntime may split a batch so that a tree ensemble's
 leaves are summed in another order, which moves the uncalibrated
-probability by a few float32 steps (up to 1.8e-7 seen with 2 threads); a
-steep isotonic segment multiplies that (by up to 1.6e4 in the tests).
+log-odds by a few float32 steps; a steep isotonic segment multiplies that.
 
 Needs numpy and onnxruntime (scripts/test installs onnxruntime==1.31.1 and
 numpy into the repository's .venv).

@@ -1,0 +1,224 @@
+//! The `train` step: validate every requested family, pick the one to ship, and assemble its
+//! bundle (ONNX graph with calibration, manifest, explainer, report, held-out scores) for
+//! [`models::bundle::Registry::write`].
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use features::builder::Cutoffs;
+use models::bundle::{
+    BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, Explainer, HoldoutRow, Manifest, ModelKind,
+    ValidationSummary, describe_features, fingerprint_spec,
+};
+use models::onnx::{ScoringModel, ToOnnx};
+
+use crate::error::TrainError;
+use crate::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
+use crate::pipeline::Prepared;
+use crate::report::{FamilyResult, ReportInput, render_report};
+use crate::thresholds::default_thresholds;
+use crate::truth::GroundTruth;
+
+/// Which family goes into the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyChoice {
+    /// Evaluate both; ship the one with the higher held-out ROC AUC (the scorecard on a tie:
+    /// simpler to read).
+    Best,
+    /// Evaluate and ship this family only.
+    Only(ModelFamily),
+}
+
+impl FamilyChoice {
+    /// The families to evaluate.
+    pub fn families(self) -> Vec<ModelFamily> {
+        match self {
+            FamilyChoice::Best => vec![ModelFamily::Gbdt, ModelFamily::Logistic],
+            FamilyChoice::Only(family) => vec![family],
+        }
+    }
+}
+
+/// The index of the family to ship among `evaluations` (see [`FamilyChoice::Best`]).
+pub fn choose_family(evaluations: &[Evaluation]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, e) in evaluations.iter().enumerate() {
+        let better = match best {
+            None => true,
+            Some(b) => {
+                let (auc, best_auc) = (e.raw_metrics.roc_auc, evaluations[b].raw_metrics.roc_auc);
+                auc > best_auc || (auc == best_auc && e.family == ModelFamily::Logistic)
+            }
+        };
+        if better {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// What a bundle is assembled from.
+pub struct BundleInputs<'a> {
+    pub prepared: &'a Prepared,
+    pub plan: &'a ValidationPlan,
+    pub warnings: &'a [String],
+    /// Every evaluated family.
+    pub evaluations: &'a [Evaluation],
+    /// Index into `evaluations` of the family to ship.
+    pub shipped: usize,
+    /// The generator's truth, for the truth ROC AUC beside the model's.
+    pub truth: Option<&'a GroundTruth>,
+    pub version: String,
+    pub created_at: DateTime<Utc>,
+    pub code_version: String,
+    /// When the run started (for the report's run time).
+    pub started: Instant,
+}
+
+/// Assembles the bundle of `inputs.evaluations[inputs.shipped]`.
+pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, TrainError> {
+    let prepared = inputs.prepared;
+    let table = &prepared.table;
+    let evaluation = inputs.evaluations.get(inputs.shipped).ok_or_else(|| {
+        TrainError::Data(format!(
+            "no evaluated family at index {} to ship",
+            inputs.shipped
+        ))
+    })?;
+    let truth_aucs = inputs
+        .evaluations
+        .iter()
+        .map(|e| truth_roc_auc(inputs.truth, prepared, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let model_kind = match evaluation.family {
+        ModelFamily::Gbdt => ModelKind::Gbdt,
+        ModelFamily::Logistic => ModelKind::Logistic,
+    };
+    let explainer = match &evaluation.model {
+        FittedModel::Gbdt(model) => Explainer::Gbdt(model.clone()),
+        FittedModel::Logistic(model) => Explainer::Linear {
+            weights: model.weights.clone(),
+            bias: model.bias,
+            reference: model.means.clone(),
+        },
+    };
+    let scoring = ScoringModel::new(evaluation.model.to_graph(), evaluation.calibrator.clone());
+    let onnx = scoring.to_onnx_bytes()?;
+    let thresholds = default_thresholds(&evaluation.calibrated_scores, &evaluation.holdout_labels)?;
+    let spec = &prepared.spec;
+    let cutoffs = match &prepared.cutoffs {
+        Cutoffs::Calendar(moments) => moments.iter().map(|&ms| format_ms(ms)).collect(),
+        Cutoffs::AfterCreation { offset_ms } => vec![format!(
+            "{} days after creation",
+            *offset_ms as f64 / 86_400_000.0
+        )],
+        Cutoffs::Tabular => Vec::new(),
+    };
+    let manifest = Manifest {
+        format_version: BUNDLE_FORMAT_VERSION,
+        task: spec.task,
+        version: inputs.version.clone(),
+        model_kind,
+        created_at: inputs.created_at,
+        code_version: inputs.code_version.clone(),
+        features: describe_features(&prepared.plan),
+        feature_plan: prepared.plan.clone(),
+        dataset: DatasetInfo {
+            name: spec.name.clone(),
+            spec: spec.clone(),
+            fingerprint: fingerprint_spec(spec)?,
+            rows: table.n_rows(),
+            positives: table.labels.iter().filter(|&&y| y == 1).count(),
+            cutoffs,
+        },
+        validation: ValidationSummary {
+            scheme: inputs.plan.description().to_string(),
+            raw: evaluation.raw_metrics.clone(),
+            calibrated: evaluation.calibrated_metrics.clone(),
+            truth_roc_auc: truth_aucs[inputs.shipped],
+        },
+        calibration: evaluation.calibrator.clone(),
+        thresholds,
+        explanation: model_kind.explanation(),
+    };
+    manifest.check().map_err(TrainError::Data)?;
+    let tabular = matches!(prepared.cutoffs, Cutoffs::Tabular);
+    let holdout = evaluation
+        .holdout_rows
+        .iter()
+        .zip(&evaluation.calibrated_scores)
+        .map(|(&row, &score)| HoldoutRow {
+            entity_id: table.entity_ids[row].clone(),
+            cutoff: (!tabular).then(|| format_ms(table.cutoffs_ms[row])),
+            label: table.labels[row],
+            score,
+        })
+        .collect();
+    let families: Vec<FamilyResult<'_>> = inputs
+        .evaluations
+        .iter()
+        .zip(&truth_aucs)
+        .map(|(evaluation, &truth_roc_auc)| FamilyResult {
+            evaluation,
+            truth_roc_auc,
+        })
+        .collect();
+    let report_html = render_report(&ReportInput {
+        manifest: &manifest,
+        families: &families,
+        shipped: inputs.shipped,
+        warnings: inputs.warnings,
+        elapsed_seconds: inputs.started.elapsed().as_secs_f64(),
+    })?;
+    Ok(BundleContents {
+        manifest,
+        onnx,
+        explainer,
+        report_html,
+        holdout,
+    })
+}
+
+/// The ground truth's ROC AUC on the evaluation's held-out rows, when a truth is given.
+pub fn truth_roc_auc(
+    truth: Option<&GroundTruth>,
+    prepared: &Prepared,
+    evaluation: &Evaluation,
+) -> Result<Option<f64>, TrainError> {
+    let Some(truth) = truth else {
+        return Ok(None);
+    };
+    let p = truth.probabilities(&prepared.table, &evaluation.holdout_rows)?;
+    Ok(Some(models::metrics::roc_auc(
+        &p,
+        &evaluation.holdout_labels,
+        None,
+    )?))
+}
+
+/// A cutoff in milliseconds as RFC 3339 (UTC, seconds).
+fn format_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Fits and evaluates each family of `choice` with `params`, calling `on_family` before each.
+pub fn evaluate_families(
+    prepared: &Prepared,
+    plan: &ValidationPlan,
+    choice: FamilyChoice,
+    params: &FamilyParams,
+    seed: u64,
+    mut on_family: impl FnMut(ModelFamily),
+) -> Result<Vec<Evaluation>, TrainError> {
+    choice
+        .families()
+        .into_iter()
+        .map(|family| {
+            on_family(family);
+            crate::evaluate::evaluate(family, params, &prepared.table, plan, seed)
+        })
+        .collect()
+}
