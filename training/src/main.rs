@@ -131,7 +131,7 @@ struct EvaluateArgs {
     #[arg(long)]
     truth: Option<PathBuf>,
     /// Also write the feature table as CSV (entity_id, cutoff, label, features), e.g. for
-    /// ../shared/peer/train_peer.py.
+    /// ../shared/peer/train_peer.py; feature names are reduced to letters, digits and `_`.
     #[arg(long)]
     export_csv: Option<PathBuf>,
     #[arg(long, default_value_t = 42)]
@@ -238,6 +238,28 @@ fn prepare_with_progress(
         100.0 * table.positive_rate(),
     );
     Ok(prepared)
+}
+
+/// Column names made of ASCII letters, digits and `_` only (others become `_`), kept unique
+/// by a numeric suffix.
+fn plain_column_names(names: &[&str]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while !seen.insert(candidate.clone()) {
+                candidate = format!("{base}_{n}");
+                n += 1;
+            }
+            candidate
+        })
+        .collect()
 }
 
 /// The validation plan with the data guards applied; prints the scheme and the warnings.
@@ -432,6 +454,17 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
     );
     if let Some(path) = &args.export_csv {
         let mut frame = table.to_dataframe()?;
+        // LightGBM refuses JSON-special characters in feature names (`Country=<other>`,
+        // `"`, `:`, `,`...): the CSV for other tools gets plain names, in the same order.
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        let plain = plain_column_names(&names);
+        frame
+            .set_column_names(&plain)
+            .context("renaming the exported columns")?;
         let mut file =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         use polars::prelude::SerWriter as _;
@@ -449,4 +482,18 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
     };
     let evaluations = evaluate_with_progress(&prepared, &plan, choice, args.seed)?;
     print_summary(&prepared, &evaluations, None, truth.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_column_names;
+
+    #[test]
+    fn exported_column_names_are_plain_and_unique() {
+        let names = plain_column_names(&["entity_id", "Country=<other>", "Country=_other_", "a:b"]);
+        assert_eq!(
+            names,
+            ["entity_id", "Country__other_", "Country__other__2", "a_b"]
+        );
+    }
 }
