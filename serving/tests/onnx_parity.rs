@@ -35,10 +35,9 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::ort_available;
+use common::{ort_available, python, python_ort_available};
 use models::calibration::{Calibrator, fit_isotonic, fit_platt};
 use models::gbdt::{Gbdt, GbdtParams, TrainData, TreeNode};
 use models::onnx::{LinearModel, ModelGraph, Node, ScoringModel, ToOnnx, Tree, TreeEnsemble};
@@ -49,10 +48,6 @@ use serving::{PoolConfig, Scorer as _, SessionPool};
 const PARITY_TOLERANCE: f32 = 1e-5;
 /// Features of the synthetic rows.
 const N_FEATURES: usize = 4;
-/// Python interpreter override for the Python onnxruntime check.
-const PYTHON_ENV: &str = "LEADSCORE_PYTHON";
-/// Set (non-empty) to fail instead of skipping without Python onnxruntime.
-const REQUIRE_PYTHON_ENV: &str = "LEADSCORE_REQUIRE_PYTHON_ORT";
 
 /// SplitMix64: deterministic test numbers.
 struct Rng(u64);
@@ -398,124 +393,22 @@ async fn binary_classifier_column_one_is_the_raw_sum_for_any_weight_signs() {
 
 // ---- Python onnxruntime ---------------------------------------------------
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// `$LEADSCORE_PYTHON`, else the repository's `.venv/bin/python`, else
-/// `python3`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os(PYTHON_ENV).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let venv = repo_root().join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
-/// True when `python` imports numpy and onnxruntime; false (after a notice)
-/// when the test should be skipped; panics when it must run but cannot.
-fn python_ort_available(python: &Path) -> bool {
-    let probe = Command::new(python)
-        .args(["-c", "import numpy, onnxruntime"])
-        .output();
-    let problem = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        Err(e) => e.to_string(),
-    };
-    let required = std::env::var_os(REQUIRE_PYTHON_ENV).is_some_and(|v| !v.is_empty());
-    if required {
-        panic!(
-            "Python onnxruntime unavailable with {} ({REQUIRE_PYTHON_ENV} is set): {problem}",
-            python.display()
-        );
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED (Python onnxruntime unavailable with {}, {REQUIRE_PYTHON_ENV} unset): {problem}",
-        python.display()
-    );
-    false
-}
-
-/// Writes a little-endian `.npy` file (format 1.0).
-fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let shape = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend(
-        u16::try_from(header.len())
-            .expect("short header")
-            .to_le_bytes(),
-    );
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    std::fs::write(path, bytes).expect("write npy");
-}
-
 /// Runs `check_onnx.py` on `model` with `rows` and the Rust probabilities.
 fn check_in_python(python: &Path, what: &str, model: &ScoringModel, rows: &Array2<f32>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let model_path = dir.path().join("model.onnx");
-    let inputs_path = dir.path().join("inputs.npy");
-    let expected_path = dir.path().join("expected.npy");
     std::fs::write(&model_path, model.to_onnx_bytes().expect("valid model")).expect("write");
-    let input_bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_npy(
-        &inputs_path,
-        "<f4",
-        &[rows.nrows(), rows.ncols()],
-        &input_bytes,
-    );
-    let expected: Vec<u8> = rows
+    let expected: Vec<f64> = rows
         .outer_iter()
-        .flat_map(|r| {
-            model
-                .probability(r.as_slice().expect("standard layout"))
-                .to_le_bytes()
-        })
+        .map(|r| model.probability(r.as_slice().expect("standard layout")))
         .collect();
-    write_npy(&expected_path, "<f8", &[rows.nrows()], &expected);
-
-    let script = repo_root().join("models/tests/python/check_onnx.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(&model_path)
-        .arg(&inputs_path)
-        .arg(&expected_path)
-        .arg("--tolerance")
-        .arg(PARITY_TOLERANCE.to_string())
-        .output()
-        .expect("run check_onnx.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = writeln!(std::io::stderr(), "python {what}: {}", stdout.trim());
-    assert!(
-        out.status.success(),
-        "check_onnx.py failed for {what} ({}):\n{stdout}{stderr}",
-        out.status
+    common::check_onnx_in_python(
+        python,
+        what,
+        &model_path,
+        rows,
+        &expected,
+        f64::from(PARITY_TOLERANCE),
     );
 }
 

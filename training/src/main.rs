@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use features::synthetic::{GeneratorParams, SyntheticKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::bundle::{Registry, new_version_name};
+use models::gbdt::GbdtParams;
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
+use training::fit::EarlyStopping;
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
@@ -74,6 +76,51 @@ enum Command {
     Train(TrainArgs),
 }
 
+/// Hyperparameters of the trees (defaults: LightGBM's, with the number of trees chosen by
+/// early stopping).
+#[derive(clap::Args, Clone)]
+struct GbdtArgs {
+    /// Shrinkage of every tree.
+    #[arg(long, default_value_t = GbdtParams::default().learning_rate)]
+    learning_rate: f64,
+    /// Most leaves per tree.
+    #[arg(long, default_value_t = GbdtParams::default().num_leaves)]
+    num_leaves: usize,
+    /// Fewest training rows in a leaf.
+    #[arg(long, default_value_t = GbdtParams::default().min_data_in_leaf)]
+    min_data_in_leaf: usize,
+    /// L2 regularisation of the leaf values.
+    #[arg(long, default_value_t = GbdtParams::default().lambda_l2)]
+    lambda_l2: f64,
+    /// Most trees when early stopping; the number of trees without it.
+    #[arg(long, default_value_t = EarlyStopping::default().max_trees)]
+    max_trees: usize,
+    /// Grow exactly --max-trees trees, without early stopping.
+    #[arg(long)]
+    no_early_stopping: bool,
+}
+
+impl GbdtArgs {
+    fn family_params(&self) -> FamilyParams {
+        let defaults = FamilyParams::default();
+        FamilyParams {
+            gbdt: GbdtParams {
+                learning_rate: self.learning_rate,
+                num_leaves: self.num_leaves,
+                min_data_in_leaf: self.min_data_in_leaf,
+                lambda_l2: self.lambda_l2,
+                n_trees: self.max_trees,
+                ..defaults.gbdt
+            },
+            gbdt_early_stopping: (!self.no_early_stopping).then(|| EarlyStopping {
+                max_trees: self.max_trees,
+                ..EarlyStopping::default()
+            }),
+            ..defaults
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Dataset spec (TOML).
@@ -99,6 +146,8 @@ struct TrainArgs {
     /// Version name (default: creation time and a random suffix).
     #[arg(long)]
     version: Option<String>,
+    #[command(flatten)]
+    gbdt: GbdtArgs,
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -134,6 +183,8 @@ struct EvaluateArgs {
     /// ../shared/peer/train_peer.py; feature names are reduced to letters, digits and `_`.
     #[arg(long)]
     export_csv: Option<PathBuf>,
+    #[command(flatten)]
+    gbdt: GbdtArgs,
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -305,7 +356,13 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         ShipFamily::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
         ShipFamily::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
     };
-    let evaluations = evaluate_with_progress(&prepared, &plan, choice, args.seed)?;
+    let evaluations = evaluate_with_progress(
+        &prepared,
+        &plan,
+        choice,
+        &args.gbdt.family_params(),
+        args.seed,
+    )?;
     let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
     let bar = spinner("writing the bundle".into());
     let contents = assemble_bundle(&BundleInputs {
@@ -346,11 +403,12 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates the families of `choice` with the default parameters behind a progress bar.
+/// Evaluates the families of `choice` behind a progress bar.
 fn evaluate_with_progress(
     prepared: &Prepared,
     plan: &ValidationPlan,
     choice: FamilyChoice,
+    params: &FamilyParams,
     seed: u64,
 ) -> Result<Vec<Evaluation>> {
     let bar = ProgressBar::new(choice.families().len() as u64);
@@ -360,20 +418,13 @@ fn evaluate_with_progress(
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut started_one = false;
-    let evaluations = evaluate_families(
-        prepared,
-        plan,
-        choice,
-        &FamilyParams::default(),
-        seed,
-        |family| {
-            if started_one {
-                bar.inc(1);
-            }
-            started_one = true;
-            bar.set_message(format!("validating {}", family.as_str()));
-        },
-    );
+    let evaluations = evaluate_families(prepared, plan, choice, params, seed, |family| {
+        if started_one {
+            bar.inc(1);
+        }
+        started_one = true;
+        bar.set_message(format!("validating {}", family.as_str()));
+    });
     bar.finish_and_clear();
     Ok(evaluations?)
 }
@@ -480,7 +531,13 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
         Families::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
         Families::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
     };
-    let evaluations = evaluate_with_progress(&prepared, &plan, choice, args.seed)?;
+    let evaluations = evaluate_with_progress(
+        &prepared,
+        &plan,
+        choice,
+        &args.gbdt.family_params(),
+        args.seed,
+    )?;
     print_summary(&prepared, &evaluations, None, truth.as_ref())
 }
 

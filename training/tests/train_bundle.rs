@@ -3,6 +3,10 @@
 //! Runtime on every row. And the data guards as a user meets them: refusals that say what is
 //! missing, and a leakage warning.
 
+// The serving tests' helpers for ONNX Runtime and Python onnxruntime.
+#[path = "../../serving/tests/common/mod.rs"]
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,24 +25,6 @@ use training::truth::GroundTruth;
 
 /// Largest accepted |ONNX Runtime − Rust| for a calibrated probability (the bar).
 const PARITY_TOLERANCE: f64 = 1e-5;
-
-fn ort_available() -> bool {
-    match serving::runtime::runtime() {
-        Ok(_) => true,
-        Err(e) => {
-            let required = std::env::var_os("LEADSCORE_REQUIRE_ORT").is_some_and(|v| !v.is_empty());
-            if e.is_missing() && !required {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED (ONNX Runtime absent, LEADSCORE_REQUIRE_ORT unset): {e}"
-                );
-                false
-            } else {
-                panic!("ONNX Runtime unavailable: {e}");
-            }
-        }
-    }
-}
 
 /// Trains both families on `prepared` (early stopping capped at 150 trees to keep the test
 /// short) and writes a bundle of each to `registry`; returns them with the chosen one first.
@@ -98,9 +84,10 @@ fn graph_of(bundle: &Bundle) -> ModelGraph {
     }
 }
 
-/// Scores every row of the table through the bundle's `model.onnx` in ONNX Runtime and
-/// compares with the Rust scoring model rebuilt from the bundle (explainer + calibrator).
-async fn check_bundle_in_ort(bundle: &Bundle, prepared: &Prepared) {
+/// Scores every row of the table through the bundle's `model.onnx` in ONNX Runtime and in
+/// Python onnxruntime, and compares with the Rust scoring model rebuilt from the bundle
+/// (explainer + calibrator).
+async fn check_bundle_in_runtimes(bundle: &Bundle, prepared: &Prepared) {
     let scoring = ScoringModel::new(graph_of(bundle), bundle.manifest().calibration.clone());
     let table = &prepared.table;
     let x = Array2::from_shape_vec((table.n_rows(), table.n_features()), table.values.clone())
@@ -113,10 +100,12 @@ async fn check_bundle_in_ort(bundle: &Bundle, prepared: &Prepared) {
         },
     )
     .expect("ONNX Runtime loads the bundle");
-    let got = pool.score_rows(x).await.expect("score");
+    let got = pool.score_rows(x.clone()).await.expect("score");
+    let expected: Vec<f64> = (0..table.n_rows())
+        .map(|r| scoring.probability(table.row(r)))
+        .collect();
     let mut worst = 0.0_f64;
-    for (r, &g) in got.iter().enumerate() {
-        let expected = scoring.probability(table.row(r));
+    for (r, (&g, &expected)) in got.iter().zip(&expected).enumerate() {
         let diff = (f64::from(g) - expected).abs();
         worst = worst.max(diff);
         assert!(
@@ -131,6 +120,17 @@ async fn check_bundle_in_ort(bundle: &Bundle, prepared: &Prepared) {
         bundle.manifest().model_kind,
         got.len()
     );
+    let python = common::python();
+    if common::python_ort_available(&python) {
+        common::check_onnx_in_python(
+            &python,
+            &format!("bundle {:?}", bundle.manifest().model_kind),
+            &bundle.model_path(),
+            &x,
+            &expected,
+            PARITY_TOLERANCE,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,11 +202,11 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert_ne!(bundles[1].manifest().model_kind, manifest.model_kind);
 
-    if !ort_available() {
+    if !common::ort_available() {
         return;
     }
     for bundle in &bundles {
-        check_bundle_in_ort(bundle, &prepared).await;
+        check_bundle_in_runtimes(bundle, &prepared).await;
     }
 }
 
