@@ -332,10 +332,29 @@ fn plots_section(
     Ok(())
 }
 
+/// Most points drawn per curve: a ROC or precision-recall curve has one point per distinct
+/// score, tens of thousands on large sets, far more than a 440-pixel chart shows.
+const MAX_CURVE_POINTS: usize = 600;
+
+/// Every `k`-th point, so that at most [`MAX_CURVE_POINTS`] remain, the first and last kept.
+fn thin(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_CURVE_POINTS {
+        return points;
+    }
+    let step = points.len().div_ceil(MAX_CURVE_POINTS - 1);
+    let last = points.len() - 1;
+    points
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| i % step == 0 || i == last)
+        .map(|(_, p)| p)
+        .collect()
+}
+
 fn line(name: &str, color: &'static str, points: impl Iterator<Item = (f64, f64)>) -> Series {
     Series {
         name: name.into(),
-        points: points.collect(),
+        points: thin(points.collect()),
         color,
         dashed: false,
         markers: false,
@@ -493,4 +512,20 @@ fn lift_section(html: &mut String, e: &Evaluation) -> Result<(), TrainError> {
     }
     html.push_str("</table>");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_curves_are_thinned_keeping_both_ends() {
+        let points: Vec<(f64, f64)> = (0..10_001).map(|i| (i as f64, 0.0)).collect();
+        let thinned = thin(points);
+        assert!(thinned.len() <= MAX_CURVE_POINTS, "{}", thinned.len());
+        assert_eq!(thinned.first(), Some(&(0.0, 0.0)));
+        assert_eq!(thinned.last(), Some(&(10_000.0, 0.0)));
+        let short = vec![(0.0, 1.0), (1.0, 0.5)];
+        assert_eq!(thin(short.clone()), short);
+    }
 }
