@@ -45,8 +45,8 @@ pub struct Manifest {
     pub dataset: DatasetInfo,
     /// How well it did on held-out data.
     pub validation: ValidationSummary,
-    /// The calibration of the raw score (also applied inside `model.onnx`
-    /// when the training side exports a calibrated graph).
+    /// The calibration of the model's log-odds into the probability (the
+    /// same calibrator is the tail of the graph in `model.onnx`).
     pub calibration: Calibrator,
     /// Sales-ready threshold and grade bands on the calibrated probability.
     pub thresholds: Thresholds,
