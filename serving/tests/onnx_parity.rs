@@ -39,7 +39,7 @@ use std::path::Path;
 
 use common::{ort_available, python, python_ort_available};
 use models::calibration::{Calibrator, fit_isotonic, fit_platt};
-use models::gbdt::{Gbdt, GbdtParams, TrainData, TreeNode};
+use models::gbdt::{Gbdt, GbdtParams, SplitMix64, TrainData, TreeNode};
 use models::onnx::{LinearModel, ModelGraph, Node, ScoringModel, ToOnnx, Tree, TreeEnsemble};
 use ndarray::Array2;
 use serving::{PoolConfig, Scorer as _, SessionPool};
@@ -49,39 +49,17 @@ const PARITY_TOLERANCE: f32 = 1e-5;
 /// Features of the synthetic rows.
 const N_FEATURES: usize = 4;
 
-/// SplitMix64: deterministic test numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 /// One synthetic row: a continuous feature, an integer-valued one (ties on
 /// thresholds), a skewed one, and one that is missing 25% of the time
 /// (informatively).
-fn row(rng: &mut Rng) -> Vec<f32> {
-    let x0 = (rng.uniform() * 10.0) as f32;
+fn row(rng: &mut SplitMix64) -> Vec<f32> {
+    let x0 = (rng.next_f64() * 10.0) as f32;
     let x1 = rng.below(6) as f32;
-    let x2 = (rng.uniform() * rng.uniform() * 100.0) as f32;
-    let x3 = if rng.uniform() < 0.25 {
+    let x2 = (rng.next_f64() * rng.next_f64() * 100.0) as f32;
+    let x3 = if rng.next_f64() < 0.25 {
         f32::NAN
     } else {
-        (rng.uniform() * 2.0 - 1.0) as f32
+        (rng.next_f64() * 2.0 - 1.0) as f32
     };
     vec![x0, x1, x2, x3]
 }
@@ -97,13 +75,13 @@ fn true_logit(row: &[f32]) -> f64 {
 
 /// `n` rows (row-major) and their labels drawn from the true probability.
 fn labelled(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut x = Vec::with_capacity(n * N_FEATURES);
     let mut y = Vec::with_capacity(n);
     for _ in 0..n {
         let r = row(&mut rng);
         let p = 1.0 / (1.0 + (-true_logit(&r)).exp());
-        y.push(rng.uniform() < p);
+        y.push(rng.next_f64() < p);
         x.extend(r);
     }
     (x, y)
@@ -152,12 +130,12 @@ fn calibrators(model: &ModelGraph) -> Vec<(&'static str, Calibrator)> {
 /// and 120 rows with values exactly on a split threshold of `gbdt` or one
 /// `f32` step either side.
 fn validation_rows(gbdt: &Gbdt) -> Array2<f32> {
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64::new(3);
     let mut rows: Vec<Vec<f32>> = (0..200).map(|_| row(&mut rng)).collect();
     for _ in 0..60 {
         let mut r = row(&mut rng);
         for v in r.iter_mut() {
-            if rng.uniform() < 0.5 {
+            if rng.next_f64() < 0.5 {
                 *v = f32::NAN;
             }
         }
@@ -194,7 +172,7 @@ fn validation_rows(gbdt: &Gbdt) -> Array2<f32> {
 /// Rows for the linear model: 300 seeded rows (a quarter miss feature 3)
 /// and an all-NaN row.
 fn linear_rows() -> Array2<f32> {
-    let mut rng = Rng(4);
+    let mut rng = SplitMix64::new(4);
     let mut rows: Vec<Vec<f32>> = (0..300).map(|_| row(&mut rng)).collect();
     rows.push(vec![f32::NAN; N_FEATURES]);
     to_array(&rows)

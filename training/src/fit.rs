@@ -287,13 +287,8 @@ mod tests {
     fn linear_table(n: usize) -> FeatureTable {
         let mut values = Vec::new();
         let mut labels = Vec::new();
-        let mut state = 12345u64;
-        let mut uniform = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = models::gbdt::SplitMix64::new(12345u64);
+        let mut uniform = || rng.next_f64();
         for i in 0..n {
             let x0 = (uniform() * 4.0 - 2.0) as f32;
             let x1 = (uniform() * 4.0 - 2.0) as f32;

@@ -132,9 +132,9 @@ struct TrainArgs {
     /// Registry folder; the bundle goes to `<registry>/<task>/<version>/`.
     #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
     registry: PathBuf,
-    /// `best`: evaluate both families, ship the one with the higher held-out ROC AUC.
-    #[arg(long, value_enum, default_value = "best")]
-    family: ShipFamily,
+    /// `both`: evaluate both families, ship the one with the higher held-out ROC AUC.
+    #[arg(long, value_enum, default_value = "both")]
+    family: Families,
     /// `auto`: time split for event data, stratified k-fold for tabular data.
     #[arg(long, value_enum, default_value = "auto")]
     validation: Validation,
@@ -150,13 +150,6 @@ struct TrainArgs {
     gbdt: GbdtArgs,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ShipFamily {
-    Best,
-    Gbdt,
-    Logistic,
 }
 
 #[derive(clap::Args)]
@@ -195,11 +188,24 @@ enum Validation {
     Kfold,
 }
 
+/// `--family` of `evaluate` and `train`.
 #[derive(Clone, Copy, ValueEnum)]
 enum Families {
+    /// Both families (`train` ships the better).
+    #[value(alias = "best")]
     Both,
     Gbdt,
     Logistic,
+}
+
+impl Families {
+    fn choice(self) -> FamilyChoice {
+        match self {
+            Families::Both => FamilyChoice::Best,
+            Families::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
+            Families::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -351,15 +357,10 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
     let (plan, warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
-    let choice = match args.family {
-        ShipFamily::Best => FamilyChoice::Best,
-        ShipFamily::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
-        ShipFamily::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
-    };
     let evaluations = evaluate_with_progress(
         &prepared,
         &plan,
-        choice,
+        args.family.choice(),
         &args.gbdt.family_params(),
         args.seed,
     )?;
@@ -526,15 +527,10 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
     }
     let (plan, _warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
-    let choice = match args.family {
-        Families::Both => FamilyChoice::Best,
-        Families::Gbdt => FamilyChoice::Only(ModelFamily::Gbdt),
-        Families::Logistic => FamilyChoice::Only(ModelFamily::Logistic),
-    };
     let evaluations = evaluate_with_progress(
         &prepared,
         &plan,
-        choice,
+        args.family.choice(),
         &args.gbdt.family_params(),
         args.seed,
     )?;

@@ -15,6 +15,7 @@ use models::metrics::{
 use crate::error::TrainError;
 use crate::evaluate::{Evaluation, FittedModel};
 use crate::svg::{BarChart, LineChart, PALETTE, Series, escape, horizontal_bars};
+use crate::thresholds::GRADE_SHARES;
 
 /// Features shown in the importance chart.
 pub const TOP_FEATURES: usize = 25;
@@ -425,9 +426,12 @@ fn thresholds_section(
         html,
         "<h2>Thresholds</h2><p>Defaults written to the manifest (sales ops can change them): \
          sales-ready from <b>{:.4}</b> (best F1 on the held-out rows); grade A from {a:.4}, \
-         B from {b:.4}, C from {c:.4}, D below (top 10 %, next 20 %, next 30 % of held-out \
-         rows).</p>",
-        thresholds.sales_ready
+         B from {b:.4}, C from {c:.4}, D below (top {:.0} %, next {:.0} %, next {:.0} % of \
+         held-out rows).</p>",
+        thresholds.sales_ready,
+        100.0 * GRADE_SHARES[0],
+        100.0 * GRADE_SHARES[1],
+        100.0 * GRADE_SHARES[2],
     );
     html.push_str(
         "<table><tr><th class=\"l\">grade</th><th>rows</th><th>share</th><th>converted</th>\

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::onnx::{Node, Tree, TreeEnsemble};
 use binning::BinnedMatrix;
 use learner::{GradPair, GrowthConfig, TreeLearner};
-use rng::SplitMix64;
+pub use rng::SplitMix64;
 
 pub use shap::ShapScratch;
 pub use tree::{GbdtTree, TreeNode};

@@ -1,10 +1,12 @@
 //! A small seeded generator (SplitMix64) for bagging, feature sampling and
 //! the binning sample. Determinism matters more than quality here: the same
-//! seed gives the same model on any machine and thread count.
+//! seed gives the same model on any machine and thread count. Public so that
+//! tests and benches across the workspace draw seeded data from one
+//! generator.
 
 /// SplitMix64 (Steele, Lea and Flood 2014).
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
@@ -22,7 +24,6 @@ impl SplitMix64 {
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
-    #[cfg(test)]
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }

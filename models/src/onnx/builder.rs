@@ -347,10 +347,8 @@ impl LinearModel {
     }
 }
 
-/// The logistic function.
-pub fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
+/// The logistic function (one definition for the crate).
+pub use crate::gbdt::sigmoid;
 
 /// Name of the model part's output, the uncalibrated log-odds
 /// (`float32[N, 1]`) the calibration tail reads.
