@@ -19,7 +19,7 @@ use models::bundle::{
 use models::calibration::Calibrator;
 use models::gbdt::Gbdt;
 use models::metrics::BinaryMetrics;
-use models::onnx::{LinearModel, ToOnnx};
+use models::onnx::{LinearModel, ModelGraph, ScoringModel, ToOnnx};
 
 const SPEC: &str = r#"
 name = "tiny"
@@ -334,6 +334,49 @@ fn linear_bundle_round_trips_through_the_registry() {
         Some("v1")
     );
     assert!(registry.load(Task::Propensity, "../v1").is_err());
+}
+
+#[test]
+fn trees_on_linear_bundle_round_trips_and_its_explainer_rebuilds_the_graph() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    let manifest = manifest("v1", ModelKind::GbdtOnLinear);
+    let n = manifest.n_features();
+    let trees = gbdt(n);
+    let explainer = Explainer::GbdtOnLinear {
+        weights: (0..n).map(|j| (j as f64 - 3.0) / 5.0).collect(),
+        bias: 0.25,
+        reference: (0..n).map(|j| j as f64 / 2.0).collect(),
+        trees,
+    };
+    let graph = explainer.model_graph();
+    assert!(matches!(graph, ModelGraph::TreesOnLinear { .. }));
+    let contents = BundleContents {
+        onnx: ScoringModel::uncalibrated(graph.clone())
+            .to_onnx_bytes()
+            .expect("onnx"),
+        explainer,
+        manifest,
+        report_html: "<html>trees on linear</html>".into(),
+        holdout: holdout(),
+    };
+    assert_eq!(
+        contents.manifest.explanation,
+        ExplanationKind::LinearAndTreeShap
+    );
+    registry.write(&contents).expect("written");
+    let loaded = registry.load(Task::Propensity, "v1").expect("loads");
+    assert_eq!(loaded.explainer(), &contents.explainer);
+    assert_eq!(loaded.explainer().model_graph(), graph);
+
+    // The explainer must be the kind the manifest names.
+    let mut wrong = contents.clone();
+    wrong.explainer = Explainer::Gbdt(gbdt(n));
+    let other = tempfile::tempdir().expect("tempdir");
+    let err = Registry::new(other.path())
+        .write(&wrong)
+        .expect_err("refused");
+    assert!(err.to_string().contains("the manifest says"), "{err}");
 }
 
 #[test]

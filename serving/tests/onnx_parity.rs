@@ -3,7 +3,8 @@
 //! onnxruntime through `models/tests/python/check_onnx.py`.
 //!
 //! Reference models: a [`Gbdt`] trained on seeded synthetic rows (with
-//! missing values) and a fixed [`LinearModel`], each with no calibration,
+//! missing values), a fixed [`LinearModel`], and trees boosted from that
+//! linear model's log-odds (`ModelGraph::TreesOnLinear`), each with no calibration,
 //! Platt scaling and isotonic regression fitted by `models::calibration` on
 //! separate rows' graph scores ([`ModelGraph::score`]). Reference inputs:
 //! seeded rows, rows with NaNs, and rows whose values sit exactly on (and
@@ -100,6 +101,25 @@ fn train_gbdt() -> Gbdt {
     };
     params
         .fit(&TrainData::new(&x, N_FEATURES, &y))
+        .expect("fit")
+}
+
+/// Trees boosted from [`linear_model`]'s log-odds (init scores).
+fn train_gbdt_on_linear() -> Gbdt {
+    let (x, y) = labelled(3000, 4);
+    let y: Vec<f32> = y.iter().map(|&b| f32::from(u8::from(b))).collect();
+    let linear = linear_model();
+    let init: Vec<f64> = x.chunks(N_FEATURES).map(|r| linear.logit(r)).collect();
+    let params = GbdtParams {
+        n_trees: 30,
+        learning_rate: 0.2,
+        num_leaves: 8,
+        min_data_in_leaf: 10,
+        seed: 11,
+        ..GbdtParams::default()
+    };
+    params
+        .fit(&TrainData::new(&x, N_FEATURES, &y).with_init_scores(&init))
         .expect("fit")
 }
 
@@ -297,6 +317,26 @@ async fn linear_with_each_calibration_matches_onnx_runtime() {
     }
 }
 
+#[tokio::test]
+async fn trees_on_linear_with_each_calibration_matches_onnx_runtime() {
+    if !ort_available() {
+        return;
+    }
+    let (linear, trees) = (linear_model(), train_gbdt_on_linear());
+    let graph = ModelGraph::TreesOnLinear {
+        linear: linear.clone(),
+        trees: trees.to_tree_ensemble(),
+    };
+    let rows = validation_rows(&trees);
+    for (name, calibration) in calibrators(&graph) {
+        let model = ScoringModel::new(graph.clone(), calibration.clone());
+        check_parity(&format!("trees-on-linear+{name}"), &model, &rows, |r| {
+            calibration.apply(linear.logit(r) + trees.raw_score(r))
+        })
+        .await;
+    }
+}
+
 /// ONNX Runtime's binary `TreeEnsembleClassifier` with the weights on class
 /// id 1 and post-transform `NONE` puts the raw sum in column 1 whatever the
 /// signs of the weights (the binary case's columns have changed between
@@ -408,5 +448,15 @@ fn exported_models_match_in_python_onnxruntime() {
     for (name, calibration) in calibrators(&linear) {
         let model = ScoringModel::new(linear.clone(), calibration);
         check_in_python(&python, &format!("linear+{name}"), &model, &rows);
+    }
+    let on_linear = train_gbdt_on_linear();
+    let graph = ModelGraph::TreesOnLinear {
+        linear: linear_model(),
+        trees: on_linear.to_tree_ensemble(),
+    };
+    let rows = validation_rows(&on_linear);
+    for (name, calibration) in calibrators(&graph) {
+        let model = ScoringModel::new(graph.clone(), calibration);
+        check_in_python(&python, &format!("trees-on-linear+{name}"), &model, &rows);
     }
 }

@@ -16,15 +16,17 @@ use features::builder::FeatureTable;
 use models::calibration::{
     Calibrator, MIN_ISOTONIC_CLASS_ROWS, MIN_ISOTONIC_ROWS, fit_isotonic, fit_platt,
 };
+use models::gbdt::GbdtParams;
 use models::gbdt::sigmoid;
-use models::gbdt::{Gbdt, GbdtParams};
 use models::metrics::{BinaryMetrics, log_loss, roc_auc};
 use models::onnx::ModelGraph;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
-use crate::fit::{EarlyStopping, LogisticParams, LogisticScorecard, fit_gbdt};
+use crate::fit::{
+    BoostedModel, EarlyStopping, GbdtStart, LogisticParams, LogisticScorecard, fit_gbdt,
+};
 use crate::split::{Split, unit_interval_hash};
 
 /// The model families.
@@ -55,6 +57,8 @@ pub struct FamilyParams {
     /// Choose the number of trees on an inner split of each training set (default), or grow
     /// `gbdt.n_trees` when `None`.
     pub gbdt_early_stopping: Option<EarlyStopping>,
+    /// Where the trees' boosting starts.
+    pub gbdt_start: GbdtStart,
     pub logistic: LogisticParams,
 }
 
@@ -63,15 +67,19 @@ impl Default for FamilyParams {
         FamilyParams {
             gbdt: GbdtParams::default(),
             gbdt_early_stopping: Some(EarlyStopping::default()),
+            gbdt_start: GbdtStart::Auto,
             logistic: LogisticParams::default(),
         }
     }
 }
 
+/// Held-out rows the feature importance is measured on, at most.
+pub const IMPORTANCE_ROWS: usize = 2000;
+
 /// A fitted model of either family.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FittedModel {
-    Gbdt(Gbdt),
+    Gbdt(BoostedModel),
     Logistic(LogisticScorecard),
 }
 
@@ -79,9 +87,39 @@ impl FittedModel {
     /// The model part of the exported ONNX graph.
     pub fn to_graph(&self) -> ModelGraph {
         match self {
-            FittedModel::Gbdt(model) => ModelGraph::Trees(model.to_tree_ensemble()),
+            FittedModel::Gbdt(model) => model.to_graph(),
             FittedModel::Logistic(model) => ModelGraph::Linear(model.to_linear_model()),
         }
+    }
+
+    /// Each feature's contribution to the row's log-odds: exact linear contributions, plus
+    /// exact TreeSHAP values for trees (what the server explains a score with).
+    pub fn contributions(&self, row: &[f32]) -> Vec<f64> {
+        let mut out = vec![0.0; row.len()];
+        match self {
+            FittedModel::Gbdt(model) => model.add_contributions(row, &mut out),
+            FittedModel::Logistic(model) => model.add_contributions(row, &mut out),
+        }
+        out
+    }
+
+    /// Mean absolute contribution of each feature to the log-odds over `rows` (at most
+    /// [`IMPORTANCE_ROWS`] of them, evenly spaced): one importance measure for every family.
+    pub fn mean_abs_contributions(&self, table: &FeatureTable, rows: &[usize]) -> Vec<f64> {
+        let step = rows.len().div_ceil(IMPORTANCE_ROWS).max(1);
+        let sample: Vec<usize> = rows.iter().copied().step_by(step).collect();
+        let per_row: Vec<Vec<f64>> = sample
+            .par_iter()
+            .map(|&row| self.contributions(table.row(row)))
+            .collect();
+        let mut totals = vec![0.0; table.n_features()];
+        for contributions in &per_row {
+            for (total, c) in totals.iter_mut().zip(contributions) {
+                *total += c.abs();
+            }
+        }
+        let n = sample.len().max(1) as f64;
+        totals.into_iter().map(|t| t / n).collect()
     }
 
     /// Uncalibrated log-odds of every row of `rows` as the exported graph computes them
@@ -108,6 +146,27 @@ pub enum ValidationPlan {
 }
 
 impl ValidationPlan {
+    /// The role of every row of a table of `n_rows`: `train` or `valid` in a hold-out split
+    /// (`unused` for rows on neither side, e.g. training rows whose label window overlaps the
+    /// validation window), `fold<i>` in k-fold. Lets other tools train on the very same rows.
+    pub fn row_roles(&self, n_rows: usize) -> Vec<String> {
+        match self {
+            ValidationPlan::Holdout(split) => {
+                let mut roles = vec!["unused".to_string(); n_rows];
+                for &row in &split.train {
+                    roles[row] = "train".into();
+                }
+                for &row in &split.valid {
+                    roles[row] = "valid".into();
+                }
+                roles
+            }
+            ValidationPlan::KFold { fold_of, .. } => {
+                fold_of.iter().map(|fold| format!("fold{fold}")).collect()
+            }
+        }
+    }
+
     pub fn description(&self) -> &str {
         match self {
             ValidationPlan::Holdout(split) => &split.description,
@@ -141,6 +200,9 @@ pub struct Evaluation {
     pub fold_roc_auc: Vec<f64>,
     /// Seconds spent fitting the shipped model.
     pub fit_seconds: f64,
+    /// Mean absolute contribution of each feature to the held-out log-odds
+    /// ([`FittedModel::mean_abs_contributions`]).
+    pub importance: Vec<f64>,
 }
 
 /// Fits, calibrates and measures one family.
@@ -154,8 +216,25 @@ pub fn evaluate(
     let fit = |rows: &[usize]| -> Result<FittedModel, TrainError> {
         Ok(match family {
             ModelFamily::Gbdt => FittedModel::Gbdt(match &params.gbdt_early_stopping {
-                Some(stopping) => stopping.fit(&params.gbdt, table, rows, seed)?.0,
-                None => fit_gbdt(&params.gbdt, table, rows)?,
+                Some(stopping) => {
+                    stopping
+                        .fit(
+                            &params.gbdt,
+                            params.gbdt_start,
+                            &params.logistic,
+                            table,
+                            rows,
+                            seed,
+                        )?
+                        .0
+                }
+                None => fit_gbdt(
+                    &params.gbdt,
+                    params.gbdt_start,
+                    &params.logistic,
+                    table,
+                    rows,
+                )?,
             }),
             ModelFamily::Logistic => FittedModel::Logistic(params.logistic.fit(table, rows)?),
         })
@@ -199,6 +278,7 @@ pub fn evaluate(
     let calibration = cross_fitted_calibration(&raw_logits, &holdout_labels, &halves)?;
     let calibrated_metrics =
         BinaryMetrics::compute(&calibration.calibrated_scores, &holdout_labels)?;
+    let importance = model.mean_abs_contributions(table, &holdout_rows);
     Ok(Evaluation {
         family,
         model,
@@ -213,6 +293,7 @@ pub fn evaluate(
         calibrated_metrics,
         fold_roc_auc,
         fit_seconds,
+        importance,
     })
 }
 

@@ -1,13 +1,17 @@
 //! The two model families, fitted on rows of a [`FeatureTable`].
 //!
-//! * [`LogisticParams`] → [`LogisticScorecard`]: L2 logistic regression (linfa-logistic) on
-//!   standardised features, missing values imputed with the training mean, then folded back
-//!   into one weight per raw feature, so that a score is `bias + Σ w_j x_j` and a feature's
-//!   exact contribution is `w_j (x_j - mean_j)`.
+//! * [`LogisticParams`] → [`LogisticScorecard`]: L2 logistic regression on standardised
+//!   features, missing values imputed with the training mean, then folded back into one
+//!   weight per raw feature, so that a score is `bias + Σ w_j x_j` and a feature's exact
+//!   contribution is `w_j (x_j - mean_j)`. The penalised log loss is minimised by
+//!   [`crate::lbfgs`] over the table's own rows (no copy of the matrix), in parallel chunks
+//!   summed in a fixed order (the same weights whatever the number of threads). It is the
+//!   objective of linfa-logistic and of scikit-learn's `LogisticRegression(C = 1 / alpha)`,
+//!   which the tests check against; linfa-logistic itself took 993 s on 383k x 196 rows
+//!   where this takes seconds (ARCHITECTURE.md).
 //! * gradient-boosted trees: [`models::gbdt`], fed through [`gbdt_train_data`].
 
 use features::builder::FeatureTable;
-use linfa::prelude::*;
 use models::gbdt::{Gbdt, GbdtParams, TrainData, ValidData};
 
 use crate::error::TrainError;
@@ -19,13 +23,16 @@ pub struct LogisticParams {
     /// (scikit-learn's default `C = 1` is `alpha = 1`).
     pub alpha: f64,
     pub max_iterations: u64,
+    /// Stop when no entry of the gradient of the *mean* penalised log loss exceeds this.
+    pub gradient_tolerance: f64,
 }
 
 impl Default for LogisticParams {
     fn default() -> Self {
         LogisticParams {
             alpha: 1.0,
-            max_iterations: 500,
+            max_iterations: 1000,
+            gradient_tolerance: 1e-5,
         }
     }
 }
@@ -56,6 +63,12 @@ impl LogisticParams {
                 "max_iterations must be at least 1".into(),
             ));
         }
+        if !(self.gradient_tolerance.is_finite() && self.gradient_tolerance > 0.0) {
+            return Err(TrainError::Logistic(format!(
+                "gradient_tolerance must be a finite number > 0, not {}",
+                self.gradient_tolerance
+            )));
+        }
         Ok(())
     }
 
@@ -66,30 +79,34 @@ impl LogisticParams {
         rows: &[usize],
     ) -> Result<LogisticScorecard, TrainError> {
         self.check()?;
+        if rows.is_empty() {
+            return Err(TrainError::Logistic("no training rows".into()));
+        }
         let n = table.n_features();
         let (means, scales) = column_moments(table, rows);
-        let mut x = ndarray16::Array2::<f64>::zeros((rows.len(), n));
-        for (r, &row) in rows.iter().enumerate() {
-            for (j, value) in table.row(row).iter().enumerate() {
-                if !value.is_nan() {
-                    x[[r, j]] = (f64::from(*value) - means[j]) / scales[j];
-                }
-            }
+        let problem = StandardisedProblem {
+            table,
+            rows,
+            means: &means,
+            inverse_scales: scales.iter().map(|s| 1.0 / s).collect(),
+            alpha: self.alpha,
+        };
+        // Parameters: the standardised weights, then the intercept; the objective is the mean
+        // penalised log loss, so the tolerance does not depend on the number of rows.
+        let minimum = crate::lbfgs::minimize(
+            |theta, gradient| problem.mean_loss_and_gradient(theta, gradient),
+            vec![0.0; n + 1],
+            self.gradient_tolerance,
+            usize::try_from(self.max_iterations).unwrap_or(usize::MAX),
+        );
+        if !minimum.value.is_finite() {
+            return Err(TrainError::Logistic(format!(
+                "the log loss is not finite after {} iterations",
+                minimum.iterations
+            )));
         }
-        let y: ndarray16::Array1<bool> = rows.iter().map(|&i| table.labels[i] == 1).collect();
-        let dataset = linfa::Dataset::new(x, y);
-        let model = linfa_logistic::LogisticRegression::default()
-            .alpha(self.alpha)
-            .max_iterations(self.max_iterations)
-            .fit(&dataset)
-            .map_err(|e| TrainError::Logistic(e.to_string()))?;
-        // linfa-logistic models P(its positive class), the more frequent one: flip the signs
-        // when that is `false`.
-        let sign = if model.labels().pos.class { 1.0 } else { -1.0 };
-        let standardised = model.params();
-        let weights: Vec<f64> = (0..n).map(|j| sign * standardised[j] / scales[j]).collect();
-        let bias =
-            sign * model.intercept() - weights.iter().zip(&means).map(|(w, m)| w * m).sum::<f64>();
+        let weights: Vec<f64> = (0..n).map(|j| minimum.x[j] / scales[j]).collect();
+        let bias = minimum.x[n] - weights.iter().zip(&means).map(|(w, m)| w * m).sum::<f64>();
         Ok(LogisticScorecard {
             weights,
             bias,
@@ -115,6 +132,17 @@ impl LogisticScorecard {
         models::gbdt::sigmoid(self.logit(row))
     }
 
+    /// Each feature's exact contribution to the log-odds, `w_j (x_j - mean_j)` (0 for a
+    /// missing value, which scores as the mean), added to `out`; they sum to the logit minus
+    /// the logit at the means.
+    pub fn add_contributions(&self, row: &[f32], out: &mut [f64]) {
+        for (j, x) in row.iter().enumerate() {
+            if !x.is_nan() {
+                out[j] += self.weights[j] * (f64::from(*x) - self.means[j]);
+            }
+        }
+    }
+
     /// The weights per standard deviation of each feature: comparable across features.
     pub fn standardised_weights(&self) -> Vec<f64> {
         self.weights
@@ -132,6 +160,74 @@ impl LogisticScorecard {
             bias: self.bias as f32,
             missing_values: self.means.iter().map(|&m| m as f32).collect(),
         }
+    }
+}
+
+/// Rows processed together by one thread; partial sums are added in chunk order, so the result
+/// does not depend on the number of threads.
+const CHUNK_ROWS: usize = 4096;
+
+/// The penalised log loss on standardised features `z_j = (x_j - mean_j) / scale_j`, with
+/// missing values at the mean (`z_j = 0`), computed from the table's rows as they are.
+struct StandardisedProblem<'a> {
+    table: &'a FeatureTable,
+    rows: &'a [usize],
+    means: &'a [f64],
+    inverse_scales: Vec<f64>,
+    alpha: f64,
+}
+
+impl StandardisedProblem<'_> {
+    /// `(Σ_i logloss_i + alpha/2 |w|²) / n` at `theta = (w, b)`, its gradient written into
+    /// `gradient`. The intercept is not penalised.
+    fn mean_loss_and_gradient(&self, theta: &[f64], gradient: &mut [f64]) -> f64 {
+        use rayon::prelude::*;
+        let p = self.means.len();
+        let (weights, bias) = (&theta[..p], theta[p]);
+        let partials: Vec<(f64, Vec<f64>)> = self
+            .rows
+            .par_chunks(CHUNK_ROWS)
+            .map(|chunk| {
+                let mut loss = 0.0;
+                let mut grad = vec![0.0; p + 1];
+                let mut z = vec![0.0; p];
+                for &row in chunk {
+                    let values = self.table.row(row);
+                    let mut margin = bias;
+                    for j in 0..p {
+                        let x = values[j];
+                        z[j] = if x.is_nan() {
+                            0.0
+                        } else {
+                            (f64::from(x) - self.means[j]) * self.inverse_scales[j]
+                        };
+                        margin += z[j] * weights[j];
+                    }
+                    let label = f64::from(self.table.labels[row]);
+                    loss += logit_log_loss(margin, label);
+                    let residual = models::gbdt::sigmoid(margin) - label;
+                    for j in 0..p {
+                        grad[j] += residual * z[j];
+                    }
+                    grad[p] += residual;
+                }
+                (loss, grad)
+            })
+            .collect();
+        let n = self.rows.len() as f64;
+        let mut loss = 0.5 * self.alpha * weights.iter().map(|w| w * w).sum::<f64>();
+        gradient.iter_mut().for_each(|g| *g = 0.0);
+        for (partial_loss, partial_gradient) in &partials {
+            loss += partial_loss;
+            for (g, pg) in gradient.iter_mut().zip(partial_gradient) {
+                *g += pg;
+            }
+        }
+        for j in 0..p {
+            gradient[j] += self.alpha * weights[j];
+        }
+        gradient.iter_mut().for_each(|g| *g /= n);
+        loss / n
     }
 }
 
@@ -175,14 +271,140 @@ pub fn gather_rows(table: &FeatureTable, rows: &[usize]) -> (Vec<f32>, Vec<f32>)
     (x, y)
 }
 
-/// Fits gradient-boosted trees on `rows` of `table` with `params` as given.
+/// Where boosting starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GbdtStart {
+    /// The log-odds of the mean label, as LightGBM and XGBoost start.
+    Constant,
+    /// The log-odds of a logistic regression fitted on the same rows: the trees model what
+    /// the linear part misses. Much better when the signal is a sum of many small effects
+    /// (counts of many event kinds), which trees approximate only in steps.
+    Linear,
+    /// Both are tried on the early-stopping inner split (see [`EarlyStopping`]); the linear
+    /// start wins when its inner log loss is clearly lower (see [`START_MIN_Z`]).
+    /// Without early stopping, `Constant`.
+    Auto,
+}
+
+impl GbdtStart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GbdtStart::Constant => "constant",
+            GbdtStart::Linear => "linear",
+            GbdtStart::Auto => "auto",
+        }
+    }
+}
+
+/// Gradient-boosted trees, optionally started from a logistic scorecard's log-odds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoostedModel {
+    /// The start: `None` for the mean label's log-odds (the trees' base score).
+    pub start: Option<LogisticScorecard>,
+    pub trees: Gbdt,
+}
+
+impl BoostedModel {
+    /// Log-odds of a row: the start's plus the trees'.
+    pub fn logit(&self, row: &[f32]) -> f64 {
+        self.start.as_ref().map_or(0.0, |s| s.logit(row)) + self.trees.raw_score(row)
+    }
+
+    /// Each feature's contribution to the log-odds (its linear contribution plus its exact
+    /// TreeSHAP value), added to `out`.
+    pub fn add_contributions(&self, row: &[f32], out: &mut [f64]) {
+        if let Some(start) = &self.start {
+            start.add_contributions(row, out);
+        }
+        let (_, shap) = self.trees.shap_values(row);
+        for (o, phi) in out.iter_mut().zip(shap) {
+            *o += phi;
+        }
+    }
+
+    /// The exported form.
+    pub fn to_graph(&self) -> models::onnx::ModelGraph {
+        use models::onnx::ModelGraph;
+        let trees = self.trees.to_tree_ensemble();
+        match &self.start {
+            None => ModelGraph::Trees(trees),
+            Some(start) => ModelGraph::TreesOnLinear {
+                linear: start.to_linear_model(),
+                trees,
+            },
+        }
+    }
+}
+
+/// The trees' training data for `rows`, with the start's log-odds as init scores.
+struct BoostingRows {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    init: Option<Vec<f64>>,
+}
+
+impl BoostingRows {
+    fn new(table: &FeatureTable, rows: &[usize], start: Option<&LogisticScorecard>) -> Self {
+        let (x, y) = gather_rows(table, rows);
+        let init = start.map(|s| rows.iter().map(|&r| s.logit(table.row(r))).collect());
+        BoostingRows { x, y, init }
+    }
+
+    fn train_data(&self, n_features: usize) -> TrainData<'_> {
+        let data = TrainData::new(&self.x, n_features, &self.y);
+        match &self.init {
+            Some(init) => data.with_init_scores(init),
+            None => data,
+        }
+    }
+
+    fn valid_data(&self) -> ValidData<'_> {
+        ValidData {
+            x: &self.x,
+            y: &self.y,
+            weights: None,
+            init_scores: self.init.as_deref(),
+        }
+    }
+}
+
+/// Fits gradient-boosted trees on `rows` of `table` with `params` as given, from `start`
+/// (`Linear` fits the scorecard with `logistic` first; `Auto` means `Constant` here).
 pub fn fit_gbdt(
     params: &GbdtParams,
+    start: GbdtStart,
+    logistic: &LogisticParams,
     table: &FeatureTable,
     rows: &[usize],
-) -> Result<Gbdt, TrainError> {
-    let (x, y) = gather_rows(table, rows);
-    Ok(params.fit(&TrainData::new(&x, table.n_features(), &y))?)
+) -> Result<BoostedModel, TrainError> {
+    let scorecard = match start {
+        GbdtStart::Linear => Some(logistic.fit(table, rows)?),
+        GbdtStart::Constant | GbdtStart::Auto => None,
+    };
+    let data = BoostingRows::new(table, rows, scorecard.as_ref());
+    let trees = params.fit(&data.train_data(table.n_features()))?;
+    Ok(BoostedModel {
+        start: scorecard,
+        trees,
+    })
+}
+
+/// Under [`GbdtStart::Auto`] the linear start is chosen only when its inner log loss is lower
+/// than the constant start's by more than this many standard errors of the mean per-row
+/// difference (a paired test on the same inner rows): a difference within noise keeps the
+/// simpler constant start.
+pub const START_MIN_Z: f64 = 2.0;
+
+/// What [`EarlyStopping::fit`] chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoppingChoice {
+    /// Number of trees.
+    pub trees: usize,
+    /// The start (never `Auto`).
+    pub start: GbdtStart,
+    /// Mean inner validation log loss of each start tried, best round.
+    pub inner_log_loss: Vec<(GbdtStart, f64)>,
 }
 
 /// How many trees to grow, found on the training rows alone: a seeded share of the training
@@ -229,16 +451,19 @@ impl EarlyStopping {
         Ok(())
     }
 
-    /// Fits on `rows` as described on [`EarlyStopping`]; returns the model and the number of
-    /// trees chosen (`None` when the inner split had too few rows of a class and
-    /// `params.n_trees` was used).
+    /// Fits on `rows` as described on [`EarlyStopping`], from `start` (with `Auto`, each
+    /// start is tried on the inner split and the lower inner log loss wins); returns the model
+    /// and what was chosen (`None` when the inner split had too few rows of a class: then
+    /// `params.n_trees` trees are grown, from the constant start under `Auto`).
     pub fn fit(
         &self,
         params: &GbdtParams,
+        start: GbdtStart,
+        logistic: &LogisticParams,
         table: &FeatureTable,
         rows: &[usize],
         seed: u64,
-    ) -> Result<(Gbdt, Option<usize>), TrainError> {
+    ) -> Result<(BoostedModel, Option<StoppingChoice>), TrainError> {
         self.check()?;
         let (inner, outer): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&row| {
             crate::split::unit_interval_hash(&table.entity_ids[row], seed ^ 0xea51_57a1)
@@ -253,30 +478,96 @@ impl EarlyStopping {
             positives >= MIN_EARLY_STOPPING_CLASS_ROWS && negatives >= MIN_EARLY_STOPPING_CLASS_ROWS
         };
         if !enough(&inner) || !enough(&outer) {
-            return Ok((fit_gbdt(params, table, rows)?, None));
+            let model = fit_gbdt(params, start, logistic, table, rows)?;
+            return Ok((model, None));
         }
-        let (x, y) = gather_rows(table, &outer);
-        let (vx, vy) = gather_rows(table, &inner);
         let searching = GbdtParams {
             n_trees: self.max_trees,
             early_stopping_rounds: Some(self.patience),
             ..params.clone()
         };
-        let probe = searching.fit(&TrainData::new(&x, table.n_features(), &y).with_validation(
-            ValidData {
-                x: &vx,
-                y: &vy,
-                weights: None,
-            },
-        ))?;
-        let best = probe.best_iteration().unwrap_or(probe.trees().len()).max(1);
+        let candidates: &[GbdtStart] = match start {
+            GbdtStart::Auto => &[GbdtStart::Constant, GbdtStart::Linear],
+            GbdtStart::Constant => &[GbdtStart::Constant],
+            GbdtStart::Linear => &[GbdtStart::Linear],
+        };
+        // (start, trees, per-row inner log loss at the best round)
+        let mut tried: Vec<(GbdtStart, usize, Vec<f64>)> = Vec::new();
+        for &candidate in candidates {
+            // The scorecard of the probe sees the outer rows only, like its trees.
+            let scorecard = match candidate {
+                GbdtStart::Linear => Some(logistic.fit(table, &outer)?),
+                _ => None,
+            };
+            let train = BoostingRows::new(table, &outer, scorecard.as_ref());
+            let valid = BoostingRows::new(table, &inner, scorecard.as_ref());
+            let probe = searching.fit(
+                &train
+                    .train_data(table.n_features())
+                    .with_validation(valid.valid_data()),
+            )?;
+            let best = probe.best_iteration().unwrap_or(probe.trees().len()).max(1);
+            let losses: Vec<f64> = inner
+                .iter()
+                .enumerate()
+                .map(|(i, &row)| {
+                    let score = valid.init.as_ref().map_or(0.0, |init| init[i])
+                        + probe.raw_score(table.row(row));
+                    logit_log_loss(score, f64::from(valid.y[i]))
+                })
+                .collect();
+            tried.push((candidate, best, losses));
+        }
+        let (mut chosen, mut best) = (tried[0].0, tried[0].1);
+        if let [(_, _, constant), (linear_start, linear_trees, linear)] = tried.as_slice()
+            && clearly_lower(linear, constant)
+        {
+            (chosen, best) = (*linear_start, *linear_trees);
+        }
         let final_params = GbdtParams {
             n_trees: best,
             early_stopping_rounds: None,
             ..params.clone()
         };
-        Ok((fit_gbdt(&final_params, table, rows)?, Some(best)))
+        let model = fit_gbdt(&final_params, chosen, logistic, table, rows)?;
+        Ok((
+            model,
+            Some(StoppingChoice {
+                trees: best,
+                start: chosen,
+                inner_log_loss: tried
+                    .iter()
+                    .map(|(start, _, losses)| (*start, mean(losses)))
+                    .collect(),
+            }),
+        ))
     }
+}
+
+/// Log loss of log-odds `z` for label `y` (0 or 1): `log(1 + e^z) - y z`, stable for any `z`.
+fn logit_log_loss(z: f64, y: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p() - y * z
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// Whether per-row losses `a` are lower than `b` (the same rows) by more than [`START_MIN_Z`]
+/// standard errors of the mean difference.
+fn clearly_lower(a: &[f64], b: &[f64]) -> bool {
+    let differences: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = differences.len() as f64;
+    if n < 2.0 {
+        return false;
+    }
+    let mean_difference = mean(&differences);
+    let variance = differences
+        .iter()
+        .map(|d| (d - mean_difference).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    mean_difference < -START_MIN_Z * (variance / n).sqrt()
 }
 
 #[cfg(test)]
@@ -315,11 +606,73 @@ mod tests {
         assert!((model.weights[0] - 2.0).abs() < 0.1, "{model:?}");
         assert!((model.weights[1] + 1.0).abs() < 0.1, "{model:?}");
         assert!((model.bias + 1.0).abs() < 0.15, "{model:?}");
-        // Whichever class linfa took as positive, P(label = 1) rises with x0.
         assert!(model.probability(&[1.0, 0.0]) > model.probability(&[0.0, 0.0]));
         // A missing value scores as the training mean.
         let at_mean = model.probability(&[0.5, model.means[1] as f32]);
         assert!((model.probability(&[0.5, f32::NAN]) - at_mean).abs() < 1e-6);
+    }
+
+    /// The same penalised objective as linfa-logistic (the solver the user named, too slow on
+    /// large tables), on an imbalanced table with missing values: the same weights.
+    #[test]
+    fn logistic_matches_linfa_logistic_on_the_same_objective() {
+        use linfa::prelude::*;
+        let mut table = linear_table(3_000);
+        // About 10 % positives, so that linfa's "positive" is the majority class `false`.
+        table
+            .labels
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .for_each(|(_, y)| *y = 0);
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        for alpha in [1.0, 30.0] {
+            let params = LogisticParams {
+                alpha,
+                gradient_tolerance: 1e-9,
+                ..LogisticParams::default()
+            };
+            let ours = params.fit(&table, &rows).unwrap();
+            let (means, scales) = column_moments(&table, &rows);
+            let x = ndarray16::Array2::from_shape_fn((table.n_rows(), 2), |(i, j)| {
+                let v = table.row(i)[j];
+                if v.is_nan() {
+                    0.0
+                } else {
+                    (f64::from(v) - means[j]) / scales[j]
+                }
+            });
+            let y: ndarray16::Array1<bool> = table.labels.iter().map(|&l| l == 1).collect();
+            let linfa_model = linfa_logistic::LogisticRegression::default()
+                .alpha(alpha)
+                .gradient_tolerance(1e-8)
+                .max_iterations(1000)
+                .fit(&linfa::Dataset::new(x, y))
+                .unwrap();
+            let sign = if linfa_model.labels().pos.class {
+                1.0
+            } else {
+                -1.0
+            };
+            let linfa_weights: Vec<f64> = (0..2)
+                .map(|j| sign * linfa_model.params()[j] / scales[j])
+                .collect();
+            for (j, (ours_weight, linfa_weight)) in
+                ours.weights.iter().zip(&linfa_weights).enumerate()
+            {
+                assert!(
+                    (ours_weight - linfa_weight).abs() < 1e-4,
+                    "alpha {alpha}, weight {j}: ours {ours_weight} linfa {linfa_weight}"
+                );
+            }
+            let linfa_bias = sign * linfa_model.intercept()
+                - linfa_weights
+                    .iter()
+                    .zip(&means)
+                    .map(|(w, m)| w * m)
+                    .sum::<f64>();
+            assert!((ours.bias - linfa_bias).abs() < 1e-4, "alpha {alpha}");
+        }
     }
 
     #[test]
@@ -353,11 +706,17 @@ mod tests {
             patience: 20,
             inner_fraction: 0.25,
         };
-        let (model, best) = stopping.fit(&params, &table, &rows, 3).unwrap();
-        let best = best.expect("enough rows of each class to stop early");
+        let logistic = LogisticParams::default();
+        let (model, choice) = stopping
+            .fit(&params, GbdtStart::Constant, &logistic, &table, &rows, 3)
+            .unwrap();
+        let choice = choice.expect("enough rows of each class to stop early");
+        let best = choice.trees;
         assert!(best < 400, "stopped at {best}");
+        assert_eq!(choice.start, GbdtStart::Constant);
+        assert!(model.start.is_none());
         assert_eq!(
-            model.trees().len(),
+            model.trees.trees().len(),
             best,
             "refitted with the chosen number of trees"
         );
@@ -369,14 +728,87 @@ mod tests {
             n_trees: 7,
             ..GbdtParams::default()
         };
-        let (model, best) = stopping.fit(&few, &tiny, &tiny_rows, 3).unwrap();
-        assert_eq!(best, None);
-        assert!(model.trees().len() <= 7);
+        let (model, choice) = stopping
+            .fit(&few, GbdtStart::Auto, &logistic, &tiny, &tiny_rows, 3)
+            .unwrap();
+        assert_eq!(choice, None);
+        assert!(
+            model.start.is_none(),
+            "Auto without an inner split starts from the mean"
+        );
+        assert!(model.trees.trees().len() <= 7);
         let bad = EarlyStopping {
             inner_fraction: 1.0,
             ..stopping
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn auto_start_is_linear_for_a_sum_of_small_effects_and_constant_for_an_interaction() {
+        let stopping = EarlyStopping {
+            max_trees: 300,
+            patience: 20,
+            inner_fraction: 0.25,
+        };
+        let logistic = LogisticParams::default();
+        let params = GbdtParams::default();
+
+        // A sum of many small effects, which trees approximate only in steps.
+        let n = 8_000;
+        let width = 20;
+        let mut rng = models::gbdt::SplitMix64::new(31);
+        let mut values = Vec::with_capacity(n * width);
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut logit = -1.0;
+            for _ in 0..width {
+                let x = (rng.next_f64() * 4.0 - 2.0) as f32;
+                logit += 0.4 * f64::from(x);
+                values.push(x);
+            }
+            labels.push(u8::from(rng.next_f64() < models::gbdt::sigmoid(logit)));
+        }
+        let additive = FeatureTable {
+            feature_names: (0..width).map(|j| format!("x{j}")).collect(),
+            entity_ids: (0..n).map(|i| i.to_string()).collect(),
+            cutoffs_ms: vec![0; n],
+            labels,
+            values,
+        };
+        let rows: Vec<usize> = (0..n).collect();
+        let (model, choice) = stopping
+            .fit(&params, GbdtStart::Auto, &logistic, &additive, &rows, 5)
+            .unwrap();
+        let choice = choice.expect("an inner split");
+        assert_eq!(choice.start, GbdtStart::Linear, "{choice:?}");
+        assert_eq!(choice.inner_log_loss.len(), 2);
+        let start = model.start.as_ref().expect("a linear start");
+        assert_eq!(model.trees.base_score(), 0.0);
+        let graph = model.to_graph();
+        for i in [0, 17, 4242] {
+            let row = additive.row(i);
+            let expected = start.logit(row) + model.trees.raw_score(row);
+            assert!((model.logit(row) - expected).abs() < 1e-12);
+            assert!((graph.logit(row) - expected).abs() < 1e-5, "row {i}");
+        }
+
+        // An interaction no linear model sees: logit = 3 sign(x0) sign(x1).
+        let mut interaction = linear_table(8_000);
+        let rows: Vec<usize> = (0..interaction.n_rows()).collect();
+        let mut rng = models::gbdt::SplitMix64::new(77);
+        for i in 0..interaction.n_rows() {
+            let row = interaction.row(i).to_vec();
+            let (x0, x1) = (row[0], if row[1].is_nan() { 0.1 } else { row[1] });
+            let logit = 3.0 * f64::from(x0.signum() * x1.signum());
+            interaction.labels[i] = u8::from(rng.next_f64() < models::gbdt::sigmoid(logit));
+        }
+        let (model, choice) = stopping
+            .fit(&params, GbdtStart::Auto, &logistic, &interaction, &rows, 5)
+            .unwrap();
+        let choice = choice.expect("an inner split");
+        assert_eq!(choice.start, GbdtStart::Constant, "{choice:?}");
+        assert!(model.start.is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod evaluate;
 pub mod fit;
 pub mod guards;
+pub mod lbfgs;
 pub mod pipeline;
 pub mod report;
 pub mod split;

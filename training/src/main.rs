@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use models::bundle::{Registry, new_version_name};
 use models::gbdt::GbdtParams;
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
-use training::fit::EarlyStopping;
+use training::fit::{EarlyStopping, GbdtStart};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
@@ -98,6 +98,19 @@ struct GbdtArgs {
     /// Grow exactly --max-trees trees, without early stopping.
     #[arg(long)]
     no_early_stopping: bool,
+    /// Where boosting starts: `constant` (the mean label's log-odds), `linear` (a logistic
+    /// regression's log-odds; the trees add what it misses), or `auto` (both tried on the
+    /// early-stopping split, the linear start kept only if clearly better; `constant` without
+    /// early stopping). "+lin" after the number of trees in the summary marks a linear start.
+    #[arg(long, value_enum, default_value = "auto")]
+    gbdt_start: StartArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum StartArg {
+    Auto,
+    Constant,
+    Linear,
 }
 
 impl GbdtArgs {
@@ -116,6 +129,11 @@ impl GbdtArgs {
                 max_trees: self.max_trees,
                 ..EarlyStopping::default()
             }),
+            gbdt_start: match self.gbdt_start {
+                StartArg::Auto => GbdtStart::Auto,
+                StartArg::Constant => GbdtStart::Constant,
+                StartArg::Linear => GbdtStart::Linear,
+            },
             ..defaults
         }
     }
@@ -172,8 +190,10 @@ struct EvaluateArgs {
     /// The generator's truth.parquet: prints the ground-truth ROC AUC on the same rows.
     #[arg(long)]
     truth: Option<PathBuf>,
-    /// Also write the feature table as CSV (entity_id, cutoff, label, features), e.g. for
-    /// ../shared/peer/train_peer.py; feature names are reduced to letters, digits and `_`.
+    /// Also write the feature table as CSV (entity_id, cutoff, label, split, features), e.g.
+    /// for ../shared/peer/train_peer.py; `split` is each row's role in the validation plan
+    /// (`train`, `valid`, `unused` or `fold<i>`); feature names are reduced to letters, digits
+    /// and `_`.
     #[arg(long)]
     export_csv: Option<PathBuf>,
     #[command(flatten)]
@@ -438,7 +458,7 @@ fn print_summary(
     truth: Option<&GroundTruth>,
 ) -> Result<()> {
     println!(
-        "  {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>7}",
+        "  {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}",
         "model",
         "rows",
         "ROC AUC",
@@ -464,12 +484,16 @@ fn print_summary(
             )
         };
         let trees = match &e.model {
-            FittedModel::Gbdt(model) => model.trees().len().to_string(),
+            FittedModel::Gbdt(model) => format!(
+                "{}{}",
+                model.trees.trees().len(),
+                if model.start.is_some() { "+lin" } else { "" }
+            ),
             FittedModel::Logistic(_) => "-".to_string(),
         };
         let (raw, calibrated) = (&e.raw_metrics, &e.calibrated_metrics);
         println!(
-            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>6} {:>7.1}",
+            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>8} {:>7.1}",
             if Some(i) == shipped { "*" } else { " " },
             e.family.as_str(),
             raw.rows,
@@ -504,8 +528,13 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
         100.0 * table.positive_rate(),
         started.elapsed().as_secs_f64()
     );
+    let (plan, _warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     if let Some(path) = &args.export_csv {
         let mut frame = table.to_dataframe()?;
+        let roles = plan.row_roles(table.n_rows());
+        frame
+            .insert_column(3, polars::prelude::Column::new("split".into(), roles))
+            .context("adding the split column")?;
         // LightGBM refuses JSON-special characters in feature names (`Country=<other>`,
         // `"`, `:`, `,`...): the CSV for other tools gets plain names, in the same order.
         let names: Vec<&str> = frame
@@ -525,7 +554,6 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("feature table written to {}", path.display());
     }
-    let (plan, _warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
     let evaluations = evaluate_with_progress(
         &prepared,

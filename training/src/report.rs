@@ -13,7 +13,7 @@ use models::metrics::{
 };
 
 use crate::error::TrainError;
-use crate::evaluate::{Evaluation, FittedModel};
+use crate::evaluate::Evaluation;
 use crate::svg::{BarChart, LineChart, PALETTE, Series, escape, horizontal_bars};
 use crate::thresholds::GRADE_SHARES;
 
@@ -393,27 +393,17 @@ fn score_histogram(e: &Evaluation) -> BarChart {
     }
 }
 
-/// The top features: total split gain for trees; for the scorecard the absolute weight per
-/// standard deviation of the feature (the log-odds moved by a typical change of it).
+/// The top features by mean |contribution| to the held-out log-odds (TreeSHAP for trees,
+/// exact contributions for the linear part): the same measure for every family, and the
+/// contributions the server gives as reasons.
 fn importance(e: &Evaluation, names: &[String]) -> (Vec<(String, f64)>, &'static str) {
-    let (values, label): (Vec<f64>, &'static str) = match &e.model {
-        FittedModel::Gbdt(model) => (
-            model.feature_importance_gain(),
-            "total gain of the splits on the feature",
-        ),
-        FittedModel::Logistic(model) => (
-            model
-                .standardised_weights()
-                .iter()
-                .map(|w| w.abs())
-                .collect(),
-            "|weight| per standard deviation of the feature (log-odds)",
-        ),
-    };
-    let mut ranked: Vec<(String, f64)> = names.iter().cloned().zip(values).collect();
+    let mut ranked: Vec<(String, f64)> = names.iter().cloned().zip(e.importance.clone()).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     ranked.truncate(TOP_FEATURES);
-    (ranked, label)
+    (
+        ranked,
+        "mean |contribution| to the held-out log-odds (TreeSHAP / linear)",
+    )
 }
 
 fn thresholds_section(

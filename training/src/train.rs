@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::fit::BoostedModel;
 use chrono::{DateTime, Utc};
 use features::builder::Cutoffs;
 use models::bundle::{
@@ -90,17 +91,30 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         .iter()
         .map(|e| truth_roc_auc(inputs.truth, prepared, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let model_kind = match evaluation.family {
-        ModelFamily::Gbdt => ModelKind::Gbdt,
-        ModelFamily::Logistic => ModelKind::Logistic,
-    };
-    let explainer = match &evaluation.model {
-        FittedModel::Gbdt(model) => Explainer::Gbdt(model.clone()),
-        FittedModel::Logistic(model) => Explainer::Linear {
-            weights: model.weights.clone(),
-            bias: model.bias,
-            reference: model.means.clone(),
-        },
+    let (model_kind, explainer) = match &evaluation.model {
+        FittedModel::Gbdt(BoostedModel { start: None, trees }) => {
+            (ModelKind::Gbdt, Explainer::Gbdt(trees.clone()))
+        }
+        FittedModel::Gbdt(BoostedModel {
+            start: Some(start),
+            trees,
+        }) => (
+            ModelKind::GbdtOnLinear,
+            Explainer::GbdtOnLinear {
+                weights: start.weights.clone(),
+                bias: start.bias,
+                reference: start.means.clone(),
+                trees: trees.clone(),
+            },
+        ),
+        FittedModel::Logistic(model) => (
+            ModelKind::Logistic,
+            Explainer::Linear {
+                weights: model.weights.clone(),
+                bias: model.bias,
+                reference: model.means.clone(),
+            },
+        ),
     };
     let scoring = ScoringModel::new(evaluation.model.to_graph(), evaluation.calibrator.clone());
     let onnx = scoring.to_onnx_bytes()?;

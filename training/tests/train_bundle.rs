@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use features::synthetic::{GeneratorParams, SyntheticKind};
-use models::bundle::{Bundle, Explainer, Registry};
-use models::onnx::{LinearModel, ModelGraph, ScoringModel};
+use models::bundle::{Bundle, Registry};
+use models::onnx::ScoringModel;
 use ndarray::Array2;
 use training::evaluate::FamilyParams;
-use training::fit::EarlyStopping;
+use training::fit::{EarlyStopping, GbdtStart};
 use training::pipeline::{Prepared, ValidationMode, prepare, validation_plan};
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families,
@@ -27,7 +27,8 @@ use training::truth::GroundTruth;
 const PARITY_TOLERANCE: f64 = 1e-5;
 
 /// Trains both families on `prepared` (early stopping capped at 150 trees to keep the test
-/// short) and writes a bundle of each to `registry`; returns them with the chosen one first.
+/// short; the trees boosted from the scorecard, the graph with both parts) and writes a bundle
+/// of each to `registry`; returns them with the chosen one first.
 fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>) -> Vec<Bundle> {
     let started = Instant::now();
     let (plan, warnings) = validation_plan(prepared, ValidationMode::Auto, 5, 7).expect("plan");
@@ -37,6 +38,7 @@ fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>)
             patience: 20,
             ..EarlyStopping::default()
         }),
+        gbdt_start: GbdtStart::Linear,
         ..FamilyParams::default()
     };
     let evaluations = evaluate_families(prepared, &plan, FamilyChoice::Best, &params, 7, |_| {})
@@ -67,28 +69,14 @@ fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>)
         .collect()
 }
 
-/// The model part of a loaded bundle, rebuilt from its explainer (which keeps the trees, or
-/// the weights and the means that fill missing values).
-fn graph_of(bundle: &Bundle) -> ModelGraph {
-    match bundle.explainer() {
-        Explainer::Gbdt(model) => ModelGraph::Trees(model.to_tree_ensemble()),
-        Explainer::Linear {
-            weights,
-            bias,
-            reference,
-        } => ModelGraph::Linear(LinearModel {
-            weights: weights.iter().map(|&w| w as f32).collect(),
-            bias: *bias as f32,
-            missing_values: reference.iter().map(|&m| m as f32).collect(),
-        }),
-    }
-}
-
 /// Scores every row of the table through the bundle's `model.onnx` in ONNX Runtime and in
 /// Python onnxruntime, and compares with the Rust scoring model rebuilt from the bundle
 /// (explainer + calibrator).
 async fn check_bundle_in_runtimes(bundle: &Bundle, prepared: &Prepared) {
-    let scoring = ScoringModel::new(graph_of(bundle), bundle.manifest().calibration.clone());
+    let scoring = ScoringModel::new(
+        bundle.explainer().model_graph(),
+        bundle.manifest().calibration.clone(),
+    );
     let table = &prepared.table;
     let x = Array2::from_shape_vec((table.n_rows(), table.n_features()), table.values.clone())
         .expect("shape");

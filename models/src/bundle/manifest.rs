@@ -12,6 +12,7 @@ use super::{BUNDLE_FORMAT_VERSION, check_version_name};
 use crate::calibration::Calibrator;
 use crate::gbdt::Gbdt;
 use crate::metrics::BinaryMetrics;
+use crate::onnx::{LinearModel, ModelGraph};
 
 /// The readable description of a bundle (`manifest.json`, pretty JSON).
 ///
@@ -170,6 +171,9 @@ pub enum ModelKind {
     Gbdt,
     /// Logistic regression.
     Logistic,
+    /// Gradient-boosted trees started from a logistic regression's log-odds
+    /// (the trees model what the linear part misses; the logits add up).
+    GbdtOnLinear,
 }
 
 impl ModelKind {
@@ -178,6 +182,7 @@ impl ModelKind {
         match self {
             ModelKind::Gbdt => ExplanationKind::TreeShap,
             ModelKind::Logistic => ExplanationKind::LinearContributions,
+            ModelKind::GbdtOnLinear => ExplanationKind::LinearAndTreeShap,
         }
     }
 }
@@ -190,6 +195,8 @@ pub enum ExplanationKind {
     TreeShap,
     /// Exact linear contributions `w_j (x_j - mean_j)` ([`Explainer::Linear`]).
     LinearContributions,
+    /// Both, added feature by feature ([`Explainer::GbdtOnLinear`]).
+    LinearAndTreeShap,
 }
 
 /// One input feature of the model.
@@ -418,6 +425,18 @@ pub enum Explainer {
         /// contributions.
         reference: Vec<f64>,
     },
+    /// Trees boosted from a linear model's log-odds: a feature's
+    /// contribution is its linear contribution (as in [`Explainer::Linear`])
+    /// plus its TreeSHAP value on `trees`.
+    GbdtOnLinear {
+        /// The linear part: one weight per feature.
+        weights: Vec<f64>,
+        bias: f64,
+        /// The baseline of the linear contributions.
+        reference: Vec<f64>,
+        /// The trees (their base score is 0: the linear part is the start).
+        trees: Gbdt,
+    },
 }
 
 impl Explainer {
@@ -426,6 +445,35 @@ impl Explainer {
         match self {
             Explainer::Gbdt(_) => ExplanationKind::TreeShap,
             Explainer::Linear { .. } => ExplanationKind::LinearContributions,
+            Explainer::GbdtOnLinear { .. } => ExplanationKind::LinearAndTreeShap,
+        }
+    }
+
+    /// The model part (features → log-odds) the explainer describes, as
+    /// exported: weights, bias and means rounded to `f32`. With the bundle's
+    /// calibrator it rebuilds the scoring model of `model.onnx`.
+    pub fn model_graph(&self) -> ModelGraph {
+        let linear = |weights: &[f64], bias: f64, reference: &[f64]| LinearModel {
+            weights: weights.iter().map(|&w| w as f32).collect(),
+            bias: bias as f32,
+            missing_values: reference.iter().map(|&m| m as f32).collect(),
+        };
+        match self {
+            Explainer::Gbdt(model) => ModelGraph::Trees(model.to_tree_ensemble()),
+            Explainer::Linear {
+                weights,
+                bias,
+                reference,
+            } => ModelGraph::Linear(linear(weights, *bias, reference)),
+            Explainer::GbdtOnLinear {
+                weights,
+                bias,
+                reference,
+                trees,
+            } => ModelGraph::TreesOnLinear {
+                linear: linear(weights, *bias, reference),
+                trees: trees.to_tree_ensemble(),
+            },
         }
     }
 
@@ -434,6 +482,7 @@ impl Explainer {
         match self {
             Explainer::Gbdt(model) => model.n_features(),
             Explainer::Linear { weights, .. } => weights.len(),
+            Explainer::GbdtOnLinear { weights, .. } => weights.len(),
         }
     }
 
@@ -441,36 +490,55 @@ impl Explainer {
     /// agree and every number is finite. (Trees are checked when read.)
     pub fn check(&self, n_features: usize) -> Result<(), String> {
         match self {
-            Explainer::Gbdt(model) => {
-                if model.n_features() != n_features {
-                    return Err(format!(
-                        "the trees take {} features, the model has {n_features}",
-                        model.n_features()
-                    ));
-                }
-            }
+            Explainer::Gbdt(model) => check_trees(model, n_features),
             Explainer::Linear {
                 weights,
                 bias,
                 reference,
+            } => check_linear(weights, *bias, reference, n_features),
+            Explainer::GbdtOnLinear {
+                weights,
+                bias,
+                reference,
+                trees,
             } => {
-                if weights.len() != n_features || reference.len() != n_features {
-                    return Err(format!(
-                        "{} weights and {} reference values, the model has {n_features} features",
-                        weights.len(),
-                        reference.len()
-                    ));
-                }
-                if !bias.is_finite() {
-                    return Err(format!("bias {bias} is not finite"));
-                }
-                for (what, values) in [("weight", weights), ("reference value", reference)] {
-                    if let Some(j) = values.iter().position(|v| !v.is_finite()) {
-                        return Err(format!("{what} {j} is {}, not finite", values[j]));
-                    }
-                }
+                check_linear(weights, *bias, reference, n_features)?;
+                check_trees(trees, n_features)
             }
         }
-        Ok(())
     }
+}
+
+fn check_trees(model: &Gbdt, n_features: usize) -> Result<(), String> {
+    if model.n_features() != n_features {
+        return Err(format!(
+            "the trees take {} features, the model has {n_features}",
+            model.n_features()
+        ));
+    }
+    Ok(())
+}
+
+fn check_linear(
+    weights: &[f64],
+    bias: f64,
+    reference: &[f64],
+    n_features: usize,
+) -> Result<(), String> {
+    if weights.len() != n_features || reference.len() != n_features {
+        return Err(format!(
+            "{} weights and {} reference values, the model has {n_features} features",
+            weights.len(),
+            reference.len()
+        ));
+    }
+    if !bias.is_finite() {
+        return Err(format!("bias {bias} is not finite"));
+    }
+    for (what, values) in [("weight", weights), ("reference value", reference)] {
+        if let Some(j) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!("{what} {j} is {}, not finite", values[j]));
+        }
+    }
+    Ok(())
 }

@@ -172,6 +172,17 @@ pub enum GbdtError {
     /// Only one class has positive total weight.
     #[error("{set} labels (with positive weight) are all {label}: need both classes")]
     SingleClass { set: DataSet, label: f32 },
+    /// A NaN or infinite init score (the first such row).
+    #[error("{set} row {row}: init score {value} is not finite")]
+    NonFiniteInitScore {
+        set: DataSet,
+        row: usize,
+        value: f64,
+    },
+    /// Init scores for the training rows but not the validation rows, or
+    /// the other way round.
+    #[error("init scores must be given for both the training and the validation rows, or neither")]
+    InitScoresOnOneSide,
     /// Early stopping was asked for without validation rows.
     #[error("early_stopping_rounds is set but no validation data was given")]
     EarlyStoppingWithoutValidation,
@@ -274,7 +285,13 @@ impl GbdtParams {
         }
         let n_features = data.n_features;
         let n_rows = data.y.len();
-        let base_score = base_score(data.y, data.weights, DataSet::Training)?;
+        // With init scores the trees model a correction of a given score: no base score.
+        let mean_log_odds = base_score(data.y, data.weights, DataSet::Training)?;
+        let base_score = if data.init_scores.is_some() {
+            0.0
+        } else {
+            mean_log_odds
+        };
         let matrix = BinnedMatrix::build(data.x, n_features, self.max_bins, self.seed);
         let splittable: Vec<usize> = (0..n_features)
             .filter(|&f| matrix.features[f].is_splittable())
@@ -282,13 +299,16 @@ impl GbdtParams {
 
         let mut learner = TreeLearner::new(&matrix, self.growth_config());
         let mut rng = SplitMix64::new(self.seed);
-        let mut scores = vec![f64::from(base_score); n_rows];
+        let mut scores = match data.init_scores {
+            Some(init) => init.to_vec(),
+            None => vec![f64::from(base_score); n_rows],
+        };
         let mut grads: Vec<GradPair> = vec![[0.0; 2]; n_rows];
         let mut in_bag = vec![false; n_rows];
-        let mut valid_scores = data
-            .valid
-            .as_ref()
-            .map(|v| vec![f64::from(base_score); v.y.len()]);
+        let mut valid_scores = data.valid.as_ref().map(|v| match v.init_scores {
+            Some(init) => init.to_vec(),
+            None => vec![f64::from(base_score); v.y.len()],
+        });
         let mut trees: Vec<GbdtTree> = Vec::with_capacity(self.n_trees);
         let mut best: Option<(usize, f64)> = None;
 
@@ -373,6 +393,9 @@ pub struct ValidData<'a> {
     pub y: &'a [f32],
     /// Row weights (finite, `>= 0`); `None` means all 1.
     pub weights: Option<&'a [f32]>,
+    /// The offsets of these rows, when the training rows have them
+    /// ([`TrainData::init_scores`]).
+    pub init_scores: Option<&'a [f64]>,
 }
 
 /// Training data: borrowed row-major features, labels, optional weights and
@@ -391,6 +414,12 @@ pub struct TrainData<'a> {
     /// Rows to watch for early stopping
     /// ([`GbdtParams::early_stopping_rounds`]).
     pub valid: Option<ValidData<'a>>,
+    /// A log-odds offset per row that boosting starts from (LightGBM's
+    /// `init_score`), e.g. a linear model's: the trees then model what the
+    /// offset misses, the model has no base score, and its logit must be
+    /// added to the offset's. `None`: start from the log-odds of the mean
+    /// label.
+    pub init_scores: Option<&'a [f64]>,
 }
 
 impl<'a> TrainData<'a> {
@@ -402,6 +431,15 @@ impl<'a> TrainData<'a> {
             y,
             weights: None,
             valid: None,
+            init_scores: None,
+        }
+    }
+
+    /// Sets the offsets boosting starts from ([`TrainData::init_scores`]).
+    pub fn with_init_scores(self, init_scores: &'a [f64]) -> Self {
+        Self {
+            init_scores: Some(init_scores),
+            ..self
         }
     }
 
@@ -433,11 +471,36 @@ impl<'a> TrainData<'a> {
             self.y,
             self.weights,
         )?;
+        check_init_scores(DataSet::Training, self.y.len(), self.init_scores)?;
         if let Some(v) = &self.valid {
             check_set(DataSet::Validation, v.x, self.n_features, v.y, v.weights)?;
+            check_init_scores(DataSet::Validation, v.y.len(), v.init_scores)?;
+            if self.init_scores.is_some() != v.init_scores.is_some() {
+                return Err(GbdtError::InitScoresOnOneSide);
+            }
         }
         Ok(())
     }
+}
+
+fn check_init_scores(set: DataSet, n_rows: usize, init: Option<&[f64]>) -> Result<(), GbdtError> {
+    let Some(init) = init else { return Ok(()) };
+    if init.len() != n_rows {
+        return Err(GbdtError::ShapeMismatch {
+            set,
+            what: "init_scores",
+            expected: n_rows,
+            actual: init.len(),
+        });
+    }
+    if let Some(row) = init.iter().position(|v| !v.is_finite()) {
+        return Err(GbdtError::NonFiniteInitScore {
+            set,
+            row,
+            value: init[row],
+        });
+    }
+    Ok(())
 }
 
 fn check_set(
@@ -1007,6 +1070,7 @@ mod tests {
             x: &x[..4],
             y: &[0.0, 3.0],
             weights: None,
+            init_scores: None,
         };
         assert_eq!(
             fit(TrainData::new(&x, 2, &y).with_validation(valid)),
@@ -1213,6 +1277,7 @@ mod tests {
             x: &xv,
             y: &yv,
             weights: None,
+            init_scores: None,
         });
         let fit_with = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -1231,6 +1296,76 @@ mod tests {
         .fit(&data)
         .expect("fit");
         assert_ne!(one, other_seed);
+    }
+
+    #[test]
+    fn boosting_from_init_scores_learns_only_what_they_miss() {
+        // logit = offset + (x0 > 0.5 ? 1 : -1); the offset is not a feature.
+        let mut rng = SplitMix64::new(21);
+        let n = 20_000;
+        let mut x = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(n);
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let x0 = rng.next_f64() as f32;
+            let offset = rng.next_f64() * 6.0 - 3.0;
+            let logit = offset + if x0 > 0.5 { 1.0 } else { -1.0 };
+            x.push(x0);
+            offsets.push(offset);
+            y.push(if rng.next_f64() < sigmoid(logit) {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let params = GbdtParams {
+            n_trees: 50,
+            num_leaves: 2,
+            ..GbdtParams::default()
+        };
+        let with_offsets = params
+            .fit(&TrainData::new(&x, 1, &y).with_init_scores(&offsets))
+            .expect("fit");
+        assert_eq!(with_offsets.base_score(), 0.0);
+        let step = |m: &Gbdt| m.raw_score(&[0.9]) - m.raw_score(&[0.1]);
+        assert!(
+            (step(&with_offsets) - 2.0).abs() < 0.3,
+            "step {}",
+            step(&with_offsets)
+        );
+        // Without the offsets the same step is attenuated (the ignored
+        // offset blurs it), so the test tells the two apart.
+        let without = params.fit(&TrainData::new(&x, 1, &y)).expect("fit");
+        assert!(step(&without) < 1.6, "step {}", step(&without));
+
+        let short = &offsets[..10];
+        assert!(matches!(
+            params.fit(&TrainData::new(&x, 1, &y).with_init_scores(short)),
+            Err(GbdtError::ShapeMismatch {
+                what: "init_scores",
+                ..
+            })
+        ));
+        let mut bad = offsets.clone();
+        bad[7] = f64::NAN;
+        assert!(matches!(
+            params.fit(&TrainData::new(&x, 1, &y).with_init_scores(&bad)),
+            Err(GbdtError::NonFiniteInitScore { row: 7, .. })
+        ));
+        let valid = ValidData {
+            x: &x[..100],
+            y: &y[..100],
+            weights: None,
+            init_scores: None,
+        };
+        assert!(matches!(
+            params.fit(
+                &TrainData::new(&x, 1, &y)
+                    .with_init_scores(&offsets)
+                    .with_validation(valid)
+            ),
+            Err(GbdtError::InitScoresOnOneSide)
+        ));
     }
 
     #[test]
@@ -1253,6 +1388,7 @@ mod tests {
                 x: xv,
                 y: yv,
                 weights: None,
+                init_scores: None,
             }))
             .expect("fit");
         let best = model.best_iteration().expect("validation given");
@@ -1280,6 +1416,7 @@ mod tests {
             x: xv,
             y: yv,
             weights: None,
+            init_scores: None,
         }))
         .expect("fit");
         assert_eq!(full.best_iteration(), Some(best));

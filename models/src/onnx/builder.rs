@@ -371,7 +371,7 @@ pub(super) struct GraphParts {
 
 impl GraphParts {
     /// Appends a node named after its first output.
-    fn node(
+    pub(super) fn node(
         &mut self,
         op: &str,
         inputs: &[&str],
@@ -423,9 +423,13 @@ impl GraphParts {
     }
 }
 
-/// Appends the tree part: `features` → [`LOGIT`]. The ensemble must be
+/// Appends the tree part: `features` → `output`. The ensemble must be
 /// valid.
-pub(super) fn tree_logit(ensemble: &TreeEnsemble, parts: &mut GraphParts) -> Result<(), OnnxError> {
+pub(super) fn tree_logit(
+    ensemble: &TreeEnsemble,
+    parts: &mut GraphParts,
+    output: &str,
+) -> Result<(), OnnxError> {
     let mut treeids = Vec::new();
     let mut nodeids = Vec::new();
     let mut featureids = Vec::new();
@@ -506,15 +510,19 @@ pub(super) fn tree_logit(ensemble: &TreeEnsemble, parts: &mut GraphParts) -> Res
     parts.node(
         "Gather",
         &[TREE_PROBABILITIES, "positive_class"],
-        &[LOGIT],
+        &[output],
         vec![attr_int("axis", 1)],
     );
     Ok(())
 }
 
-/// Appends the linear part: `features` → [`LOGIT`]. The model must be
+/// Appends the linear part: `features` → `output`. The model must be
 /// valid.
-pub(super) fn linear_logit(model: &LinearModel, parts: &mut GraphParts) -> Result<(), OnnxError> {
+pub(super) fn linear_logit(
+    model: &LinearModel,
+    parts: &mut GraphParts,
+    output: &str,
+) -> Result<(), OnnxError> {
     let n_features = dim_i64(model.weights.len())?;
     parts.floats(
         "missing_values",
@@ -531,7 +539,7 @@ pub(super) fn linear_logit(model: &LinearModel, parts: &mut GraphParts) -> Resul
         vec![],
     );
     parts.node("MatMul", &["filled", "weights"], &["dot"], vec![]);
-    parts.node("Add", &["dot", "bias"], &[LOGIT], vec![]);
+    parts.node("Add", &["dot", "bias"], &[output], vec![]);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! graph from the `f32` feature vector to the calibrated probability.
 
 use super::builder::{
-    GraphParts, calibration_tail, dim_i64, linear_logit, tree_logit, validate_calibration,
+    GraphParts, LOGIT, calibration_tail, dim_i64, linear_logit, tree_logit, validate_calibration,
 };
 use super::proto::ModelProto;
 use super::{LinearModel, OnnxError, ToOnnx, TreeEnsemble};
@@ -14,8 +14,14 @@ use crate::calibration::Calibrator;
 pub enum ModelGraph {
     /// A boosted tree ensemble (`TreeEnsembleClassifier`).
     Trees(TreeEnsemble),
-    /// A logistic regression (`MatMul` + `Add` + `Sigmoid`).
+    /// A logistic regression (`MatMul` + `Add`).
     Linear(LinearModel),
+    /// Trees boosted from a linear model's log-odds: the two logits added
+    /// (`Add` of the two parts above, in `f32`).
+    TreesOnLinear {
+        linear: LinearModel,
+        trees: TreeEnsemble,
+    },
 }
 
 impl From<TreeEnsemble> for ModelGraph {
@@ -36,6 +42,7 @@ impl ModelGraph {
         match self {
             ModelGraph::Trees(e) => e.n_features,
             ModelGraph::Linear(m) => m.weights.len(),
+            ModelGraph::TreesOnLinear { linear, .. } => linear.weights.len(),
         }
     }
 
@@ -45,6 +52,18 @@ impl ModelGraph {
         match self {
             ModelGraph::Trees(e) => e.validate(),
             ModelGraph::Linear(m) => m.validate(),
+            ModelGraph::TreesOnLinear { linear, trees } => {
+                linear.validate()?;
+                trees.validate()?;
+                if trees.n_features != linear.weights.len() {
+                    return Err(OnnxError::Width {
+                        what: "the tree ensemble's input".into(),
+                        expected: linear.weights.len(),
+                        got: trees.n_features,
+                    });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -56,6 +75,7 @@ impl ModelGraph {
         match self {
             ModelGraph::Trees(e) => e.logit(row),
             ModelGraph::Linear(m) => m.logit(row),
+            ModelGraph::TreesOnLinear { linear, trees } => linear.logit(row) + trees.logit(row),
         }
     }
 
@@ -68,6 +88,9 @@ impl ModelGraph {
         match self {
             ModelGraph::Trees(e) => e.logit_f32(row),
             ModelGraph::Linear(m) => m.logit_f32(row),
+            ModelGraph::TreesOnLinear { linear, trees } => {
+                linear.logit_f32(row) + trees.logit_f32(row)
+            }
         }
     }
 
@@ -172,12 +195,18 @@ impl ToOnnx for ScoringModel {
         let mut parts = GraphParts::default();
         let name = match &self.model {
             ModelGraph::Trees(e) => {
-                tree_logit(e, &mut parts)?;
+                tree_logit(e, &mut parts, LOGIT)?;
                 "leadscore_tree_ensemble"
             }
             ModelGraph::Linear(m) => {
-                linear_logit(m, &mut parts)?;
+                linear_logit(m, &mut parts, LOGIT)?;
                 "leadscore_linear"
+            }
+            ModelGraph::TreesOnLinear { linear, trees } => {
+                linear_logit(linear, &mut parts, "linear_logit")?;
+                tree_logit(trees, &mut parts, "tree_logit")?;
+                parts.node("Add", &["linear_logit", "tree_logit"], &[LOGIT], vec![]);
+                "leadscore_trees_on_linear"
             }
         };
         calibration_tail(&self.calibration, &mut parts)?;
