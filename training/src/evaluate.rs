@@ -13,6 +13,7 @@
 //! (Platt or isotonic) that did better across the two halves.
 
 use features::builder::FeatureTable;
+use models::bundle::{Explainer, ModelKind};
 use models::calibration::{
     Calibrator, MIN_ISOTONIC_CLASS_ROWS, MIN_ISOTONIC_ROWS, fit_isotonic, fit_platt,
 };
@@ -92,25 +93,55 @@ impl FittedModel {
         }
     }
 
-    /// Each feature's contribution to the row's log-odds: exact linear contributions, plus
-    /// exact TreeSHAP values for trees (what the server explains a score with).
-    pub fn contributions(&self, row: &[f32]) -> Vec<f64> {
-        let mut out = vec![0.0; row.len()];
+    /// A warning when the scorecard (the model, or the trees' start) did not converge.
+    pub fn solver_warning(&self) -> Option<String> {
+        let scorecard = match self {
+            FittedModel::Logistic(model) => Some(model),
+            FittedModel::Gbdt(model) => model.start.as_ref(),
+        };
+        scorecard.and_then(|s| s.convergence.warning())
+    }
+
+    /// The bundle's model kind and explainer for this model.
+    pub fn kind_and_explainer(&self) -> (ModelKind, Explainer) {
         match self {
-            FittedModel::Gbdt(model) => model.add_contributions(row, &mut out),
-            FittedModel::Logistic(model) => model.add_contributions(row, &mut out),
+            FittedModel::Gbdt(BoostedModel { start: None, trees }) => {
+                (ModelKind::Gbdt, Explainer::Gbdt(trees.clone()))
+            }
+            FittedModel::Gbdt(BoostedModel {
+                start: Some(start),
+                trees,
+            }) => (
+                ModelKind::GbdtOnLinear,
+                Explainer::GbdtOnLinear {
+                    weights: start.weights.clone(),
+                    bias: start.bias,
+                    reference: start.means.clone(),
+                    trees: trees.clone(),
+                },
+            ),
+            FittedModel::Logistic(model) => (
+                ModelKind::Logistic,
+                Explainer::Linear {
+                    weights: model.weights.clone(),
+                    bias: model.bias,
+                    reference: model.means.clone(),
+                },
+            ),
         }
-        out
     }
 
     /// Mean absolute contribution of each feature to the log-odds over `rows` (at most
-    /// [`IMPORTANCE_ROWS`] of them, evenly spaced): one importance measure for every family.
+    /// [`IMPORTANCE_ROWS`] of them, evenly spaced), by the bundle's own explainer
+    /// ([`Explainer::explain_into`]: TreeSHAP, exact linear contributions): one measure for
+    /// every family, and the contributions the server gives as reasons.
     pub fn mean_abs_contributions(&self, table: &FeatureTable, rows: &[usize]) -> Vec<f64> {
+        let (_, explainer) = self.kind_and_explainer();
         let step = rows.len().div_ceil(IMPORTANCE_ROWS).max(1);
         let sample: Vec<usize> = rows.iter().copied().step_by(step).collect();
         let per_row: Vec<Vec<f64>> = sample
             .par_iter()
-            .map(|&row| self.contributions(table.row(row)))
+            .map(|&row| explainer.explain(table.row(row)).1)
             .collect();
         let mut totals = vec![0.0; table.n_features()];
         for contributions in &per_row {

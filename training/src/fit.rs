@@ -48,6 +48,33 @@ pub struct LogisticScorecard {
     pub means: Vec<f64>,
     /// Training standard deviation of each feature (1 for a constant one).
     pub scales: Vec<f64>,
+    /// How the solver ended.
+    pub convergence: Convergence,
+}
+
+/// How the L-BFGS fit of a scorecard ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Convergence {
+    pub iterations: usize,
+    /// Largest absolute entry of the gradient of the mean penalised log loss at the end.
+    pub gradient_max: f64,
+    /// Whether `gradient_max` reached the tolerance; when not, the weights are the best found
+    /// in `max_iterations` (as scikit-learn's ConvergenceWarning).
+    pub converged: bool,
+}
+
+impl Convergence {
+    /// A warning for the user when the solver did not converge.
+    pub fn warning(&self) -> Option<String> {
+        (!self.converged).then(|| {
+            format!(
+                "the scorecard's solver stopped after {} iterations before reaching its \
+                 tolerance (largest gradient entry {:.1e}); the weights are usable but not \
+                 fully converged",
+                self.iterations, self.gradient_max
+            )
+        })
+    }
 }
 
 impl LogisticParams {
@@ -112,6 +139,11 @@ impl LogisticParams {
             bias,
             means,
             scales,
+            convergence: Convergence {
+                iterations: minimum.iterations,
+                gradient_max: minimum.gradient_max,
+                converged: minimum.converged,
+            },
         })
     }
 }
@@ -130,17 +162,6 @@ impl LogisticScorecard {
 
     pub fn probability(&self, row: &[f32]) -> f64 {
         models::gbdt::sigmoid(self.logit(row))
-    }
-
-    /// Each feature's exact contribution to the log-odds, `w_j (x_j - mean_j)` (0 for a
-    /// missing value, which scores as the mean), added to `out`; they sum to the logit minus
-    /// the logit at the means.
-    pub fn add_contributions(&self, row: &[f32], out: &mut [f64]) {
-        for (j, x) in row.iter().enumerate() {
-            if !x.is_nan() {
-                out[j] += self.weights[j] * (f64::from(*x) - self.means[j]);
-            }
-        }
     }
 
     /// The weights per standard deviation of each feature: comparable across features.
@@ -309,18 +330,6 @@ impl BoostedModel {
     /// Log-odds of a row: the start's plus the trees'.
     pub fn logit(&self, row: &[f32]) -> f64 {
         self.start.as_ref().map_or(0.0, |s| s.logit(row)) + self.trees.raw_score(row)
-    }
-
-    /// Each feature's contribution to the log-odds (its linear contribution plus its exact
-    /// TreeSHAP value), added to `out`.
-    pub fn add_contributions(&self, row: &[f32], out: &mut [f64]) {
-        if let Some(start) = &self.start {
-            start.add_contributions(row, out);
-        }
-        let (_, shap) = self.trees.shap_values(row);
-        for (o, phi) in out.iter_mut().zip(shap) {
-            *o += phi;
-        }
     }
 
     /// The exported form.
@@ -809,6 +818,29 @@ mod tests {
         let choice = choice.expect("an inner split");
         assert_eq!(choice.start, GbdtStart::Constant, "{choice:?}");
         assert!(model.start.is_none());
+    }
+
+    #[test]
+    fn the_scorecard_says_whether_its_solver_converged() {
+        let table = linear_table(2_000);
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        let converged = LogisticParams::default().fit(&table, &rows).unwrap();
+        assert!(
+            converged.convergence.converged,
+            "{:?}",
+            converged.convergence
+        );
+        assert!(converged.convergence.warning().is_none());
+        let cut_short = LogisticParams {
+            max_iterations: 2,
+            gradient_tolerance: 1e-12,
+            ..LogisticParams::default()
+        }
+        .fit(&table, &rows)
+        .unwrap();
+        assert_eq!(cut_short.convergence.iterations, 2);
+        let warning = cut_short.convergence.warning().expect("a warning");
+        assert!(warning.contains("after 2 iterations"), "{warning}");
     }
 
     #[test]

@@ -509,6 +509,9 @@ fn print_summary(
             e.fit_seconds
         );
         println!("    calibration: {}", e.calibration_reason);
+        if let Some(warning) = e.model.solver_warning() {
+            println!("    warning: {warning}");
+        }
     }
     if shipped.is_some() {
         println!("  (* shipped)");

@@ -37,7 +37,7 @@ pub struct ReportInput<'a> {
     /// Every evaluated family; `shipped` indexes the one in the bundle.
     pub families: &'a [FamilyResult<'a>],
     pub shipped: usize,
-    /// Leakage warnings of the data guards.
+    /// Warnings: the data guards' (likely leakage) and the solvers' (not converged).
     pub warnings: &'a [String],
     /// Seconds the whole run took up to the report.
     pub elapsed_seconds: f64,

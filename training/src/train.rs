@@ -4,17 +4,16 @@
 
 use std::time::Instant;
 
-use crate::fit::BoostedModel;
 use chrono::{DateTime, Utc};
 use features::builder::Cutoffs;
 use models::bundle::{
-    BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, Explainer, HoldoutRow, Manifest, ModelKind,
-    ValidationSummary, describe_features, fingerprint_spec,
+    BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
+    describe_features, fingerprint_spec,
 };
 use models::onnx::{ScoringModel, ToOnnx};
 
 use crate::error::TrainError;
-use crate::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
+use crate::evaluate::{Evaluation, FamilyParams, ModelFamily, ValidationPlan};
 use crate::pipeline::Prepared;
 use crate::report::{FamilyResult, ReportInput, render_report};
 use crate::thresholds::default_thresholds;
@@ -91,31 +90,7 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         .iter()
         .map(|e| truth_roc_auc(inputs.truth, prepared, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let (model_kind, explainer) = match &evaluation.model {
-        FittedModel::Gbdt(BoostedModel { start: None, trees }) => {
-            (ModelKind::Gbdt, Explainer::Gbdt(trees.clone()))
-        }
-        FittedModel::Gbdt(BoostedModel {
-            start: Some(start),
-            trees,
-        }) => (
-            ModelKind::GbdtOnLinear,
-            Explainer::GbdtOnLinear {
-                weights: start.weights.clone(),
-                bias: start.bias,
-                reference: start.means.clone(),
-                trees: trees.clone(),
-            },
-        ),
-        FittedModel::Logistic(model) => (
-            ModelKind::Logistic,
-            Explainer::Linear {
-                weights: model.weights.clone(),
-                bias: model.bias,
-                reference: model.means.clone(),
-            },
-        ),
-    };
+    let (model_kind, explainer) = evaluation.model.kind_and_explainer();
     let scoring = ScoringModel::new(evaluation.model.to_graph(), evaluation.calibrator.clone());
     let onnx = scoring.to_onnx_bytes()?;
     let thresholds = default_thresholds(&evaluation.calibrated_scores, &evaluation.holdout_labels)?;
@@ -177,11 +152,17 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
             truth_roc_auc,
         })
         .collect();
+    let mut warnings = inputs.warnings.to_vec();
+    warnings.extend(inputs.evaluations.iter().filter_map(|e| {
+        e.model
+            .solver_warning()
+            .map(|w| format!("{}: {w}", e.family.as_str()))
+    }));
     let report_html = render_report(&ReportInput {
         manifest: &manifest,
         families: &families,
         shipped: inputs.shipped,
-        warnings: inputs.warnings,
+        warnings: &warnings,
         elapsed_seconds: inputs.started.elapsed().as_secs_f64(),
     })?;
     Ok(BundleContents {

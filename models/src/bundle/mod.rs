@@ -8,7 +8,8 @@
 //! of its files, validation metrics, calibration, the sales-ready threshold
 //! and A–D grade bands, creation time and code version), [`EXPLAINER_FILE`]
 //! (what explanations need: the trees for TreeSHAP or the linear weights and
-//! their baseline, see [`Explainer`]), [`REPORT_FILE`] (the HTML report) and
+//! their baseline, see [`Explainer`]; [`Explainer::explain_into`] gives each
+//! feature's exact contribution to a score), [`REPORT_FILE`] (the HTML report) and
 //! [`HOLDOUT_FILE`] (the calibrated validation scores as CSV).
 //!
 //! [`write_bundle`] writes a bundle atomically: every file goes into a
@@ -22,12 +23,14 @@
 //! when something is wrong. [`Registry`] lists the complete versions of a
 //! task. The serving crate reads bundles only through this module.
 
+mod explain;
 mod fingerprint;
 mod manifest;
 mod store;
 
 use std::path::{Path, PathBuf};
 
+pub use explain::ExplainScratch;
 pub use fingerprint::{DataFingerprint, FileFingerprint, fingerprint_files, fingerprint_spec};
 pub use manifest::{
     DatasetInfo, Explainer, ExplanationKind, FeatureDescription, FeatureKind, Grade, GradeBands,
