@@ -8,7 +8,9 @@
 //! categorical levels with rare ones grouped) and then turns one entity's history as of a
 //! cutoff into a fixed, named vector of `f32` features. The batch [`builder`] (polars lazy
 //! frames) and the server both call [`FeaturePlan::compute`], so a lead's features at serving
-//! time are bit for bit those of its training row. [`synthetic`] generates CRM histories with
+//! time are bit for bit those of its training row. [`reasons`] groups the features into what
+//! a sales rep recognises (a profile field, an event type, a channel) and says each group's
+//! value in words, for the reasons given with a score. [`synthetic`] generates CRM histories with
 //! a hidden ground-truth model for tests, benchmarks and the demo.
 
 pub mod builder;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod history;
 pub mod load;
 pub mod plan;
+pub mod reasons;
 pub mod spec;
 pub mod synthetic;
 

@@ -124,18 +124,19 @@ pub struct FeaturePlanData {
     pub feature_names: Vec<String>,
 }
 
+/// Where each block of features starts in a feature row.
 #[derive(Debug, Clone, Default)]
-struct Layout {
-    profile_offsets: Vec<usize>,
-    tenure: usize,
-    calendar: usize,
-    per_type: usize,
-    per_type_stride: usize,
-    value_sums: usize,
-    valued_slot: Vec<Option<usize>>,
-    per_channel: usize,
-    totals: usize,
-    len: usize,
+pub(crate) struct Layout {
+    pub(crate) profile_offsets: Vec<usize>,
+    pub(crate) tenure: usize,
+    pub(crate) calendar: usize,
+    pub(crate) per_type: usize,
+    pub(crate) per_type_stride: usize,
+    pub(crate) value_sums: usize,
+    pub(crate) valued_slot: Vec<Option<usize>>,
+    pub(crate) per_channel: usize,
+    pub(crate) totals: usize,
+    pub(crate) len: usize,
 }
 
 /// A profile value encoded against the plan.
@@ -483,6 +484,10 @@ impl FeaturePlan {
 
     pub fn data(&self) -> &FeaturePlanData {
         &self.data
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     pub fn form(&self) -> Form {

@@ -17,8 +17,13 @@ use crate::pool::ScoreError;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     BadRequest,
+    Unauthorized,
+    Forbidden,
     NotFound,
+    UnknownModel,
     MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
     NotReady,
     Internal,
 }
@@ -28,7 +33,11 @@ impl ErrorKind {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::UnknownModel => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -45,8 +54,25 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// No key, or a key that opens nothing.
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// A valid key that does not open this route.
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("no route for {path}")]
     NotFound { path: String },
+    /// The path names a model (task) the server does not know.
+    #[error("unknown model `{name}`; the models are: propensity, churn")]
+    UnknownModel { name: String },
+    /// The body, or the batch in it, is larger than the server accepts.
+    #[error("{message}")]
+    PayloadTooLarge {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("send the body as JSON with `Content-Type: application/json`")]
+    UnsupportedMediaType,
     #[error("method {method} not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The service cannot serve (yet): models not loaded, loading failed.
@@ -68,7 +94,12 @@ impl ApiError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::BadRequest { .. } => ErrorKind::BadRequest,
+            Self::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::UnknownModel { .. } => ErrorKind::UnknownModel,
+            Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,
@@ -77,7 +108,9 @@ impl ApiError {
 
     fn field(&self) -> Option<&str> {
         match self {
-            Self::BadRequest { field, .. } => field.as_deref(),
+            Self::BadRequest { field, .. } | Self::PayloadTooLarge { field, .. } => {
+                field.as_deref()
+            }
             _ => None,
         }
     }
@@ -114,9 +147,16 @@ pub struct ErrorDetail<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal { message } = &self {
-            eprintln!("leadscore-serve: internal error: {message}");
+            tracing::error!(%message, "internal error");
         }
-        (self.kind().status(), Json(self.body())).into_response()
+        let mut response = (self.kind().status(), Json(self.body())).into_response();
+        if let Self::Unauthorized { .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -124,11 +164,12 @@ impl From<ScoreError> for ApiError {
     fn from(e: ScoreError) -> Self {
         match e {
             ScoreError::WidthMismatch { .. } => Self::bad_request(e.to_string(), Some("features")),
-            ScoreError::Ort(_) | ScoreError::OutputShape { .. } | ScoreError::Task(_) => {
-                Self::Internal {
-                    message: e.to_string(),
-                }
-            }
+            ScoreError::Ort(_)
+            | ScoreError::OutputShape { .. }
+            | ScoreError::Task(_)
+            | ScoreError::Features(_) => Self::Internal {
+                message: e.to_string(),
+            },
         }
     }
 }

@@ -1,28 +1,349 @@
-//! The HTTP surface.
+//! The HTTP surface: [`app`] builds the router (tests call it with `oneshot`, no socket).
 //!
-//! | route | answer |
-//! | --- | --- |
-//! | `GET /healthz` | always `200 {"status":"ok"}`: the process is up |
-//! | `GET /readyz` | `200 {"status":"ready","models":[...]}` once models are loaded, else `503` with the error body of kind `not_ready` and the reason as message |
-//! | anything else | `404`/`405` with the error body |
+//! | route | key | answer |
+//! | --- | --- | --- |
+//! | `POST /v1/score/{task}` | client | one entity's score, grade, sales-ready flag and reasons (`?reasons=false` to skip them) |
+//! | `POST /v1/score/{task}/batch` | client | `{"entities": [...]}` → `{"model", "results": [...]}`, at most `max_batch` entities |
+//! | `GET /v1/models` | client | the models served: version, kind, inputs, thresholds in force, validation figures |
+//! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
+//! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
+//! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
+//! | `GET /metrics` | none | Prometheus text ([`crate::metrics`]) |
+//! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`) |
+//!
+//! `{task}` is `propensity` or `churn`. Every error is the JSON body of [`ApiError`].
 
-use axum::extract::{OriginalUri, State};
-use axum::http::Method;
-use axum::routing::get;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use features::spec::Task;
 use serde::Serialize;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::model::{EntityScore, ScoreOptions};
+use crate::request::{BatchRequest, CheckContext, EntityRequest, parse_json};
+use crate::state::{AppState, ServedModel};
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// The service's router.
 pub fn app(state: AppState) -> Router {
+    let body_limit = state.limits().max_body_bytes;
     Router::new()
+        .route("/v1/score/{task}", post(score_one))
+        .route("/v1/score/{task}/batch", post(score_batch))
+        .route("/v1/models", get(list_models))
+        .route("/admin/reload", post(reload))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// The metrics label of a request path: its route template, or `other`.
+fn route_label(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1", "score", _] => "/v1/score/{task}",
+        ["v1", "score", _, "batch"] => "/v1/score/{task}/batch",
+        ["v1", "models"] => "/v1/models",
+        ["admin", "reload"] => "/admin/reload",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request; logs it (route, status, time: nothing from its content)
+/// at debug level.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = route_label(request.uri().path());
+    let response = next.run(request).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    state.metrics().record(route, status, elapsed);
+    tracing::debug!(
+        route,
+        status,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+fn parse_task(name: &str) -> Result<Task, ApiError> {
+    match name {
+        "propensity" => Ok(Task::Propensity),
+        "churn" => Ok(Task::Churn),
+        _ => Err(ApiError::UnknownModel {
+            name: name.chars().take(64).collect(),
+        }),
+    }
+}
+
+/// `?reasons=true|false` (default true); any other parameter is refused.
+fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut reasons = true;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("reasons", "true" | "1" | "") => reasons = true,
+            ("reasons", "false" | "0") => reasons = false,
+            ("reasons", other) => {
+                return Err(ApiError::bad_request(
+                    format!("reasons: expected true or false, got {other:?}"),
+                    Some("reasons"),
+                ));
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    format!("unknown query parameter {other:?}; the only one is `reasons`"),
+                    Some(other),
+                ));
+            }
+        }
+    }
+    Ok(reasons)
+}
+
+/// A body that is JSON (or says nothing of its type), within the size limit.
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                message: format!("the body is larger than {limit} bytes"),
+                field: None,
+            }
+        } else {
+            ApiError::bad_request(format!("cannot read the body: {rejection}"), None)
+        }
+    })
+}
+
+/// The model serving `task`, checking key and readiness.
+fn model_for(state: &AppState, headers: &HeaderMap, task: &str) -> Result<ServedModel, ApiError> {
+    state.keys().check(headers, Scope::Client)?;
+    let task = parse_task(task)?;
+    let served = state.ready()?;
+    served.get(task).cloned().ok_or_else(|| ApiError::NotReady {
+        reason: format!("no {} model is loaded", task.as_str()),
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Which model answered.
+#[derive(Debug, Serialize)]
+struct ModelRef<'a> {
+    task: &'static str,
+    version: &'a str,
+}
+
+impl<'a> From<&'a ServedModel> for ModelRef<'a> {
+    fn from(m: &'a ServedModel) -> Self {
+        ModelRef {
+            task: m.model.task().as_str(),
+            version: m.model.version(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ScoreResponse<'a> {
+    model: ModelRef<'a>,
+    #[serde(flatten)]
+    score: EntityScore,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse<'a> {
+    model: ModelRef<'a>,
+    results: Vec<EntityScore>,
+}
+
+/// What both score routes check before reading the body: the key, the model, the query and
+/// the body's type and size. Returns the model, whether reasons are wanted, and the body.
+fn checked_request(
+    state: &AppState,
+    task: &str,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(ServedModel, bool, Bytes), ApiError> {
+    let served = model_for(state, headers, task)?;
+    let reasons = wants_reasons(query.as_deref())?;
+    let body = json_body(headers, body, state.limits().max_body_bytes)?;
+    Ok((served, reasons, body))
+}
+
+async fn score_one(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body)?;
+    let limits = state.limits();
+    let request: EntityRequest = parse_json(&body)?;
+    let entity = request.to_history(&check_context(&state, &served), "")?;
+    let options = ScoreOptions {
+        reasons,
+        max_reasons: limits.max_reasons,
+        small: limits.inline_max_entities >= 1,
+    };
+    let mut scores = served
+        .model
+        .score(vec![entity], Arc::clone(&served.thresholds), options)
+        .await?;
+    let score = scores.pop().ok_or_else(|| ApiError::Internal {
+        message: "the model returned no score".into(),
+    })?;
+    Ok(Json(ScoreResponse {
+        model: ModelRef::from(&served),
+        score,
+    })
+    .into_response())
+}
+
+async fn score_batch(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body)?;
+    let limits = state.limits();
+    let request: BatchRequest = parse_json(&body)?;
+    let n = request.entities.len();
+    if n > limits.max_batch {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!(
+                "entities: {n} entities, a batch may have at most {}",
+                limits.max_batch
+            ),
+            field: Some("entities".into()),
+        });
+    }
+    let ctx = check_context(&state, &served);
+    let entities = request
+        .entities
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.to_history(&ctx, &format!("entities[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = ScoreOptions {
+        reasons,
+        max_reasons: limits.max_reasons,
+        small: n <= limits.inline_max_entities,
+    };
+    let results = served
+        .model
+        .score(entities, Arc::clone(&served.thresholds), options)
+        .await?;
+    Ok(Json(BatchResponse {
+        model: ModelRef::from(&served),
+        results,
+    })
+    .into_response())
+}
+
+fn check_context<'a>(state: &AppState, served: &'a ServedModel) -> CheckContext<'a> {
+    CheckContext {
+        plan: &served.model.manifest().feature_plan,
+        profile_index: served.model.profile_index(),
+        now_ms: now_ms(),
+        allowed_skew_ms: i64::try_from(state.limits().allowed_skew.as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+async fn list_models(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.keys().check(&headers, Scope::Client)?;
+    let served = state.served();
+    let models: Vec<serde_json::Value> = served
+        .models()
+        .map(|m| {
+            let manifest = m.model.manifest();
+            let plan = &manifest.feature_plan;
+            serde_json::json!({
+                "task": manifest.task.as_str(),
+                "version": manifest.version,
+                "kind": manifest.model_kind,
+                "created_at": manifest.created_at,
+                "form": plan.form(),
+                "profile_fields": plan.profile_fields(),
+                "event_types": plan.data().event_types,
+                "channels": plan.data().channels,
+                "thresholds": *m.thresholds,
+                "validation": {
+                    "scheme": manifest.validation.scheme,
+                    "roc_auc": manifest.validation.calibrated.roc_auc,
+                    "pr_auc": manifest.validation.calibrated.pr_auc,
+                    "ece": manifest.validation.calibrated.ece,
+                    "rows": manifest.validation.calibrated.rows,
+                },
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "models": models })))
+}
+
+async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.keys().check(&headers, Scope::Admin)?;
+    let Some(reloader) = state.reloader() else {
+        return Err(ApiError::NotReady {
+            reason: "this server has no registry to reload from".into(),
+        });
+    };
+    let state2 = state.clone();
+    let report = tokio::task::spawn_blocking(move || reloader.reload_once(&state2))
+        .await
+        .map_err(|e| ApiError::Internal {
+            message: format!("reload task failed: {e}"),
+        })?;
+    Ok(Json(report).into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -41,203 +362,93 @@ struct Ready {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let models = state.models()?;
+    let served = state.ready()?;
     Ok(Json(Ready {
         status: "ready",
-        models: models.names().map(str::to_owned).collect(),
+        models: served
+            .models()
+            .map(|m| format!("{}/{}", m.model.task().as_str(), m.model.version()))
+            .collect(),
     }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let served = state.served();
+    let figures: Vec<_> = served
+        .models()
+        .map(|m| crate::metrics::ModelFigures {
+            task: m.model.task().as_str(),
+            version: m.model.version(),
+            kind: model_kind_name(m),
+            scores: &m.model.scores,
+        })
+        .collect();
+    let text = state.metrics().render(&figures);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn model_kind_name(m: &ServedModel) -> &'static str {
+    match m.model.kind() {
+        models::bundle::ModelKind::Gbdt => "gbdt",
+        models::bundle::ModelKind::Logistic => "logistic",
+        models::bundle::ModelKind::GbdtOnLinear => "gbdt_on_linear",
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound {
-        path: uri.path().to_owned(),
+        path: uri.path().chars().take(200).collect(),
     }
 }
 
 async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
-        path: uri.path().to_owned(),
+        path: uri.path().chars().take(200).collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use axum::body::{Body, to_bytes};
-    use axum::http::{Request, StatusCode, header};
-    use axum::response::IntoResponse;
-    use ndarray::Array2;
-    use serde_json::{Value, json};
-    use tower::ServiceExt as _;
-
     use super::*;
-    use crate::error::ErrorKind;
-    use crate::pool::{BoxFuture, ScoreError, Scorer};
-    use crate::state::ModelSet;
 
-    /// Scores every row 0.5; stands in for ONNX Runtime.
-    struct Half;
-
-    impl Scorer for Half {
-        fn n_features(&self) -> usize {
-            2
-        }
-        fn score(&self, rows: Array2<f32>) -> BoxFuture<'_, Result<Vec<f32>, ScoreError>> {
-            Box::pin(async move { Ok(vec![0.5; rows.nrows()]) })
-        }
-    }
-
-    async fn call(app: Router, method: Method, uri: &str) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::empty())
-            .unwrap();
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
-        let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    #[test]
+    fn route_labels_follow_the_templates() {
+        assert_eq!(route_label("/v1/score/propensity"), "/v1/score/{task}");
         assert_eq!(
-            content_type.as_ref().map(|v| v.to_str().unwrap()),
-            Some("application/json"),
-            "{uri}"
+            route_label("/v1/score/nope/batch"),
+            "/v1/score/{task}/batch"
         );
-        (status, serde_json::from_slice(&bytes).unwrap())
+        assert_eq!(route_label("/healthz"), "/healthz");
+        assert_eq!(route_label("/v1/score"), "other");
+        assert_eq!(route_label("/admin/reload/x"), "other");
     }
 
-    fn ready_state() -> AppState {
-        let mut models = ModelSet::new();
-        models.insert("lead_v1", Arc::new(Half));
-        AppState::with_models(models)
-    }
-
-    #[tokio::test]
-    async fn healthz_is_always_ok() {
-        for state in [AppState::not_ready("loading"), ready_state()] {
-            let (status, body) = call(app(state), Method::GET, "/healthz").await;
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(body, json!({"status": "ok"}));
-        }
-    }
-
-    #[tokio::test]
-    async fn readyz_is_503_with_reason_until_models_load() {
-        let state = AppState::not_ready("loading models from registry/");
-        let (status, body) = call(app(state.clone()), Method::GET, "/readyz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    #[test]
+    fn the_reasons_parameter_is_checked() {
+        assert!(wants_reasons(None).unwrap());
+        assert!(!wants_reasons(Some("reasons=false")).unwrap());
+        assert!(wants_reasons(Some("reasons=1")).unwrap());
+        let err = wants_reasons(Some("reasons=maybe")).unwrap_err();
         assert_eq!(
-            body,
-            json!({"error": {
-                "kind": "not_ready",
-                "message": "loading models from registry/",
-                "field": null
-            }})
+            err.to_string(),
+            "reasons: expected true or false, got \"maybe\""
         );
-
-        let mut models = ModelSet::new();
-        models.insert("lead_v1", Arc::new(Half));
-        state.set_models(models);
-        let (status, body) = call(app(state.clone()), Method::GET, "/readyz").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, json!({"status": "ready", "models": ["lead_v1"]}));
-
-        state.set_not_ready("registry reload failed");
-        let (status, body) = call(app(state), Method::GET, "/readyz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["error"]["message"], "registry reload failed");
-    }
-
-    #[tokio::test]
-    async fn empty_model_set_is_not_ready() {
-        let (status, body) = call(
-            app(AppState::with_models(ModelSet::new())),
-            Method::GET,
-            "/readyz",
-        )
-        .await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["error"]["kind"], "not_ready");
-        assert_eq!(body["error"]["message"], "no models loaded");
-    }
-
-    #[tokio::test]
-    async fn unknown_route_and_wrong_method_give_error_json() {
-        let (status, body) = call(app(ready_state()), Method::GET, "/nope").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(
-            body,
-            json!({"error": {"kind": "not_found", "message": "no route for /nope", "field": null}})
+        let err = wants_reasons(Some("explain=0")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown query parameter \"explain\"")
         );
-
-        let (status, body) = call(app(ready_state()), Method::POST, "/healthz").await;
-        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(body["error"]["kind"], "method_not_allowed");
-        assert_eq!(
-            body["error"]["message"],
-            "method POST not allowed for /healthz"
-        );
-    }
-
-    async fn error_json(err: ApiError) -> (StatusCode, Value) {
-        let res = err.into_response();
-        let status = res.status();
-        let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    #[tokio::test]
-    async fn api_error_body_and_status_follow_the_kind_table() {
-        let (status, body) = error_json(ApiError::bad_request(
-            "rows have 3 features, the model expects 2",
-            Some("features"),
-        ))
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_eq!(
-            body,
-            json!({"error": {
-                "kind": "bad_request",
-                "message": "rows have 3 features, the model expects 2",
-                "field": "features"
-            }})
-        );
-
-        // Internal details are not sent to the client.
-        let (status, body) = error_json(ApiError::Internal {
-            message: "onnxruntime exploded at 0xdeadbeef".into(),
-        })
-        .await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(
-            body,
-            json!({"error": {"kind": "internal", "message": "internal server error", "field": null}})
-        );
-
-        for (kind, status) in [
-            (ErrorKind::BadRequest, 400),
-            (ErrorKind::NotFound, 404),
-            (ErrorKind::MethodNotAllowed, 405),
-            (ErrorKind::NotReady, 503),
-            (ErrorKind::Internal, 500),
-        ] {
-            assert_eq!(kind.status().as_u16(), status, "{kind:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn score_errors_map_to_api_errors() {
-        let err: ApiError = ScoreError::WidthMismatch {
-            expected: 2,
-            got: 3,
-        }
-        .into();
-        let (status, body) = error_json(err).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_eq!(body["error"]["field"], "features");
-
-        let err: ApiError = ScoreError::Task("panicked".into()).into();
-        assert_eq!(err.kind(), ErrorKind::Internal);
     }
 }

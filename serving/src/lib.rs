@@ -1,28 +1,43 @@
-//! The lead-scoring HTTP service.
+//! The lead-scoring HTTP service: loads model bundles from the registry through the
+//! `models` crate, computes features with the `features` crate (the training code path) and
+//! scores with ONNX Runtime.
 //!
-//! * [`runtime`]: finds the ONNX Runtime shared library
-//!   (`$LEADSCORE_ORT_LIB` or `<repo>/.onnxruntime/libonnxruntime.so.1.31.1`,
-//!   put there by `scripts/fetch-onnxruntime`) and initialises it once per
-//!   process.
-//! * [`pool`]: [`SessionPool`], `N` ONNX Runtime sessions of one model,
-//!   scoring on tokio's blocking pool so the async executor never blocks;
-//!   [`Scorer`] is the seam handlers use.
-//! * [`state`]: [`AppState`], the loaded [`ModelSet`] or the reason there is
-//!   none.
-//! * [`http`]: [`app`], the axum router (`/healthz`, `/readyz`).
-//! * [`error`]: [`ApiError`], the one error type handlers return, rendered as
-//!   `{"error": {"kind", "message", "field"}}` with one kind → status table.
+//! * [`runtime`]: finds the ONNX Runtime shared library and initialises it once.
+//! * [`pool`]: [`SessionPool`], `N` ONNX Runtime sessions of one model; small jobs run
+//!   inline, batches on tokio's blocking pool.
+//! * [`model`]: [`LoadedModel`], a bundle ready to score: features, probability, grade,
+//!   sales-ready flag and reasons (exact contributions summed per feature group).
+//! * [`request`]: the request JSON and its checks against a model's feature plan, naming
+//!   the field at fault.
+//! * [`state`]: [`AppState`], the [`Served`](state::Served) snapshot (models and thresholds)
+//!   swapped as a whole on reload, limits, keys and metrics.
+//! * [`reload`]: [`Reloader`], hot reload of bundles and the thresholds file.
+//! * [`thresholds`]: the thresholds file sales ops edit.
+//! * [`auth`]: client and admin API keys, compared in constant time.
+//! * [`metrics`]: Prometheus metrics in atomics.
+//! * [`config`]: the configuration file.
+//! * [`http`]: [`app`], the axum router; [`error`]: [`ApiError`], the one error type
+//!   handlers return, with one kind → status table.
 //!
-//! The binary `leadscore-serve` wires these together; the scoring API
-//! itself is still to come.
+//! The binary `leadscore-serve` reads the configuration and wires these together.
 
+pub mod auth;
+pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod model;
 pub mod pool;
+pub mod reload;
+pub mod request;
 pub mod runtime;
 pub mod state;
+pub mod thresholds;
 
+pub use auth::KeySet;
 pub use error::{ApiError, ErrorKind};
 pub use http::app;
-pub use pool::{PoolConfig, Scorer, SessionPool};
-pub use state::{AppState, ModelSet};
+pub use model::LoadedModel;
+pub use pool::{PoolConfig, SessionPool};
+pub use reload::Reloader;
+pub use state::{AppState, Limits};

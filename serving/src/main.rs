@@ -1,93 +1,251 @@
-//! `leadscore-serve`: serves the models of a registry directory over HTTP.
+//! `leadscore-serve`: serves the model bundles of a registry folder over HTTP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Parser;
-use serving::{AppState, ModelSet, PoolConfig, app, runtime};
+use models::bundle::Registry;
+use serving::config::{FileConfig, LogFormat};
+use serving::thresholds::ThresholdsFile;
+use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app, runtime};
 
 /// Serve lead-scoring models over HTTP.
+///
+/// Settings come from flags, then environment variables, then the configuration file
+/// (`--config`), then defaults. API keys come from the environment or the file only.
 #[derive(Debug, Parser)]
 #[command(name = "leadscore-serve", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "LEADSCORE_ADDR", default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
-    /// Registry directory; every `<task>/<version>/model.onnx` in it is served
-    /// as the model `<task>/<version>`.
-    #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry/")]
-    registry: PathBuf,
-    /// ONNX Runtime sessions per model (default: available cores).
-    #[arg(long)]
+    /// Configuration file (TOML); see the README's serving section.
+    #[arg(long, env = "LEADSCORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LEADSCORE_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Registry folder: the newest bundle of each task, `<task>/<version>/`, is served
+    /// [default: registry].
+    #[arg(long, env = "LEADSCORE_REGISTRY")]
+    registry: Option<PathBuf>,
+    /// Thresholds file (TOML) overriding the bundles' sales-ready cut-off and grade bands.
+    #[arg(long, env = "LEADSCORE_THRESHOLDS")]
+    thresholds: Option<PathBuf>,
+    /// Serve without API keys (only for a server nobody else can reach).
+    #[arg(long, env = "LEADSCORE_NO_AUTH")]
+    no_auth: bool,
+    /// ONNX Runtime sessions per model [default: available cores].
+    #[arg(long, env = "LEADSCORE_SESSIONS")]
     sessions: Option<usize>,
+    /// Seconds between looks at the registry and the thresholds file [default: 5].
+    #[arg(long, env = "LEADSCORE_RELOAD_INTERVAL_SECS")]
+    reload_interval_secs: Option<u64>,
+    /// Largest request body, bytes [default: 1048576].
+    #[arg(long, env = "LEADSCORE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Most entities in a batch [default: 1000].
+    #[arg(long, env = "LEADSCORE_MAX_BATCH")]
+    max_batch: Option<usize>,
+    /// Most reasons of each sign per score [default: 3].
+    #[arg(long, env = "LEADSCORE_MAX_REASONS")]
+    max_reasons: Option<usize>,
+    /// How far in the future a timestamp may be, seconds [default: 300].
+    #[arg(long, env = "LEADSCORE_ALLOWED_SKEW_SECS")]
+    allowed_skew_secs: Option<u64>,
+    /// Requests of at most this many entities score on the async worker instead of the
+    /// blocking pool [default: 1].
+    #[arg(long, env = "LEADSCORE_INLINE_MAX_ENTITIES")]
+    inline_max_entities: Option<usize>,
+    /// Log format [default: json].
+    #[arg(long, env = "LEADSCORE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log level: error, warn, info, debug (debug logs every request) [default: info].
+    #[arg(long, env = "LEADSCORE_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+/// The settings after merging flags, environment, file and defaults.
+struct Settings {
+    addr: SocketAddr,
+    registry: PathBuf,
+    thresholds: Option<PathBuf>,
+    keys: KeySet,
+    pool: PoolConfig,
+    reload_interval: Duration,
+    limits: Limits,
+    log_format: LogFormat,
+    log_level: tracing::Level,
+}
+
+fn settings(args: Args) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path).map_err(anyhow::Error::msg)?,
+        None => FileConfig::default(),
+    };
+    let env_keys = |name: &str| -> Vec<String> {
+        std::env::var(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut api_keys = env_keys("LEADSCORE_API_KEYS");
+    api_keys.extend(file.api_keys.iter().cloned());
+    let mut admin_keys = env_keys("LEADSCORE_ADMIN_KEYS");
+    admin_keys.extend(file.admin_keys.iter().cloned());
+    let keys = if args.no_auth || file.no_auth == Some(true) {
+        KeySet::disabled()
+    } else {
+        KeySet::new(&api_keys, &admin_keys).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: set LEADSCORE_API_KEYS and LEADSCORE_ADMIN_KEYS (comma-separated) or \
+                 api_keys and admin_keys in the configuration file, or pass --no-auth"
+            )
+        })?
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(defaults.max_body_bytes),
+        max_batch: args
+            .max_batch
+            .or(file.max_batch)
+            .unwrap_or(defaults.max_batch),
+        max_reasons: args
+            .max_reasons
+            .or(file.max_reasons)
+            .unwrap_or(defaults.max_reasons),
+        allowed_skew: args
+            .allowed_skew_secs
+            .or(file.allowed_skew_secs)
+            .map_or(defaults.allowed_skew, Duration::from_secs),
+        inline_max_entities: args
+            .inline_max_entities
+            .or(file.inline_max_entities)
+            .unwrap_or(defaults.inline_max_entities),
+    };
+    let mut pool = PoolConfig::default();
+    if let Some(n) = args.sessions.or(file.sessions) {
+        if n == 0 {
+            bail!("sessions must be at least 1");
+        }
+        pool.sessions = n;
+    }
+    let reload_interval = Duration::from_secs(
+        args.reload_interval_secs
+            .or(file.reload_interval_secs)
+            .unwrap_or(5)
+            .max(1),
+    );
+    let level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".into());
+    let log_level = level
+        .parse::<tracing::Level>()
+        .map_err(|_| anyhow::anyhow!("log level {level:?}: use error, warn, info or debug"))?;
+    Ok(Settings {
+        addr: args
+            .addr
+            .or(file.addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        registry: args
+            .registry
+            .or(file.registry)
+            .unwrap_or_else(|| PathBuf::from("registry")),
+        thresholds: args.thresholds.or(file.thresholds),
+        keys,
+        pool,
+        reload_interval,
+        limits,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Json),
+        log_level,
+    })
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+    let settings = match settings(Args::parse()) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("leadscore-serve: cannot start the async runtime: {e}");
+            eprintln!("leadscore-serve: error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(settings.log_level)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}`: the whole cause chain on one line, no backtrace.
-            eprintln!("leadscore-serve: error: {e:#}");
+            tracing::error!(error = format!("{e:#}"), "stopped");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(settings: Settings) -> anyhow::Result<()> {
     // Without the runtime the service can never become ready: fail fast.
     let rt = runtime::runtime()?;
-    eprintln!(
-        "leadscore-serve: ONNX Runtime {} from {}",
-        runtime::ORT_VERSION,
-        rt.library().display()
+    tracing::info!(
+        version = runtime::ORT_VERSION,
+        library = %rt.library().display(),
+        "ONNX Runtime loaded"
     );
-
-    let mut config = PoolConfig::default();
-    if let Some(n) = args.sessions {
-        config.sessions = n;
+    if !settings.keys.is_enabled() {
+        tracing::warn!(
+            "authentication is off (--no-auth): anyone who reaches the port can score and reload"
+        );
+    }
+    // A thresholds file that is wrong at start is an error, not a silent default.
+    if let Some(path) = &settings.thresholds {
+        ThresholdsFile::read(path)?;
     }
 
-    let state = AppState::not_ready(format!("loading models from {}", args.registry.display()));
-    // Load in the background so /healthz and /readyz answer meanwhile.
-    {
-        let state = state.clone();
-        let registry = args.registry.clone();
-        tokio::task::spawn_blocking(move || match ModelSet::load_dir(&registry, config) {
-            Ok(models) if models.is_empty() => {
-                let reason = format!("no <task>/<version>/model.onnx in {}", registry.display());
-                eprintln!("leadscore-serve: {reason}");
-                state.set_not_ready(reason);
-            }
-            Ok(models) => {
-                eprintln!("leadscore-serve: loaded models {models:?}");
-                state.set_models(models);
-            }
-            Err(e) => {
-                eprintln!("leadscore-serve: {e}");
-                state.set_not_ready(e.to_string());
-            }
-        });
-    }
+    let state = AppState::new(
+        settings.limits.clone(),
+        settings.keys.clone(),
+        format!("loading models from {}", settings.registry.display()),
+    );
+    let reloader = Arc::new(Reloader::new(
+        Registry::new(&settings.registry),
+        settings.thresholds.clone(),
+        settings.pool,
+    ));
+    state.set_reloader(Arc::clone(&reloader));
+    // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.
+    tokio::spawn(Arc::clone(&reloader).watch(state.clone(), settings.reload_interval));
 
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
-    eprintln!("leadscore-serve: listening on {}", listener.local_addr()?);
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, registry = %settings.registry.display(), "listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
-    eprintln!("leadscore-serve: stopped");
+    tracing::info!("stopped after finishing the requests in flight");
     Ok(())
 }
 
@@ -95,7 +253,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            eprintln!("leadscore-serve: cannot listen for SIGINT: {e}");
+            tracing::error!(error = %e, "cannot listen for SIGINT");
             std::future::pending::<()>().await;
         }
     };
@@ -105,7 +263,7 @@ async fn shutdown_signal() {
                 sig.recv().await;
             }
             Err(e) => {
-                eprintln!("leadscore-serve: cannot listen for SIGTERM: {e}");
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }
@@ -114,5 +272,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    eprintln!("leadscore-serve: shutting down");
+    tracing::info!("shutting down");
 }

@@ -1,39 +1,31 @@
-//! Scoring models: the [`Scorer`] seam and its ONNX Runtime implementation,
-//! [`SessionPool`].
+//! ONNX Runtime sessions of one model, pooled: [`SessionPool`].
 //!
 //! `ort::Session::run` takes `&mut self`, so one session serves one request
 //! at a time. A [`SessionPool`] holds `N` sessions of the same model in a free
-//! list guarded by a semaphore with `N` permits: a request waits
-//! asynchronously for a permit (never blocking the executor), takes a session
-//! out of the list, and runs it on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]). The session and the permit go back
-//! together when the blocking work ends, even if the request was dropped
-//! meanwhile or the work panicked, so the pool never leaks a slot.
+//! list guarded by a semaphore with `N` permits. [`SessionPool::with_session`]
+//! runs a job with a session in one of two ways:
+//!
+//! * **inline**, on the calling async worker, when the caller says the job is
+//!   small (one entity: some tens of microseconds, as long as parsing its JSON
+//!   takes) and a session is free right now: no thread hand-off;
+//! * otherwise on tokio's **blocking pool** ([`tokio::task::spawn_blocking`])
+//!   after waiting asynchronously for a permit, so that a batch never holds
+//!   up the executor.
+//!
+//! The session and the permit go back together when the job ends, even if the
+//! request was dropped meanwhile or the job panicked, so the pool never leaks
+//! a slot.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use models::onnx::{INPUT_NAME, OUTPUT_NAME};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::runtime::{self, RuntimeError};
-
-/// A boxed, sendable future, as returned by [`Scorer::score`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Something that turns feature rows into probabilities.
-pub trait Scorer: Send + Sync + 'static {
-    /// Number of features `F` a row must have.
-    fn n_features(&self) -> usize;
-
-    /// One probability per row of `rows` (`[N, F]`).
-    fn score(&self, rows: Array2<f32>) -> BoxFuture<'_, Result<Vec<f32>, ScoreError>>;
-}
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +57,9 @@ pub enum ScoreError {
     /// The model produced something other than `[N, 1]`.
     #[error("model output has shape {got:?}, expected [{rows}, 1]")]
     OutputShape { rows: usize, got: Vec<i64> },
+    /// Computing the features failed after the request was checked.
+    #[error("features: {0}")]
+    Features(String),
     /// The blocking task running the model panicked or was cancelled.
     #[error("scoring task failed: {0}")]
     Task(String),
@@ -90,7 +85,7 @@ impl Default for PoolConfig {
 }
 
 struct Inner {
-    free: Mutex<Vec<Session>>,
+    free: Mutex<Vec<ModelSession>>,
     permits: Arc<Semaphore>,
     n_features: usize,
     size: usize,
@@ -138,11 +133,18 @@ impl SessionPool {
             .map_err(ort::Error::from)?
             .with_inter_threads(1)
             .map_err(ort::Error::from)?;
-        let mut sessions = Vec::with_capacity(config.sessions);
-        for _ in 0..config.sessions {
-            sessions.push(builder.commit_from_memory(bytes)?);
+        let first = builder.commit_from_memory(bytes)?;
+        let n_features = check_signature(&first)?;
+        let mut sessions = vec![ModelSession {
+            session: first,
+            n_features,
+        }];
+        for _ in 1..config.sessions {
+            sessions.push(ModelSession {
+                session: builder.commit_from_memory(bytes)?,
+                n_features,
+            });
         }
-        let n_features = check_signature(&sessions[0])?;
         Ok(Self {
             inner: Arc::new(Inner {
                 free: Mutex::new(sessions),
@@ -158,21 +160,56 @@ impl SessionPool {
         self.inner.size
     }
 
+    /// Width `F` of the rows the model takes.
+    pub fn n_features(&self) -> usize {
+        self.inner.n_features
+    }
+
     /// Scores `rows` (`[N, F]`) on a pooled session, off the async executor.
     pub async fn score_rows(&self, rows: Array2<f32>) -> Result<Vec<f32>, ScoreError> {
-        if rows.ncols() != self.inner.n_features {
-            return Err(ScoreError::WidthMismatch {
-                expected: self.inner.n_features,
-                got: rows.ncols(),
-            });
-        }
+        self.check_width(rows.ncols())?;
         if rows.nrows() == 0 {
             return Ok(Vec::new());
+        }
+        self.with_session(false, move |session| session.run(rows.view()))
+            .await?
+    }
+
+    /// Checks that rows of `width` features fit the model.
+    pub fn check_width(&self, width: usize) -> Result<(), ScoreError> {
+        if width == self.inner.n_features {
+            Ok(())
+        } else {
+            Err(ScoreError::WidthMismatch {
+                expected: self.inner.n_features,
+                got: width,
+            })
+        }
+    }
+
+    /// Runs `job` with a session of the pool: inline when `small` and a
+    /// session is free at once, else on the blocking pool once a session is
+    /// free (see the module documentation).
+    pub async fn with_session<R, F>(&self, small: bool, job: F) -> Result<R, ScoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut ModelSession) -> R + Send + 'static,
+    {
+        if small && let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
+            let mut lease = self.lease(permit);
+            return Ok(job(lease.session()));
         }
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(|e| ScoreError::Task(e.to_string()))?;
+        let mut lease = self.lease(permit);
+        tokio::task::spawn_blocking(move || job(lease.session()))
+            .await
+            .map_err(|e| ScoreError::Task(e.to_string()))
+    }
+
+    fn lease(&self, permit: OwnedSemaphorePermit) -> Lease {
         let session = self
             .inner
             .free
@@ -180,36 +217,28 @@ impl SessionPool {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .expect("a held permit guarantees a free session");
-        let mut lease = Lease {
+        Lease {
             session: Some(session),
             inner: Arc::clone(&self.inner),
             _permit: permit,
-        };
-        tokio::task::spawn_blocking(move || {
-            let session = lease.session.as_mut().expect("leased session");
-            run(session, &rows)
-        })
-        .await
-        .map_err(|e| ScoreError::Task(e.to_string()))?
-    }
-}
-
-impl Scorer for SessionPool {
-    fn n_features(&self) -> usize {
-        self.inner.n_features
-    }
-
-    fn score(&self, rows: Array2<f32>) -> BoxFuture<'_, Result<Vec<f32>, ScoreError>> {
-        Box::pin(self.score_rows(rows))
+        }
     }
 }
 
 /// A session taken out of the pool; returns it (then the permit) on drop.
 struct Lease {
-    session: Option<Session>,
+    session: Option<ModelSession>,
     inner: Arc<Inner>,
     // Dropped after `Drop::drop` has put the session back.
     _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    fn session(&mut self) -> &mut ModelSession {
+        self.session
+            .as_mut()
+            .expect("a lease holds its session until dropped")
+    }
 }
 
 impl Drop for Lease {
@@ -224,19 +253,37 @@ impl Drop for Lease {
     }
 }
 
-fn run(session: &mut Session, rows: &Array2<f32>) -> Result<Vec<f32>, ScoreError> {
-    let rows = rows.as_standard_layout();
-    let n = rows.nrows();
-    let input = TensorRef::from_array_view(rows.view())?;
-    let outputs = session.run(ort::inputs![INPUT_NAME => input])?;
-    let (shape, data) = outputs[OUTPUT_NAME].try_extract_tensor::<f32>()?;
-    if **shape != [n as i64, 1] {
-        return Err(ScoreError::OutputShape {
-            rows: n,
-            got: shape.to_vec(),
-        });
+/// One ONNX Runtime session of a pool's model, lent to a job.
+pub struct ModelSession {
+    session: Session,
+    n_features: usize,
+}
+
+impl ModelSession {
+    /// The calibrated probability of each row of `rows` (`[N, F]`).
+    pub fn run(&mut self, rows: ArrayView2<'_, f32>) -> Result<Vec<f32>, ScoreError> {
+        if rows.ncols() != self.n_features {
+            return Err(ScoreError::WidthMismatch {
+                expected: self.n_features,
+                got: rows.ncols(),
+            });
+        }
+        let n = rows.nrows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = rows.as_standard_layout();
+        let input = TensorRef::from_array_view(rows.view())?;
+        let outputs = self.session.run(ort::inputs![INPUT_NAME => input])?;
+        let (shape, data) = outputs[OUTPUT_NAME].try_extract_tensor::<f32>()?;
+        if **shape != [n as i64, 1] {
+            return Err(ScoreError::OutputShape {
+                rows: n,
+                got: shape.to_vec(),
+            });
+        }
+        Ok(data.to_vec())
     }
-    Ok(data.to_vec())
 }
 
 /// Checks `features: float32[?, F]` in, `probability: float32` out; returns F.

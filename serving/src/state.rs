@@ -1,175 +1,214 @@
-//! Shared server state: which models are loaded, or why none are.
+//! Shared server state: what is served (models and thresholds, swapped as a whole on
+//! reload), the limits and keys requests are checked against, and the metrics.
+//!
+//! A request takes the current [`Served`] snapshot once (an `Arc` clone under a read lock
+//! held for nanoseconds) and scores with it to the end, so a reload that swaps in a new
+//! snapshot never fails or mixes a request; the old models are dropped when the last
+//! request using them ends.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
 
+use features::spec::Task;
+use models::bundle::Thresholds;
+
+use crate::auth::KeySet;
 use crate::error::ApiError;
-use crate::pool::{LoadError, PoolConfig, Scorer, SessionPool};
+use crate::metrics::Metrics;
+use crate::model::LoadedModel;
+use crate::reload::Reloader;
+use crate::thresholds::ThresholdsFile;
 
-/// Loaded models by name.
-#[derive(Clone, Default)]
-pub struct ModelSet {
-    models: BTreeMap<String, Arc<dyn Scorer>>,
+/// One model being served, with the thresholds in force for it.
+#[derive(Debug, Clone)]
+pub struct ServedModel {
+    pub model: Arc<LoadedModel>,
+    pub thresholds: Arc<Thresholds>,
 }
 
-impl std::fmt::Debug for ModelSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.models.keys()).finish()
-    }
+/// Everything scoring reads, as one immutable snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    models: BTreeMap<&'static str, ServedModel>,
+    thresholds_file: ThresholdsFile,
 }
 
-impl ModelSet {
-    pub fn new() -> Self {
-        Self::default()
+impl Served {
+    /// The model of `task`, if one is loaded.
+    pub fn get(&self, task: Task) -> Option<&ServedModel> {
+        self.models.get(task.as_str())
     }
 
-    /// Adds (or replaces) a model.
-    pub fn insert(&mut self, name: impl Into<String>, model: Arc<dyn Scorer>) {
-        self.models.insert(name.into(), model);
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Scorer>> {
-        self.models.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.models.len()
+    /// Models by task name.
+    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
+        self.models.values()
     }
 
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
 
-    /// Loads every `<dir>/<task>/<version>/model.onnx` (the registry layout
-    /// of ARCHITECTURE.md) as the model `<task>/<version>`. Other files and
-    /// directories are ignored. Provisional: bundles' `manifest.json` (feature
-    /// plan, validation) is not read until the `models` bundle format exists.
-    ///
-    /// Blocking: call it from a blocking context.
-    pub fn load_dir(dir: &Path, config: PoolConfig) -> Result<Self, RegistryError> {
-        let mut found = Vec::new();
-        for task in subdirs(dir)? {
-            for version in subdirs(&task)? {
-                let model = version.join(MODEL_FILE);
-                if model.is_file() {
-                    let name = format!("{}/{}", file_name(&task), file_name(&version));
-                    found.push((name, model));
-                }
-            }
+    /// The thresholds file in force.
+    pub fn thresholds_file(&self) -> &ThresholdsFile {
+        &self.thresholds_file
+    }
+
+    /// This snapshot with `model` serving its task.
+    pub fn with_model(&self, model: Arc<LoadedModel>) -> Served {
+        let mut next = self.clone();
+        let thresholds = Arc::new(
+            next.thresholds_file
+                .apply(model.task(), &model.manifest().thresholds),
+        );
+        next.models
+            .insert(model.task().as_str(), ServedModel { model, thresholds });
+        next
+    }
+
+    /// This snapshot with `file`'s thresholds in force. Fails, naming the task, when an
+    /// override does not fit a loaded bundle (e.g. grade bands overridden only in part).
+    pub fn with_thresholds(&self, file: ThresholdsFile) -> Result<Served, String> {
+        let mut next = self.clone();
+        for served in next.models.values_mut() {
+            let task = served.model.task();
+            let t = file.apply(task, &served.model.manifest().thresholds);
+            t.check().map_err(|e| format!("[{}]: {e}", task.as_str()))?;
+            served.thresholds = Arc::new(t);
         }
-        found.sort();
-        let mut set = Self::new();
-        for (name, path) in found {
-            let pool =
-                SessionPool::from_file(&path, config).map_err(|source| RegistryError::Model {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            set.insert(name, Arc::new(pool));
-        }
-        Ok(set)
+        next.thresholds_file = file;
+        Ok(next)
     }
 }
 
-/// File name of a bundle's ONNX model inside `<task>/<version>/`.
-pub const MODEL_FILE: &str = "model.onnx";
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// The directories directly inside `dir`, sorted.
-fn subdirs(dir: &Path) -> Result<Vec<std::path::PathBuf>, RegistryError> {
-    let read_err = |source| RegistryError::Read {
-        dir: dir.display().to_string(),
-        source,
-    };
-    let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_err)? {
-        let path = entry.map_err(read_err)?.path();
-        if path.is_dir() {
-            dirs.push(path);
-        }
-    }
-    dirs.sort();
-    Ok(dirs)
-}
-
-/// Why the registry could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("cannot read registry {dir}: {source}")]
-    Read { dir: String, source: std::io::Error },
-    #[error("cannot load model {path}: {source}")]
-    Model { path: String, source: LoadError },
-}
-
+/// Request limits and behaviour, fixed at start.
 #[derive(Debug, Clone)]
-enum Readiness {
-    NotReady(String),
-    Ready(Arc<ModelSet>),
+pub struct Limits {
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Most entities in one batch.
+    pub max_batch: usize,
+    /// Most reasons of each sign in a response.
+    pub max_reasons: usize,
+    /// How far in the future a timestamp may be (clock skew).
+    pub allowed_skew: Duration,
+    /// Requests of at most this many entities run inline on the async worker (see
+    /// [`SessionPool::with_session`](crate::pool::SessionPool::with_session)); 0 sends
+    /// every request to the blocking pool.
+    pub inline_max_entities: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_reasons: 3,
+            allowed_skew: Duration::from_secs(300),
+            inline_max_entities: 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    served: RwLock<Arc<Served>>,
+    /// Why nothing is served yet, while nothing is.
+    not_ready: RwLock<Option<String>>,
+    limits: Limits,
+    keys: KeySet,
+    metrics: Metrics,
+    reloader: OnceLock<Arc<Reloader>>,
 }
 
 /// State shared by all handlers; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    readiness: Arc<RwLock<Readiness>>,
+    inner: Arc<Inner>,
 }
 
 impl AppState {
-    /// A state that is not ready, for `reason`.
-    pub fn not_ready(reason: impl Into<String>) -> Self {
-        Self {
-            readiness: Arc::new(RwLock::new(Readiness::NotReady(reason.into()))),
-        }
-    }
-
-    /// A state serving `models` (not ready if the set is empty).
-    pub fn with_models(models: ModelSet) -> Self {
-        let state = Self::not_ready("starting");
-        state.set_models(models);
-        state
-    }
-
-    /// Starts serving `models`; an empty set makes the service not ready.
-    pub fn set_models(&self, models: ModelSet) {
-        let next = if models.is_empty() {
-            Readiness::NotReady("no models loaded".into())
-        } else {
-            Readiness::Ready(Arc::new(models))
-        };
-        *self.write() = next;
-    }
-
-    /// Stops serving, for `reason`.
-    pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self.write() = Readiness::NotReady(reason.into());
-    }
-
-    /// The loaded models, or [`ApiError::NotReady`] with the reason.
-    pub fn models(&self) -> Result<Arc<ModelSet>, ApiError> {
-        match &*self
-            .readiness
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            Readiness::Ready(models) => Ok(Arc::clone(models)),
-            Readiness::NotReady(reason) => Err(ApiError::NotReady {
-                reason: reason.clone(),
+    /// A state serving nothing yet, for `reason`.
+    pub fn new(limits: Limits, keys: KeySet, reason: impl Into<String>) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                served: RwLock::new(Arc::new(Served::default())),
+                not_ready: RwLock::new(Some(reason.into())),
+                limits,
+                keys,
+                metrics: Metrics::default(),
+                reloader: OnceLock::new(),
             }),
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Readiness> {
-        self.readiness
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.inner.keys
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// What `/admin/reload` runs; set once by whoever owns the registry.
+    pub fn set_reloader(&self, reloader: Arc<Reloader>) {
+        let _ = self.inner.reloader.set(reloader);
+    }
+
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.inner.reloader.get().cloned()
+    }
+
+    /// The current snapshot.
+    pub fn served(&self) -> Arc<Served> {
+        Arc::clone(
+            &self
+                .inner
+                .served
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The current snapshot, or [`ApiError::NotReady`] while nothing is served.
+    pub fn ready(&self) -> Result<Arc<Served>, ApiError> {
+        let served = self.served();
+        if served.is_empty() {
+            let reason = self
+                .inner
+                .not_ready
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| "no models loaded".into());
+            return Err(ApiError::NotReady { reason });
+        }
+        Ok(served)
+    }
+
+    /// Replaces the snapshot by `update(current)`; the update runs under the write lock, so
+    /// concurrent updates never lose one another.
+    pub fn update<E>(&self, update: impl FnOnce(&Served) -> Result<Served, E>) -> Result<(), E> {
+        let mut guard = self
+            .inner
+            .served
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        let next = update(&guard)?;
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// Says why nothing is served (shown by `/readyz` while no model is loaded).
+    pub fn set_not_ready_reason(&self, reason: impl Into<String>) {
+        *self
+            .inner
+            .not_ready
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason.into());
     }
 }

@@ -43,7 +43,7 @@ use models::calibration::{Calibrator, fit_isotonic, fit_platt};
 use models::gbdt::{Gbdt, GbdtParams, SplitMix64, TrainData, TreeNode};
 use models::onnx::{LinearModel, ModelGraph, Node, ScoringModel, ToOnnx, Tree, TreeEnsemble};
 use ndarray::Array2;
-use serving::{PoolConfig, Scorer as _, SessionPool};
+use serving::{PoolConfig, SessionPool};
 
 /// Largest accepted |ONNX Runtime − Rust| for a calibrated probability.
 const PARITY_TOLERANCE: f32 = 1e-5;

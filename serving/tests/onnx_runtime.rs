@@ -8,14 +8,11 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::body::{Body, to_bytes};
-use axum::http::{Request, StatusCode};
 use common::ort_available;
 use models::onnx::{LinearModel, Node, ToOnnx, Tree, TreeEnsemble};
 use ndarray::{Array2, array};
 use serving::pool::{LoadError, ScoreError};
-use serving::{AppState, ModelSet, PoolConfig, Scorer, SessionPool, app};
-use tower::ServiceExt as _;
+use serving::{PoolConfig, SessionPool};
 
 /// Largest accepted |ONNX Runtime − expected| for a probability.
 const PROBABILITY_TOLERANCE: f64 = 1e-6;
@@ -141,7 +138,7 @@ async fn tree_ensemble_scores_match_hand_computed_probabilities() {
     // ...and so does ONNX Runtime.
     let (_dir, pool) = load(&model, 1);
     assert_eq!(pool.n_features(), 3);
-    let got = pool.score(rows).await.unwrap();
+    let got = pool.score_rows(rows).await.unwrap();
     assert_close(&got, &expected, "tree ensemble");
 }
 
@@ -154,7 +151,7 @@ async fn linear_model_scores_match_hand_computed_probabilities() {
     let (rows, expected) = linear_rows();
     let (_dir, pool) = load(&model, 1);
     assert_eq!(pool.n_features(), 3);
-    let got = pool.score(rows).await.unwrap();
+    let got = pool.score_rows(rows).await.unwrap();
     assert_close(&got, &expected, "linear");
 }
 
@@ -174,7 +171,7 @@ async fn pool_serves_concurrent_requests_with_fewer_sessions() {
             // Vary the batch: the first k rows.
             let k = 1 + i % rows.nrows();
             let rows = rows.slice(ndarray::s![..k, ..]).to_owned();
-            let got = pool.score(rows).await.unwrap();
+            let got = pool.score_rows(rows).await.unwrap();
             assert_close(&got, &expected[..k], "concurrent tree ensemble");
         }));
     }
@@ -183,7 +180,7 @@ async fn pool_serves_concurrent_requests_with_fewer_sessions() {
     }
     // Every session went back to the pool.
     let (rows, expected) = tree_rows();
-    let (a, b) = tokio::join!(pool.score(rows.clone()), pool.score(rows));
+    let (a, b) = tokio::join!(pool.score_rows(rows.clone()), pool.score_rows(rows));
     assert_close(&a.unwrap(), &expected, "after contention");
     assert_close(&b.unwrap(), &expected, "after contention");
 }
@@ -194,7 +191,7 @@ async fn wrong_width_and_empty_batches() {
         return;
     }
     let (_dir, pool) = load(&linear_model(), 1);
-    let err = pool.score(Array2::zeros((2, 4))).await.unwrap_err();
+    let err = pool.score_rows(Array2::zeros((2, 4))).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -206,7 +203,7 @@ async fn wrong_width_and_empty_batches() {
         "{err}"
     );
     assert_eq!(
-        pool.score(Array2::zeros((0, 3))).await.unwrap(),
+        pool.score_rows(Array2::zeros((0, 3))).await.unwrap(),
         Vec::<f32>::new()
     );
 }
@@ -228,57 +225,4 @@ async fn model_without_the_expected_signature_is_rejected() {
     let err = SessionPool::from_bytes(&bytes, PoolConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::Signature(_)), "{err}");
     assert!(err.to_string().contains("`features`"), "{err}");
-}
-
-#[tokio::test]
-async fn registry_directory_loads_and_service_becomes_ready() {
-    if !ort_available() {
-        return;
-    }
-    let registry = tempfile::tempdir().unwrap();
-    let bundle = |task: &str, version: &str, bytes: Vec<u8>| {
-        let dir = registry.path().join(task).join(version);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("model.onnx"), bytes).unwrap();
-    };
-    bundle("propensity", "v2", onnx(&tree_model()));
-    bundle("churn", "v1", onnx(&linear_model()));
-    // Not bundles: a stray file and a version without a model.
-    std::fs::write(registry.path().join("README.md"), "not a model").unwrap();
-    std::fs::create_dir_all(registry.path().join("churn/v0")).unwrap();
-
-    let config = PoolConfig {
-        sessions: 1,
-        intra_threads: 1,
-    };
-    let path = registry.path().to_path_buf();
-    let models = tokio::task::spawn_blocking(move || ModelSet::load_dir(&path, config))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        models.names().collect::<Vec<_>>(),
-        ["churn/v1", "propensity/v2"]
-    );
-
-    let (rows, expected) = tree_rows();
-    let got = models
-        .get("propensity/v2")
-        .unwrap()
-        .score(rows)
-        .await
-        .unwrap();
-    assert_close(&got, &expected, "registry trees");
-
-    let res = app(AppState::with_models(models))
-        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: serde_json::Value =
-        serde_json::from_slice(&to_bytes(res.into_body(), 1 << 16).await.unwrap()).unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"status": "ready", "models": ["churn/v1", "propensity/v2"]})
-    );
 }

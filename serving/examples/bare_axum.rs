@@ -1,0 +1,42 @@
+//! The ceiling for any HTTP scoring server on this machine: an axum handler that reads the
+//! same request body as `POST /v1/score/{task}` into the same request type, and answers a
+//! constant. `scripts/bench-serving` loads it beside the real server.
+//!
+//! `cargo run --release -p leadscore-serving --example bare_axum -- 127.0.0.1:18090`
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serving::request::{EntityRequest, parse_json};
+
+async fn constant(body: Bytes) -> impl IntoResponse {
+    match parse_json::<EntityRequest>(&body) {
+        Ok(entity) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            // Uses the parsed entity, so the parse cannot be optimised away.
+            format!(
+                "{{\"probability\":0.5,\"score\":50,\"grade\":\"B\",\"sales_ready\":false,\"events\":{}}}",
+                entity.events.map_or(0, |e| e.len())
+            ),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"error\":{:?}}}", e.to_string()),
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18090".into());
+    let app = Router::new().route("/v1/score/{task}", post(constant));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("bare_axum: listening on {addr}");
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,109 @@
+//! The server's configuration file (TOML). Every key is optional; flags and environment
+//! variables (see `leadscore-serve --help`) override the file, the file overrides the
+//! defaults. Keys are best given here or in the environment, never as flags (a command line
+//! is visible to every user of the machine).
+//!
+//! ```toml
+//! addr = "0.0.0.0:8080"
+//! registry = "/srv/leadscore/registry"
+//! thresholds = "/srv/leadscore/thresholds.toml"
+//! api_keys = ["...at least 16 characters..."]
+//! admin_keys = ["..."]
+//! sessions = 2                 # ONNX Runtime sessions per model
+//! reload_interval_secs = 5
+//! max_body_bytes = 1048576
+//! max_batch = 1000
+//! max_reasons = 3
+//! allowed_skew_secs = 300      # how far in the future a timestamp may be
+//! inline_max_entities = 1      # requests this small score on the async worker
+//! log_format = "json"          # or "text"
+//! log_level = "info"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The configuration file's content.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<SocketAddr>,
+    pub registry: Option<PathBuf>,
+    pub thresholds: Option<PathBuf>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
+    pub no_auth: Option<bool>,
+    pub sessions: Option<usize>,
+    pub reload_interval_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_batch: Option<usize>,
+    pub max_reasons: Option<usize>,
+    pub allowed_skew_secs: Option<u64>,
+    pub inline_max_entities: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl FileConfig {
+    /// Reads `path`; paths in it are relative to its folder.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text)
+            .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.registry, &mut config.thresholds]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_reads_with_paths_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(
+            &path,
+            "addr = \"0.0.0.0:9000\"\nregistry = \"reg\"\nthresholds = \"/etc/t.toml\"\n\
+             admin_keys = [\"a-very-long-admin-key\"]\nmax_batch = 50\nlog_format = \"text\"\n",
+        )
+        .unwrap();
+        let c = FileConfig::read(&path).unwrap();
+        assert_eq!(c.addr, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(c.registry, Some(dir.path().join("reg")));
+        assert_eq!(c.thresholds, Some(PathBuf::from("/etc/t.toml")));
+        assert_eq!(c.max_batch, Some(50));
+        assert_eq!(c.log_format, Some(LogFormat::Text));
+
+        std::fs::write(&path, "max_bach = 5\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(
+            err.contains("serve.toml") && err.contains("unknown field `max_bach`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! Prometheus metrics, kept in atomics (no lock on the request path) and rendered in the
+//! text exposition format at `GET /metrics`.
+//!
+//! | metric | labels | what |
+//! | --- | --- | --- |
+//! | `leadscore_http_requests_total` | `route`, `status` | requests answered |
+//! | `leadscore_http_request_duration_seconds` | `route` | latency histogram, from the request reaching the router to the response leaving it |
+//! | `leadscore_scored_entities_total` | `task`, `version` | entities scored |
+//! | `leadscore_score` | `task`, `version` | histogram of the calibrated probabilities given |
+//! | `leadscore_model_info` | `task`, `version`, `kind` | 1 for each model being served |
+//! | `leadscore_reloads_total` / `leadscore_reload_failures_total` | | registry and thresholds reloads that changed something / that failed |
+//!
+//! Labels never carry request content: no ids, no profile values.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The routes metrics are kept for, by their axum path template; anything else is
+/// `other`.
+pub const ROUTES: [&str; 9] = [
+    "/v1/score/{task}",
+    "/v1/score/{task}/batch",
+    "/v1/models",
+    "/admin/reload",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "other",
+];
+
+/// The statuses counted one by one; any other is counted as `other`.
+const STATUSES: [u16; 13] = [
+    200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 500, 503, 0,
+];
+
+/// Latency buckets, seconds.
+const LATENCY_BOUNDS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Probability buckets.
+const SCORE_BOUNDS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// A Prometheus histogram with fixed upper bounds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last slot is `+Inf`.
+    counts: Vec<AtomicU64>,
+    /// The sum of observations, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, x: f64) {
+        let slot = self.bounds.partition_point(|&b| b < x);
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + x).to_bits())
+            });
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = f64::from_bits(self.sum_bits.load(Ordering::Relaxed));
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// The distribution of one model's probabilities.
+#[derive(Debug)]
+pub struct ScoreHistogram(pub Histogram);
+
+impl Default for ScoreHistogram {
+    fn default() -> Self {
+        ScoreHistogram(Histogram::new(&SCORE_BOUNDS))
+    }
+}
+
+impl ScoreHistogram {
+    pub fn observe(&self, p: f64) {
+        self.0.observe(p);
+    }
+}
+
+#[derive(Debug)]
+struct RouteMetrics {
+    statuses: Vec<AtomicU64>,
+    latency: Histogram,
+}
+
+/// The server's request metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    routes: Vec<RouteMetrics>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            routes: ROUTES
+                .iter()
+                .map(|_| RouteMetrics {
+                    statuses: STATUSES.iter().map(|_| AtomicU64::new(0)).collect(),
+                    latency: Histogram::new(&LATENCY_BOUNDS),
+                })
+                .collect(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One model's figures, as the renderer needs them.
+pub struct ModelFigures<'a> {
+    pub task: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+    pub scores: &'a ScoreHistogram,
+}
+
+impl Metrics {
+    /// Records one answered request on `route` (a path template of [`ROUTES`], anything
+    /// else counts as `other`).
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        let r = ROUTES
+            .iter()
+            .position(|&known| known == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|&known| known == status)
+            .unwrap_or(STATUSES.len() - 1);
+        let route = &self.routes[r];
+        route.statuses[s].fetch_add(1, Ordering::Relaxed);
+        route.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests answered on `route` with `status` so far.
+    pub fn requests(&self, route: &str, status: u16) -> u64 {
+        let (Some(r), Some(s)) = (
+            ROUTES.iter().position(|&known| known == route),
+            STATUSES.iter().position(|&known| known == status),
+        ) else {
+            return 0;
+        };
+        self.routes[r].statuses[s].load(Ordering::Relaxed)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self, models: &[ModelFigures<'_>]) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str(
+            "# HELP leadscore_http_requests_total Requests answered, by route and status.\n",
+        );
+        out.push_str("# TYPE leadscore_http_requests_total counter\n");
+        for (route, m) in ROUTES.iter().zip(&self.routes) {
+            for (status, count) in STATUSES.iter().zip(&m.statuses) {
+                let count = count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let status = if *status == 0 {
+                    "other".to_string()
+                } else {
+                    status.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "leadscore_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP leadscore_http_request_duration_seconds Time to answer a request.\n");
+        out.push_str("# TYPE leadscore_http_request_duration_seconds histogram\n");
+        for (route, m) in ROUTES.iter().zip(&self.routes) {
+            if m.latency.count() > 0 {
+                m.latency.render(
+                    &mut out,
+                    "leadscore_http_request_duration_seconds",
+                    &format!("route=\"{route}\""),
+                );
+            }
+        }
+        out.push_str("# HELP leadscore_model_info Models being served.\n");
+        out.push_str("# TYPE leadscore_model_info gauge\n");
+        for m in models {
+            let _ = writeln!(
+                out,
+                "leadscore_model_info{{task=\"{}\",version=\"{}\",kind=\"{}\"}} 1",
+                m.task, m.version, m.kind
+            );
+        }
+        out.push_str("# HELP leadscore_scored_entities_total Entities scored, by model.\n");
+        out.push_str("# TYPE leadscore_scored_entities_total counter\n");
+        for m in models {
+            let _ = writeln!(
+                out,
+                "leadscore_scored_entities_total{{task=\"{}\",version=\"{}\"}} {}",
+                m.task,
+                m.version,
+                m.scores.0.count()
+            );
+        }
+        out.push_str("# HELP leadscore_score Calibrated probabilities given, by model.\n");
+        out.push_str("# TYPE leadscore_score histogram\n");
+        for m in models {
+            m.scores.0.render(
+                &mut out,
+                "leadscore_score",
+                &format!("task=\"{}\",version=\"{}\"", m.task, m.version),
+            );
+        }
+        for (name, help, value) in [
+            (
+                "leadscore_reloads_total",
+                "Reloads of the registry or the thresholds file that changed what is served.",
+                &self.reloads,
+            ),
+            (
+                "leadscore_reload_failures_total",
+                "Bundles or thresholds files refused on reload (the previous ones kept serving).",
+                &self.reload_failures,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let h = Histogram::new(&SCORE_BOUNDS);
+        for p in [0.05, 0.1, 0.15, 0.95, 1.0] {
+            h.observe(p);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "task=\"t\"");
+        assert!(out.contains("x_bucket{task=\"t\",le=\"0.1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{task=\"t\",le=\"0.2\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{task=\"t\",le=\"0.9\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{task=\"t\",le=\"1\"} 5\n"), "{out}");
+        assert!(
+            out.contains("x_bucket{task=\"t\",le=\"+Inf\"} 5\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_count{task=\"t\"} 5\n"), "{out}");
+        let sum: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x_sum{task=\"t\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 2.25).abs() < 1e-12, "{sum}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status() {
+        let m = Metrics::default();
+        m.record("/v1/score/{task}", 200, Duration::from_micros(300));
+        m.record("/v1/score/{task}", 200, Duration::from_micros(700));
+        m.record("/v1/score/{task}", 400, Duration::from_micros(50));
+        m.record("/nowhere", 404, Duration::from_micros(10));
+        m.record("/healthz", 418, Duration::from_micros(10));
+        assert_eq!(m.requests("/v1/score/{task}", 200), 2);
+        assert_eq!(m.requests("/v1/score/{task}", 400), 1);
+        assert_eq!(m.requests("other", 404), 1);
+        let text = m.render(&[]);
+        assert!(text.contains(
+            "leadscore_http_requests_total{route=\"/v1/score/{task}\",status=\"200\"} 2\n"
+        ));
+        assert!(
+            text.contains("leadscore_http_requests_total{route=\"/healthz\",status=\"other\"} 1\n")
+        );
+        assert!(text.contains(
+            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{task}\",le=\"0.0005\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{task}\",le=\"0.001\"} 3\n"
+        ));
+    }
+}

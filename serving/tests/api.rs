@@ -1,0 +1,930 @@
+//! The score API end to end through the router (`oneshot`, no socket), with real bundles
+//! written by `leadscore-train` (`serving/tests/fixtures/`, made by
+//! `scripts/make-serving-fixtures`), ONNX Runtime and the feature plan.
+//!
+//! Reference: for every entity the test computes the features with the bundle's plan and
+//! the probability with the bundle's model in Rust (`ScoringModel`, the model math the ONNX
+//! graph was exported from); the server's answer must agree to [`PROBABILITY_TOLERANCE`],
+//! and its reasons must add up to the model's log-odds to [`LOG_ODDS_TOLERANCE`].
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use features::history::{DAY_MS, EntityHistory, Event, ProfileValue};
+use features::plan::ProfileFeatureKind;
+use features::spec::Form;
+use models::bundle::{Bundle, Registry};
+use models::gbdt::SplitMix64;
+use models::onnx::ScoringModel;
+use serde_json::{Value, json};
+use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app};
+use tower::ServiceExt as _;
+
+use common::{ort_available, repo_root};
+
+/// ONNX Runtime computes in `f32`; the reference in `f64` from the same `f32` features.
+const PROBABILITY_TOLERANCE: f64 = 1e-5;
+/// Reasons are computed in `f64` from the exported (f32-rounded) model part.
+const LOG_ODDS_TOLERANCE: f64 = 1e-4;
+
+const CLIENT_KEY: &str = "client-key-for-tests-0001";
+const ADMIN_KEY: &str = "admin-key-for-tests-00001";
+
+/// 2025-10-09T08:53:20Z: inside the generator's time range, in the past.
+const AS_OF_MS: i64 = 1_760_000_000_000;
+
+fn fixtures() -> PathBuf {
+    repo_root().join("serving/tests/fixtures")
+}
+
+/// Copies a fixture registry into a temporary folder the test may change.
+fn copy_registry(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(from, dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Installs a copy of bundle `from` as `<registry>/<task>/<version>` (the manifest's
+/// version follows the folder), the way a writer does: complete in a hidden folder, then
+/// renamed into place.
+fn install_as(from: &Path, registry: &Path, task: &str, version: &str) -> PathBuf {
+    let tmp = registry.join(task).join(format!(".tmp-{version}"));
+    copy_dir(from, &tmp);
+    let manifest_path = tmp.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("read")).expect("json");
+    manifest["version"] = json!(version);
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).expect("json"),
+    )
+    .expect("write");
+    let target = registry.join(task).join(version);
+    std::fs::rename(&tmp, &target).expect("rename");
+    target
+}
+
+struct Server {
+    app: Router,
+    state: AppState,
+    reloader: Arc<Reloader>,
+    registry: tempfile::TempDir,
+}
+
+fn server_with(registry: tempfile::TempDir, thresholds: Option<PathBuf>, limits: Limits) -> Server {
+    let keys = KeySet::new(&[CLIENT_KEY.into()], &[ADMIN_KEY.into()]).expect("keys");
+    let state = AppState::new(limits, keys, "loading");
+    let reloader = Arc::new(Reloader::new(
+        Registry::new(registry.path()),
+        thresholds,
+        PoolConfig {
+            sessions: 2,
+            intra_threads: 1,
+        },
+    ));
+    state.set_reloader(Arc::clone(&reloader));
+    let report = reloader.reload_once(&state);
+    assert!(report.refused.is_empty(), "{report:?}");
+    Server {
+        app: app(state.clone()),
+        state,
+        reloader,
+        registry,
+    }
+}
+
+fn server() -> Server {
+    let limits = Limits {
+        max_reasons: 1000,
+        ..Limits::default()
+    };
+    server_with(copy_registry(&fixtures().join("registry")), None, limits)
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Body,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 24).await.expect("body");
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+async fn post(app: &Router, uri: &str, body: &Value) -> (StatusCode, Value) {
+    call(
+        app,
+        "POST",
+        uri,
+        Some(CLIENT_KEY),
+        Body::from(body.to_string()),
+    )
+    .await
+}
+
+/// A random entity for `bundle`'s plan: every profile field (some missing, some levels the
+/// model never saw), 20 events of known and unknown types over the last 120 days.
+fn random_entity(bundle: &Bundle, rng: &mut SplitMix64, i: usize) -> Value {
+    let plan = &bundle.manifest().feature_plan;
+    let mut fields = serde_json::Map::new();
+    for field in plan.profile_fields() {
+        let value = match (&field.kind, rng.next_f64()) {
+            (_, u) if u < 0.1 => Value::Null,
+            (ProfileFeatureKind::Numeric, u) => json!((u * 40.0 * 8.0).round() / 8.0),
+            (ProfileFeatureKind::Categorical { .. }, u) if u < 0.2 => json!("never-seen-level"),
+            (ProfileFeatureKind::Categorical { levels }, u) => {
+                json!(levels[(u * levels.len() as f64) as usize % levels.len()])
+            }
+        };
+        fields.insert(field.name.clone(), value);
+    }
+    if plan.form() == Form::Tabular {
+        return json!({"id": format!("T{i}"), "row": fields});
+    }
+    let data = plan.data();
+    let events: Vec<Value> = (0..20)
+        .map(|_| {
+            let age_ms = (rng.next_f64() * 120.0 * DAY_MS as f64) as i64;
+            let k = (rng.next_f64() * (data.event_types.len() + 1) as f64) as usize;
+            let event_type = data
+                .event_types
+                .get(k)
+                .map_or("unknown_kind", String::as_str);
+            let channel = data
+                .channels
+                .get((rng.next_f64() * data.channels.len() as f64) as usize);
+            let valued = data.valued_event_types.iter().any(|t| t == event_type);
+            json!({
+                "ts": AS_OF_MS - 1 - age_ms,
+                "type": event_type,
+                "channel": channel,
+                "value": valued.then(|| (rng.next_f64() * 500.0).round()),
+            })
+        })
+        .collect();
+    let created = AS_OF_MS - ((30.0 + rng.next_f64() * 300.0) * DAY_MS as f64) as i64;
+    json!({
+        "id": format!("E{i}"),
+        "as_of": AS_OF_MS,
+        "created_at": chrono::DateTime::from_timestamp_millis(created).expect("time").to_rfc3339(),
+        "profile": fields,
+        "events": events,
+    })
+}
+
+/// The reference: features by the plan, probability and log-odds by the model in Rust.
+fn reference(bundle: &Bundle, entity: &Value) -> (f64, f64) {
+    let plan = &bundle.manifest().feature_plan;
+    let fields = entity
+        .get("profile")
+        .or_else(|| entity.get("row"))
+        .expect("fields");
+    let profile = plan
+        .profile_fields()
+        .iter()
+        .map(|f| match &fields[&f.name] {
+            Value::Null => ProfileValue::Missing,
+            Value::Number(n) => ProfileValue::Number(n.as_f64().expect("number")),
+            Value::String(s) => ProfileValue::Text(s.clone()),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    let (history, cutoff) = match plan.form() {
+        Form::Tabular => (
+            EntityHistory {
+                created_at_ms: 0,
+                profile,
+                events: Vec::new(),
+            },
+            0,
+        ),
+        Form::Events => {
+            let created =
+                chrono::DateTime::parse_from_rfc3339(entity["created_at"].as_str().expect("text"))
+                    .expect("time")
+                    .timestamp_millis();
+            let events = entity["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| Event {
+                    ts_ms: e["ts"].as_i64().expect("ts"),
+                    event_type: e["type"].as_str().expect("type").to_owned(),
+                    channel: e["channel"].as_str().map(str::to_owned),
+                    value: e["value"].as_f64(),
+                })
+                .collect();
+            (
+                EntityHistory {
+                    created_at_ms: created,
+                    profile,
+                    events,
+                },
+                AS_OF_MS,
+            )
+        }
+    };
+    let row = plan.compute(&history, cutoff).expect("features");
+    let graph = bundle.explainer().model_graph();
+    let logit = graph.logit(&row);
+    let model = ScoringModel::new(graph, bundle.manifest().calibration.clone());
+    (model.probability(&row), logit)
+}
+
+fn check_against_reference(bundle: &Bundle, entity: &Value, got: &Value, what: &str) {
+    let (p, logit) = reference(bundle, entity);
+    let served = got["probability"].as_f64().expect("probability");
+    assert!(
+        (served - p).abs() <= PROBABILITY_TOLERANCE,
+        "{what}: served {served}, reference {p}"
+    );
+    assert_eq!(
+        got["score"],
+        json!((served * 100.0).round() as u64),
+        "{what}"
+    );
+    let thresholds = &bundle.manifest().thresholds;
+    assert_eq!(
+        got["grade"],
+        json!(thresholds.grade(served).as_str()),
+        "{what}"
+    );
+    assert_eq!(
+        got["sales_ready"],
+        json!(thresholds.is_sales_ready(served)),
+        "{what}"
+    );
+    let reasons = &got["reasons"];
+    let total: f64 = ["positive", "negative"]
+        .iter()
+        .flat_map(|side| reasons[side].as_array().expect("reasons").iter())
+        .map(|r| r["contribution"].as_f64().expect("contribution"))
+        .sum::<f64>()
+        + reasons["baseline_log_odds"].as_f64().expect("baseline");
+    assert!(
+        (total - logit).abs() <= LOG_ODDS_TOLERANCE,
+        "{what}: reasons add up to {total}, the model's log-odds are {logit}"
+    );
+    for r in reasons["positive"].as_array().expect("positive") {
+        assert!(r["contribution"].as_f64().expect("c") > 0.0, "{what}: {r}");
+        assert!(
+            !r["value"].as_str().expect("value").is_empty(),
+            "{what}: {r}"
+        );
+    }
+    for r in reasons["negative"].as_array().expect("negative") {
+        assert!(r["contribution"].as_f64().expect("c") < 0.0, "{what}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_and_reasons_match_the_bundles_model_for_every_kind() {
+    if !ort_available() {
+        return;
+    }
+    let cases = [
+        (
+            "registry",
+            "propensity",
+            "fixture-leads-v1",
+            "gbdt_on_linear",
+        ),
+        ("registry", "churn", "fixture-churn-v1", "logistic"),
+        ("tabular", "propensity", "fixture-tabular-v1", "gbdt"),
+    ];
+    for (registry, task, version, kind) in cases {
+        let limits = Limits {
+            max_reasons: 1000,
+            ..Limits::default()
+        };
+        let server = server_with(copy_registry(&fixtures().join(registry)), None, limits);
+        let bundle =
+            Bundle::load(&server.registry.path().join(task).join(version)).expect("bundle");
+        assert_eq!(
+            serde_json::to_value(bundle.manifest().model_kind).expect("kind"),
+            json!(kind),
+            "fixture {task}/{version}: rerun scripts/make-serving-fixtures"
+        );
+        let mut rng = SplitMix64::new(7);
+        let entities: Vec<Value> = (0..40)
+            .map(|i| random_entity(&bundle, &mut rng, i))
+            .collect();
+        for (i, entity) in entities.iter().enumerate() {
+            let (status, body) = post(&server.app, &format!("/v1/score/{task}"), entity).await;
+            assert_eq!(status, StatusCode::OK, "{task} entity {i}: {body}");
+            assert_eq!(body["model"], json!({"task": task, "version": version}));
+            assert_eq!(body["id"], entity["id"]);
+            check_against_reference(&bundle, entity, &body, &format!("{task} {kind} entity {i}"));
+        }
+        // The batch gives the same answers in the same order, on the blocking pool.
+        let (status, body) = post(
+            &server.app,
+            &format!("/v1/score/{task}/batch"),
+            &json!({"entities": entities}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let results = body["results"].as_array().expect("results");
+        assert_eq!(results.len(), entities.len());
+        for (i, (entity, got)) in entities.iter().zip(results).enumerate() {
+            assert_eq!(got["id"], entity["id"]);
+            check_against_reference(&bundle, entity, got, &format!("{task} batch entity {i}"));
+        }
+    }
+}
+
+/// The first leads fixture entity, a fixed one.
+fn lead(server: &Server) -> (Bundle, Value) {
+    let bundle =
+        Bundle::load(&server.registry.path().join("propensity/fixture-leads-v1")).expect("bundle");
+    let mut rng = SplitMix64::new(3);
+    let entity = random_entity(&bundle, &mut rng, 0);
+    (bundle, entity)
+}
+
+#[tokio::test]
+async fn unknown_levels_score_as_other_and_unused_fields_are_reported() {
+    if !ort_available() {
+        return;
+    }
+    let server = server();
+    let (_, mut entity) = lead(&server);
+    entity["profile"]["industry"] = json!("Zoology");
+    let (status, a) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    entity["profile"]["industry"] = json!("Basket weaving");
+    entity["profile"]["favourite_colour"] = json!("green");
+    let (status, b) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(a["probability"], b["probability"]);
+    assert_eq!(b["ignored_fields"], json!(["favourite_colour"]));
+    assert!(a.get("ignored_fields").is_none(), "{a}");
+    let industry = b["reasons"]
+        .as_object()
+        .expect("reasons")
+        .iter()
+        .filter_map(|(_, side)| side.as_array())
+        .flatten()
+        .find(|r| r["feature"] == "industry");
+    if let Some(reason) = industry {
+        assert_eq!(reason["value"], "Basket weaving (rare)");
+    }
+    // Without reasons on request.
+    let (status, c) = post(&server.app, "/v1/score/propensity?reasons=false", &entity).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(c.get("reasons").is_none(), "{c}");
+    assert_eq!(c["probability"], b["probability"]);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_that_names_the_field() {
+    if !ort_available() {
+        return;
+    }
+    let limits = Limits {
+        max_batch: 3,
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = server_with(copy_registry(&fixtures().join("registry")), None, limits);
+    let (_, entity) = lead(&server);
+    let future = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut e = entity.clone();
+        edit(&mut e);
+        e.to_string()
+    };
+    let numeric = "annual_revenue_musd";
+    let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
+        (
+            "malformed",
+            "{\"profile\": ".into(),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
+            "NaN literal",
+            with(&|e| e["as_of"] = json!(1)).replace("\"as_of\":1", "\"as_of\":NaN"),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
+            "text for a number",
+            with(&|e| e["profile"][numeric] = json!("lots")),
+            400,
+            "bad_request",
+            Some("profile.annual_revenue_musd"),
+        ),
+        (
+            "NaN as text",
+            with(&|e| e["profile"][numeric] = json!("NaN")),
+            400,
+            "bad_request",
+            Some("profile.annual_revenue_musd"),
+        ),
+        (
+            "object for a field",
+            with(&|e| e["profile"]["industry"] = json!({"a": 1})),
+            400,
+            "bad_request",
+            Some("profile.industry"),
+        ),
+        (
+            "wrong type of events",
+            with(&|e| e["events"] = json!("many")),
+            400,
+            "bad_request",
+            Some("events"),
+        ),
+        (
+            "event without type",
+            with(&|e| e["events"][1] = json!({"ts": 1})),
+            400,
+            "bad_request",
+            Some("events[1]"),
+        ),
+        (
+            "event time not a time",
+            with(&|e| e["events"][2]["ts"] = json!("last tuesday")),
+            400,
+            "bad_request",
+            Some("events[2].ts"),
+        ),
+        (
+            "event in the future",
+            with(&|e| e["events"][4]["ts"] = json!(future)),
+            400,
+            "bad_request",
+            Some("events[4].ts"),
+        ),
+        (
+            "scoring time in the future",
+            with(&|e| e["as_of"] = json!(future)),
+            400,
+            "bad_request",
+            Some("as_of"),
+        ),
+        (
+            "created after the scoring time",
+            with(&|e| e["created_at"] = json!(AS_OF_MS + 1)),
+            400,
+            "bad_request",
+            Some("created_at"),
+        ),
+        (
+            "missing created_at",
+            with(&|e| {
+                e.as_object_mut().expect("object").remove("created_at");
+            }),
+            400,
+            "bad_request",
+            Some("created_at"),
+        ),
+        (
+            "missing profile",
+            with(&|e| {
+                e.as_object_mut().expect("object").remove("profile");
+            }),
+            400,
+            "bad_request",
+            Some("profile"),
+        ),
+        (
+            "tabular row for an event model",
+            with(&|e| e["row"] = json!({})),
+            400,
+            "bad_request",
+            Some("row"),
+        ),
+        (
+            "unknown top-level field",
+            with(&|e| e["evnts"] = json!([])),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
+            "body too large",
+            json!({"id": "x".repeat(70 * 1024)}).to_string(),
+            413,
+            "payload_too_large",
+            None,
+        ),
+    ];
+    for (what, body, status, kind, field) in cases {
+        let (got, answer) = call(
+            &server.app,
+            "POST",
+            "/v1/score/propensity",
+            Some(CLIENT_KEY),
+            Body::from(body),
+        )
+        .await;
+        assert_eq!(got.as_u16(), status, "{what}: {answer}");
+        assert_eq!(answer["error"]["kind"], kind, "{what}: {answer}");
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["field"], field, "{what}: {answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .expect("message")
+                    .contains(field),
+                "{what}: {answer}"
+            );
+        }
+    }
+
+    // The batch: too many entities, and a bad one named by its position.
+    let (status, answer) = post(
+        &server.app,
+        "/v1/score/propensity/batch",
+        &json!({"entities": vec![entity.clone(); 4]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"]["field"], "entities");
+    let mut bad = entity.clone();
+    bad["events"][0]["ts"] = json!(future);
+    let (status, answer) = post(
+        &server.app,
+        "/v1/score/propensity/batch",
+        &json!({"entities": [entity.clone(), bad]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["field"], "entities[1].events[0].ts");
+
+    // Routes, models, keys and media types.
+    let (status, answer) = post(&server.app, "/v1/score/upsell", &entity).await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_model"))
+    );
+    let (status, answer) = call(
+        &server.app,
+        "POST",
+        "/v1/score/propensity",
+        None,
+        Body::from(entity.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, _) = call(
+        &server.app,
+        "POST",
+        "/v1/score/propensity",
+        Some("wrong-key-wrong-key-wrong"),
+        Body::from(entity.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, answer) = call(
+        &server.app,
+        "POST",
+        "/admin/reload",
+        Some(CLIENT_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let request = Request::post("/v1/score/propensity")
+        .header(header::CONTENT_TYPE, "text/csv")
+        .header(header::AUTHORIZATION, format!("Bearer {CLIENT_KEY}"))
+        .body(Body::from(entity.to_string()))
+        .expect("request");
+    let response = server
+        .app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, answer) = call(
+        &server.app,
+        "GET",
+        "/v1/score/propensity",
+        Some(CLIENT_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    let (status, answer) = post(&server.app, "/v1/score/propensity?explain=1", &entity).await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("explain"))
+    );
+
+    // No request was answered with a server error.
+    let metrics = server.state.metrics();
+    for route in ["/v1/score/{task}", "/v1/score/{task}/batch", "other"] {
+        assert_eq!(metrics.requests(route, 500), 0, "{route}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
+    if !ort_available() {
+        return;
+    }
+    let thresholds_dir = tempfile::tempdir().expect("dir");
+    let thresholds = thresholds_dir.path().join("thresholds.toml");
+    std::fs::write(&thresholds, "").expect("write");
+    let server = server_with(
+        copy_registry(&fixtures().join("registry")),
+        Some(thresholds.clone()),
+        Limits::default(),
+    );
+    let (bundle, entity) = lead(&server);
+    let (status, first) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let p = first["probability"].as_f64().expect("p");
+    assert_eq!(
+        first["sales_ready"],
+        json!(bundle.manifest().thresholds.is_sales_ready(p))
+    );
+
+    // Steady load on two tasks while versions change underneath.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let versions_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (app, entity) = (server.app.clone(), entity.clone());
+        let (stop, failures, answered, seen) = (
+            stop.clone(),
+            failures.clone(),
+            answered.clone(),
+            versions_seen.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = post(&app, "/v1/score/propensity", &entity).await;
+                if status == StatusCode::OK {
+                    seen.lock()
+                        .expect("lock")
+                        .insert(body["model"]["version"].as_str().expect("v").to_owned());
+                    answered.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                // A request answered inline never waits on anything: without a socket in
+                // between, let the other tasks (and the timer) run.
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A new version: loaded and served.
+    let registry = server.registry.path().to_path_buf();
+    install_as(
+        &registry.join("propensity/fixture-leads-v1"),
+        &registry,
+        "propensity",
+        "fixture-leads-v2",
+    );
+    let reloader = Arc::clone(&server.reloader);
+    let state = server.state.clone();
+    let report = tokio::task::spawn_blocking(move || reloader.reload_once(&state))
+        .await
+        .expect("reload");
+    assert_eq!(report.loaded, ["propensity/fixture-leads-v2"], "{report:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A broken newer version: refused, v2 keeps serving (also through the admin route).
+    let broken = install_as(
+        &registry.join("propensity/fixture-leads-v1"),
+        &registry,
+        "propensity",
+        "fixture-leads-v3",
+    );
+    std::fs::write(broken.join("model.onnx"), b"not a model").expect("write");
+    let (status, report) = call(
+        &server.app,
+        "POST",
+        "/admin/reload",
+        Some(ADMIN_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let refused = report["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 1, "{report}");
+    assert!(
+        refused[0]
+            .as_str()
+            .expect("text")
+            .starts_with("propensity/fixture-leads-v3: "),
+        "{report}"
+    );
+    assert!(
+        report["serving"]
+            .as_array()
+            .expect("serving")
+            .contains(&json!("propensity/fixture-leads-v2")),
+        "{report}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Thresholds: a new file applies at the next reload, a broken one is refused.
+    std::fs::write(
+        &thresholds,
+        "[propensity]\nsales_ready = 0.0001\ngrades = { a = 0.0003, b = 0.0002, c = 0.0001 }\n",
+    )
+    .expect("write");
+    let (_, report) = call(
+        &server.app,
+        "POST",
+        "/admin/reload",
+        Some(ADMIN_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(report["thresholds"], "applied", "{report}");
+    let (_, after) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(
+        (after["sales_ready"].clone(), after["grade"].clone()),
+        (json!(true), json!("A")),
+        "{after}"
+    );
+    std::fs::write(&thresholds, "[propensity]\nsales_ready = 2\n").expect("write");
+    let (_, report) = call(
+        &server.app,
+        "POST",
+        "/admin/reload",
+        Some(ADMIN_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert!(
+        report["thresholds"]
+            .as_str()
+            .expect("text")
+            .starts_with("refused: "),
+        "{report}"
+    );
+    let (_, still) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(still["sales_ready"], json!(true), "{still}");
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert!(answered.load(Ordering::Relaxed) > 10);
+    let seen = versions_seen.lock().expect("lock").clone();
+    assert!(seen.contains("fixture-leads-v2"), "{seen:?}");
+    assert!(!seen.contains("fixture-leads-v3"), "{seen:?}");
+    let text = server.state.metrics().render(&[]);
+    assert!(
+        text.contains("leadscore_reload_failures_total 2\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_models_metrics_and_the_openapi_document() {
+    if !ort_available() {
+        return;
+    }
+    // Before anything is loaded: not ready, with the reason.
+    let empty = tempfile::tempdir().expect("dir");
+    let keys = KeySet::new(&[CLIENT_KEY.into()], &[ADMIN_KEY.into()]).expect("keys");
+    let state = AppState::new(Limits::default(), keys, "loading models from somewhere");
+    let (status, body) = call(&app(state.clone()), "GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["message"], "loading models from somewhere");
+    Reloader::new(Registry::new(empty.path()), None, PoolConfig::default()).reload_once(&state);
+    let (status, body) = call(&app(state), "GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("text")
+            .starts_with("no loadable bundle in "),
+        "{body}"
+    );
+
+    let server = server();
+    let (status, body) = call(&server.app, "GET", "/healthz", None, Body::empty()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = call(&server.app, "GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["models"],
+        json!(["churn/fixture-churn-v1", "propensity/fixture-leads-v1"])
+    );
+
+    let (status, body) = call(
+        &server.app,
+        "GET",
+        "/v1/models",
+        Some(CLIENT_KEY),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let models = body["models"].as_array().expect("models");
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[1]["task"], "propensity");
+    assert_eq!(models[1]["kind"], "gbdt_on_linear");
+    assert!(models[1]["validation"]["roc_auc"].as_f64().expect("auc") > 0.6);
+
+    // The OpenAPI document: its paths are the router's, and its example scores.
+    let (status, doc) = call(&server.app, "GET", "/openapi.json", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    let mut routes: Vec<&str> = serving::metrics::ROUTES
+        .iter()
+        .copied()
+        .filter(|r| *r != "other")
+        .collect();
+    routes.sort_unstable();
+    assert_eq!(paths, routes);
+    let example = &doc["paths"]["/v1/score/{task}"]["post"]["requestBody"]["content"]["application/json"]
+        ["example"];
+    let (status, body) = post(&server.app, "/v1/score/propensity", example).await;
+    assert_eq!(status, StatusCode::OK, "the OpenAPI example: {body}");
+    assert_eq!(
+        body["ignored_fields"],
+        Value::Null,
+        "the example uses only model fields: {body}"
+    );
+
+    // Metrics: the requests above, and the score distribution.
+    let (status, text) = call(&server.app, "GET", "/metrics", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().expect("text");
+    assert!(
+        text.contains(
+            "leadscore_http_requests_total{route=\"/v1/score/{task}\",status=\"200\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("leadscore_http_requests_total{route=\"/readyz\",status=\"200\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "leadscore_score_count{task=\"propensity\",version=\"fixture-leads-v1\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("leadscore_model_info{task=\"churn\",version=\"fixture-churn-v1\",kind=\"logistic\"} 1\n"), "{text}");
+    assert!(!text.contains("E0"), "no request content in metrics");
+}
