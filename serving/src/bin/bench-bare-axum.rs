@@ -1,8 +1,10 @@
 //! The ceiling for any HTTP scoring server on this machine: an axum handler that reads the
 //! same request body as `POST /v1/score/{task}` into the same request type, and answers a
-//! constant. `scripts/bench-serving` loads it beside the real server.
+//! constant. `scripts/bench-serving` loads it beside the real server. A binary of the
+//! package rather than an example so that it builds with the same features as the server
+//! (an example build turns on the dev-dependencies and rebuilds polars).
 //!
-//! `cargo run --release -p leadscore-serving --example bare_axum -- 127.0.0.1:18090`
+//! `target/release/bench-bare-axum 127.0.0.1:18090`
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,6 +39,6 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:18090".into());
     let app = Router::new().route("/v1/score/{task}", post(constant));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("bare_axum: listening on {addr}");
+    eprintln!("bench-bare-axum: listening on {addr}");
     axum::serve(listener, app).await
 }

@@ -1,0 +1,241 @@
+//! The `leadscore-serve` binary as an operator runs it: settings from a configuration file
+//! and the environment, a real socket, JSON logs without request content, and a graceful
+//! stop on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ort_available, repo_root};
+
+const CLIENT_KEY: &str = "binary-test-client-key-1";
+const ADMIN_KEY: &str = "binary-test-admin-key-01";
+
+fn serve(config: &Path, envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore-serve"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env_remove("LEADSCORE_API_KEYS")
+        .env_remove("LEADSCORE_ADMIN_KEYS")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// The server's log, line by line, as it comes.
+type Log = std::sync::mpsc::Receiver<String>;
+
+/// Reads the server's JSON log lines until one says it is listening; returns the address,
+/// the lines read and the rest of the log.
+fn listening_address(child: &mut Child) -> (String, Vec<String>, Log) {
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        lines.push(line);
+        if parsed["fields"]["message"] == "listening" {
+            let addr = parsed["fields"]["addr"].as_str().expect("addr").to_owned();
+            return (addr, lines, receiver);
+        }
+    }
+    panic!("the server did not say it listens: {lines:#?}");
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http(addr, "GET", "/readyz", None, "").0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not ready after 30 s");
+}
+
+#[test]
+fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
+    if !ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("serve.toml");
+    let registry = repo_root().join("serving/tests/fixtures/registry");
+    std::fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:0\"\nregistry = {:?}\napi_keys = [\"{CLIENT_KEY}\"]\n\
+             sessions = 1\nlog_level = \"debug\"\n",
+            registry.display().to_string()
+        ),
+    )
+    .expect("write");
+    // The admin key from the environment, the rest from the file.
+    let mut child = serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+        .spawn()
+        .expect("spawn");
+    let (addr, mut log, rest) = listening_address(&mut child);
+    wait_ready(&addr);
+
+    let lead = r#"{"id": "secret-lead-id", "created_at": "2025-09-01T00:00:00Z",
+        "as_of": "2025-10-01T00:00:00Z", "profile": {"industry": "Software",
+        "country": "secret-country"}, "events": [{"ts": "2025-09-20T10:00:00Z",
+        "type": "demo_request", "channel": "organic"}]}"#;
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/score/propensity",
+        Some(CLIENT_KEY),
+        lead,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["model"]["version"], "fixture-leads-v1");
+    let (status, _) = http(&addr, "POST", "/v1/score/propensity", None, lead);
+    assert_eq!(status, 401);
+    let (status, body) = http(&addr, "POST", "/admin/reload", Some(ADMIN_KEY), "");
+    assert_eq!(status, 200, "{body}");
+
+    // SIGTERM: the process finishes and exits 0.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "still listening after exit"
+    );
+
+    // The log: every request at debug level, nothing of what was sent.
+    log.extend(rest.iter());
+    let messages: Vec<serde_json::Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("JSON log line"))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m["fields"]["message"] == "request"
+            && m["fields"]["route"] == "/v1/score/{task}"
+            && m["fields"]["status"] == 200),
+        "{log:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["fields"]["message"] == "serving model"),
+        "{log:#?}"
+    );
+    assert_eq!(
+        messages.last().map(|m| m["fields"]["message"].clone()),
+        Some(serde_json::json!(
+            "stopped after finishing the requests in flight"
+        ))
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("secret")),
+        "request content in the log: {log:#?}"
+    );
+}
+
+#[test]
+fn refuses_to_start_without_an_admin_key_or_with_a_bad_thresholds_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "addr = \"127.0.0.1:0\"\nregistry = \"nowhere\"\n").expect("write");
+    let out = serve(&config, &[]).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no admin key configured"), "{stderr}");
+    assert!(stderr.contains("LEADSCORE_ADMIN_KEYS"), "{stderr}");
+
+    let out = serve(&config, &[("LEADSCORE_ADMIN_KEYS", "short")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin key 1 must have at least 16 characters"),
+        "{stderr}"
+    );
+
+    let thresholds = dir.path().join("thresholds.toml");
+    std::fs::write(&thresholds, "[propensity]\nsales_ready = 1.5\n").expect("write");
+    std::fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:0\"\nregistry = \"nowhere\"\nthresholds = {:?}\n",
+            thresholds.display().to_string()
+        ),
+    )
+    .expect("write");
+    if !ort_available() {
+        return;
+    }
+    let out = serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("thresholds.toml") && stderr.contains("sales_ready is 1.5"),
+        "{stderr}"
+    );
+}
