@@ -1,38 +1,55 @@
-//! Exact path-dependent TreeSHAP (Lundberg, Erion and Lee 2018, algorithm
-//! 2) for [`Gbdt`].
+//! Exact path-dependent TreeSHAP for [`Gbdt`], leaf by leaf.
 //!
-//! The expectation of a tree when a feature is unknown follows both
-//! children of its splits, weighted by the training rows (covers) that went
-//! each way. Per tree the cost is `O(leaves · depth²)`; all the working
-//! memory is one [`ShapScratch`], reused across rows and trees, so scoring a
-//! request allocates nothing once the scratch exists.
+//! The expectation of a tree when a feature is unknown follows both children of its splits,
+//! weighted by the training rows (covers) that went each way. A leaf with value `v` whose
+//! path tests the distinct features `U` (`d = |U|`) then adds to `E[f | x_S]` the term
+//! `v · Π_{j∈S∩U} o_j · Π_{j∈U\S} z_j`, where `z_j` is the product of the cover fractions of
+//! feature `j`'s splits on the path and `o_j` is 1 when the row takes every one of them (0
+//! otherwise). Its Shapley value for `i ∈ U` is therefore
+//!
+//! ```text
+//! φ_i = v (o_i − z_i) Σ_{S ⊆ U\{i}} |S|! (d−|S|−1)! / d! · Π_{j∈S} o_j · Π_{j∈U\{i}\S} z_j
+//! ```
+//!
+//! Subsets holding a feature with `o_j = 0` vanish, so only the features the row satisfies
+//! ("hot", `H`, `h = |H|`) can be in `S`, and the inner sum is a weighted sum of the
+//! elementary symmetric polynomials `e_k` of the hot features' `z`, times the product `Z_C`
+//! of the cold features' `z`:
+//!
+//! * a cold feature gets `−v · Z_C · Σ_k w(k, d) e_{h−k}(z_H)`, the same for all of them
+//!   (its own `z_i` cancels);
+//! * a hot feature gets `v (1 − z_i) Z_C · Σ_k w(k, d) e_{h−1−k}(z_{H\{i}})`, the polynomials
+//!   of `H` without `i` obtained from those of `H` in `O(h)`.
+//!
+//! Per leaf that is `O(d + h²)` instead of the `O(d²)` of the original algorithm (Lundberg,
+//! Erion and Lee 2018, algorithm 2), with the same values (tests compare them with Shapley
+//! values by enumeration). All the working memory is one [`ShapScratch`], reused across
+//! rows and trees, so scoring a request allocates nothing once the scratch exists.
 
 use super::Gbdt;
 use super::tree::{TreeNode, goes_left};
 
-/// One element of the feature path: which feature, the fraction of the
-/// paths' cover kept when it is unknown (`zero`) or known (`one`, 0 or 1),
-/// and the permutation weight.
-#[derive(Debug, Clone, Copy, Default)]
-struct PathElement {
+/// One distinct feature on the current path: the product of its cover fractions and whether
+/// the row takes all of its splits.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
     feature: usize,
-    zero_fraction: f64,
-    one_fraction: f64,
-    weight: f64,
+    zero: f64,
+    one: bool,
 }
 
-/// Sentinel feature of the path's first element (no feature).
-const NO_FEATURE: usize = usize::MAX;
-
-/// Working memory for [`Gbdt::shap_values_into`]: the path stack of the
-/// recursion, sized for the deepest tree. Create one per thread (e.g. per
-/// worker) and reuse it for every row and model.
+/// Working memory for [`Gbdt::shap_values_into`]: the path of distinct features, the
+/// polynomial buffers and the Shapley weights, sized for the deepest tree. Create one per
+/// thread (e.g. per worker) and reuse it for every row and model.
 #[derive(Debug, Clone, Default)]
 pub struct ShapScratch {
-    paths: Vec<PathElement>,
-    /// `reciprocals[k] = 1 / k`: the recursion multiplies instead of
-    /// dividing in its inner loops.
-    reciprocals: Vec<f64>,
+    path: Vec<Slot>,
+    /// `e_k` of the hot features' `z`.
+    poly: Vec<f64>,
+    /// `e_k` with one hot feature taken out.
+    without: Vec<f64>,
+    /// `weights[d][k] = k! (d−k−1)! / d!` for `d` distinct features, `k < d`.
+    weights: Vec<Vec<f64>>,
 }
 
 impl ShapScratch {
@@ -45,15 +62,29 @@ impl ShapScratch {
     }
 
     fn reserve_for_depth(&mut self, depth: usize) {
-        // A node at depth d keeps a path of at most d + 1 elements, one
-        // segment per level: Σ_{d=0}^{D+1} (d + 1) elements.
-        let needed = (depth + 2) * (depth + 3) / 2;
-        if self.paths.len() < needed {
-            self.paths.resize(needed, PathElement::default());
+        // A path has at most `depth` splits, so at most `depth` distinct features.
+        let d_max = depth + 1;
+        if self.weights.len() > d_max {
+            return;
         }
-        if self.reciprocals.len() < depth + 3 {
-            self.reciprocals = (0..depth + 3).map(|k| 1.0 / k as f64).collect();
-        }
+        self.path.reserve(d_max);
+        self.poly.resize(d_max + 1, 0.0);
+        self.without.resize(d_max + 1, 0.0);
+        let ln_factorial: Vec<f64> = (0..=d_max)
+            .scan(0.0, |acc, n| {
+                if n > 0 {
+                    *acc += (n as f64).ln();
+                }
+                Some(*acc)
+            })
+            .collect();
+        self.weights = (0..=d_max)
+            .map(|d| {
+                (0..d)
+                    .map(|k| (ln_factorial[k] + ln_factorial[d - k - 1] - ln_factorial[d]).exp())
+                    .collect()
+            })
+            .collect();
     }
 }
 
@@ -85,174 +116,102 @@ impl Gbdt {
         scratch.reserve_for_depth(self.max_depth);
         phi.fill(0.0);
         for tree in &self.trees {
-            let walk = Walk {
-                nodes: tree.nodes(),
-                row,
-                reciprocals: &scratch.reciprocals,
-            };
-            walk.recurse(0, &mut scratch.paths, 0, 1.0, 1.0, NO_FEATURE, phi);
+            scratch.path.clear();
+            walk(tree.nodes(), row, 0, scratch, phi);
         }
         self.expected_value
     }
 }
 
-/// One tree's TreeSHAP recursion for one row.
-struct Walk<'a> {
-    nodes: &'a [TreeNode],
-    row: &'a [f32],
-    reciprocals: &'a [f64],
-}
-
-impl Walk<'_> {
-    /// Visits `node` with `path[..depth]` holding the parent's path; the
-    /// rest of `path` is free space for the descendants.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the recursion state of the paper's algorithm"
-    )]
-    fn recurse(
-        &self,
-        node: usize,
-        path: &mut [PathElement],
-        mut depth: usize,
-        zero_fraction: f64,
-        one_fraction: f64,
-        feature: usize,
-        phi: &mut [f64],
-    ) {
-        let recip = self.reciprocals;
-        extend(path, depth, zero_fraction, one_fraction, feature, recip);
-        match self.nodes[node] {
-            TreeNode::Leaf { value, .. } => {
-                let value = f64::from(value);
-                for i in 1..=depth {
-                    let weight = unwound_sum(path, depth, i, recip);
-                    let element = path[i];
-                    phi[element.feature] +=
-                        weight * (element.one_fraction - element.zero_fraction) * value;
-                }
-            }
-            TreeNode::Split {
-                feature: split_feature,
-                threshold,
-                missing_left,
-                left,
-                right,
-                cover,
-                ..
-            } => {
-                let (hot, cold) = if goes_left(self.row[split_feature], threshold, missing_left) {
-                    (left, right)
-                } else {
-                    (right, left)
-                };
-                let hot_zero = self.nodes[hot].cover() / cover;
-                let cold_zero = self.nodes[cold].cover() / cover;
-                let mut incoming_zero = 1.0;
-                let mut incoming_one = 1.0;
-                // A feature seen before on the path is merged, not repeated.
-                if let Some(k) = (1..=depth).find(|&k| path[k].feature == split_feature) {
-                    incoming_zero = path[k].zero_fraction;
-                    incoming_one = path[k].one_fraction;
-                    unwind(path, depth, k, recip);
-                    depth -= 1;
-                }
-                let (own, rest) = path.split_at_mut(depth + 1);
-                for (child, child_zero, child_one) in [
-                    (hot, hot_zero * incoming_zero, incoming_one),
-                    (cold, cold_zero * incoming_zero, 0.0),
-                ] {
-                    rest[..=depth].copy_from_slice(own);
-                    self.recurse(
-                        child,
-                        rest,
-                        depth + 1,
-                        child_zero,
-                        child_one,
-                        split_feature,
-                        phi,
-                    );
+/// Visits `node` with `scratch.path` holding the distinct features above it.
+fn walk(nodes: &[TreeNode], row: &[f32], node: usize, scratch: &mut ShapScratch, phi: &mut [f64]) {
+    match nodes[node] {
+        TreeNode::Leaf { value, .. } => leaf(f64::from(value), scratch, phi),
+        TreeNode::Split {
+            feature,
+            threshold,
+            missing_left,
+            left,
+            right,
+            cover,
+            ..
+        } => {
+            let row_goes_left = goes_left(row[feature], threshold, missing_left);
+            let seen = scratch.path.iter().position(|s| s.feature == feature);
+            for (child, taken) in [(left, row_goes_left), (right, !row_goes_left)] {
+                let fraction = nodes[child].cover() / cover;
+                match seen {
+                    Some(k) => {
+                        let kept = scratch.path[k];
+                        scratch.path[k].zero *= fraction;
+                        scratch.path[k].one &= taken;
+                        walk(nodes, row, child, scratch, phi);
+                        scratch.path[k] = kept;
+                    }
+                    None => {
+                        scratch.path.push(Slot {
+                            feature,
+                            zero: fraction,
+                            one: taken,
+                        });
+                        walk(nodes, row, child, scratch, phi);
+                        scratch.path.pop();
+                    }
                 }
             }
         }
     }
 }
 
-/// Appends a feature to the path (elements `0..depth` become `0..=depth`)
-/// and updates the permutation weights.
-fn extend(
-    path: &mut [PathElement],
-    depth: usize,
-    zero_fraction: f64,
-    one_fraction: f64,
-    feature: usize,
-    recip: &[f64],
-) {
-    path[depth] = PathElement {
-        feature,
-        zero_fraction,
-        one_fraction,
-        weight: if depth == 0 { 1.0 } else { 0.0 },
+/// Adds one leaf's Shapley values (module documentation) to `phi`.
+fn leaf(value: f64, scratch: &mut ShapScratch, phi: &mut [f64]) {
+    let ShapScratch {
+        path,
+        poly,
+        without,
+        weights,
+    } = scratch;
+    let d = path.len();
+    if d == 0 {
+        return;
+    }
+    let weights = &weights[d];
+    // Z_C and the polynomials of the hot features.
+    let mut cold_product = 1.0;
+    let mut h = 0;
+    poly[0] = 1.0;
+    for slot in path.iter() {
+        if slot.one {
+            h += 1;
+            poly[h] = 0.0;
+            for m in (1..=h).rev() {
+                poly[m] += slot.zero * poly[m - 1];
+            }
+        } else {
+            cold_product *= slot.zero;
+        }
+    }
+    // Cold features: −v Z_C Σ_k w(k) e_{h−k}(H).
+    let cold_share = if h < d {
+        let sum: f64 = (0..=h).map(|k| weights[k] * poly[h - k]).sum();
+        -value * cold_product * sum
+    } else {
+        0.0
     };
-    let inv_n = recip[depth + 1];
-    for i in (0..depth).rev() {
-        path[i + 1].weight += one_fraction * path[i].weight * (i + 1) as f64 * inv_n;
-        path[i].weight = zero_fraction * path[i].weight * (depth - i) as f64 * inv_n;
-    }
-}
-
-/// Removes element `index` from the path `0..=depth`, undoing its
-/// [`extend`].
-fn unwind(path: &mut [PathElement], depth: usize, index: usize, recip: &[f64]) {
-    let one = path[index].one_fraction;
-    let zero = path[index].zero_fraction;
-    let n = (depth + 1) as f64;
-    let inv_n = recip[depth + 1];
-    let mut next_one_portion = path[depth].weight;
-    if one != 0.0 {
-        let inv_one = 1.0 / one;
-        for i in (0..depth).rev() {
-            let kept = path[i].weight;
-            path[i].weight = next_one_portion * n * recip[i + 1] * inv_one;
-            next_one_portion = kept - path[i].weight * zero * (depth - i) as f64 * inv_n;
+    for slot in path.iter() {
+        if !slot.one {
+            phi[slot.feature] += cold_share;
+            continue;
         }
-    } else {
-        let inv_zero = 1.0 / zero;
-        for i in (0..depth).rev() {
-            path[i].weight *= n * inv_zero * recip[depth - i];
+        // e_m(H \ {i}): e_m(H) = e_m(H\{i}) + z_i e_{m−1}(H\{i}).
+        let z = slot.zero;
+        without[0] = 1.0;
+        for m in 1..h {
+            without[m] = poly[m] - z * without[m - 1];
         }
+        let sum: f64 = (0..h).map(|k| weights[k] * without[h - 1 - k]).sum();
+        phi[slot.feature] += value * (1.0 - z) * cold_product * sum;
     }
-    for i in index..depth {
-        path[i].feature = path[i + 1].feature;
-        path[i].zero_fraction = path[i + 1].zero_fraction;
-        path[i].one_fraction = path[i + 1].one_fraction;
-    }
-}
-
-/// Total permutation weight of the path with element `index` removed,
-/// without modifying it.
-fn unwound_sum(path: &[PathElement], depth: usize, index: usize, recip: &[f64]) -> f64 {
-    let one = path[index].one_fraction;
-    let zero = path[index].zero_fraction;
-    let n = (depth + 1) as f64;
-    let inv_n = recip[depth + 1];
-    let mut total = 0.0;
-    if one != 0.0 {
-        let inv_one = 1.0 / one;
-        let mut next_one_portion = path[depth].weight;
-        for i in (0..depth).rev() {
-            let part = next_one_portion * n * recip[i + 1] * inv_one;
-            total += part;
-            next_one_portion = path[i].weight - part * zero * (depth - i) as f64 * inv_n;
-        }
-    } else {
-        let inv_zero = 1.0 / zero;
-        for i in (0..depth).rev() {
-            total += path[i].weight * recip[depth - i];
-        }
-        total *= n * inv_zero;
-    }
-    total
 }
 
 #[cfg(test)]
