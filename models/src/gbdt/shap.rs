@@ -18,13 +18,16 @@
 //!
 //! * a cold feature gets `−v · Z_C · Σ_k w(k, d) e_{h−k}(z_H)`, the same for all of them
 //!   (its own `z_i` cancels);
-//! * a hot feature gets `v (1 − z_i) Z_C · Σ_k w(k, d) e_{h−1−k}(z_{H\{i}})`, the polynomials
-//!   of `H` without `i` obtained from those of `H` in `O(h)`.
+//! * a hot feature gets `v (1 − z_i) Z_C · Σ_k w(k, d) e_{h−1−k}(z_{H\{i}})`, where
+//!   `e_n(z_{H\{i}}) = Σ_{j≤n} (−z_i)^{n−j} e_j(z_H)`.
 //!
-//! Per leaf that is `O(d + h²)` instead of the `O(d²)` of the original algorithm (Lundberg,
-//! Erion and Lee 2018, algorithm 2), with the same values (tests compare them with Shapley
-//! values by enumeration). All the working memory is one [`ShapScratch`], reused across
-//! rows and trees, so scoring a request allocates nothing once the scratch exists.
+//! The hot features' polynomials are updated as the walk goes down (`O(h)` per node) and
+//! restored on the way up; a hot feature's sum is a polynomial in `−z_i` whose coefficients
+//! are computed once per leaf. Per leaf that is `O(h²)` instead of the `O(d²)` of the
+//! original algorithm (Lundberg, Erion and Lee 2018, algorithm 2), with the same values
+//! (tests compare them with Shapley values by enumeration). All the working memory is one
+//! [`ShapScratch`], reused across rows and trees, so scoring a request allocates nothing
+//! once the scratch exists.
 
 use super::Gbdt;
 use super::tree::{TreeNode, goes_left};
@@ -39,15 +42,19 @@ struct Slot {
 }
 
 /// Working memory for [`Gbdt::shap_values_into`]: the path of distinct features, the
-/// polynomial buffers and the Shapley weights, sized for the deepest tree. Create one per
-/// thread (e.g. per worker) and reuse it for every row and model.
+/// polynomials of its hot features (kept up to date along the walk), and the Shapley
+/// weights, sized for the deepest tree. Create one per thread (e.g. per worker) and reuse
+/// it for every row and model.
 #[derive(Debug, Clone, Default)]
 pub struct ShapScratch {
     path: Vec<Slot>,
-    /// `e_k` of the hot features' `z`.
+    /// `e_0..=e_h` of the hot features' `z` on the current path.
     poly: Vec<f64>,
-    /// `e_k` with one hot feature taken out.
-    without: Vec<f64>,
+    /// Saved `poly` prefixes, restored when the walk comes back up.
+    saved: Vec<f64>,
+    /// `c_m = Σ_{j+k=h−1−m} e_j w(k, d)` at a leaf: the hot features' sums are polynomials
+    /// in `−z_i` with these coefficients.
+    coefficients: Vec<f64>,
     /// `weights[d][k] = k! (d−k−1)! / d!` for `d` distinct features, `k < d`.
     weights: Vec<Vec<f64>>,
 }
@@ -69,7 +76,8 @@ impl ShapScratch {
         }
         self.path.reserve(d_max);
         self.poly.resize(d_max + 1, 0.0);
-        self.without.resize(d_max + 1, 0.0);
+        self.coefficients.resize(d_max + 1, 0.0);
+        self.saved.reserve((d_max + 1) * (d_max + 2));
         let ln_factorial: Vec<f64> = (0..=d_max)
             .scan(0.0, |acc, n| {
                 if n > 0 {
@@ -117,16 +125,28 @@ impl Gbdt {
         phi.fill(0.0);
         for tree in &self.trees {
             scratch.path.clear();
-            walk(tree.nodes(), row, 0, scratch, phi);
+            scratch.saved.clear();
+            scratch.poly[0] = 1.0;
+            walk(tree.nodes(), row, 0, scratch, 0, 1.0, phi);
         }
         self.expected_value
     }
 }
 
-/// Visits `node` with `scratch.path` holding the distinct features above it.
-fn walk(nodes: &[TreeNode], row: &[f32], node: usize, scratch: &mut ShapScratch, phi: &mut [f64]) {
+/// Visits `node` with `scratch.path` holding the distinct features above it, `h` of them
+/// hot (their polynomials in `scratch.poly[..=h]`), and `cold` the product of the cold
+/// ones' fractions.
+fn walk(
+    nodes: &[TreeNode],
+    row: &[f32],
+    node: usize,
+    scratch: &mut ShapScratch,
+    h: usize,
+    cold: f64,
+    phi: &mut [f64],
+) {
     match nodes[node] {
-        TreeNode::Leaf { value, .. } => leaf(f64::from(value), scratch, phi),
+        TreeNode::Leaf { value, .. } => leaf(f64::from(value), scratch, h, cold, phi),
         TreeNode::Split {
             feature,
             threshold,
@@ -141,21 +161,43 @@ fn walk(nodes: &[TreeNode], row: &[f32], node: usize, scratch: &mut ShapScratch,
             for (child, taken) in [(left, row_goes_left), (right, !row_goes_left)] {
                 let fraction = nodes[child].cover() / cover;
                 match seen {
-                    Some(k) => {
-                        let kept = scratch.path[k];
-                        scratch.path[k].zero *= fraction;
-                        scratch.path[k].one &= taken;
-                        walk(nodes, row, child, scratch, phi);
-                        scratch.path[k] = kept;
+                    None if taken => {
+                        let mark = save(scratch, h);
+                        scratch.path.push(Slot {
+                            feature,
+                            zero: fraction,
+                            one: true,
+                        });
+                        let poly = &mut scratch.poly;
+                        poly[h + 1] = 0.0;
+                        for m in (1..=h + 1).rev() {
+                            poly[m] += fraction * poly[m - 1];
+                        }
+                        walk(nodes, row, child, scratch, h + 1, cold, phi);
+                        scratch.path.pop();
+                        restore(scratch, mark, h);
                     }
                     None => {
                         scratch.path.push(Slot {
                             feature,
                             zero: fraction,
-                            one: taken,
+                            one: false,
                         });
-                        walk(nodes, row, child, scratch, phi);
+                        walk(nodes, row, child, scratch, h, cold * fraction, phi);
                         scratch.path.pop();
+                    }
+                    Some(k) => {
+                        // A feature seen before: its slot changes, so the hot polynomials
+                        // and the cold product are rebuilt from the path (rare: a feature
+                        // split twice on one path).
+                        let mark = save(scratch, h);
+                        let kept = scratch.path[k];
+                        scratch.path[k].zero *= fraction;
+                        scratch.path[k].one &= taken;
+                        let (h2, cold2) = rebuild(scratch);
+                        walk(nodes, row, child, scratch, h2, cold2, phi);
+                        scratch.path[k] = kept;
+                        restore(scratch, mark, h);
                     }
                 }
             }
@@ -163,22 +205,26 @@ fn walk(nodes: &[TreeNode], row: &[f32], node: usize, scratch: &mut ShapScratch,
     }
 }
 
-/// Adds one leaf's Shapley values (module documentation) to `phi`.
-fn leaf(value: f64, scratch: &mut ShapScratch, phi: &mut [f64]) {
-    let ShapScratch {
-        path,
-        poly,
-        without,
-        weights,
-    } = scratch;
-    let d = path.len();
-    if d == 0 {
-        return;
-    }
-    let weights = &weights[d];
-    // Z_C and the polynomials of the hot features.
-    let mut cold_product = 1.0;
+/// Saves `poly[..=h]`; returns where.
+fn save(scratch: &mut ShapScratch, h: usize) -> usize {
+    let mark = scratch.saved.len();
+    let ShapScratch { poly, saved, .. } = scratch;
+    saved.extend_from_slice(&poly[..=h]);
+    mark
+}
+
+/// Restores what [`save`] saved at `mark`.
+fn restore(scratch: &mut ShapScratch, mark: usize, h: usize) {
+    let ShapScratch { poly, saved, .. } = scratch;
+    poly[..=h].copy_from_slice(&saved[mark..mark + h + 1]);
+    saved.truncate(mark);
+}
+
+/// Recomputes the hot polynomials and the cold product from the path.
+fn rebuild(scratch: &mut ShapScratch) -> (usize, f64) {
+    let ShapScratch { path, poly, .. } = scratch;
     let mut h = 0;
+    let mut cold = 1.0;
     poly[0] = 1.0;
     for slot in path.iter() {
         if slot.one {
@@ -188,29 +234,51 @@ fn leaf(value: f64, scratch: &mut ShapScratch, phi: &mut [f64]) {
                 poly[m] += slot.zero * poly[m - 1];
             }
         } else {
-            cold_product *= slot.zero;
+            cold *= slot.zero;
         }
     }
+    (h, cold)
+}
+
+/// Adds one leaf's Shapley values (module documentation) to `phi`.
+fn leaf(value: f64, scratch: &mut ShapScratch, h: usize, cold: f64, phi: &mut [f64]) {
+    let ShapScratch {
+        path,
+        poly,
+        coefficients,
+        weights,
+        ..
+    } = scratch;
+    let d = path.len();
+    if d == 0 {
+        return;
+    }
+    let weights = &weights[d];
     // Cold features: −v Z_C Σ_k w(k) e_{h−k}(H).
-    let cold_share = if h < d {
+    if h < d {
         let sum: f64 = (0..=h).map(|k| weights[k] * poly[h - k]).sum();
-        -value * cold_product * sum
-    } else {
-        0.0
-    };
-    for slot in path.iter() {
-        if !slot.one {
-            phi[slot.feature] += cold_share;
-            continue;
+        let share = -value * cold * sum;
+        for slot in path.iter().filter(|s| !s.one) {
+            phi[slot.feature] += share;
         }
-        // e_m(H \ {i}): e_m(H) = e_m(H\{i}) + z_i e_{m−1}(H\{i}).
-        let z = slot.zero;
-        without[0] = 1.0;
-        for m in 1..h {
-            without[m] = poly[m] - z * without[m - 1];
-        }
-        let sum: f64 = (0..h).map(|k| weights[k] * without[h - 1 - k]).sum();
-        phi[slot.feature] += value * (1.0 - z) * cold_product * sum;
+    }
+    if h == 0 {
+        return;
+    }
+    // Hot feature i: Σ_k w(k) e_{h−1−k}(H \ {i}) = Σ_m c_m (−z_i)^m, since
+    // e_n(H \ {i}) = Σ_{j≤n} (−z_i)^{n−j} e_j(H).
+    for (m, coefficient) in coefficients[..h].iter_mut().enumerate() {
+        let n = h - 1 - m;
+        *coefficient = (0..=n).map(|j| poly[j] * weights[n - j]).sum();
+    }
+    let scale = value * cold;
+    for slot in path.iter().filter(|s| s.one) {
+        let t = -slot.zero;
+        let sum = coefficients[..h]
+            .iter()
+            .rev()
+            .fold(0.0, |acc, &c| acc * t + c);
+        phi[slot.feature] += scale * (1.0 - slot.zero) * sum;
     }
 }
 
