@@ -87,6 +87,20 @@ struct TimestampVisitor;
 const TIMESTAMP_EXPECTED: &str =
     "an RFC 3339 time such as \"2026-11-29T10:00:00Z\" or integer milliseconds since 1970";
 
+/// The latest accepted time, 9999-12-31T23:59:59.999Z; the earliest is 1970-01-01. Outside,
+/// a time is a mistake, and differences of times could overflow.
+const LATEST_MS: i64 = 253_402_300_799_999;
+
+fn in_range<E: de::Error>(ms: i64) -> Result<Timestamp, E> {
+    if (0..=LATEST_MS).contains(&ms) {
+        Ok(Timestamp(ms))
+    } else {
+        Err(E::custom(format!(
+            "{ms} ms is not between 1970-01-01 and 9999-12-31; expected {TIMESTAMP_EXPECTED}"
+        )))
+    }
+}
+
 impl Visitor<'_> for TimestampVisitor {
     type Value = Timestamp;
 
@@ -95,25 +109,20 @@ impl Visitor<'_> for TimestampVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-        Ok(Timestamp(v))
+        in_range(v)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-        i64::try_from(v).map(Timestamp).map_err(|_| {
-            E::custom(format!(
-                "{v} is out of range; expected {TIMESTAMP_EXPECTED}"
-            ))
-        })
+        in_range(i64::try_from(v).unwrap_or(i64::MAX))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map(|t| Timestamp(t.timestamp_millis()))
-            .map_err(|e| {
-                E::custom(format!(
-                    "{v:?} is not a time ({e}); expected {TIMESTAMP_EXPECTED}"
-                ))
-            })
+        let time = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
+            E::custom(format!(
+                "{v:?} is not a time ({e}); expected {TIMESTAMP_EXPECTED}"
+            ))
+        })?;
+        in_range(time.timestamp_millis())
     }
 }
 
@@ -389,6 +398,19 @@ mod tests {
         assert_eq!(t.0, 1_795_946_400_000);
         let t: Timestamp = serde_json::from_str("1795946400000").unwrap();
         assert_eq!(t.0, 1_795_946_400_000);
+        for extreme in [
+            "-9223372036854775808",
+            "18446744073709551615",
+            "-1",
+            "\"1969-12-31T23:59:59Z\"",
+        ] {
+            let err = serde_json::from_str::<Timestamp>(extreme).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("between 1970-01-01 and 9999-12-31"),
+                "{err}"
+            );
+        }
         let err = serde_json::from_str::<Timestamp>("\"yesterday\"").unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
         assert!(serde_json::from_str::<Timestamp>("1.5").is_err());

@@ -510,6 +510,24 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
             Some("created_at"),
         ),
         (
+            "a time out of range",
+            with(&|e| e["created_at"] = json!(i64::MIN)),
+            400,
+            "bad_request",
+            Some("created_at"),
+        ),
+        (
+            "an event value out of range",
+            with(&|e| e["events"][0]["value"] = json!(1)).replacen(
+                "\"value\":1",
+                "\"value\":1e400",
+                1,
+            ),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
             "missing created_at",
             with(&|e| {
                 e.as_object_mut().expect("object").remove("created_at");
