@@ -6,8 +6,7 @@
 //! runs a job with a session in one of two ways:
 //!
 //! * **inline**, on the calling async worker, when the caller says the job is
-//!   small (one entity: some tens of microseconds, as long as parsing its JSON
-//!   takes) and a session is free right now: no thread hand-off;
+//!   small (one entity) and a session is free right now: no thread hand-off;
 //! * otherwise on tokio's **blocking pool** ([`tokio::task::spawn_blocking`])
 //!   after waiting asynchronously for a permit, so that a batch never holds
 //!   up the executor.
@@ -165,26 +164,11 @@ impl SessionPool {
         self.inner.n_features
     }
 
-    /// Scores `rows` (`[N, F]`) on a pooled session, off the async executor.
+    /// Scores `rows` (`[N, F]`) on a pooled session, off the async executor
+    /// ([`ModelSession::run`] checks the width).
     pub async fn score_rows(&self, rows: Array2<f32>) -> Result<Vec<f32>, ScoreError> {
-        self.check_width(rows.ncols())?;
-        if rows.nrows() == 0 {
-            return Ok(Vec::new());
-        }
         self.with_session(false, move |session| session.run(rows.view()))
             .await?
-    }
-
-    /// Checks that rows of `width` features fit the model.
-    pub fn check_width(&self, width: usize) -> Result<(), ScoreError> {
-        if width == self.inner.n_features {
-            Ok(())
-        } else {
-            Err(ScoreError::WidthMismatch {
-                expected: self.inner.n_features,
-                got: width,
-            })
-        }
     }
 
     /// Runs `job` with a session of the pool: inline when `small` and a
