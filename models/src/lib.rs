@@ -23,6 +23,9 @@
 //!   its fingerprint, metrics, calibration, thresholds and grade bands), an
 //!   explainer, a report and the holdout scores; written atomically, read
 //!   back with checks, listed by [`bundle::Registry`].
+//! * [`capacity`]: thresholds by sales capacity, from a bundle's held-out
+//!   predictions: leads a week, precision, share of conversions caught and
+//!   expected conversions of a cut-off, and per grade band.
 //!
 //! ```
 //! use models::onnx::{LinearModel, ToOnnx};
@@ -35,6 +38,7 @@
 
 pub mod bundle;
 pub mod calibration;
+pub mod capacity;
 pub mod gbdt;
 pub mod metrics;
 pub mod onnx;

@@ -290,6 +290,35 @@ fn gbdt_bundle_round_trips() {
     assert_eq!(report, contents.report_html);
     let csv = fs::read_to_string(loaded.holdout_path()).expect("holdout");
     assert_eq!(csv, HOLDOUT_CSV);
+    // Read back, quoting and all.
+    assert_eq!(
+        loaded.read_holdout().expect("holdout parses"),
+        Some(holdout())
+    );
+    // A broken line is named; a missing file is no held-out rows, not an error.
+    fs::write(
+        loaded.holdout_path(),
+        "entity_id,cutoff,label,score\nL-1,,1,0.5\nL-2,,2,0.5\n",
+    )
+    .expect("write");
+    let err = loaded.read_holdout().expect_err("label 2");
+    assert!(
+        err.to_string().contains("line 3: label `2` is not 0 or 1"),
+        "{err}"
+    );
+    fs::write(
+        loaded.holdout_path(),
+        "entity_id,cutoff,label,score\n\"L-1,,1,0.5\n",
+    )
+    .expect("write");
+    let err = loaded.read_holdout().expect_err("open quote");
+    assert!(
+        err.to_string()
+            .contains("line 2: a quoted field is not closed"),
+        "{err}"
+    );
+    fs::remove_file(loaded.holdout_path()).expect("remove");
+    assert_eq!(loaded.read_holdout().expect("no file is fine"), None);
 
     // The manifest is readable JSON with the documented field names.
     let text = fs::read_to_string(dir.join(bundle::MANIFEST_FILE)).expect("manifest");

@@ -24,6 +24,7 @@ pub enum ErrorKind {
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    NoHeldOutPredictions,
     NotReady,
     Internal,
 }
@@ -38,6 +39,7 @@ impl ErrorKind {
             Self::NotFound | Self::UnknownModel => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NoHeldOutPredictions => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -73,6 +75,11 @@ pub enum ApiError {
     },
     #[error("send the body as JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
+    #[error(
+        "the {task} bundle {version} kept no held-out predictions (holdout.csv), so capacity \
+         questions cannot be answered for it"
+    )]
+    NoHeldOutPredictions { task: &'static str, version: String },
     #[error("method {method} not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The service cannot serve (yet): models not loaded, loading failed.
@@ -100,6 +107,7 @@ impl ApiError {
             Self::UnknownModel { .. } => ErrorKind::UnknownModel,
             Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
+            Self::NoHeldOutPredictions { .. } => ErrorKind::NoHeldOutPredictions,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,

@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/score/{task}", post(score_one))
         .route("/v1/score/{task}/batch", post(score_batch))
         .route("/v1/models", get(list_models))
+        .route("/v1/thresholds/{task}", get(thresholds_for_capacity))
         .route("/admin/reload", post(reload))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -62,6 +63,7 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "score", _] => "/v1/score/{task}",
         ["v1", "score", _, "batch"] => "/v1/score/{task}/batch",
         ["v1", "models"] => "/v1/models",
+        ["v1", "thresholds", _] => "/v1/thresholds/{task}",
         ["admin", "reload"] => "/admin/reload",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
@@ -330,6 +332,81 @@ async fn list_models(
     Ok(Json(serde_json::json!({ "models": models })))
 }
 
+/// `GET /v1/thresholds/{task}` query: `capacity_per_week` and `volume_per_week`, both
+/// optional positive numbers.
+fn capacity_query(query: Option<&str>) -> Result<(Option<f64>, Option<f64>), ApiError> {
+    let (mut capacity, mut volume) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "capacity_per_week" => &mut capacity,
+            "volume_per_week" => &mut volume,
+            other => {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "unknown query parameter {other:?}; the parameters are \
+                         `capacity_per_week` and `volume_per_week`"
+                    ),
+                    Some(other),
+                ));
+            }
+        };
+        let number = value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    format!("{key}: expected a positive number of leads a week, got {value:?}"),
+                    Some(key),
+                )
+            })?;
+        *slot = Some(number);
+    }
+    Ok((capacity, volume))
+}
+
+/// What the thresholds of a model mean for a sales team's week, from its bundle's held-out
+/// predictions: the cut-off for `capacity_per_week` calls (when asked), the sales-ready
+/// cut-off in force, and each grade band in force.
+async fn thresholds_for_capacity(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let served = model_for(&state, &headers, &task)?;
+    let (capacity, volume) = capacity_query(query.as_deref())?;
+    let model = &served.model;
+    let held = model
+        .held_out()
+        .ok_or_else(|| ApiError::NoHeldOutPredictions {
+            task: model.task().as_str(),
+            version: model.version().to_owned(),
+        })?;
+    let volume_per_week = held
+        .resolve_volume(volume)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("volume_per_week")))?;
+    let at_capacity = capacity
+        .map(|c| held.at_capacity(c, volume_per_week))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("capacity_per_week")))?;
+    let thresholds = &*served.thresholds;
+    Ok(Json(serde_json::json!({
+        "model": ModelRef::from(&served),
+        "held_out": {
+            "rows": held.len(),
+            "conversions": held.positives(),
+            "weeks_covered": held.weeks(),
+        },
+        "volume_per_week": volume_per_week,
+        "capacity": at_capacity,
+        "thresholds": thresholds,
+        "sales_ready": held.at_threshold(thresholds.sales_ready, volume_per_week),
+        "grades": held.grade_table(&thresholds.grades, volume_per_week),
+    })))
+}
+
 async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.keys().check(&headers, Scope::Admin)?;
     let Some(reloader) = state.reloader() else {
@@ -431,8 +508,28 @@ mod tests {
             "/v1/score/{task}/batch"
         );
         assert_eq!(route_label("/healthz"), "/healthz");
+        assert_eq!(route_label("/v1/thresholds/churn"), "/v1/thresholds/{task}");
         assert_eq!(route_label("/v1/score"), "other");
         assert_eq!(route_label("/admin/reload/x"), "other");
+    }
+
+    #[test]
+    fn the_capacity_parameters_are_checked() {
+        assert_eq!(capacity_query(None).unwrap(), (None, None));
+        assert_eq!(
+            capacity_query(Some("capacity_per_week=50&volume_per_week=400.5")).unwrap(),
+            (Some(50.0), Some(400.5))
+        );
+        for (query, field) in [
+            ("capacity_per_week=0", "capacity_per_week"),
+            ("capacity_per_week=NaN", "capacity_per_week"),
+            ("volume_per_week=lots", "volume_per_week"),
+            ("capacity=5", "capacity"),
+        ] {
+            let err = capacity_query(Some(query)).unwrap_err();
+            assert_eq!(err.body().error.field, Some(field), "{query}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::BadRequest);
+        }
     }
 
     #[test]

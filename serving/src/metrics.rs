@@ -18,10 +18,11 @@ use std::time::Duration;
 
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 10] = [
     "/v1/score/{task}",
     "/v1/score/{task}/batch",
     "/v1/models",
+    "/v1/thresholds/{task}",
     "/admin/reload",
     "/healthz",
     "/readyz",
@@ -31,8 +32,8 @@ pub const ROUTES: [&str; 9] = [
 ];
 
 /// The statuses counted one by one; any other is counted as `other`.
-const STATUSES: [u16; 13] = [
-    200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 500, 503, 0,
+const STATUSES: [u16; 14] = [
+    200, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 503, 0,
 ];
 
 /// Latency buckets, seconds.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use features::reasons::{FeatureGroup, GroupSource};
 use features::spec::Task;
 use models::bundle::{Bundle, ExplainScratch, Explainer, Grade, Manifest, ModelKind, Thresholds};
+use models::capacity::HeldOutScores;
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -28,6 +29,11 @@ pub struct LoadedModel {
     pool: SessionPool,
     profile_index: HashMap<String, usize>,
     groups: Vec<FeatureGroup>,
+    /// Whether explaining one entity is cheap enough to run inline on the async worker
+    /// (see [`INLINE_EXPLAIN_MAX_LEAVES`]).
+    explain_inline: bool,
+    /// The bundle's held-out predictions (`holdout.csv`), for thresholds by capacity.
+    held_out: Option<HeldOutScores>,
     /// Distribution of the probabilities it gave, for `/metrics`.
     pub scores: ScoreHistogram,
 }
@@ -40,6 +46,21 @@ impl std::fmt::Debug for LoadedModel {
             .field("pool", &self.pool)
             .finish()
     }
+}
+
+/// Largest number of tree leaves whose TreeSHAP runs inline on the async worker for a
+/// single entity. TreeSHAP visits every leaf of every tree, so its cost grows with the leaf
+/// count: a model of a few trees on the scorecard (about 100 leaves) explains a row in a few
+/// µs, well inside tokio's guidance of 10-100 µs between yields; a model of 40 trees
+/// (about 1,200 leaves) takes over a hundred, so its explanations go to the blocking pool.
+pub const INLINE_EXPLAIN_MAX_LEAVES: usize = 400;
+
+/// Whether one entity's explanation by `explainer` may run inline on the async worker.
+fn explains_inline(explainer: &Explainer) -> bool {
+    let leaves: usize = explainer
+        .trees()
+        .map_or(0, |trees| trees.trees().iter().map(|t| t.n_leaves()).sum());
+    leaves <= INLINE_EXPLAIN_MAX_LEAVES
 }
 
 /// How a request wants its entities scored.
@@ -116,8 +137,17 @@ impl LoadedModel {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         let groups = plan.feature_groups();
+        let explainer = bundle.explainer().clone();
+        let held_out = bundle
+            .read_holdout()
+            .map_err(|e| LoadError::HeldOut(e.to_string()))?
+            .map(|rows| HeldOutScores::from_holdout(&rows, &manifest.dataset.cutoffs))
+            .transpose()
+            .map_err(|e| LoadError::HeldOut(format!("{}: {e}", bundle.holdout_path().display())))?;
         Ok(LoadedModel {
-            explainer: bundle.explainer().clone(),
+            held_out,
+            explain_inline: explains_inline(&explainer),
+            explainer,
             manifest,
             pool,
             profile_index,
@@ -142,6 +172,11 @@ impl LoadedModel {
         &self.manifest
     }
 
+    /// The bundle's held-out predictions, when it kept them.
+    pub fn held_out(&self) -> Option<&HeldOutScores> {
+        self.held_out.as_ref()
+    }
+
     /// Profile field name → index in the feature plan.
     pub fn profile_index(&self) -> &HashMap<String, usize> {
         &self.profile_index
@@ -155,8 +190,9 @@ impl LoadedModel {
         options: ScoreOptions,
     ) -> Result<Vec<EntityScore>, ScoreError> {
         let model = Arc::clone(self);
+        let inline = options.small && (!options.reasons || self.explain_inline);
         self.pool
-            .with_session(options.small, move |session| {
+            .with_session(inline, move |session| {
                 let rows = model.feature_rows(&entities)?;
                 let probabilities = session.run(rows.view())?;
                 Ok(entities
@@ -256,5 +292,29 @@ impl LoadedModel {
             positive,
             negative,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_explainer(relative: &str) -> Explainer {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(relative);
+        let text = std::fs::read_to_string(&path).expect("fixture explainer");
+        serde_json::from_str(&text).expect("fixture explainer parses")
+    }
+
+    #[test]
+    fn explanations_of_large_tree_models_leave_the_async_worker() {
+        // 62 leaves on a scorecard, a scorecard alone, 527 leaves of tabular trees.
+        let small = fixture_explainer("registry/propensity/fixture-leads-v1/explainer.json");
+        let linear = fixture_explainer("registry/churn/fixture-churn-v1/explainer.json");
+        let large = fixture_explainer("tabular/propensity/fixture-tabular-v1/explainer.json");
+        assert!(explains_inline(&small));
+        assert!(explains_inline(&linear));
+        assert!(!explains_inline(&large));
     }
 }

@@ -6,7 +6,9 @@
 //! runs a job with a session in one of two ways:
 //!
 //! * **inline**, on the calling async worker, when the caller says the job is
-//!   small (one entity) and a session is free right now: no thread hand-off;
+//!   small (one entity, and its explanation cheap: see
+//!   `model::INLINE_EXPLAIN_MAX_LEAVES`) and a session is free right now: no
+//!   thread hand-off;
 //! * otherwise on tokio's **blocking pool** ([`tokio::task::spawn_blocking`])
 //!   after waiting asynchronously for a permit, so that a batch never holds
 //!   up the executor.
@@ -42,6 +44,9 @@ pub enum LoadError {
     Signature(String),
     #[error("pool size must be at least 1")]
     EmptyPool,
+    /// The bundle's `holdout.csv` is there but cannot be read.
+    #[error("held-out predictions: {0}")]
+    HeldOut(String),
 }
 
 /// Why scoring failed.

@@ -7,8 +7,11 @@
 //! loaded in full (checked bundle, ONNX Runtime sessions) before it is swapped in as a new
 //! [`Served`](crate::state::Served) snapshot; requests in flight finish on the old one. A
 //! bundle that fails to load is logged and refused, and the model already served keeps
-//! serving; the refused version is not retried (a new version is). A thresholds file that
-//! does not parse or check is refused the same way, until its content changes.
+//! serving; the refused version is not retried (a new version is). A version the thresholds
+//! file in force does not fit (thresholds by capacity, a bundle without held-out
+//! predictions) is refused too, until a new thresholds file is applied. A
+//! thresholds file that does not parse, check or fit a served model is refused the same
+//! way, until its content changes.
 //! [`Reloader::watch`] runs it every interval; `POST /admin/reload` runs it at once.
 
 use std::collections::HashSet;
@@ -39,6 +42,9 @@ pub struct Reloader {
 struct Memory {
     /// `task/version` of bundles refused: not retried.
     refused: HashSet<String>,
+    /// `task/version` of bundles the thresholds file in force does not fit: retried when
+    /// another file is applied.
+    misfits: HashSet<String>,
     /// The thresholds file's content last looked at (applied or refused).
     thresholds_seen: Option<String>,
 }
@@ -120,23 +126,35 @@ impl Reloader {
             return;
         }
         let name = format!("{}/{newest}", task.as_str());
-        if memory.refused.contains(&name) {
+        if memory.refused.contains(&name) || memory.misfits.contains(&name) {
             return;
         }
+        // Err((why, whether the thresholds file in force is what does not fit)).
         let loaded = self
             .registry
             .load(task, &newest)
-            .map_err(|e| e.to_string())
-            .and_then(|bundle| LoadedModel::load(bundle, self.pool).map_err(|e| e.to_string()));
+            .map_err(|e| (e.to_string(), false))
+            .and_then(|bundle| {
+                LoadedModel::load(bundle, self.pool).map_err(|e| (e.to_string(), false))
+            })
+            .and_then(|model| {
+                // Swapped in only if the thresholds file in force fits it.
+                state.update(|s| {
+                    s.with_model(Arc::new(model)).map_err(|e| {
+                        (
+                            format!("the thresholds file in force does not fit it: {e}"),
+                            true,
+                        )
+                    })
+                })
+            });
         match loaded {
-            Ok(model) => {
-                let model = Arc::new(model);
-                let _ = state.update::<std::convert::Infallible>(|s| Ok(s.with_model(model)));
+            Ok(()) => {
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(task = task.as_str(), version = %newest, "serving model");
                 report.loaded.push(name);
             }
-            Err(error) => {
+            Err((error, thresholds_misfit)) => {
                 tracing::error!(
                     task = task.as_str(),
                     version = %newest,
@@ -148,7 +166,11 @@ impl Reloader {
                     .reload_failures
                     .fetch_add(1, Ordering::Relaxed);
                 report.refused.push(format!("{name}: {error}"));
-                memory.refused.insert(name);
+                if thresholds_misfit {
+                    memory.misfits.insert(name);
+                } else {
+                    memory.refused.insert(name);
+                }
             }
         }
     }
@@ -180,6 +202,9 @@ impl Reloader {
             .and_then(|file| state.update(|served| served.with_thresholds(file)));
         match applied {
             Ok(()) => {
+                // A version refused because the previous file did not fit it gets another
+                // chance under this one.
+                memory.misfits.clear();
                 tracing::info!(path = %path.display(), "thresholds file applied");
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
                 report.thresholds = Some("applied".into());

@@ -54,16 +54,19 @@ impl Served {
         &self.thresholds_file
     }
 
-    /// This snapshot with `model` serving its task.
-    pub fn with_model(&self, model: Arc<LoadedModel>) -> Served {
+    /// This snapshot with `model` serving its task, under the thresholds file in force.
+    /// Fails when the file's overrides do not fit the model (e.g. thresholds by capacity
+    /// and a bundle without held-out predictions).
+    pub fn with_model(&self, model: Arc<LoadedModel>) -> Result<Served, String> {
         let mut next = self.clone();
-        let thresholds = Arc::new(
-            next.thresholds_file
-                .apply(model.task(), &model.manifest().thresholds),
-        );
+        let thresholds = Arc::new(next.thresholds_file.apply(
+            model.task(),
+            &model.manifest().thresholds,
+            model.held_out(),
+        )?);
         next.models
             .insert(model.task().as_str(), ServedModel { model, thresholds });
-        next
+        Ok(next)
     }
 
     /// This snapshot with `file`'s thresholds in force. Fails, naming the task, when an
@@ -72,8 +75,11 @@ impl Served {
         let mut next = self.clone();
         for served in next.models.values_mut() {
             let task = served.model.task();
-            let t = file.apply(task, &served.model.manifest().thresholds);
-            t.check().map_err(|e| format!("[{}]: {e}", task.as_str()))?;
+            let t = file.apply(
+                task,
+                &served.model.manifest().thresholds,
+                served.model.held_out(),
+            )?;
             served.thresholds = Arc::new(t);
         }
         next.thresholds_file = file;

@@ -766,14 +766,7 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
         "fixture-leads-v3",
     );
     std::fs::write(broken.join("model.onnx"), b"not a model").expect("write");
-    let (status, report) = call(
-        &server.app,
-        "POST",
-        "/admin/reload",
-        Some(ADMIN_KEY),
-        Body::empty(),
-    )
-    .await;
+    let (status, report) = admin_reload(&server.app).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let refused = report["refused"].as_array().expect("refused");
     assert_eq!(refused.len(), 1, "{report}");
@@ -799,14 +792,7 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
         "[propensity]\nsales_ready = 0.0001\ngrades = { a = 0.0003, b = 0.0002, c = 0.0001 }\n",
     )
     .expect("write");
-    let (_, report) = call(
-        &server.app,
-        "POST",
-        "/admin/reload",
-        Some(ADMIN_KEY),
-        Body::empty(),
-    )
-    .await;
+    let (_, report) = admin_reload(&server.app).await;
     assert_eq!(report["thresholds"], "applied", "{report}");
     let (_, after) = post(&server.app, "/v1/score/propensity", &entity).await;
     assert_eq!(
@@ -815,14 +801,7 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
         "{after}"
     );
     std::fs::write(&thresholds, "[propensity]\nsales_ready = 2\n").expect("write");
-    let (_, report) = call(
-        &server.app,
-        "POST",
-        "/admin/reload",
-        Some(ADMIN_KEY),
-        Body::empty(),
-    )
-    .await;
+    let (_, report) = admin_reload(&server.app).await;
     assert!(
         report["thresholds"]
             .as_str()
@@ -847,6 +826,166 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
         text.contains("leadscore_reload_failures_total 2\n"),
         "{text}"
     );
+}
+
+/// Ten held-out leads, undated (so the volume comes from the caller), four conversions:
+/// the hand-computed table is in `models::capacity`'s tests.
+const HOLDOUT_CSV: &str = "entity_id,cutoff,label,score\n\
+    L1,,1,0.3\nL2,,1,0.9\nL3,,0,0.05\nL4,,1,0.6\nL5,,0,0.2\n\
+    L6,,1,0.8\nL7,,0,0.5\nL8,,0,0.1\nL9,,0,0.7\nL10,,0,0.4\n";
+
+/// `POST /admin/reload` with the admin key.
+async fn admin_reload(app: &Router) -> (StatusCode, Value) {
+    call(app, "POST", "/admin/reload", Some(ADMIN_KEY), Body::empty()).await
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    call(app, "GET", uri, Some(CLIENT_KEY), Body::empty()).await
+}
+
+fn close(value: &Value, expected: f64) -> bool {
+    value.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
+}
+
+#[tokio::test]
+async fn capacity_questions_are_answered_and_capacity_thresholds_applied_on_reload() {
+    if !ort_available() {
+        return;
+    }
+    let registry = copy_registry(&fixtures().join("registry"));
+    let v1 = registry.path().join("propensity/fixture-leads-v1");
+    std::fs::write(v1.join("holdout.csv"), HOLDOUT_CSV).expect("write");
+    let thresholds_dir = tempfile::tempdir().expect("dir");
+    let thresholds = thresholds_dir.path().join("thresholds.toml");
+    std::fs::write(
+        &thresholds,
+        "[propensity]\ngrades = { a = 0.75, b = 0.45, c = 0.15 }\n",
+    )
+    .expect("write");
+    let server = server_with(registry, Some(thresholds.clone()), Limits::default());
+
+    // "We can call 2 of the 5 leads a week": cut-off 0.6, 3 of 4 flagged converted, 3 of
+    // all 4 conversions caught, 1.5 expected a week.
+    let (status, answer) = get(
+        &server.app,
+        "/v1/thresholds/propensity?capacity_per_week=2&volume_per_week=5",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let capacity = &answer["capacity"];
+    assert!(close(&capacity["threshold"], 0.6), "{answer}");
+    assert!(close(&capacity["leads_per_week"], 2.0), "{answer}");
+    assert!(close(&capacity["precision"], 0.75), "{answer}");
+    assert!(close(&capacity["share_of_conversions"], 0.75), "{answer}");
+    assert!(
+        close(&capacity["expected_conversions_per_week"], 1.5),
+        "{answer}"
+    );
+    assert_eq!(answer["held_out"]["rows"], 10);
+    assert_eq!(answer["held_out"]["conversions"], 4);
+    assert_eq!(answer["held_out"]["weeks_covered"], Value::Null);
+    // The grade table of the bands in force (the file's): A 2 leads, 2 conversions; B 3
+    // leads, 1; C 3 leads, 1; D 2 leads, none.
+    let grades = answer["grades"].as_array().expect("grades");
+    let per_band: Vec<(String, f64, f64, f64)> = grades
+        .iter()
+        .map(|g| {
+            (
+                g["grade"].as_str().expect("grade").to_owned(),
+                g["leads_per_week"].as_f64().expect("n"),
+                g["precision"].as_f64().expect("precision"),
+                g["cumulative_share_of_conversions"]
+                    .as_f64()
+                    .expect("recall"),
+            )
+        })
+        .collect();
+    let expected = [
+        ("A", 1.0, 1.0, 0.5),
+        ("B", 1.5, 1.0 / 3.0, 0.75),
+        ("C", 1.5, 1.0 / 3.0, 1.0),
+        ("D", 1.0, 0.0, 1.0),
+    ];
+    assert_eq!(per_band.len(), 4, "{answer}");
+    for (got, want) in per_band.iter().zip(expected) {
+        assert_eq!(got.0, want.0);
+        for (g, w) in [(got.1, want.1), (got.2, want.2), (got.3, want.3)] {
+            assert!((g - w).abs() < 1e-9, "{got:?} vs {want:?}");
+        }
+    }
+
+    // Undated held-out rows need the volume; a bundle without held-out rows cannot answer.
+    let (status, body) = get(&server.app, "/v1/thresholds/propensity?capacity_per_week=2").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "volume_per_week", "{body}");
+    let (status, body) = get(&server.app, "/v1/thresholds/churn").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["kind"], "no_held_out_predictions", "{body}");
+    let (status, _) = call(
+        &server.app,
+        "GET",
+        "/v1/thresholds/propensity",
+        None,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Sales ops switch to capacities: applied at the next reload, no restart; scores follow.
+    std::fs::write(
+        &thresholds,
+        "[propensity]\nsales_ready_per_week = 2\nvolume_per_week = 5\n\
+         grades_per_week = { a = 1, b = 1, c = 1 }\n",
+    )
+    .expect("write");
+    let (_, report) = admin_reload(&server.app).await;
+    assert_eq!(report["thresholds"], "applied", "{report}");
+    let (_, answer) = get(&server.app, "/v1/thresholds/propensity?volume_per_week=5").await;
+    let t = &answer["thresholds"];
+    assert!(close(&t["sales_ready"], 0.6), "{answer}");
+    assert!(
+        close(&t["grades"]["a"], 0.8)
+            && close(&t["grades"]["b"], 0.6)
+            && close(&t["grades"]["c"], 0.4),
+        "{answer}"
+    );
+    assert!(
+        close(&answer["sales_ready"]["leads_per_week"], 2.0),
+        "{answer}"
+    );
+    let (_, entity) = lead(&server);
+    let (status, scored) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(status, StatusCode::OK, "{scored}");
+    let p = scored["probability"].as_f64().expect("p");
+    let grade = if p >= 0.8 {
+        "A"
+    } else if p >= 0.6 {
+        "B"
+    } else if p >= 0.4 {
+        "C"
+    } else {
+        "D"
+    };
+    assert_eq!(scored["grade"], grade, "{scored}");
+    assert_eq!(scored["sales_ready"], json!(p >= 0.6), "{scored}");
+
+    // A new version without held-out predictions cannot take capacities: refused, v1
+    // keeps serving.
+    let v2 = install_as(
+        &v1,
+        server.registry.path(),
+        "propensity",
+        "fixture-leads-v2",
+    );
+    std::fs::remove_file(v2.join("holdout.csv")).expect("remove");
+    let (_, report) = admin_reload(&server.app).await;
+    let refused = report["refused"].to_string();
+    assert!(
+        refused.contains("fixture-leads-v2") && refused.contains("holdout.csv"),
+        "{report}"
+    );
+    let (_, scored) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(scored["model"]["version"], "fixture-leads-v1", "{scored}");
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@
 //! * Sales-ready is the threshold with the best F1 on the held-out rows (precision and
 //!   recall balanced), searched over the held-out score quantiles.
 
-use models::bundle::{GradeBands, Thresholds};
+use models::bundle::Thresholds;
+use models::capacity::{HeldOutScores, MIN_GAP};
 use models::metrics::threshold_table;
 
 use crate::error::TrainError;
@@ -20,9 +21,6 @@ pub const GRADE_SHARES: [f64; 3] = [0.10, 0.20, 0.30];
 /// Candidate sales-ready thresholds: this many score quantiles.
 const SALES_READY_CANDIDATES: usize = 200;
 
-/// Smallest gap kept between two cut-offs, and between a cut-off and 0 or 1.
-const MIN_GAP: f64 = 1e-6;
-
 /// The default thresholds for held-out calibrated `scores` and their `labels`.
 pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds, TrainError> {
     if scores.is_empty() {
@@ -30,27 +28,11 @@ pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds,
             "no held-out scores to choose thresholds on".into(),
         ));
     }
-    let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    // Score at the bottom of the top `share` of rows.
-    let at_share = |share: f64| {
-        // Less a hair, so that 0.1 + 0.2 of 1000 rows is rank 300, not 301.
-        let rank = ((share * sorted.len() as f64 - 1e-9).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
-    };
-    let mut cumulative = 0.0;
-    let mut bands = [0.0; 3];
-    for (band, share) in bands.iter_mut().zip(GRADE_SHARES) {
-        cumulative += share;
-        *band = at_share(cumulative);
-    }
-    // Keep a > b > c strictly inside (0, 1) when scores tie or sit at the edges.
-    bands[0] = bands[0].clamp(3.0 * MIN_GAP, 1.0 - MIN_GAP);
-    bands[1] = bands[1].clamp(2.0 * MIN_GAP, bands[0] - MIN_GAP);
-    bands[2] = bands[2].clamp(MIN_GAP, bands[1] - MIN_GAP);
-
+    let held = HeldOutScores::new(scores, labels, None)
+        .map_err(|e| TrainError::Data(format!("held-out scores: {e}")))?;
+    let grades = held.bands_at_shares(GRADE_SHARES);
     let candidates: Vec<f64> = (0..SALES_READY_CANDIDATES)
-        .map(|i| at_share((i as f64 + 0.5) / SALES_READY_CANDIDATES as f64))
+        .map(|i| held.threshold_at_share((i as f64 + 0.5) / SALES_READY_CANDIDATES as f64))
         .collect();
     let table = threshold_table(scores, labels, &candidates)?;
     let best = table
@@ -58,14 +40,10 @@ pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds,
         .filter(|row| row.flagged > 0)
         .max_by(|x, y| x.f1.total_cmp(&y.f1))
         .map(|row| row.threshold)
-        .unwrap_or(bands[0]);
+        .unwrap_or(grades.a);
     let thresholds = Thresholds {
         sales_ready: best.clamp(MIN_GAP, 1.0 - MIN_GAP),
-        grades: GradeBands {
-            a: bands[0],
-            b: bands[1],
-            c: bands[2],
-        },
+        grades,
     };
     thresholds.check().map_err(TrainError::Data)?;
     Ok(thresholds)

@@ -541,6 +541,117 @@ impl Bundle {
     pub fn holdout_path(&self) -> PathBuf {
         self.dir.join(HOLDOUT_FILE)
     }
+
+    /// The held-out rows of `holdout.csv`, or `None` when the bundle has no such file (it
+    /// is not needed to serve; capacity questions need it).
+    pub fn read_holdout(&self) -> Result<Option<Vec<HoldoutRow>>, BundleError> {
+        let path = self.holdout_path();
+        match read(&path) {
+            Ok(bytes) => parse_holdout(&path, &bytes).map(Some),
+            Err(BundleError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Parses `holdout.csv` as [`write_holdout`] writes it (RFC 4180 quoting); errors name the
+/// line.
+fn parse_holdout(path: &Path, bytes: &[u8]) -> Result<Vec<HoldoutRow>, BundleError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| BundleError::invalid(path, format!("not UTF-8: {e}")))?;
+    let records = parse_csv(text)
+        .map_err(|(line, message)| BundleError::invalid(path, format!("line {line}: {message}")))?;
+    let mut records = records.into_iter();
+    match records.next() {
+        Some((_, header)) if header.join(",") == HOLDOUT_HEADER => {}
+        _ => {
+            return Err(BundleError::invalid(
+                path,
+                format!("line 1: the header must be `{HOLDOUT_HEADER}`"),
+            ));
+        }
+    }
+    records
+        .map(|(line, fields)| {
+            let bad =
+                |message: String| BundleError::invalid(path, format!("line {line}: {message}"));
+            let [entity_id, cutoff, label, score]: [String; 4] = fields
+                .try_into()
+                .map_err(|f: Vec<String>| bad(format!("{} fields, expected 4", f.len())))?;
+            let label = match label.as_str() {
+                "0" => 0,
+                "1" => 1,
+                other => return Err(bad(format!("label `{other}` is not 0 or 1"))),
+            };
+            let score: f64 = score
+                .parse()
+                .ok()
+                .filter(|s| (0.0..=1.0).contains(s))
+                .ok_or_else(|| bad(format!("score `{score}` is not a probability")))?;
+            Ok(HoldoutRow {
+                entity_id,
+                cutoff: (!cutoff.is_empty()).then_some(cutoff),
+                label,
+                score,
+            })
+        })
+        .collect()
+}
+
+/// A CSV record's fields and the line it starts on.
+type CsvRecord = (usize, Vec<String>);
+
+/// RFC 4180 records of `text` with the line each starts on; a final line break is optional
+/// and blank lines are skipped. Errors give the line and the problem.
+fn parse_csv(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
+    let mut records = Vec::new();
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut line = 1;
+    let mut start = 1;
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                '\n' => {
+                    line += 1;
+                    field.push(c);
+                }
+                _ => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() => quoted = true,
+            '"' => return Err((line, "a quote inside an unquoted field".into())),
+            ',' => fields.push(std::mem::take(&mut field)),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                fields.push(std::mem::take(&mut field));
+                if !(fields.len() == 1 && fields[0].is_empty()) {
+                    records.push((start, std::mem::take(&mut fields)));
+                }
+                fields.clear();
+                line += 1;
+                start = line;
+            }
+            _ => field.push(c),
+        }
+    }
+    if quoted {
+        return Err((start, "a quoted field is not closed".into()));
+    }
+    if !field.is_empty() || !fields.is_empty() {
+        fields.push(field);
+        records.push((start, fields));
+    }
+    Ok(records)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
