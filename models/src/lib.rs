@@ -26,6 +26,9 @@
 //! * [`capacity`]: thresholds by sales capacity, from a bundle's held-out
 //!   predictions: leads a week, precision, share of conversions caught and
 //!   expected conversions of a cut-off, and per grade band.
+//! * [`thresholds_file`]: the thresholds file sales ops edit (cut-offs by
+//!   probability or by capacity), read by the server and the `thresholds`
+//!   command alike.
 //!
 //! ```
 //! use models::onnx::{LinearModel, ToOnnx};
@@ -42,5 +45,6 @@ pub mod capacity;
 pub mod gbdt;
 pub mod metrics;
 pub mod onnx;
+pub mod thresholds_file;
 
 pub use onnx::{LinearModel, ModelGraph, OnnxError, ScoringModel, ToOnnx, TreeEnsemble};

@@ -11,8 +11,8 @@
 //!   the field at fault.
 //! * [`state`]: [`AppState`], the [`Served`](state::Served) snapshot (models and thresholds)
 //!   swapped as a whole on reload, limits, keys and metrics.
-//! * [`reload`]: [`Reloader`], hot reload of bundles and the thresholds file.
-//! * [`thresholds`]: the thresholds file sales ops edit.
+//! * [`reload`]: [`Reloader`], hot reload of bundles and the thresholds file
+//!   ([`models::thresholds_file`]).
 //! * [`auth`]: client and admin API keys, compared in constant time.
 //! * [`metrics`]: Prometheus metrics in atomics.
 //! * [`config`]: the configuration file.
@@ -32,7 +32,6 @@ pub mod reload;
 pub mod request;
 pub mod runtime;
 pub mod state;
-pub mod thresholds;
 
 pub use auth::KeySet;
 pub use error::{ApiError, ErrorKind};

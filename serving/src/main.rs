@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use models::bundle::Registry;
+use models::thresholds_file::ThresholdsFile;
 use serving::config::{FileConfig, LogFormat};
-use serving::thresholds::ThresholdsFile;
 use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app, runtime};
 
 /// Serve lead-scoring models over HTTP.

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::model::LoadedModel;
 use crate::pool::PoolConfig;
 use crate::state::AppState;
-use crate::thresholds::ThresholdsFile;
+use models::thresholds_file::ThresholdsFile;
 
 /// Where models and thresholds come from, and what was refused before.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::reload::Reloader;
-use crate::thresholds::ThresholdsFile;
+use models::thresholds_file::ThresholdsFile;
 
 /// One model being served, with the thresholds in force for it.
 #[derive(Debug, Clone)]

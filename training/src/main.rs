@@ -7,13 +7,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use features::spec::Task;
 use features::synthetic::{GeneratorParams, SyntheticKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::bundle::{Registry, new_version_name};
+use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
+use models::thresholds_file::ThresholdsFile;
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
+use training::thresholds::capacity_report;
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
 };
@@ -74,6 +78,40 @@ enum Command {
     /// Train, validate and calibrate on a dataset and write the model bundle (ONNX model,
     /// manifest, explainer, HTML report, held-out scores) to the registry.
     Train(TrainArgs),
+    /// Sales capacity: which threshold for N leads a week, with what precision, share of
+    /// conversions caught and expected conversions, and what each grade band holds, from a
+    /// bundle's held-out predictions.
+    Thresholds(ThresholdsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    Propensity,
+    Churn,
+}
+
+#[derive(clap::Args)]
+struct ThresholdsArgs {
+    /// Registry folder.
+    #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
+    registry: PathBuf,
+    #[arg(long, value_enum, default_value = "propensity")]
+    task: TaskArg,
+    /// Bundle version (default: the newest).
+    #[arg(long)]
+    version: Option<String>,
+    /// Leads the team can work a week (repeatable; default: a ladder of shares of the
+    /// volume).
+    #[arg(long = "capacity-per-week")]
+    capacities: Vec<f64>,
+    /// Leads scored a week (default: the held-out rows over the weeks they cover; needed
+    /// for undated, tabular data).
+    #[arg(long)]
+    volume_per_week: Option<f64>,
+    /// The thresholds file the server reads: the grades and sales-ready cut-off in force
+    /// are the bundle's with its overrides (default: the bundle's).
+    #[arg(long)]
+    thresholds_file: Option<PathBuf>,
 }
 
 /// Hyperparameters of the trees (defaults: LightGBM's, with the number of trees chosen by
@@ -281,7 +319,55 @@ fn main() -> Result<()> {
         }
         Command::Evaluate(args) => evaluate_command(&args)?,
         Command::Train(args) => train_command(&args)?,
+        Command::Thresholds(args) => thresholds_command(&args)?,
     }
+    Ok(())
+}
+
+fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
+    let task = match args.task {
+        TaskArg::Propensity => Task::Propensity,
+        TaskArg::Churn => Task::Churn,
+    };
+    let registry = Registry::new(&args.registry);
+    let version = match &args.version {
+        Some(v) => v.clone(),
+        None => registry.latest(task)?.with_context(|| {
+            format!(
+                "no {} bundle in {}",
+                task.as_str(),
+                registry.task_dir(task).display()
+            )
+        })?,
+    };
+    let bundle = registry.load(task, &version)?;
+    let rows = bundle.read_holdout()?.with_context(|| {
+        format!(
+            "{} is missing: the bundle kept no held-out predictions",
+            bundle.holdout_path().display()
+        )
+    })?;
+    let held = HeldOutScores::from_holdout(&rows, &bundle.manifest().dataset.cutoffs)
+        .with_context(|| bundle.holdout_path().display().to_string())?;
+    let over = args
+        .thresholds_file
+        .as_deref()
+        .map(ThresholdsFile::read)
+        .transpose()?
+        .unwrap_or_default();
+    // The file's own volume, else the command's, else the held-out rows'.
+    let file_volume = over.get(task).and_then(|o| o.volume_per_week);
+    let volume = held
+        .resolve_volume(args.volume_per_week.or(file_volume))
+        .context("--volume-per-week")?;
+    let thresholds = over
+        .apply(task, &bundle.manifest().thresholds, Some(&held))
+        .map_err(anyhow::Error::msg)?;
+    let name = format!("{}/{version}", task.as_str());
+    print!(
+        "{}",
+        capacity_report(&name, &held, &thresholds, &args.capacities, volume)?
+    );
     Ok(())
 }
 

@@ -8,9 +8,14 @@
 //!   the base rate.
 //! * Sales-ready is the threshold with the best F1 on the held-out rows (precision and
 //!   recall balanced), searched over the held-out score quantiles.
+//!
+//! [`capacity_report`] is the `thresholds` command's answer to sales ops: which cut-off for
+//! the leads a week their team can work, and what each grade in force holds.
+
+use std::fmt::Write as _;
 
 use models::bundle::Thresholds;
-use models::capacity::{HeldOutScores, MIN_GAP};
+use models::capacity::{CapacityRow, HeldOutScores, MIN_GAP};
 use models::metrics::threshold_table;
 
 use crate::error::TrainError;
@@ -49,6 +54,113 @@ pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds,
     Ok(thresholds)
 }
 
+/// Shares of the weekly volume the `thresholds` command tabulates when no capacity is given.
+pub const DEFAULT_CAPACITY_SHARES: [f64; 7] = [0.01, 0.02, 0.05, 0.10, 0.20, 0.30, 0.50];
+
+/// The `thresholds` command's text for the model `name` (e.g. `propensity/v3`): for each of
+/// `capacities` (leads a week; a ladder of shares of the volume when empty) the cut-off,
+/// precision, share of conversions caught and conversions a week; what the sales-ready
+/// cut-off and each grade band of `thresholds` hold; and the thresholds-file lines that set
+/// the first capacity.
+pub fn capacity_report(
+    name: &str,
+    held: &HeldOutScores,
+    thresholds: &Thresholds,
+    capacities: &[f64],
+    volume_per_week: f64,
+) -> Result<String, TrainError> {
+    let capacity_error = |e: models::capacity::CapacityError| TrainError::Data(e.to_string());
+    let capacities: Vec<f64> = if capacities.is_empty() {
+        DEFAULT_CAPACITY_SHARES
+            .iter()
+            .map(|share| share * volume_per_week)
+            .collect()
+    } else {
+        capacities.to_vec()
+    };
+    let rows = capacities
+        .iter()
+        .map(|&c| held.at_capacity(c, volume_per_week))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(capacity_error)?;
+    let mut out = String::new();
+    let weeks = match held.weeks() {
+        Some(w) => format!("covering {w:.1} weeks"),
+        None => "undated".to_owned(),
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{name}: {} held-out leads, {} conversions, {weeks}; {volume_per_week:.1} leads a week\n",
+        held.len(),
+        held.positives(),
+    );
+    let _ = writeln!(
+        out,
+        "{:>14}  {:>9}  {:>9}  {:>9}  {:>11}  {:>11}",
+        "leads a week", "threshold", "precision", "caught", "expected/wk", "observed/wk"
+    );
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "{}",
+            capacity_line(&format!("{:.1}", row.leads_per_week), row)
+        );
+    }
+    let ready = held.at_threshold(thresholds.sales_ready, volume_per_week);
+    let _ = writeln!(out, "\nsales-ready in force:");
+    let _ = writeln!(
+        out,
+        "{}",
+        capacity_line(&format!("{:.1}", ready.leads_per_week), &ready)
+    );
+    let _ = writeln!(
+        out,
+        "\n{:>5}  {:>15}  {:>12}  {:>7}  {:>9}  {:>11}  {:>12}  {:>14}",
+        "grade",
+        "probability",
+        "leads a week",
+        "share",
+        "precision",
+        "expected/wk",
+        "cum. caught",
+        "cum. precision"
+    );
+    for g in held.grade_table(&thresholds.grades, volume_per_week) {
+        let _ = writeln!(
+            out,
+            "{:>5}  {:>15}  {:>12.1}  {:>6.1}%  {:>8.1}%  {:>11.2}  {:>11.1}%  {:>13.1}%",
+            g.grade.as_str(),
+            format!("{:.4}-{:.4}", g.from, g.to),
+            g.leads_per_week,
+            100.0 * g.share_of_leads,
+            100.0 * g.precision,
+            g.expected_conversions_per_week,
+            100.0 * g.cumulative_share_of_conversions,
+            100.0 * g.cumulative_precision,
+        );
+    }
+    let section = name.split('/').next().unwrap_or(name);
+    let _ = writeln!(
+        out,
+        "\nTo flag {:.0} leads a week, put in the thresholds file (the server applies it on \
+         reload):\n[{section}]\nsales_ready_per_week = {}",
+        capacities[0], capacities[0]
+    );
+    Ok(out)
+}
+
+fn capacity_line(label: &str, row: &CapacityRow) -> String {
+    format!(
+        "{label:>14}  {:>9.4}  {:>8.1}%  {:>8.1}%  {:>11.2}  {:>11.2}",
+        row.threshold,
+        100.0 * row.precision,
+        100.0 * row.share_of_conversions,
+        row.expected_conversions_per_week,
+        row.observed_conversions_per_week
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +192,55 @@ mod tests {
         let t = default_thresholds(&ones, &[true; 10]).unwrap();
         assert!(t.check().is_ok() && t.grades.a < 1.0);
         assert!(default_thresholds(&[], &[]).is_err());
+    }
+
+    #[test]
+    fn capacity_report_gives_the_hand_computed_figures() {
+        // The fixture of models::capacity: ten leads over two weeks, four conversions.
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05];
+        let labels = [
+            true, true, false, true, false, false, true, false, false, false,
+        ];
+        let held = HeldOutScores::new(&scores, &labels, Some(2.0)).unwrap();
+        let thresholds = Thresholds {
+            sales_ready: 0.55,
+            grades: models::bundle::GradeBands {
+                a: 0.75,
+                b: 0.45,
+                c: 0.15,
+            },
+        };
+        let text = capacity_report("propensity/v1", &held, &thresholds, &[2.0], 5.0).unwrap();
+        // Two a week: cut-off 0.6, precision 75 %, 75 % of conversions, 1.5 expected and
+        // observed a week.
+        assert!(
+            text.contains(
+                "           2.0     0.6000      75.0%      75.0%         1.50         1.50"
+            ),
+            "{text}"
+        );
+        // Sales-ready 0.55 flags the same four rows.
+        assert!(
+            text.contains("sales-ready in force:\n           2.0     0.5500      75.0%"),
+            "{text}"
+        );
+        // Grade B: 0.45-0.75, 1.5 a week, 1 of 3 converted, 0.9 expected, 75 % caught so far,
+        // 3 of 5 so far.
+        assert!(
+            text.contains("    B    0.4500-0.7500           1.5    30.0%      33.3%         0.90         75.0%           60.0%"),
+            "{text}"
+        );
+        assert!(text.contains("10 held-out leads, 4 conversions, covering 2.0 weeks"));
+        assert!(
+            text.contains("[propensity]\nsales_ready_per_week = 2\n"),
+            "{text}"
+        );
+        // No capacity given: a ladder of shares of the volume, one line each.
+        let ladder = capacity_report("propensity/v1", &held, &thresholds, &[], 5.0).unwrap();
+        assert_eq!(
+            ladder.lines().filter(|l| l.contains('%')).count(),
+            7 + 1 + 4
+        );
+        assert!(capacity_report("x", &held, &thresholds, &[-1.0], 5.0).is_err());
     }
 }

@@ -164,6 +164,14 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
         manifest.validation.raw.rows,
         "one line per held-out row"
     );
+    // Sales capacity reads the held-out rows back: the generator scores leads every 30
+    // days and the time split holds out the last cut-off, so they stand for 30 days.
+    let rows = bundle.read_holdout().expect("reads").expect("present");
+    let held = models::capacity::HeldOutScores::from_holdout(&rows, &manifest.dataset.cutoffs)
+        .expect("held-out scores");
+    let weeks = held.weeks().expect("dated rows");
+    assert!((weeks - 30.0 / 7.0).abs() < 1e-9, "{weeks}");
+    assert_eq!(held.positives(), manifest.validation.raw.positives);
 
     let report = std::fs::read_to_string(bundle.report_path()).expect("report");
     for needle in [

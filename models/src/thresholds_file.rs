@@ -17,7 +17,7 @@
 //!
 //! Any key of a task may be left out (the bundle's value stays); a task left out keeps the
 //! bundle's thresholds. A capacity is turned into a probability cut-off on the served
-//! bundle's held-out predictions ([`models::capacity`]), again for each new bundle version:
+//! bundle's held-out predictions ([`crate::capacity`]), again for each new bundle version:
 //! the cut-off flags that many of the leads arriving a week (the bundle's `holdout.csv`
 //! tells how many arrive, or `volume_per_week` does). The server re-reads the file when it
 //! changes; a file that does not parse or check is refused with a logged error and the
@@ -25,9 +25,9 @@
 
 use std::path::Path;
 
+use crate::bundle::{GradeBands, Thresholds};
+use crate::capacity::HeldOutScores;
 use features::spec::Task;
-use models::bundle::{GradeBands, Thresholds};
-use models::capacity::HeldOutScores;
 use serde::Deserialize;
 
 /// The parsed thresholds file.
