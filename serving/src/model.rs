@@ -49,12 +49,13 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 /// Largest number of tree leaves whose TreeSHAP runs inline on the async worker for a
-/// single entity. TreeSHAP visits every leaf of every tree, about 100 ns a leaf here (perf
-/// of the reasons route on a 40-tree model of 1,240 leaves: the walk was 65 % of the
-/// server's CPU at 5,400 requests/s), so 400 leaves stay near 40 µs, inside tokio's
-/// guidance of 10-100 µs between yields, and larger models explain on the blocking pool.
-/// The hand-off costs throughput (that model: 3,700 requests/s on the blocking pool against
-/// 5,400 inline, side by side) but keeps the workers free for the other requests.
+/// single entity. TreeSHAP visits every leaf of every tree, about 100 ns a leaf here with
+/// the precomputed tables (`perf stat` of the server on a 40-tree model of 1,240 leaves:
+/// 175 µs of CPU a request with reasons, 51 µs without), so 400 leaves stay near 40 µs,
+/// inside tokio's guidance of 10-100 µs between yields, and larger models explain on the
+/// blocking pool. The hand-off costs throughput (that model, before the tables: 3,700
+/// requests/s on the blocking pool against 5,400 inline, side by side) but keeps the workers
+/// free for the other requests.
 pub const INLINE_EXPLAIN_MAX_LEAVES: usize = 400;
 
 /// Whether one entity's explanation by `explainer` may run inline on the async worker.
@@ -140,6 +141,10 @@ impl LoadedModel {
             .collect();
         let groups = plan.feature_groups();
         let explainer = bundle.explainer().clone();
+        // TreeSHAP's tables now, not on the first request.
+        if let Some(trees) = explainer.trees() {
+            trees.prepare_explanations();
+        }
         let held_out = bundle
             .read_holdout()
             .map_err(|e| LoadError::HeldOut(e.to_string()))?

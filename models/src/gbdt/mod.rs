@@ -8,7 +8,8 @@
 //! fitted [`Gbdt`]. The model scores rows ([`Gbdt::raw_score`],
 //! [`Gbdt::predict_proba`]), reports feature importance, explains single
 //! rows with exact path-dependent TreeSHAP ([`Gbdt::shap_values`], or
-//! [`Gbdt::shap_values_into`] with a reusable [`ShapScratch`] for serving),
+//! [`Gbdt::shap_values_into`] with a reusable [`ShapScratch`] for serving;
+//! precomputed per-leaf tables, built once, make it several times faster),
 //! and converts itself to the [`TreeEnsemble`] the ONNX writer takes.
 //!
 //! The model is built so that `f32` inference in ONNX Runtime reproduces it:
@@ -22,6 +23,7 @@ mod binning;
 mod learner;
 mod rng;
 mod shap;
+mod shap_table;
 mod tree;
 
 use std::fmt;
@@ -658,6 +660,37 @@ pub struct Gbdt {
     expected_value: f64,
     /// Deepest tree's depth (sizes the TreeSHAP scratch).
     max_depth: usize,
+    /// TreeSHAP's precomputed tables, built at the first explanation.
+    shap_tables: LazyShapTables,
+}
+
+/// A [`Gbdt`]'s TreeSHAP tables, derived from its trees: built once on demand, left out of
+/// equality (two models with the same trees are equal whether or not they explained a row).
+#[derive(Clone, Default)]
+struct LazyShapTables(std::sync::OnceLock<shap_table::ShapTables>);
+
+impl LazyShapTables {
+    fn get_or_init(
+        &self,
+        build: impl FnOnce() -> shap_table::ShapTables,
+    ) -> &shap_table::ShapTables {
+        self.0.get_or_init(build)
+    }
+}
+
+impl PartialEq for LazyShapTables {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for LazyShapTables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.get() {
+            Some(tables) => write!(f, "built ({} numbers)", tables.entries()),
+            None => f.write_str("not built"),
+        }
+    }
 }
 
 /// The serialised form of [`Gbdt`]; derived fields are recomputed on load.
@@ -735,6 +768,7 @@ impl Gbdt {
             best_iteration,
             expected_value,
             max_depth,
+            shap_tables: LazyShapTables::default(),
         })
     }
 

@@ -25,11 +25,14 @@
 //! restored on the way up; a hot feature's sum is a polynomial in `−z_i` whose coefficients
 //! are computed once per leaf. Per leaf that is `O(h²)` instead of the `O(d²)` of the
 //! original algorithm (Lundberg, Erion and Lee 2018, algorithm 2), with the same values
-//! (tests compare them with Shapley values by enumeration). All the working memory is one
+//! (tests compare them with Shapley values by enumeration). Explanations read the leaves'
+//! shares from precomputed tables where they fit ([`super::shap_table`]); the walk is the
+//! reference the tests compare them with. All the working memory is one
 //! [`ShapScratch`], reused across rows and trees, so scoring a request allocates nothing
 //! once the scratch exists.
 
 use super::Gbdt;
+use super::shap_table::{self, ShapTables};
 use super::tree::{TreeNode, goes_left};
 
 /// One distinct feature on the current path: the product of its cover fractions and whether
@@ -57,6 +60,9 @@ pub struct ShapScratch {
     coefficients: Vec<f64>,
     /// `weights[d][k] = k! (d−k−1)! / d!` for `d` distinct features, `k < d`.
     weights: Vec<Vec<f64>>,
+    /// A leaf's hot pattern and shares, for the table pass's leaves without a table.
+    leaf_hot: Vec<bool>,
+    leaf_shares: Vec<f64>,
 }
 
 impl ShapScratch {
@@ -66,6 +72,18 @@ impl ShapScratch {
         let mut scratch = Self::default();
         scratch.reserve_for_depth(model.max_depth);
         scratch
+    }
+
+    pub(crate) fn take_leaf_buffers(&mut self) -> (Vec<bool>, Vec<f64>) {
+        (
+            std::mem::take(&mut self.leaf_hot),
+            std::mem::take(&mut self.leaf_shares),
+        )
+    }
+
+    pub(crate) fn put_leaf_buffers(&mut self, hot: Vec<bool>, shares: Vec<f64>) {
+        self.leaf_hot = hot;
+        self.leaf_shares = shares;
     }
 
     fn reserve_for_depth(&mut self, depth: usize) {
@@ -119,15 +137,47 @@ impl Gbdt {
     /// # Panics
     /// If `row.len()` or `phi.len()` differ from `n_features`.
     pub fn shap_values_into(&self, row: &[f32], scratch: &mut ShapScratch, phi: &mut [f64]) -> f64 {
+        self.shap_values_with(row, scratch, phi, Some(self.shap_tables()))
+    }
+
+    /// Builds the precomputed TreeSHAP tables now rather than at the first explanation
+    /// (see [`shap_table`](super::shap_table)); returns how many numbers they hold.
+    pub fn prepare_explanations(&self) -> usize {
+        self.shap_tables().entries()
+    }
+
+    fn shap_tables(&self) -> &ShapTables {
+        self.shap_tables.get_or_init(|| {
+            ShapTables::build(
+                self,
+                shap_table::MAX_TABLE_ENTRIES,
+                shap_table::MAX_TABLE_DEPTH,
+            )
+        })
+    }
+
+    /// [`shap_values_into`](Self::shap_values_into) from `tables` (built from this model),
+    /// or by walking the trees when `None` (the reference the tests compare with).
+    pub(crate) fn shap_values_with(
+        &self,
+        row: &[f32],
+        scratch: &mut ShapScratch,
+        phi: &mut [f64],
+        tables: Option<&ShapTables>,
+    ) -> f64 {
         assert_eq!(row.len(), self.n_features, "row width");
         assert_eq!(phi.len(), self.n_features, "phi width");
         scratch.reserve_for_depth(self.max_depth);
         phi.fill(0.0);
-        for tree in &self.trees {
-            scratch.path.clear();
-            scratch.saved.clear();
-            scratch.poly[0] = 1.0;
-            walk(tree.nodes(), row, 0, scratch, 0, 1.0, phi);
+        if let Some(tables) = tables {
+            tables.add(row, scratch, phi);
+        } else {
+            for tree in &self.trees {
+                scratch.path.clear();
+                scratch.saved.clear();
+                scratch.poly[0] = 1.0;
+                walk(tree.nodes(), row, 0, scratch, 0, 1.0, phi);
+            }
         }
         self.expected_value
     }
@@ -242,6 +292,22 @@ fn rebuild(scratch: &mut ShapScratch) -> (usize, f64) {
 
 /// Adds one leaf's Shapley values (module documentation) to `phi`.
 fn leaf(value: f64, scratch: &mut ShapScratch, h: usize, cold: f64, phi: &mut [f64]) {
+    leaf_with(value, scratch, h, cold, |feature, share| {
+        phi[feature] += share
+    });
+}
+
+/// One leaf's Shapley values: calls `add(feature, share)` once for each slot of
+/// `scratch.path`, `h` of them hot (their polynomials in `scratch.poly`), `cold` the product
+/// of the cold ones' fractions.
+#[inline]
+fn leaf_with(
+    value: f64,
+    scratch: &mut ShapScratch,
+    h: usize,
+    cold: f64,
+    mut add: impl FnMut(usize, f64),
+) {
     let ShapScratch {
         path,
         poly,
@@ -259,7 +325,7 @@ fn leaf(value: f64, scratch: &mut ShapScratch, h: usize, cold: f64, phi: &mut [f
         let sum: f64 = (0..=h).map(|k| weights[k] * poly[h - k]).sum();
         let share = -value * cold * sum;
         for slot in path.iter().filter(|s| !s.one) {
-            phi[slot.feature] += share;
+            add(slot.feature, share);
         }
     }
     if h == 0 {
@@ -278,8 +344,39 @@ fn leaf(value: f64, scratch: &mut ShapScratch, h: usize, cold: f64, phi: &mut [f
             .iter()
             .rev()
             .fold(0.0, |acc, &c| acc * t + c);
-        phi[slot.feature] += scale * (1.0 - slot.zero) * sum;
+        add(slot.feature, scale * (1.0 - slot.zero) * sum);
     }
+}
+
+/// The Shapley shares of a leaf of value `value` whose path's distinct features have cover
+/// fraction products `zeros`, for a row that satisfies those marked in `hot`: `out[s]` is
+/// slot `s`'s share (overwritten). The walk's own formula, for the precomputed tables
+/// ([`super::shap_table`]).
+pub(crate) fn leaf_shares(
+    scratch: &mut ShapScratch,
+    value: f64,
+    zeros: &[f64],
+    hot: &[bool],
+    out: &mut [f64],
+) {
+    if scratch.weights.len() <= zeros.len() {
+        scratch.reserve_for_depth(zeros.len());
+    }
+    scratch.path.clear();
+    scratch.path.extend(
+        zeros
+            .iter()
+            .zip(hot)
+            .enumerate()
+            .map(|(s, (&zero, &one))| Slot {
+                feature: s,
+                zero,
+                one,
+            }),
+    );
+    let (h, cold) = rebuild(scratch);
+    // Every slot gets exactly one share.
+    leaf_with(value, scratch, h, cold, |s, share| out[s] = share);
 }
 
 #[cfg(test)]
@@ -457,8 +554,49 @@ mod tests {
                 }
                 let total = expected + phi.iter().sum::<f64>();
                 assert!((total - model.raw_score(&row)).abs() < 1e-9);
+                // The walk alone (no tables) gives the same values.
+                let mut walked = vec![0.0; m];
+                model.shap_values_with(&row, &mut scratch, &mut walked, None);
+                for f in 0..m {
+                    assert!((walked[f] - brute[f]).abs() < 1e-9, "case {case} walk {f}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn tables_and_walk_agree_whatever_is_tabulated() {
+        let (x, y) = super::super::tests::synthetic(2000, 7);
+        let params = GbdtParams {
+            n_trees: 30,
+            ..GbdtParams::default()
+        };
+        let model = params.fit(&TrainData::new(&x, 4, &y)).expect("fit");
+        let full = ShapTables::build(&model, usize::MAX, shap_table::MAX_TABLE_DEPTH);
+        let (with, all) = full.tabulated();
+        assert_eq!(with, all, "4 features: every leaf has a table");
+        // Half the numbers: the first leaves tabulated, the rest computed on the spot.
+        let half = ShapTables::build(&model, full.entries() / 2, shap_table::MAX_TABLE_DEPTH);
+        let (half_with, _) = half.tabulated();
+        assert!(half_with > 0 && half_with < all, "{half_with} of {all}");
+        // At most one distinct feature tabulated: most leaves computed on the spot.
+        let shallow = ShapTables::build(&model, usize::MAX, 1);
+        assert!(shallow.tabulated().0 < all / 2, "{:?}", shallow.tabulated());
+        let mut scratch = ShapScratch::new(&model);
+        let (mut walked, mut tabled) = (vec![0.0; 4], vec![0.0; 4]);
+        for row in x.chunks(4).take(300) {
+            model.shap_values_with(row, &mut scratch, &mut walked, None);
+            for tables in [&full, &half, &shallow] {
+                model.shap_values_with(row, &mut scratch, &mut tabled, Some(tables));
+                for f in 0..4 {
+                    assert!(
+                        (tabled[f] - walked[f]).abs() <= 1e-12 * walked[f].abs().max(1.0),
+                        "{tabled:?} vs {walked:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(model.prepare_explanations(), full.entries());
     }
 
     #[test]
