@@ -7,7 +7,8 @@
 //! model families (logistic scorecard and gradient-boosted trees); [`evaluate`] validates,
 //! calibrates and measures a family ([`evaluate::Evaluation`]); [`train`] picks the family to
 //! ship and assembles its bundle, with default thresholds from [`thresholds`] and the HTML
-//! report from [`report`]. The `leadscore-train` binary is a thin command line over this
+//! report from [`report`]; [`requests`] writes score requests for a dataset's entities (what
+//! the server takes). The `leadscore-train` binary is a thin command line over this
 //! library.
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod guards;
 pub mod lbfgs;
 pub mod pipeline;
 pub mod report;
+pub mod requests;
 pub mod split;
 pub mod svg;
 pub mod thresholds;

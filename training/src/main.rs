@@ -17,6 +17,7 @@ use models::thresholds_file::ThresholdsFile;
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
+use training::requests::score_requests;
 use training::thresholds::capacity_report;
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
@@ -82,6 +83,22 @@ enum Command {
     /// conversions caught and expected conversions, and what each grade band holds, from a
     /// bundle's held-out predictions.
     Thresholds(ThresholdsArgs),
+    /// Write score requests (the server's JSON body, one per line) for entities of a
+    /// dataset, at the moment its spec scores them, with the events before it only.
+    Requests {
+        /// Dataset spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Folder the spec's relative file paths are read from (default: the spec's folder).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// How many entities (spread evenly over the dataset).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output file (JSON lines).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -320,6 +337,27 @@ fn main() -> Result<()> {
         Command::Evaluate(args) => evaluate_command(&args)?,
         Command::Train(args) => train_command(&args)?,
         Command::Thresholds(args) => thresholds_command(&args)?,
+        Command::Requests {
+            spec,
+            data_dir,
+            limit,
+            out,
+        } => {
+            let mut spec = features::spec::DatasetSpec::from_file(&spec)?;
+            if let Some(dir) = data_dir {
+                spec.base_dir = dir;
+            }
+            let data = features::load::load_dataset(&spec)?;
+            let cutoffs = features::builder::resolve_cutoffs(&data)?;
+            let requests = score_requests(&data, &cutoffs, limit)?;
+            let mut text = String::new();
+            for request in &requests {
+                text.push_str(&serde_json::to_string(request)?);
+                text.push('\n');
+            }
+            std::fs::write(&out, text).with_context(|| out.display().to_string())?;
+            println!("{} requests -> {}", requests.len(), out.display());
+        }
     }
     Ok(())
 }
