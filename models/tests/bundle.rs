@@ -248,7 +248,8 @@ fn error_path(err: &BundleError) -> &Path {
         | BundleError::Corrupt { path, .. }
         | BundleError::UnsupportedFormat { path, .. }
         | BundleError::Invalid { path, .. }
-        | BundleError::AlreadyExists { path } => path,
+        | BundleError::AlreadyExists { path }
+        | BundleError::Locked { path, .. } => path,
     }
 }
 
@@ -895,4 +896,119 @@ fn computed_metrics_round_trip_to_within_an_ulp() {
         panic!("not Platt");
     };
     assert!(ulps(a, -1.234_567_890_123_456_7) <= 1 && ulps(b, 0.474_589_985_400_304_84) <= 1);
+}
+
+#[test]
+fn promote_and_revert_move_the_live_version_and_log_who_when_why() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    for version in ["v1", "v2", "v3"] {
+        registry.write(&linear_contents(version)).expect("written");
+    }
+    // Never promoted: the newest is served.
+    assert_eq!(registry.live(Task::Propensity).unwrap(), None);
+    assert_eq!(
+        registry.served(Task::Propensity).unwrap().as_deref(),
+        Some("v3")
+    );
+
+    let lock = registry.lock("test").expect("lock");
+    let first = registry
+        .promote(&lock, Task::Propensity, "v1", "ann", "first model")
+        .expect("promote v1");
+    assert_eq!(
+        (first.previous.as_deref(), first.version.as_str()),
+        (None, "v1")
+    );
+    registry
+        .promote(&lock, Task::Propensity, "v2", "cron", "nightly: better")
+        .expect("promote v2");
+    // The live version is served, not the newest.
+    assert_eq!(
+        registry.served(Task::Propensity).unwrap().as_deref(),
+        Some("v2")
+    );
+    let text = fs::read_to_string(root.path().join("propensity").join(bundle::LIVE_FILE)).unwrap();
+    assert_eq!(text, "v2\n");
+
+    // A version that does not load is not promoted; the live one stays.
+    let err = registry
+        .promote(&lock, Task::Propensity, "v9", "ann", "typo")
+        .expect_err("no such version");
+    assert!(matches!(err, BundleError::Missing { .. }), "{err}");
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("v2")
+    );
+
+    // Revert goes back one promotion at a time, and no further than the log knows.
+    let back = registry
+        .revert(
+            &lock,
+            Task::Propensity,
+            "bob",
+            "v2 mis-grades webinar leads",
+        )
+        .expect("revert");
+    assert_eq!(
+        (back.version.as_str(), back.previous.as_deref()),
+        ("v1", Some("v2"))
+    );
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("v1")
+    );
+    let err = registry
+        .revert(&lock, Task::Propensity, "bob", "again")
+        .expect_err("nothing before v1");
+    assert!(err.to_string().contains("nothing to revert to"), "{err}");
+
+    // Every change is in the log, in order, with who and why; refusals too.
+    registry
+        .record_refusal(&lock, Task::Propensity, "v3", "cron", "ROC AUC 0.01 lower")
+        .expect("refusal logged");
+    let history = registry.history().expect("history");
+    let summary: Vec<(bundle::RegistryAction, &str, &str, &str)> = history
+        .iter()
+        .map(|e| (e.action, e.version.as_str(), e.who.as_str(), e.why.as_str()))
+        .collect();
+    use bundle::RegistryAction::{Promote, Refuse, Revert};
+    assert_eq!(
+        summary,
+        [
+            (Promote, "v1", "ann", "first model"),
+            (Promote, "v2", "cron", "nightly: better"),
+            (Revert, "v1", "bob", "v2 mis-grades webinar leads"),
+            (Refuse, "v3", "cron", "ROC AUC 0.01 lower"),
+        ]
+    );
+    assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(history[3].previous.as_deref(), Some("v1"));
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_lock_is_held() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    let held = registry.lock("train --spec a.toml").expect("first lock");
+    let err = registry.lock("promote").expect_err("second lock");
+    let text = err.to_string();
+    assert!(matches!(err, BundleError::Locked { .. }), "{text}");
+    assert!(
+        text.contains(&format!("pid {} (train --spec a.toml)", std::process::id())),
+        "{text}"
+    );
+    // A lock of another registry does not open this one.
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_registry = Registry::new(other.path());
+    other_registry
+        .write(&linear_contents("v1"))
+        .expect("written");
+    assert!(
+        other_registry
+            .promote(&held, Task::Propensity, "v1", "x", "y")
+            .is_err()
+    );
+    drop(held);
+    registry.lock("promote").expect("free again once dropped");
 }

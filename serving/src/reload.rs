@@ -1,9 +1,10 @@
 //! Hot reload: picks up new bundle versions in the registry and changes to the thresholds
 //! file without a restart and without a failed request.
 //!
-//! [`Reloader::reload_once`] (blocking; run it on the blocking pool) looks at each task's
-//! newest complete version in the registry ([`Registry::versions`]: bundles appear there
-//! atomically) and at the thresholds file. A version that differs from the one served is
+//! [`Reloader::reload_once`] (blocking; run it on the blocking pool) looks at the version
+//! each task should serve ([`Registry::served`]: the live one, named by `<task>/LIVE`, which
+//! promote and revert replace atomically; the newest complete version when there was never
+//! a promotion) and at the thresholds file. A version that differs from the one served is
 //! loaded in full (checked bundle, ONNX Runtime sessions) before it is swapped in as a new
 //! [`Served`](crate::state::Served) snapshot; requests in flight finish on the old one. A
 //! bundle that fails to load is logged and refused, and the model already served keeps
@@ -106,7 +107,7 @@ impl Reloader {
         memory: &mut Memory,
         report: &mut ReloadReport,
     ) {
-        let newest = match self.registry.latest(task) {
+        let wanted = match self.registry.served(task) {
             Ok(Some(version)) => version,
             Ok(None) => return,
             Err(e) => {
@@ -121,18 +122,18 @@ impl Reloader {
         let served = state.served();
         if served
             .get(task)
-            .is_some_and(|m| m.model.version() == newest)
+            .is_some_and(|m| m.model.version() == wanted)
         {
             return;
         }
-        let name = format!("{}/{newest}", task.as_str());
+        let name = format!("{}/{wanted}", task.as_str());
         if memory.refused.contains(&name) || memory.misfits.contains(&name) {
             return;
         }
         // Err((why, whether the thresholds file in force is what does not fit)).
         let loaded = self
             .registry
-            .load(task, &newest)
+            .load(task, &wanted)
             .map_err(|e| (e.to_string(), false))
             .and_then(|bundle| {
                 LoadedModel::load(bundle, self.pool).map_err(|e| (e.to_string(), false))
@@ -151,13 +152,13 @@ impl Reloader {
         match loaded {
             Ok(()) => {
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(task = task.as_str(), version = %newest, "serving model");
+                tracing::info!(task = task.as_str(), version = %wanted, "serving model");
                 report.loaded.push(name);
             }
             Err((error, thresholds_misfit)) => {
                 tracing::error!(
                     task = task.as_str(),
-                    version = %newest,
+                    version = %wanted,
                     %error,
                     "bundle refused; the model already served (if any) keeps serving"
                 );

@@ -687,6 +687,68 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
     }
 }
 
+/// Clients scoring one entity in a loop until told to stop, counting answers and failures
+/// and noting which versions answered.
+struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    versions: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    fn start(app: &Router, entity: &Value, clients: usize) -> SteadyLoad {
+        let mut load = SteadyLoad {
+            stop: Arc::default(),
+            failures: Arc::default(),
+            answered: Arc::default(),
+            versions: Arc::default(),
+            clients: Vec::new(),
+        };
+        for _ in 0..clients {
+            let (app, entity) = (app.clone(), entity.clone());
+            let (stop, failures, answered, versions) = (
+                load.stop.clone(),
+                load.failures.clone(),
+                load.answered.clone(),
+                load.versions.clone(),
+            );
+            load.clients.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = post(&app, "/v1/score/propensity", &entity).await;
+                    if status == StatusCode::OK {
+                        versions
+                            .lock()
+                            .expect("lock")
+                            .insert(body["model"]["version"].as_str().expect("v").to_owned());
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A request answered inline never waits on anything: without a socket
+                    // in between, let the other tasks (and the timer) run.
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        load
+    }
+
+    /// Stops the clients; asserts no request failed and more than `min_answered` were
+    /// answered; returns the versions that answered.
+    async fn finish(self, min_answered: usize) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.expect("load task");
+        }
+        assert_eq!(self.failures.load(Ordering::Relaxed), 0, "failed requests");
+        let answered = self.answered.load(Ordering::Relaxed);
+        assert!(answered > min_answered, "{answered} answered");
+        self.versions.lock().expect("lock").clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
     if !ort_available() {
@@ -709,37 +771,8 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
         json!(bundle.manifest().thresholds.is_sales_ready(p))
     );
 
-    // Steady load on two tasks while versions change underneath.
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let versions_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (app, entity) = (server.app.clone(), entity.clone());
-        let (stop, failures, answered, seen) = (
-            stop.clone(),
-            failures.clone(),
-            answered.clone(),
-            versions_seen.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let (status, body) = post(&app, "/v1/score/propensity", &entity).await;
-                if status == StatusCode::OK {
-                    seen.lock()
-                        .expect("lock")
-                        .insert(body["model"]["version"].as_str().expect("v").to_owned());
-                    answered.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-                // A request answered inline never waits on anything: without a socket in
-                // between, let the other tasks (and the timer) run.
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
+    // Steady load while versions change underneath.
+    let load = SteadyLoad::start(&server.app, &entity, 4);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // A new version: loaded and served.
@@ -812,19 +845,91 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
     let (_, still) = post(&server.app, "/v1/score/propensity", &entity).await;
     assert_eq!(still["sales_ready"], json!(true), "{still}");
 
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.expect("load task");
-    }
-    assert_eq!(failures.load(Ordering::Relaxed), 0);
-    assert!(answered.load(Ordering::Relaxed) > 10);
-    let seen = versions_seen.lock().expect("lock").clone();
+    let seen = load.finish(10).await;
     assert!(seen.contains("fixture-leads-v2"), "{seen:?}");
     assert!(!seen.contains("fixture-leads-v3"), "{seen:?}");
     let text = server.state.metrics().render(&[]);
     assert!(
         text.contains("leadscore_reload_failures_total 2\n"),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_and_revert_switch_the_served_version_under_load() {
+    if !ort_available() {
+        return;
+    }
+    let server = server_with(
+        copy_registry(&fixtures().join("registry")),
+        None,
+        Limits::default(),
+    );
+    let registry_root = server.registry.path().to_path_buf();
+    let v1 = registry_root.join("propensity/fixture-leads-v1");
+    let (_, entity) = lead(&server);
+    let registry = Registry::new(&registry_root);
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(
+            &lock,
+            features::spec::Task::Propensity,
+            "fixture-leads-v1",
+            "test",
+            "first",
+        )
+        .expect("promote v1");
+    let load = SteadyLoad::start(&server.app, &entity, 4);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A newer version that is not promoted is not served.
+    install_as(&v1, &registry_root, "propensity", "fixture-leads-v2");
+    let (_, report) = admin_reload(&server.app).await;
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v1");
+
+    // Promoted: served at the next reload. Reverted: back.
+    registry
+        .promote(
+            &lock,
+            features::spec::Task::Propensity,
+            "fixture-leads-v2",
+            "test",
+            "better",
+        )
+        .expect("promote v2");
+    let (_, report) = admin_reload(&server.app).await;
+    assert_eq!(
+        report["loaded"],
+        json!(["propensity/fixture-leads-v2"]),
+        "{report}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v2");
+    registry
+        .revert(
+            &lock,
+            features::spec::Task::Propensity,
+            "test",
+            "worse in production",
+        )
+        .expect("revert");
+    let (_, report) = admin_reload(&server.app).await;
+    assert_eq!(
+        report["loaded"],
+        json!(["propensity/fixture-leads-v1"]),
+        "{report}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v1");
+
+    let seen = load.finish(10).await;
+    assert!(
+        seen.contains("fixture-leads-v1") && seen.contains("fixture-leads-v2"),
+        "{seen:?}"
     );
 }
 

@@ -21,10 +21,13 @@
 //! version, task and version against the folder, feature plan, explainer and
 //! ONNX input width against the features), naming the file and the problem
 //! when something is wrong. [`Registry`] lists the complete versions of a
-//! task. The serving crate reads bundles only through this module.
+//! task, says which is live (`<task>/LIVE`), promotes and reverts under the
+//! registry's lock and logs every change (`history.jsonl`, see [`RegistryEvent`]).
+//! The serving crate reads bundles only through this module.
 
 mod explain;
 mod fingerprint;
+mod live;
 mod manifest;
 mod store;
 
@@ -32,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use explain::ExplainScratch;
 pub use fingerprint::{DataFingerprint, FileFingerprint, fingerprint_files, fingerprint_spec};
+pub use live::{HISTORY_FILE, LIVE_FILE, LOCK_FILE, RegistryAction, RegistryEvent, RegistryLock};
 pub use manifest::{
     DatasetInfo, Explainer, ExplanationKind, FeatureDescription, FeatureKind, Grade, GradeBands,
     Manifest, ModelKind, Thresholds, ValidationSummary, describe_features,
@@ -95,6 +99,9 @@ pub enum BundleError {
     /// exists: bundles are never overwritten.
     #[error("{}: already exists; a bundle is never overwritten", path.display())]
     AlreadyExists { path: PathBuf },
+    /// Another process holds the registry's lock.
+    #[error("{}: the registry is locked by another run ({holder}); try again when it ends", path.display())]
+    Locked { path: PathBuf, holder: String },
 }
 
 impl BundleError {

@@ -320,7 +320,7 @@ fn write_file(
 
 /// Syncs a directory's entries to disk (a no-op where directories cannot be
 /// opened as files).
-fn sync_dir(dir: &Path) -> Result<(), BundleError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), BundleError> {
     #[cfg(unix)]
     {
         File::open(dir)
