@@ -7,13 +7,15 @@
 //! model families (logistic scorecard and gradient-boosted trees); [`evaluate`] validates,
 //! calibrates and measures a family ([`evaluate::Evaluation`]); [`train`] picks the family to
 //! ship and assembles its bundle, with default thresholds from [`thresholds`] and the HTML
-//! report from [`report`]; [`requests`] writes score requests for a dataset's entities (what
+//! report from [`report`]; [`gate`] decides whether a new model may replace the live one;
+//! [`requests`] writes score requests for a dataset's entities (what
 //! the server takes). The `leadscore-train` binary is a thin command line over this
 //! library.
 
 pub mod error;
 pub mod evaluate;
 pub mod fit;
+pub mod gate;
 pub mod guards;
 pub mod lbfgs;
 pub mod pipeline;

@@ -5,17 +5,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use features::spec::Task;
 use features::synthetic::{GeneratorParams, SyntheticKind};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::bundle::{Registry, new_version_name};
+use models::bundle::{Manifest, Registry, RegistryLock, new_version_name};
 use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
 use models::thresholds_file::ThresholdsFile;
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
+use training::gate::{GatePolicy, compare_with_live};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
 use training::requests::score_requests;
 use training::thresholds::capacity_report;
@@ -83,6 +84,19 @@ enum Command {
     /// conversions caught and expected conversions, and what each grade band holds, from a
     /// bundle's held-out predictions.
     Thresholds(ThresholdsArgs),
+    /// The registry: versions, the live one, promote, revert, and the log of changes.
+    Registry {
+        /// Registry folder.
+        #[arg(
+            long,
+            env = "LEADSCORE_REGISTRY",
+            default_value = "registry",
+            global = true
+        )]
+        registry: PathBuf,
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Write score requests (the server's JSON body, one per line) for entities of a
     /// dataset, at the moment its spec scores them, with the events before it only.
     Requests {
@@ -107,6 +121,55 @@ enum TaskArg {
     Churn,
 }
 
+impl TaskArg {
+    fn task(self) -> Task {
+        match self {
+            TaskArg::Propensity => Task::Propensity,
+            TaskArg::Churn => Task::Churn,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Every version of each task, newest last, the live one marked.
+    List,
+    /// One version's manifest summary and its entries in the log.
+    Show {
+        #[arg(long, value_enum)]
+        task: TaskArg,
+        /// Default: the live one.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Make a version live (the server follows within its reload interval).
+    Promote {
+        #[arg(long, value_enum)]
+        task: TaskArg,
+        #[arg(long)]
+        version: String,
+        /// Why, for the log.
+        #[arg(long)]
+        reason: String,
+        /// Who, for the log (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Make live again the version that was live before the current one was promoted.
+    Revert {
+        #[arg(long, value_enum)]
+        task: TaskArg,
+        /// Why, for the log.
+        #[arg(long)]
+        reason: String,
+        /// Who, for the log (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// The log of every change: who, when, what, why.
+    Log,
+}
+
 #[derive(clap::Args)]
 struct ThresholdsArgs {
     /// Registry folder.
@@ -114,7 +177,7 @@ struct ThresholdsArgs {
     registry: PathBuf,
     #[arg(long, value_enum, default_value = "propensity")]
     task: TaskArg,
-    /// Bundle version (default: the newest).
+    /// Bundle version (default: the live one, else the newest).
     #[arg(long)]
     version: Option<String>,
     /// Leads the team can work a week (repeatable; default: a ladder of shares of the
@@ -223,6 +286,27 @@ struct TrainArgs {
     gbdt: GbdtArgs,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Make the new version live.
+    #[arg(long, conflicts_with = "promote_if_better")]
+    promote: bool,
+    /// Make the new version live only if it is not worse than the live one on the same
+    /// held-out rows (or there is none, or it is older than --max-live-age-days); otherwise
+    /// keep the live one, log the refusal and exit non-zero. The new bundle stays for
+    /// inspection either way.
+    #[arg(long)]
+    promote_if_better: bool,
+    /// Publish gate: largest drop of held-out ROC AUC accepted.
+    #[arg(long, default_value_t = 0.005)]
+    max_auc_drop: f64,
+    /// Publish gate: largest rise of held-out calibration error (ECE) accepted.
+    #[arg(long, default_value_t = 0.002)]
+    max_ece_rise: f64,
+    /// Publish gate: a live model older than this many days is replaced anyway.
+    #[arg(long)]
+    max_live_age_days: Option<f64>,
+    /// Who is promoting, for the registry's log (default: $USER).
+    #[arg(long)]
+    by: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -337,6 +421,7 @@ fn main() -> Result<()> {
         Command::Evaluate(args) => evaluate_command(&args)?,
         Command::Train(args) => train_command(&args)?,
         Command::Thresholds(args) => thresholds_command(&args)?,
+        Command::Registry { registry, command } => registry_command(&registry, command)?,
         Command::Requests {
             spec,
             data_dir,
@@ -363,14 +448,11 @@ fn main() -> Result<()> {
 }
 
 fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
-    let task = match args.task {
-        TaskArg::Propensity => Task::Propensity,
-        TaskArg::Churn => Task::Churn,
-    };
+    let task = args.task.task();
     let registry = Registry::new(&args.registry);
     let version = match &args.version {
         Some(v) => v.clone(),
-        None => registry.latest(task)?.with_context(|| {
+        None => registry.served(task)?.with_context(|| {
             format!(
                 "no {} bundle in {}",
                 task.as_str(),
@@ -493,6 +575,10 @@ fn code_version() -> String {
 
 fn train_command(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
+    let registry = Registry::new(&args.registry);
+    // Held from start to finish: a second run is refused before it does any work, and a
+    // promotion never races another.
+    let lock = registry.lock(&format!("train --spec {}", args.spec.display()))?;
     let created_at = chrono::Utc::now();
     let version = args
         .version
@@ -523,20 +609,14 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         started,
     });
     let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
-        let dir = Registry::new(&args.registry).write(&contents)?;
+        let dir = registry.write(&contents)?;
         Ok((contents, dir))
     });
     bar.finish_and_clear();
     let (contents, dir) = written?;
     print_summary(&prepared, &evaluations, Some(shipped), truth.as_ref())?;
     let m = &contents.manifest;
-    println!(
-        "thresholds: sales-ready {:.4}; grades A >= {:.4}, B >= {:.4}, C >= {:.4}",
-        m.thresholds.sales_ready,
-        m.thresholds.grades.a,
-        m.thresholds.grades.b,
-        m.thresholds.grades.c
-    );
+    println!("thresholds: {}", describe_thresholds(&m.thresholds));
     println!(
         "bundle {} ({}) written to {} in {:.1}s; report: {}",
         m.version,
@@ -545,6 +625,229 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         dir.join(models::bundle::REPORT_FILE).display()
     );
+    publish(args, &registry, &lock, &prepared, &evaluations[shipped], m)
+}
+
+/// A bundle's cut-offs in one line.
+fn describe_thresholds(t: &models::bundle::Thresholds) -> String {
+    format!(
+        "sales-ready {:.4}; grades A >= {:.4}, B >= {:.4}, C >= {:.4}",
+        t.sales_ready, t.grades.a, t.grades.b, t.grades.c
+    )
+}
+
+/// Who is acting, for the registry's log.
+fn who(by: Option<&str>) -> String {
+    by.map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// After `train` wrote a bundle: promote it, gate it, or leave it off, as asked.
+fn publish(
+    args: &TrainArgs,
+    registry: &Registry,
+    lock: &RegistryLock,
+    prepared: &Prepared,
+    evaluation: &Evaluation,
+    manifest: &Manifest,
+) -> Result<()> {
+    let (task, version) = (manifest.task, manifest.version.as_str());
+    let who = who(args.by.as_deref());
+    let name = format!("{}/{version}", task.as_str());
+    let live = registry.live(task)?;
+    if args.promote {
+        registry.promote(lock, task, version, &who, "train --promote")?;
+        println!("{name} is live");
+        return Ok(());
+    }
+    if !args.promote_if_better {
+        match live {
+            Some(live) => println!(
+                "not promoted: {}/{live} stays live (`leadscore-train registry promote` or \
+                 `train --promote-if-better` make a version live)",
+                task.as_str()
+            ),
+            None => println!(
+                "not promoted: no version is live, so the server serves the newest, {name}"
+            ),
+        }
+        return Ok(());
+    }
+    let Some(live) = live else {
+        registry.promote(lock, task, version, &who, "no live version yet")?;
+        println!("{name} is live (no version was)");
+        return Ok(());
+    };
+    let live_bundle = registry
+        .load(task, &live)
+        .with_context(|| format!("the live version {live} cannot be read to compare with"))?;
+    let policy = GatePolicy {
+        max_roc_auc_drop: args.max_auc_drop,
+        max_ece_rise: args.max_ece_rise,
+        max_live_age_days: args.max_live_age_days,
+    };
+    let report = compare_with_live(
+        prepared,
+        evaluation,
+        &live_bundle,
+        &policy,
+        chrono::Utc::now(),
+    )?;
+    println!(
+        "publish gate on {} held-out rows: new ROC AUC {:.4}, ECE {:.4}; live {live} ({:.1} days old) ROC AUC {:.4}, ECE {:.4}",
+        report.rows,
+        report.new_roc_auc,
+        report.new_ece,
+        report.live_age_days,
+        report.live_roc_auc,
+        report.live_ece
+    );
+    if report.promote {
+        registry.promote(lock, task, version, &who, &report.reason)?;
+        println!("{name} is live: {}", report.reason);
+        Ok(())
+    } else {
+        registry.record_refusal(lock, task, version, &who, &report.reason)?;
+        bail!(
+            "not promoted: {name}: {}; {}/{live} stays live; the new bundle is kept for \
+             inspection",
+            report.reason,
+            task.as_str()
+        )
+    }
+}
+
+fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<()> {
+    let registry = Registry::new(root);
+    match command {
+        RegistryCommand::List => {
+            println!(
+                "{:<11} {:<32} {:<4} {:<20} {:<14} {:>8} {:>7} {:>8}",
+                "task", "version", "live", "created", "model", "ROC AUC", "ECE", "rows"
+            );
+            for task in [Task::Propensity, Task::Churn] {
+                let live = registry.live(task)?;
+                for version in registry.versions(task)? {
+                    let mark = if live.as_deref() == Some(version.as_str()) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    match registry.load(task, &version) {
+                        Ok(bundle) => {
+                            let m = bundle.manifest();
+                            let v = &m.validation.calibrated;
+                            println!(
+                                "{:<11} {:<32} {:<4} {:<20} {:<14} {:>8.4} {:>7.4} {:>8}",
+                                task.as_str(),
+                                version,
+                                mark,
+                                m.created_at.format("%Y-%m-%d %H:%M:%S"),
+                                format!("{:?}", m.model_kind).to_lowercase(),
+                                v.roc_auc,
+                                v.ece,
+                                v.rows
+                            );
+                        }
+                        Err(e) => println!(
+                            "{:<11} {:<32} {:<4} unreadable: {e}",
+                            task.as_str(),
+                            version,
+                            mark
+                        ),
+                    }
+                }
+            }
+        }
+        RegistryCommand::Show { task, version } => {
+            let task = task.task();
+            let version = match version {
+                Some(v) => v,
+                None => registry
+                    .served(task)?
+                    .with_context(|| format!("no {} version", task.as_str()))?,
+            };
+            let bundle = registry.load(task, &version)?;
+            let m = bundle.manifest();
+            let v = &m.validation.calibrated;
+            println!("{}/{version}", task.as_str());
+            println!(
+                "  live:        {}",
+                registry.live(task)?.as_deref() == Some(version.as_str())
+            );
+            println!("  created:     {} by {}", m.created_at, m.code_version);
+            println!(
+                "  model:       {:?}, {} features",
+                m.model_kind,
+                m.n_features()
+            );
+            println!(
+                "  data:        {} ({} rows, {} positive)",
+                m.dataset.name, m.dataset.rows, m.dataset.positives
+            );
+            println!("  validation:  {}", m.validation.scheme);
+            println!(
+                "  held out:    ROC AUC {:.4}, PR AUC {:.4}, log loss {:.4}, ECE {:.4} on {} rows",
+                v.roc_auc, v.pr_auc, v.log_loss, v.ece, v.rows
+            );
+            println!("  thresholds:  {}", describe_thresholds(&m.thresholds));
+            println!("  report:      {}", bundle.report_path().display());
+            for e in registry
+                .history()?
+                .iter()
+                .filter(|e| e.task == task && e.version == version)
+            {
+                println!(
+                    "  log:         {} {:?} by {}: {}",
+                    e.at.format("%Y-%m-%d %H:%M:%S"),
+                    e.action,
+                    e.who,
+                    e.why
+                );
+            }
+        }
+        RegistryCommand::Promote {
+            task,
+            version,
+            reason,
+            by,
+        } => {
+            let lock = registry.lock("registry promote")?;
+            let event =
+                registry.promote(&lock, task.task(), &version, &who(by.as_deref()), &reason)?;
+            println!(
+                "{}/{} is live (was {})",
+                task.task().as_str(),
+                event.version,
+                event.previous.as_deref().unwrap_or("none")
+            );
+        }
+        RegistryCommand::Revert { task, reason, by } => {
+            let lock = registry.lock("registry revert")?;
+            let event = registry.revert(&lock, task.task(), &who(by.as_deref()), &reason)?;
+            println!(
+                "{}/{} is live again (was {})",
+                task.task().as_str(),
+                event.version,
+                event.previous.as_deref().unwrap_or("none")
+            );
+        }
+        RegistryCommand::Log => {
+            for e in registry.history()? {
+                println!(
+                    "{} {:<8} {:<11} {:<32} (was {}) by {}: {}",
+                    e.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    format!("{:?}", e.action).to_lowercase(),
+                    e.task.as_str(),
+                    e.version,
+                    e.previous.as_deref().unwrap_or("none"),
+                    e.who,
+                    e.why
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -56,11 +56,7 @@ pub fn score_requests(
         .map(|k| eligible[((k as f64) * step) as usize])
         .collect();
 
-    let events = data
-        .events
-        .as_ref()
-        .map(events_by_entity)
-        .transpose()?;
+    let events = data.events.as_ref().map(events_by_entity).transpose()?;
     let mut requests = Vec::with_capacity(chosen.len());
     for row in chosen {
         let id = ids.get(row).unwrap_or_default().to_owned();

@@ -1,0 +1,139 @@
+//! The publish gate of unattended retraining: a new model goes live only if it is not worse
+//! than the live one on the same, most recent held-out rows.
+//!
+//! The live bundle's own feature plan rebuilds the features of the new run's held-out rows
+//! (the same entities at the same cut-offs, from the same data), its model scores them in
+//! Rust exactly as its ONNX graph does, and both models' calibrated probabilities are
+//! measured on those rows: ROC AUC and expected calibration error. [`GatePolicy`] says how
+//! much worse the new one may be, and after how many days the live one is replaced anyway.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use features::builder::build_features;
+use models::bundle::Bundle;
+use models::metrics::BinaryMetrics;
+use models::onnx::ScoringModel;
+
+use crate::error::TrainError;
+use crate::evaluate::Evaluation;
+use crate::pipeline::Prepared;
+
+/// How much worse than the live model a new one may be and still go live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatePolicy {
+    /// Largest drop of held-out ROC AUC accepted.
+    pub max_roc_auc_drop: f64,
+    /// Largest rise of held-out expected calibration error accepted (a small allowance for
+    /// the noise of a few thousand rows; 0 for "not worse at all").
+    pub max_ece_rise: f64,
+    /// A live model older than this many days is replaced whatever the comparison says.
+    pub max_live_age_days: Option<f64>,
+}
+
+impl Default for GatePolicy {
+    fn default() -> Self {
+        GatePolicy {
+            max_roc_auc_drop: 0.005,
+            max_ece_rise: 0.002,
+            max_live_age_days: None,
+        }
+    }
+}
+
+/// The comparison and the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateReport {
+    /// Held-out rows both models were measured on.
+    pub rows: usize,
+    pub new_roc_auc: f64,
+    pub new_ece: f64,
+    pub live_version: String,
+    pub live_roc_auc: f64,
+    pub live_ece: f64,
+    pub live_age_days: f64,
+    pub promote: bool,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+/// Compares the shipped model of `evaluation` (on `prepared`'s held-out rows) with `live`,
+/// and decides by `policy`.
+pub fn compare_with_live(
+    prepared: &Prepared,
+    evaluation: &Evaluation,
+    live: &Bundle,
+    policy: &GatePolicy,
+    now: DateTime<Utc>,
+) -> Result<GateReport, TrainError> {
+    let manifest = live.manifest();
+    let live_table = build_features(&prepared.data, &manifest.feature_plan, &prepared.cutoffs)?;
+    let index: HashMap<(&str, i64), usize> = live_table
+        .entity_ids
+        .iter()
+        .zip(&live_table.cutoffs_ms)
+        .enumerate()
+        .map(|(i, (id, &cutoff))| ((id.as_str(), cutoff), i))
+        .collect();
+    let table = &prepared.table;
+    let scorer = ScoringModel::new(live.explainer().model_graph(), manifest.calibration.clone());
+    let mut live_scores = Vec::with_capacity(evaluation.holdout_rows.len());
+    for &row in &evaluation.holdout_rows {
+        let key = (table.entity_ids[row].as_str(), table.cutoffs_ms[row]);
+        let live_row = index.get(&key).ok_or_else(|| {
+            TrainError::Data(format!(
+                "cannot compare with the live model {}: its features have no row for {} at {}",
+                manifest.version, key.0, key.1
+            ))
+        })?;
+        live_scores.push(f64::from(scorer.probability_f32(live_table.row(*live_row))));
+    }
+    let labels = &evaluation.holdout_labels;
+    let live_metrics = BinaryMetrics::compute(&live_scores, labels)?;
+    let new_metrics = BinaryMetrics::compute(&evaluation.calibrated_scores, labels)?;
+    let live_age_days = (now - manifest.created_at).num_seconds() as f64 / 86_400.0;
+    let (new_auc, live_auc) = (new_metrics.roc_auc, live_metrics.roc_auc);
+    let (new_ece, live_ece) = (new_metrics.ece, live_metrics.ece);
+    let (promote, reason) = match policy.max_live_age_days {
+        Some(max) if live_age_days > max => (
+            true,
+            format!("the live model is {live_age_days:.1} days old, older than the {max} allowed"),
+        ),
+        _ if new_auc < live_auc - policy.max_roc_auc_drop => (
+            false,
+            format!(
+                "held-out ROC AUC {new_auc:.4} is {:.4} below the live model's {live_auc:.4} \
+                 (at most {} allowed)",
+                live_auc - new_auc,
+                policy.max_roc_auc_drop
+            ),
+        ),
+        _ if new_ece > live_ece + policy.max_ece_rise => (
+            false,
+            format!(
+                "held-out calibration error {new_ece:.4} is {:.4} above the live model's \
+                 {live_ece:.4} (at most {} allowed)",
+                new_ece - live_ece,
+                policy.max_ece_rise
+            ),
+        ),
+        _ => (
+            true,
+            format!(
+                "not worse than the live model: ROC AUC {new_auc:.4} vs {live_auc:.4}, \
+                 calibration error {new_ece:.4} vs {live_ece:.4}"
+            ),
+        ),
+    };
+    Ok(GateReport {
+        rows: labels.len(),
+        new_roc_auc: new_auc,
+        new_ece,
+        live_version: manifest.version.clone(),
+        live_roc_auc: live_auc,
+        live_ece,
+        live_age_days,
+        promote,
+        reason: format!("{reason} on the same {} held-out rows", labels.len()),
+    })
+}

@@ -1,0 +1,145 @@
+//! Unattended retraining through the `leadscore-train` binary: the publish gate, the
+//! registry lock, and a run killed half-way.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use features::spec::Task;
+use features::synthetic::{GeneratorParams, SyntheticKind};
+use models::bundle::{Registry, RegistryAction};
+
+fn train(spec: &Path, registry: &Path, version: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leadscore-train"))
+        .args(["train", "--spec"])
+        .arg(spec)
+        .arg("--registry")
+        .arg(registry)
+        .args(["--version", version, "--by", "nightly-test"])
+        .args(extra)
+        .output()
+        .expect("run leadscore-train")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// What a reader of the registry sees: each task's versions, the live one, the log.
+fn visible_state(registry: &Registry) -> (Vec<String>, Option<String>, usize) {
+    (
+        registry.versions(Task::Propensity).expect("versions"),
+        registry.live(Task::Propensity).expect("live"),
+        registry.history().expect("history").len(),
+    )
+}
+
+#[test]
+fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_changes_nothing() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let generated = GeneratorParams {
+        kind: SyntheticKind::Leads,
+        entities: 10_000,
+        seed: 3,
+        ..GeneratorParams::default()
+    }
+    .generate(data.path())
+    .expect("generate");
+    let spec = generated.spec_path;
+    let root = tempfile::tempdir().expect("registry");
+    let registry = Registry::new(root.path());
+
+    // The first model goes live: there is none to compare with.
+    let first = train(&spec, root.path(), "good", &["--promote-if-better"]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("good")
+    );
+
+    // A much worse model (one tree of two leaves from a constant start) is kept off: the
+    // run fails saying why, the good one stays live, the refusal is logged, and the new
+    // bundle stays for inspection.
+    let worse = train(
+        &spec,
+        root.path(),
+        "worse",
+        &[
+            "--promote-if-better",
+            "--family",
+            "gbdt",
+            "--gbdt-start",
+            "constant",
+            "--num-leaves",
+            "2",
+            "--max-trees",
+            "1",
+            "--no-early-stopping",
+        ],
+    );
+    let said = text(&worse);
+    assert!(!worse.status.success(), "{said}");
+    assert!(said.contains("not promoted: propensity/worse"), "{said}");
+    assert!(said.contains("below the live model's"), "{said}");
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("good")
+    );
+    assert!(registry.load(Task::Propensity, "worse").is_ok());
+    let history = registry.history().expect("history");
+    let actions: Vec<(RegistryAction, &str, &str)> = history
+        .iter()
+        .map(|e| (e.action, e.version.as_str(), e.who.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (RegistryAction::Promote, "good", "nightly-test"),
+            (RegistryAction::Refuse, "worse", "nightly-test"),
+        ]
+    );
+
+    // While another run holds the lock, a run is refused before doing anything.
+    let before = visible_state(&registry);
+    let held = registry.lock("another nightly run").expect("lock");
+    let refused = train(&spec, root.path(), "concurrent", &["--promote-if-better"]);
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("locked by another run (pid"), "{said}");
+    assert!(said.contains("another nightly run"), "{said}");
+    assert_eq!(visible_state(&registry), before);
+    drop(held);
+
+    // A run killed half-way (early: loading and features; later: fitting) leaves the
+    // registry as it was; the next run is not blocked by its lock.
+    for (i, after) in [Duration::from_millis(800), Duration::from_millis(2500)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore-train"))
+            .args(["train", "--spec"])
+            .arg(&spec)
+            .arg("--registry")
+            .arg(root.path())
+            .args(["--version", &format!("killed-{i}"), "--promote"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(after);
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before {after:?}: kill it earlier"
+        );
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(visible_state(&registry), before, "killed after {after:?}");
+    }
+    registry
+        .lock("after the killed run")
+        .expect("the lock died with its process");
+}
