@@ -3,16 +3,24 @@
 //!
 //! The live bundle's own feature plan rebuilds the features of the new run's held-out rows
 //! (the same entities at the same cut-offs, from the same data), its model scores them in
-//! Rust exactly as its ONNX graph does, and both models' calibrated probabilities are
-//! measured on those rows: ROC AUC and expected calibration error. [`GatePolicy`] says how
-//! much worse the new one may be, and after how many days the live one is replaced anyway.
+//! Rust exactly as its ONNX graph does, and both models are measured on those rows:
+//!
+//! * ranking, by the ROC AUC of each model's log-odds (calibration is monotone and does not
+//!   change a ranking; the new model's calibrated held-out scores are cross-fitted, two
+//!   calibrators on two halves, which would blur its ranking and not the live one's);
+//! * calibration, by the expected calibration error of each model's calibrated probability:
+//!   the new one's cross-fitted, the live one's from its own calibrator, fitted on older
+//!   rows; both out of sample.
+//!
+//! [`GatePolicy`] says how much worse the new one may be, and after how many days the live
+//! one is replaced anyway.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use features::builder::build_features;
 use models::bundle::Bundle;
-use models::metrics::BinaryMetrics;
+use models::metrics::{self, BinaryMetrics};
 use models::onnx::ScoringModel;
 
 use crate::error::TrainError;
@@ -76,7 +84,9 @@ pub fn compare_with_live(
         .map(|(i, (id, &cutoff))| ((id.as_str(), cutoff), i))
         .collect();
     let table = &prepared.table;
-    let scorer = ScoringModel::new(live.explainer().model_graph(), manifest.calibration.clone());
+    let graph = live.explainer().model_graph();
+    let scorer = ScoringModel::new(graph.clone(), manifest.calibration.clone());
+    let mut live_logits = Vec::with_capacity(evaluation.holdout_rows.len());
     let mut live_scores = Vec::with_capacity(evaluation.holdout_rows.len());
     for &row in &evaluation.holdout_rows {
         let key = (table.entity_ids[row].as_str(), table.cutoffs_ms[row]);
@@ -86,14 +96,16 @@ pub fn compare_with_live(
                 manifest.version, key.0, key.1
             ))
         })?;
-        live_scores.push(f64::from(scorer.probability_f32(live_table.row(*live_row))));
+        let features = live_table.row(*live_row);
+        live_logits.push(graph.logit(features));
+        live_scores.push(f64::from(scorer.probability_f32(features)));
     }
     let labels = &evaluation.holdout_labels;
-    let live_metrics = BinaryMetrics::compute(&live_scores, labels)?;
-    let new_metrics = BinaryMetrics::compute(&evaluation.calibrated_scores, labels)?;
+    let new_auc = metrics::roc_auc(&evaluation.raw_logits, labels, None)?;
+    let live_auc = metrics::roc_auc(&live_logits, labels, None)?;
+    let new_ece = BinaryMetrics::compute(&evaluation.calibrated_scores, labels)?.ece;
+    let live_ece = BinaryMetrics::compute(&live_scores, labels)?.ece;
     let live_age_days = (now - manifest.created_at).num_seconds() as f64 / 86_400.0;
-    let (new_auc, live_auc) = (new_metrics.roc_auc, live_metrics.roc_auc);
-    let (new_ece, live_ece) = (new_metrics.ece, live_metrics.ece);
     let (promote, reason) = match policy.max_live_age_days {
         Some(max) if live_age_days > max => (
             true,

@@ -737,7 +737,9 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                     match registry.load(task, &version) {
                         Ok(bundle) => {
                             let m = bundle.manifest();
-                            let v = &m.validation.calibrated;
+                            // Ranking from the model's scores; calibration from the
+                            // calibrated probabilities (cross-fitted, see ARCHITECTURE).
+                            let (raw, v) = (&m.validation.raw, &m.validation.calibrated);
                             println!(
                                 "{:<11} {:<32} {:<4} {:<20} {:<14} {:>8.4} {:>7.4} {:>8}",
                                 task.as_str(),
@@ -745,7 +747,7 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                                 mark,
                                 m.created_at.format("%Y-%m-%d %H:%M:%S"),
                                 format!("{:?}", m.model_kind).to_lowercase(),
-                                v.roc_auc,
+                                raw.roc_auc,
                                 v.ece,
                                 v.rows
                             );
@@ -770,7 +772,7 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             };
             let bundle = registry.load(task, &version)?;
             let m = bundle.manifest();
-            let v = &m.validation.calibrated;
+            let (raw, v) = (&m.validation.raw, &m.validation.calibrated);
             println!("{}/{version}", task.as_str());
             println!(
                 "  live:        {}",
@@ -788,8 +790,8 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             );
             println!("  validation:  {}", m.validation.scheme);
             println!(
-                "  held out:    ROC AUC {:.4}, PR AUC {:.4}, log loss {:.4}, ECE {:.4} on {} rows",
-                v.roc_auc, v.pr_auc, v.log_loss, v.ece, v.rows
+                "  held out:    ROC AUC {:.4} (calibrated {:.4}), log loss {:.4}, ECE {:.4} on {} rows",
+                raw.roc_auc, v.roc_auc, v.log_loss, v.ece, v.rows
             );
             println!("  thresholds:  {}", describe_thresholds(&m.thresholds));
             println!("  report:      {}", bundle.report_path().display());

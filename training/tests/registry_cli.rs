@@ -61,8 +61,18 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
         Some("good")
     );
 
+    // The same model again (same data, same seed) is not worse: it goes live.
+    let same = train(&spec, root.path(), "same", &["--promote-if-better"]);
+    let said = text(&same);
+    assert!(same.status.success(), "{said}");
+    assert!(said.contains("not worse than the live model"), "{said}");
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("same")
+    );
+
     // A much worse model (one tree of two leaves from a constant start) is kept off: the
-    // run fails saying why, the good one stays live, the refusal is logged, and the new
+    // run fails saying why, the live one stays, the refusal is logged, and the new
     // bundle stays for inspection.
     let worse = train(
         &spec,
@@ -87,7 +97,7 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     assert!(said.contains("below the live model's"), "{said}");
     assert_eq!(
         registry.live(Task::Propensity).unwrap().as_deref(),
-        Some("good")
+        Some("same")
     );
     assert!(registry.load(Task::Propensity, "worse").is_ok());
     let history = registry.history().expect("history");
@@ -99,6 +109,7 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
         actions,
         [
             (RegistryAction::Promote, "good", "nightly-test"),
+            (RegistryAction::Promote, "same", "nightly-test"),
             (RegistryAction::Refuse, "worse", "nightly-test"),
         ]
     );
