@@ -862,7 +862,7 @@ fn onnx_input_width_reads_the_graph() {
 /// read a float of 17 significant digits back one ulp off; nothing else
 /// may change. When the workspace turns that feature on, this becomes exact.
 #[test]
-fn computed_metrics_round_trip_to_within_an_ulp() {
+fn computed_metrics_and_cut_offs_round_trip_exactly() {
     let scores = [
         0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.15, 0.85,
     ];
@@ -877,6 +877,12 @@ fn computed_metrics_round_trip_to_within_an_ulp() {
         a: -1.234_567_890_123_456_7,
         b: 0.474_589_985_400_304_84,
     };
+    // A cut-off the default float parser read one step high (0.023221032115031): a lead at
+    // exactly this probability left grade A.
+    contents.manifest.thresholds.grades.a = 0.023_221_032_115_030_998;
+    contents.manifest.thresholds.grades.b = 0.02;
+    contents.manifest.thresholds.grades.c = 0.01;
+    contents.manifest.thresholds.sales_ready = 0.015;
     let dir = bundle::write_bundle(root.path(), &contents).expect("written");
     let loaded = Bundle::load(&dir).expect("loads");
     let back = &loaded.manifest().validation.raw;
@@ -890,12 +896,13 @@ fn computed_metrics_round_trip_to_within_an_ulp() {
         (back.brier, computed.brier),
         (back.ece, computed.ece),
     ] {
-        assert!(ulps(x, y) <= 1, "{x} read back as {y}");
+        assert_eq!(ulps(x, y), 0, "{x} read back as {y}");
     }
+    assert_eq!(loaded.manifest().thresholds, contents.manifest.thresholds);
     let Calibrator::Platt { a, b } = loaded.manifest().calibration else {
         panic!("not Platt");
     };
-    assert!(ulps(a, -1.234_567_890_123_456_7) <= 1 && ulps(b, 0.474_589_985_400_304_84) <= 1);
+    assert_eq!((a, b), (-1.234_567_890_123_456_7, 0.474_589_985_400_304_84));
 }
 
 #[test]
