@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use features::spec::Task;
 use features::synthetic::{GeneratorParams, SyntheticKind};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::bundle::{Manifest, Registry, RegistryLock, new_version_name};
+use models::bundle::{Manifest, Registry, RegistryLock, clean_stale_temp_dirs, new_version_name};
 use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
 use models::thresholds_file::ThresholdsFile;
@@ -579,6 +579,13 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     // Held from start to finish: a second run is refused before it does any work, and a
     // promotion never races another.
     let lock = registry.lock(&format!("train --spec {}", args.spec.display()))?;
+    // With the lock held no other writer is at work: a temporary folder is what a killed
+    // run left behind.
+    for task in [Task::Propensity, Task::Churn] {
+        for left in clean_stale_temp_dirs(registry.root(), task, std::time::Duration::ZERO)? {
+            println!("removed {}, left by an interrupted run", left.display());
+        }
+    }
     let created_at = chrono::Utc::now();
     let version = args
         .version

@@ -153,4 +153,37 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     registry
         .lock("after the killed run")
         .expect("the lock died with its process");
+
+    // A live model older than allowed is replaced whatever the comparison says, and the run
+    // removes what killed runs leave: a half-written bundle in a hidden temporary folder
+    // (made here, as a run killed while writing leaves it).
+    let half_written = root.path().join("propensity/.tmp-killed-2-3fa9c1");
+    std::fs::create_dir_all(&half_written).expect("mkdir");
+    std::fs::write(half_written.join("model.onnx"), b"half").expect("write");
+    let due = train(
+        &spec,
+        root.path(),
+        "due",
+        &[
+            "--promote-if-better",
+            "--max-live-age-days",
+            "0",
+            "--family",
+            "logistic",
+        ],
+    );
+    let said = text(&due);
+    assert!(due.status.success(), "{said}");
+    assert!(said.contains("older than the 0 allowed"), "{said}");
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("due")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(root.path().join("propensity"))
+        .expect("task folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
