@@ -26,6 +26,9 @@
 //! * [`capacity`]: thresholds by sales capacity, from a bundle's held-out
 //!   predictions: leads a week, precision, share of conversions caught and
 //!   expected conversions of a cut-off, and per grade band.
+//! * [`drift`]: the training distribution of a model's inputs stored in its
+//!   bundle, counts of scored rows, and their drift (PSI, share missing, share
+//!   of unknown categorical levels).
 //! * [`thresholds_file`]: the thresholds file sales ops edit (cut-offs by
 //!   probability or by capacity), read by the server and the `thresholds`
 //!   command alike.
@@ -42,6 +45,7 @@
 pub mod bundle;
 pub mod calibration;
 pub mod capacity;
+pub mod drift;
 pub mod gbdt;
 pub mod metrics;
 pub mod onnx;

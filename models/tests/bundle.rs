@@ -10,13 +10,14 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use features::plan::{PlanInputs, ProfileInput};
 use features::spec::{ColumnKind, FeatureOptions, Form, Task};
-use features::{DatasetSpec, FeaturePlan, FeaturePlanParams};
+use features::{DatasetSpec, EntityHistory, Event, FeaturePlan, FeaturePlanParams, ProfileValue};
 use models::bundle::{
     self, Bundle, BundleContents, BundleError, DataFingerprint, DatasetInfo, Explainer,
     ExplanationKind, FeatureKind, FileFingerprint, Grade, GradeBands, HoldoutRow, Manifest,
     ModelKind, Registry, Thresholds, ValidationSummary,
 };
 use models::calibration::Calibrator;
+use models::drift::DriftReference;
 use models::gbdt::Gbdt;
 use models::metrics::BinaryMetrics;
 use models::onnx::{LinearModel, ModelGraph, ScoringModel, ToOnnx};
@@ -60,6 +61,21 @@ fn spec() -> DatasetSpec {
 
 /// Events form: `industry` (Software kept, Retail rare → `<other>`),
 /// `employees` numeric, two event types, two channels.
+fn profile_inputs() -> Vec<ProfileInput> {
+    vec![
+        ProfileInput {
+            name: "industry".into(),
+            kind: ColumnKind::Categorical,
+            level_counts: [("Software".to_string(), 5), ("Retail".to_string(), 1)].into(),
+        },
+        ProfileInput {
+            name: "employees".into(),
+            kind: ColumnKind::Numeric,
+            level_counts: HashMap::new(),
+        },
+    ]
+}
+
 fn plan() -> FeaturePlan {
     FeaturePlanParams::new(FeatureOptions {
         windows_days: vec![7, 30],
@@ -70,18 +86,7 @@ fn plan() -> FeaturePlan {
     })
     .fit(&PlanInputs {
         form: Form::Events,
-        profile: vec![
-            ProfileInput {
-                name: "industry".into(),
-                kind: ColumnKind::Categorical,
-                level_counts: [("Software".to_string(), 5), ("Retail".to_string(), 1)].into(),
-            },
-            ProfileInput {
-                name: "employees".into(),
-                kind: ColumnKind::Numeric,
-                level_counts: HashMap::new(),
-            },
-        ],
+        profile: profile_inputs(),
         event_types: [
             ("email_open".to_string(), false),
             ("web_visit".to_string(), true),
@@ -137,8 +142,41 @@ fn thresholds() -> Thresholds {
     }
 }
 
+/// The drift reference of three leads' feature rows.
+fn drift_reference(plan: &FeaturePlan) -> DriftReference {
+    let lead = |industry: ProfileValue, employees: ProfileValue, visits: i64| EntityHistory {
+        created_at_ms: 0,
+        profile: vec![industry, employees],
+        events: (0..visits)
+            .map(|i| Event {
+                ts_ms: i * 3_600_000,
+                event_type: "web_visit".into(),
+                channel: Some("web".into()),
+                value: Some(1.0),
+            })
+            .collect(),
+    };
+    let rows = [
+        lead(
+            ProfileValue::Text("Software".into()),
+            ProfileValue::Number(10.0),
+            3,
+        ),
+        lead(
+            ProfileValue::Text("Retail".into()),
+            ProfileValue::Missing,
+            0,
+        ),
+        lead(ProfileValue::Missing, ProfileValue::Number(2000.0), 1),
+    ]
+    .map(|h| plan.compute(&h, 10 * 86_400_000).expect("features"));
+    DriftReference::fit(plan, rows.iter().map(Vec::as_slice), &profile_inputs())
+        .expect("reference fits")
+}
+
 fn manifest(version: &str, kind: ModelKind) -> Manifest {
     let plan = plan();
+    let drift = drift_reference(&plan);
     Manifest {
         format_version: bundle::BUNDLE_FORMAT_VERSION,
         task: Task::Propensity,
@@ -172,6 +210,7 @@ fn manifest(version: &str, kind: ModelKind) -> Manifest {
         calibration: Calibrator::Platt { a: -1.5, b: 0.25 },
         thresholds: thresholds(),
         explanation: kind.explanation(),
+        drift: Some(drift),
     }
 }
 

@@ -25,6 +25,7 @@ pub enum ErrorKind {
     PayloadTooLarge,
     UnsupportedMediaType,
     NoHeldOutPredictions,
+    NoDriftReference,
     NotReady,
     Internal,
 }
@@ -40,6 +41,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NoHeldOutPredictions => StatusCode::CONFLICT,
+            Self::NoDriftReference => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +82,11 @@ pub enum ApiError {
          questions cannot be answered for it"
     )]
     NoHeldOutPredictions { task: &'static str, version: String },
+    #[error(
+        "the {task} bundle {version} stored no training distribution (made before drift \
+         statistics were), so its drift cannot be measured; retrain to get one"
+    )]
+    NoDriftReference { task: &'static str, version: String },
     #[error("method {method} not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The service cannot serve (yet): models not loaded, loading failed.
@@ -108,6 +115,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
             Self::NoHeldOutPredictions { .. } => ErrorKind::NoHeldOutPredictions,
+            Self::NoDriftReference { .. } => ErrorKind::NoDriftReference,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,

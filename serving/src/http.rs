@@ -5,6 +5,8 @@
 //! | `POST /v1/score/{task}` | client | one entity's score, grade, sales-ready flag and reasons (`?reasons=false` to skip them) |
 //! | `POST /v1/score/{task}/batch` | client | `{"entities": [...]}` → `{"model", "results": [...]}`, at most `max_batch` entities |
 //! | `GET /v1/models` | client | the models served: version, kind, inputs, thresholds in force, validation figures |
+//! | `GET /v1/thresholds/{task}` | client | cut-offs for a sales capacity (`?capacity_per_week=N`) from the bundle's held-out predictions |
+//! | `GET /v1/drift/{task}` | client | what the served model scored over the last hour against its training distribution: PSI, share missing, unknown levels |
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
@@ -44,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/score/{task}/batch", post(score_batch))
         .route("/v1/models", get(list_models))
         .route("/v1/thresholds/{task}", get(thresholds_for_capacity))
+        .route("/v1/drift/{task}", get(drift))
         .route("/admin/reload", post(reload))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -64,6 +67,7 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "score", _, "batch"] => "/v1/score/{task}/batch",
         ["v1", "models"] => "/v1/models",
         ["v1", "thresholds", _] => "/v1/thresholds/{task}",
+        ["v1", "drift", _] => "/v1/drift/{task}",
         ["admin", "reload"] => "/admin/reload",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
@@ -407,6 +411,25 @@ async fn thresholds_for_capacity(
     })))
 }
 
+async fn drift(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let served = model_for(&state, &headers, &task)?;
+    let model = &served.model;
+    let monitor = model.drift().ok_or_else(|| ApiError::NoDriftReference {
+        task: model.task().as_str(),
+        version: model.version().to_owned(),
+    })?;
+    Ok(Json(serde_json::json!({
+        "model": ModelRef::from(&served),
+        "window_seconds": monitor.window().as_secs(),
+        "training_rows": monitor.reference().rows,
+        "drift": monitor.report(),
+    })))
+}
+
 async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.keys().check(&headers, Scope::Admin)?;
     let Some(reloader) = state.reloader() else {
@@ -458,6 +481,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             version: m.model.version(),
             kind: model_kind_name(m),
             scores: &m.model.scores,
+            drift: m.model.drift().map(|d| d.report()),
         })
         .collect();
     let text = state.metrics().render(&figures);

@@ -15,6 +15,8 @@
 //!   ([`models::thresholds_file`]).
 //! * [`auth`]: client and admin API keys, compared in constant time.
 //! * [`metrics`]: Prometheus metrics in atomics.
+//! * [`drift`]: [`DriftMonitor`](drift::DriftMonitor), what each model scored over the last
+//!   hour against its training distribution (PSI, share missing, unknown levels).
 //! * [`config`]: the configuration file.
 //! * [`http`]: [`app`], the axum router; [`error`]: [`ApiError`], the one error type
 //!   handlers return, with one kind → status table.
@@ -23,6 +25,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod metrics;

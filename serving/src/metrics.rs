@@ -9,20 +9,28 @@
 //! | `leadscore_score` | `task`, `version` | histogram of the calibrated probabilities given |
 //! | `leadscore_model_info` | `task`, `version`, `kind` | 1 for each model being served |
 //! | `leadscore_reloads_total` / `leadscore_reload_failures_total` | | registry and thresholds reloads that changed something / that failed |
+//! | `leadscore_drift_rows` | `task`, `version` | rows scored in the drift window (the last hour, [`crate::drift`]) |
+//! | `leadscore_feature_psi` | `task`, `version`, `feature` | population stability index against training over the window; `feature` is a numeric or history feature, or a categorical field |
+//! | `leadscore_feature_missing_share` / `..._training` | `task`, `version`, `feature` | share of rows missing the feature or field, over the window / in training |
+//! | `leadscore_unknown_level_share` | `task`, `version`, `field` | share of rows whose categorical level was never seen in training |
 //!
-//! Labels never carry request content: no ids, no profile values.
+//! Labels never carry request content: no ids, no profile values. Feature and field names
+//! come from the bundle.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use models::drift::DriftReport;
+
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
     "/v1/score/{task}",
     "/v1/score/{task}/batch",
     "/v1/models",
     "/v1/thresholds/{task}",
+    "/v1/drift/{task}",
     "/admin/reload",
     "/healthz",
     "/readyz",
@@ -156,6 +164,103 @@ pub struct ModelFigures<'a> {
     pub version: &'a str,
     pub kind: &'a str,
     pub scores: &'a ScoreHistogram,
+    /// Drift over the window, when the bundle has a training distribution.
+    pub drift: Option<DriftReport>,
+}
+
+/// `text` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The drift gauges of `models`, one family after the other.
+fn render_drift(out: &mut String, models: &[ModelFigures<'_>]) {
+    type Gauge = fn(&DriftReport) -> Vec<(&str, Option<f64>)>;
+    let families: [(&str, &str, &str, Gauge); 4] = [
+        (
+            "leadscore_feature_psi",
+            "Population stability index of a feature or categorical field against training, over the drift window.",
+            "feature",
+            |r| {
+                r.features
+                    .iter()
+                    .map(|f| (f.feature.as_str(), f.psi))
+                    .chain(r.fields.iter().map(|f| (f.field.as_str(), f.psi)))
+                    .collect()
+            },
+        ),
+        (
+            "leadscore_feature_missing_share",
+            "Share of rows scored over the drift window where a feature or categorical field was missing.",
+            "feature",
+            |r| {
+                r.features
+                    .iter()
+                    .map(|f| (f.feature.as_str(), f.missing_share))
+                    .chain(r.fields.iter().map(|f| (f.field.as_str(), f.missing_share)))
+                    .collect()
+            },
+        ),
+        (
+            "leadscore_feature_missing_share_training",
+            "Share of training rows where a feature or categorical field was missing.",
+            "feature",
+            |r| {
+                r.features
+                    .iter()
+                    .map(|f| (f.feature.as_str(), Some(f.training_missing_share)))
+                    .chain(
+                        r.fields
+                            .iter()
+                            .map(|f| (f.field.as_str(), Some(f.training_missing_share))),
+                    )
+                    .collect()
+            },
+        ),
+        (
+            "leadscore_unknown_level_share",
+            "Share of rows scored over the drift window whose categorical level was never seen in training.",
+            "field",
+            |r| {
+                r.fields
+                    .iter()
+                    .map(|f| (f.field.as_str(), f.unknown_share))
+                    .collect()
+            },
+        ),
+    ];
+    let with_drift = || {
+        models
+            .iter()
+            .filter_map(|m| m.drift.as_ref().map(|d| (m, d)))
+    };
+    out.push_str("# HELP leadscore_drift_rows Rows scored over the drift window, by model.\n");
+    out.push_str("# TYPE leadscore_drift_rows gauge\n");
+    for (m, drift) in with_drift() {
+        let _ = writeln!(
+            out,
+            "leadscore_drift_rows{{task=\"{}\",version=\"{}\"}} {}",
+            m.task, m.version, drift.rows
+        );
+    }
+    for (name, help, label, gauge) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (m, drift) in with_drift() {
+            for (feature, value) in gauge(drift) {
+                if let Some(value) = value {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{task=\"{}\",version=\"{}\",{label}=\"{}\"}} {value}",
+                        m.task,
+                        m.version,
+                        label_value(feature)
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -265,6 +370,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        render_drift(&mut out, models);
         out
     }
 }

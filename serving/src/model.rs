@@ -18,6 +18,7 @@ use models::capacity::HeldOutScores;
 use ndarray::Array2;
 use serde::Serialize;
 
+use crate::drift::DriftMonitor;
 use crate::metrics::ScoreHistogram;
 use crate::pool::{LoadError, PoolConfig, ScoreError, SessionPool};
 use crate::request::CheckedEntity;
@@ -36,6 +37,9 @@ pub struct LoadedModel {
     held_out: Option<HeldOutScores>,
     /// Distribution of the probabilities it gave, for `/metrics`.
     pub scores: ScoreHistogram,
+    /// What it scored against its training distribution; `None` for a bundle that stored
+    /// none.
+    drift: Option<DriftMonitor>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -152,6 +156,7 @@ impl LoadedModel {
             .transpose()
             .map_err(|e| LoadError::HeldOut(format!("{}: {e}", bundle.holdout_path().display())))?;
         Ok(LoadedModel {
+            drift: manifest.drift.as_ref().map(DriftMonitor::new),
             held_out,
             explain_inline: explains_inline(&explainer),
             explainer,
@@ -182,6 +187,11 @@ impl LoadedModel {
     /// The bundle's held-out predictions, when it kept them.
     pub fn held_out(&self) -> Option<&HeldOutScores> {
         self.held_out.as_ref()
+    }
+
+    /// Drift of what it scored, when its bundle has a training distribution.
+    pub fn drift(&self) -> Option<&DriftMonitor> {
+        self.drift.as_ref()
     }
 
     /// Profile field name → index in the feature plan.
@@ -239,6 +249,9 @@ impl LoadedModel {
     ) -> EntityScore {
         let p = f64::from(probability);
         self.scores.observe(p);
+        if let Some(drift) = &self.drift {
+            drift.record(row, &entity.history.profile);
+        }
         let reasons = options
             .reasons
             .then(|| self.reasons(&entity, row, options.max_reasons));

@@ -1191,3 +1191,170 @@ async fn readiness_models_metrics_and_the_openapi_document() {
     assert!(text.contains("leadscore_model_info{task=\"churn\",version=\"fixture-churn-v1\",kind=\"logistic\"} 1\n"), "{text}");
     assert!(!text.contains("L-1042"), "no request content in metrics");
 }
+
+/// Scores `entities` in batches of 100 and returns the drift the server reports after.
+async fn score_and_read_drift(app: &Router, task: &str, entities: &[Value]) -> Value {
+    for chunk in entities.chunks(100) {
+        let (status, body) = post(
+            app,
+            &format!("/v1/score/{task}/batch?reasons=false"),
+            &json!({"entities": chunk}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = get(app, &format!("/v1/drift/{task}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The figure `key` of categorical field `field` (or numeric feature, when `of` is
+/// `features`) in a drift answer.
+fn drift_figure(drift: &Value, of: &str, name: &str, key: &str) -> f64 {
+    let name_key = if of == "fields" { "field" } else { "feature" };
+    drift["drift"][of]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|f| f[name_key] == name)
+        .and_then(|f| f[key].as_f64())
+        .unwrap_or_else(|| panic!("no {key} of {name} in {drift}"))
+}
+
+#[tokio::test]
+async fn drift_statistics_move_when_the_scored_traffic_shifts() {
+    if !ort_available() {
+        return;
+    }
+    let server = server();
+    let (bundle, _) = lead(&server);
+    let mut rng = SplitMix64::new(21);
+    let steady: Vec<Value> = (0..400)
+        .map(|i| random_entity(&bundle, &mut rng, i))
+        .collect();
+    let share_of = |entities: &[Value], field: &str, value: &Value| {
+        entities
+            .iter()
+            .filter(|e| e["profile"][field] == *value)
+            .count() as f64
+            / entities.len() as f64
+    };
+    let before = score_and_read_drift(&server.app, "propensity", &steady).await;
+    assert_eq!(before["model"]["version"], "fixture-leads-v1");
+    assert_eq!(before["window_seconds"], 3600);
+    assert_eq!(before["drift"]["rows"], 400);
+    assert!(before["training_rows"].as_u64().expect("rows") > 10_000);
+    // Shares counted exactly: the random leads' missing and never-seen industries.
+    let missing = drift_figure(&before, "fields", "industry", "missing_share");
+    assert_eq!(missing, share_of(&steady, "industry", &Value::Null));
+    let unknown = drift_figure(&before, "fields", "industry", "unknown_share");
+    assert_eq!(
+        unknown,
+        share_of(&steady, "industry", &json!("never-seen-level"))
+    );
+    assert!(unknown > 0.05, "{before}");
+    let training_missing = drift_figure(
+        &before,
+        "features",
+        "annual_revenue_musd",
+        "training_missing_share",
+    );
+    let manifest_missing =
+        bundle.manifest().drift.as_ref().expect("reference").numeric[0].missing_share;
+    assert_eq!(training_missing, manifest_missing);
+
+    // The traffic shifts: industry and revenue no longer sent, a new lead source
+    // everywhere, a storm of web visits (60 in the last 60 hours, as a bot would).
+    let shifted: Vec<Value> = steady
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e["profile"]["industry"] = Value::Null;
+            e["profile"]["lead_source"] = json!("tiktok");
+            e["profile"]["annual_revenue_musd"] = Value::Null;
+            e["events"] = (0..60)
+                .map(|k| json!({"ts": AS_OF_MS - 1 - k * 3_600_000, "type": "web_visit", "channel": "web"}))
+                .collect();
+            e
+        })
+        .collect();
+    let after = score_and_read_drift(&server.app, "propensity", &shifted).await;
+    assert_eq!(after["drift"]["rows"], 800);
+    let missing_after = drift_figure(&after, "fields", "industry", "missing_share");
+    assert_eq!(missing_after, (missing * 400.0 + 400.0) / 800.0);
+    let revenue_missing = drift_figure(&before, "features", "annual_revenue_musd", "missing_share");
+    assert_eq!(
+        revenue_missing,
+        share_of(&steady, "annual_revenue_musd", &Value::Null)
+    );
+    assert_eq!(
+        drift_figure(&after, "features", "annual_revenue_musd", "missing_share"),
+        (revenue_missing * 400.0 + 400.0) / 800.0
+    );
+    let unknown_source = drift_figure(&after, "fields", "lead_source", "unknown_share");
+    let unknown_source_before = drift_figure(&before, "fields", "lead_source", "unknown_share");
+    assert!(
+        unknown_source >= 0.5 && unknown_source > unknown_source_before + 0.4,
+        "{unknown_source_before} -> {unknown_source}"
+    );
+    for (of, name) in [
+        ("fields", "industry"),
+        ("fields", "lead_source"),
+        ("features", "count_web_visit_30d"),
+        ("features", "decayed_web_visit"),
+    ] {
+        let psi_before = drift_figure(&before, of, name, "psi");
+        let psi_after = drift_figure(&after, of, name, "psi");
+        assert!(
+            psi_after > psi_before + 0.1,
+            "PSI of {name}: {psi_before} -> {psi_after}"
+        );
+    }
+    // A feature the shift left alone stays where it was: tenure comes from created_at.
+    let tenure_before = drift_figure(&before, "features", "tenure_days", "psi");
+    let tenure_after = drift_figure(&after, "features", "tenure_days", "psi");
+    assert!(
+        (tenure_after - tenure_before).abs() < 0.05,
+        "{tenure_before} -> {tenure_after}"
+    );
+
+    // /metrics carries the same figures.
+    let (status, text) = call(&server.app, "GET", "/metrics", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().expect("text");
+    let gauge = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+    };
+    let labels = "task=\"propensity\",version=\"fixture-leads-v1\"";
+    assert_eq!(gauge(&format!("leadscore_drift_rows{{{labels}}}")), 800.0);
+    assert_eq!(
+        gauge(&format!(
+            "leadscore_feature_psi{{{labels},feature=\"industry\"}}"
+        )),
+        drift_figure(&after, "fields", "industry", "psi")
+    );
+    assert_eq!(
+        gauge(&format!(
+            "leadscore_unknown_level_share{{{labels},field=\"lead_source\"}}"
+        )),
+        unknown_source
+    );
+    assert_eq!(
+        gauge(&format!(
+            "leadscore_feature_missing_share{{{labels},feature=\"industry\"}}"
+        )),
+        missing_after
+    );
+    // The churn model scored nothing: its figures are absent, its row count zero.
+    assert_eq!(
+        gauge("leadscore_drift_rows{task=\"churn\",version=\"fixture-churn-v1\"}"),
+        0.0
+    );
+    assert!(
+        !text.contains("leadscore_feature_psi{task=\"churn\""),
+        "{text}"
+    );
+}

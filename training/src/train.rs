@@ -5,11 +5,12 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use features::builder::Cutoffs;
+use features::builder::{Cutoffs, plan_inputs};
 use models::bundle::{
     BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
     describe_features, fingerprint_spec,
 };
+use models::drift::DriftReference;
 use models::onnx::{ScoringModel, ToOnnx};
 
 use crate::error::TrainError;
@@ -129,6 +130,7 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         calibration: evaluation.calibrator.clone(),
         thresholds,
         explanation: model_kind.explanation(),
+        drift: Some(drift_reference(prepared)?),
     };
     manifest.check().map_err(TrainError::Data)?;
     let tabular = matches!(prepared.cutoffs, Cutoffs::Tabular);
@@ -172,6 +174,20 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         report_html,
         holdout,
     })
+}
+
+/// The training distribution of the model's inputs: every row of the feature table the
+/// shipped model is fitted on, and the levels each categorical field had when the plan was
+/// fitted.
+fn drift_reference(prepared: &Prepared) -> Result<DriftReference, TrainError> {
+    let inputs = plan_inputs(&prepared.data, None)?;
+    let table = &prepared.table;
+    DriftReference::fit(
+        &prepared.plan,
+        (0..table.n_rows()).map(|i| table.row(i)),
+        &inputs.profile,
+    )
+    .map_err(|e| TrainError::Data(e.to_string()))
 }
 
 /// The ground truth's ROC AUC on the evaluation's held-out rows, when a truth is given.

@@ -158,6 +158,33 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
     assert!(manifest.validation.raw.roc_auc < truth_auc + 0.03);
     assert_eq!(manifest.dataset.rows, prepared.table.n_rows());
     assert!(!manifest.dataset.fingerprint.files.is_empty());
+    // The drift reference counts every training row: each one-hot block sums to them, and
+    // training rows against their own reference show no drift.
+    let drift = manifest.drift.as_ref().expect("drift reference");
+    assert_eq!(drift.rows, prepared.table.n_rows());
+    assert_eq!(
+        drift.numeric.len()
+            + drift
+                .categorical
+                .iter()
+                .map(|c| c.shares.len())
+                .sum::<usize>(),
+        manifest.n_features()
+    );
+    let counter = drift.counter();
+    let mut cells = vec![0u64; counter.n_cells()];
+    for i in 0..prepared.table.n_rows() {
+        // Profile values only decide unknown levels, and training has none.
+        counter.for_each_cell(prepared.table.row(i), &[], |c| cells[c] += 1);
+    }
+    let report = counter.report(prepared.table.n_rows() as u64, &cells);
+    for f in &report.features {
+        assert!(f.psi.expect("rows counted") < 1e-9, "{f:?}");
+    }
+    for f in &report.fields {
+        assert!(f.psi.expect("rows counted") < 1e-9, "{f:?}");
+        assert_eq!(f.unknown_share, Some(0.0), "{f:?}");
+    }
     let holdout = std::fs::read_to_string(bundle.holdout_path()).expect("holdout.csv");
     assert_eq!(
         holdout.lines().count() - 1,

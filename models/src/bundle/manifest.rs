@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::fingerprint::DataFingerprint;
 use super::{BUNDLE_FORMAT_VERSION, check_version_name};
 use crate::calibration::Calibrator;
+use crate::drift::DriftReference;
 use crate::gbdt::Gbdt;
 use crate::metrics::BinaryMetrics;
 use crate::onnx::{LinearModel, ModelGraph};
@@ -53,6 +54,10 @@ pub struct Manifest {
     pub thresholds: Thresholds,
     /// What `explainer.json` holds.
     pub explanation: ExplanationKind,
+    /// The training distribution of the model's inputs, which the server compares what it
+    /// scores with. Bundles made before it was stored have none (and no drift figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftReference>,
 }
 
 impl PartialEq for Manifest {
@@ -72,6 +77,7 @@ impl PartialEq for Manifest {
             calibration,
             thresholds,
             explanation,
+            drift,
         } = self;
         *format_version == other.format_version
             && *task == other.task
@@ -86,6 +92,7 @@ impl PartialEq for Manifest {
             && *calibration == other.calibration
             && *thresholds == other.thresholds
             && *explanation == other.explanation
+            && *drift == other.drift
     }
 }
 
@@ -158,6 +165,9 @@ impl Manifest {
                 self.model_kind.explanation(),
                 self.explanation
             ));
+        }
+        if let Some(drift) = &self.drift {
+            drift.check(&self.feature_plan).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
