@@ -12,6 +12,7 @@
 //! the server takes). The `leadscore-train` binary is a thin command line over this
 //! library.
 
+pub mod drift;
 pub mod error;
 pub mod evaluate;
 pub mod fit;

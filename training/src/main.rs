@@ -3,6 +3,7 @@
 //! readable messages.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +15,7 @@ use models::bundle::{Manifest, Registry, RegistryLock, clean_stale_temp_dirs, ne
 use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
 use models::thresholds_file::ThresholdsFile;
+use training::drift::{DriftAnswer, DriftLimits, drift_alerts, drift_table};
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
@@ -113,6 +115,41 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// What a running server scored over the last hour against the live model's training
+    /// distribution: the features and fields that moved most (population stability index),
+    /// share missing, share of categorical levels never seen in training, and alerts.
+    Drift(DriftArgs),
+}
+
+#[derive(clap::Args)]
+struct DriftArgs {
+    /// The server, `http://host:port` (plain HTTP; for HTTPS save the answer with curl and
+    /// pass `--answer`).
+    #[arg(long, env = "LEADSCORE_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long, value_enum, default_value = "propensity")]
+    task: TaskArg,
+    /// A client API key (from the environment, not the command line, on shared machines).
+    #[arg(long, env = "LEADSCORE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Read a saved answer of `GET /v1/drift/{task}` from this file instead (`-`: stdin).
+    #[arg(long)]
+    answer: Option<PathBuf>,
+    /// Features and fields shown, by PSI (0: all).
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// PSI above this is an alert.
+    #[arg(long, default_value_t = 0.2)]
+    psi_alert: f64,
+    /// Share of unknown categorical levels above this is an alert.
+    #[arg(long, default_value_t = 0.05)]
+    unknown_alert: f64,
+    /// Fewer rows scored than this: no alert (too few to tell).
+    #[arg(long, default_value_t = 500)]
+    min_rows: u64,
+    /// Exit with status 3 when there is an alert (for cron and monitoring scripts).
+    #[arg(long)]
+    fail_on_alert: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -367,7 +404,7 @@ impl Families {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate {
@@ -422,6 +459,7 @@ fn main() -> Result<()> {
         Command::Train(args) => train_command(&args)?,
         Command::Thresholds(args) => thresholds_command(&args)?,
         Command::Registry { registry, command } => registry_command(&registry, command)?,
+        Command::Drift(args) => return drift_command(&args),
         Command::Requests {
             spec,
             data_dir,
@@ -444,7 +482,7 @@ fn main() -> Result<()> {
             println!("{} requests -> {}", requests.len(), out.display());
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
@@ -723,6 +761,100 @@ fn publish(
             task.as_str()
         )
     }
+}
+
+fn drift_command(args: &DriftArgs) -> Result<ExitCode> {
+    let task = args.task.task().as_str();
+    let (text, source) = match &args.answer {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the answer from stdin")?;
+            (text, "stdin".to_string())
+        }
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| path.display().to_string())?,
+            path.display().to_string(),
+        ),
+        None => {
+            let path = format!("/v1/drift/{task}");
+            let text = http_get(&args.server, &path, args.api_key.as_deref())?;
+            (text, format!("{}{path}", args.server.trim_end_matches('/')))
+        }
+    };
+    let answer: DriftAnswer = serde_json::from_str(&text)
+        .with_context(|| format!("{source} is not a drift answer of the server"))?;
+    let limits = DriftLimits {
+        psi: args.psi_alert,
+        unknown_share: args.unknown_alert,
+        min_rows: args.min_rows,
+    };
+    print!("{}", drift_table(&answer, &limits, args.top));
+    if args.fail_on_alert && !drift_alerts(&answer, &limits).is_empty() {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `GET path` from a plain-HTTP server (`http://host[:port]`), with a bearer key; the body
+/// of a 200 answer, or an error with the server's own message.
+fn http_get(server: &str, path: &str, key: Option<&str>) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs as _;
+    let Some(authority) = server.trim_end_matches('/').strip_prefix("http://") else {
+        bail!(
+            "--server {server}: only http:// is read directly; for https, save the answer \
+             (curl -H 'Authorization: Bearer ...' {server}{path} > drift.json) and pass \
+             --answer drift.json"
+        );
+    };
+    if authority.contains('/') {
+        bail!("--server {server}: give the server as http://host:port, without a path");
+    }
+    let host_port = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    let address = host_port
+        .to_socket_addrs()
+        .with_context(|| format!("--server {server}: cannot resolve {host_port}"))?
+        .next()
+        .with_context(|| format!("--server {server}: {host_port} has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("cannot connect to {server}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let authorization = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    // HTTP/1.0: the answer comes whole, never chunked, and the connection closes after it.
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n{authorization}\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer of {server}{path}"))?;
+    let text = String::from_utf8(raw).with_context(|| format!("{server}{path}: not UTF-8"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{server}{path}: not an HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("{server}{path}: no status in {:?}", head.lines().next()))?;
+    if status != 200 {
+        let message = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        bail!("{server}{path} answered {status}: {message}");
+    }
+    Ok(body.to_string())
 }
 
 fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<()> {

@@ -158,10 +158,17 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
     assert!(manifest.validation.raw.roc_auc < truth_auc + 0.03);
     assert_eq!(manifest.dataset.rows, prepared.table.n_rows());
     assert!(!manifest.dataset.fingerprint.files.is_empty());
-    // The drift reference counts every training row: each one-hot block sums to them, and
-    // training rows against their own reference show no drift.
+    // The drift reference counts the rows of the most recent cut-off (the generator scores
+    // leads monthly), which against their own reference show no drift.
     let drift = manifest.drift.as_ref().expect("drift reference");
-    assert_eq!(drift.rows, prepared.table.n_rows());
+    let table = &prepared.table;
+    let last = table.cutoffs_ms.iter().copied().max().expect("rows");
+    let latest: Vec<usize> = (0..table.n_rows())
+        .filter(|&i| table.cutoffs_ms[i] == last)
+        .collect();
+    assert!(latest.len() >= training::train::MIN_DRIFT_REFERENCE_ROWS);
+    assert!(latest.len() < table.n_rows());
+    assert_eq!(drift.rows, latest.len());
     assert_eq!(
         drift.numeric.len()
             + drift
@@ -173,11 +180,11 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
     );
     let counter = drift.counter();
     let mut cells = vec![0u64; counter.n_cells()];
-    for i in 0..prepared.table.n_rows() {
+    for &i in &latest {
         // Profile values only decide unknown levels, and training has none.
-        counter.for_each_cell(prepared.table.row(i), &[], |c| cells[c] += 1);
+        counter.for_each_cell(table.row(i), &[], |c| cells[c] += 1);
     }
-    let report = counter.report(prepared.table.n_rows() as u64, &cells);
+    let report = counter.report(latest.len() as u64, &cells);
     for f in &report.features {
         assert!(f.psi.expect("rows counted") < 1e-9, "{f:?}");
     }
