@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use features::plan::{ProfileInput, number_as_level};
+use features::plan::{ProfileFeatureKind, ProfileInput, number_as_level};
 use features::{FeaturePlan, ProfileValue};
 use serde::{Deserialize, Serialize};
 
@@ -272,7 +272,11 @@ impl DriftReference {
             let block = descriptions.get(c.first_feature..c.first_feature + c.shares.len());
             let fits = block.is_some_and(|block| {
                 block.iter().all(|d| matches!(&d.kind, FeatureKind::Categorical { field, .. } if *field == c.field))
-            }) && plan.profile_fields().get(c.field_index).is_some_and(|f| f.name == c.field);
+            }) && plan.profile_fields().get(c.field_index).is_some_and(|f| {
+                // The whole block: every kept level, then `<other>` and `<missing>`.
+                f.name == c.field
+                    && matches!(&f.kind, ProfileFeatureKind::Categorical { levels } if levels.len() + 2 == c.shares.len())
+            });
             if !fits || c.shares.len() < 2 {
                 return fail(format!(
                     "field `{}` does not match the model's one-hot block at {}",
@@ -481,7 +485,7 @@ fn rare_levels(
     profile_inputs: &[ProfileInput],
 ) -> Vec<String> {
     let kept: HashSet<&str> = match plan.profile_fields().get(c.field_index).map(|f| &f.kind) {
-        Some(features::plan::ProfileFeatureKind::Categorical { levels }) => {
+        Some(ProfileFeatureKind::Categorical { levels }) => {
             levels.iter().map(String::as_str).collect()
         }
         _ => HashSet::new(),
@@ -757,6 +761,12 @@ mod tests {
         let mut short = reference.clone();
         short.numeric[0].shares.pop();
         assert!(short.check(&plan).is_err());
+
+        // A block cut short would read the wrong slot as `<missing>`.
+        let mut cut = reference.clone();
+        cut.categorical[0].shares = vec![0.5, 0.5, 0.0];
+        let err = cut.check(&plan).unwrap_err().to_string();
+        assert!(err.contains("field `source` does not match"), "{err}");
 
         let err = DriftReference::fit(&plan, [[0.0f32; 2].as_slice()].into_iter(), &inputs)
             .unwrap_err()
