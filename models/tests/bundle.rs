@@ -745,6 +745,9 @@ fn versions_lists_complete_bundles_only() {
     fs::create_dir(task_dir.join("20991231T235959Z-ffffff")).unwrap();
     fs::create_dir(task_dir.join(".hidden")).unwrap();
     fs::write(task_dir.join("notes.txt"), "x").unwrap();
+    // A promotion killed between writing the new LIVE and renaming it.
+    let live_tmp = task_dir.join(".tmp-live-00000000000000ab");
+    fs::write(&live_tmp, format!("{late}\n")).unwrap();
 
     assert_eq!(
         registry.versions(Task::Propensity).unwrap(),
@@ -757,7 +760,10 @@ fn versions_lists_complete_bundles_only() {
 
     let removed =
         bundle::clean_stale_temp_dirs(root.path(), Task::Propensity, Duration::ZERO).unwrap();
-    assert_eq!(removed, [tmp, task_dir.join("20991231T235959Z-ffffff")]);
+    assert_eq!(
+        removed,
+        [tmp, live_tmp, task_dir.join("20991231T235959Z-ffffff")]
+    );
     assert_eq!(
         entries(&task_dir),
         [

@@ -106,7 +106,48 @@ pub fn compare_with_live(
     let new_ece = BinaryMetrics::compute(&evaluation.calibrated_scores, labels)?.ece;
     let live_ece = BinaryMetrics::compute(&live_scores, labels)?.ece;
     let live_age_days = (now - manifest.created_at).num_seconds() as f64 / 86_400.0;
-    let (promote, reason) = match policy.max_live_age_days {
+    let figures = GateFigures {
+        new_auc,
+        live_auc,
+        new_ece,
+        live_ece,
+        live_age_days,
+    };
+    let (promote, reason) = decide(policy, &figures);
+    Ok(GateReport {
+        rows: labels.len(),
+        new_roc_auc: new_auc,
+        new_ece,
+        live_version: manifest.version.clone(),
+        live_roc_auc: live_auc,
+        live_ece,
+        live_age_days,
+        promote,
+        reason: format!("{reason} on the same {} held-out rows", labels.len()),
+    })
+}
+
+/// The figures the gate decides on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GateFigures {
+    new_auc: f64,
+    live_auc: f64,
+    new_ece: f64,
+    live_ece: f64,
+    live_age_days: f64,
+}
+
+/// Whether to promote, and why: an over-age live model is replaced; otherwise a drop of ROC
+/// AUC, then a rise of calibration error, beyond the policy refuses; anything else promotes.
+fn decide(policy: &GatePolicy, figures: &GateFigures) -> (bool, String) {
+    let GateFigures {
+        new_auc,
+        live_auc,
+        new_ece,
+        live_ece,
+        live_age_days,
+    } = *figures;
+    match policy.max_live_age_days {
         Some(max) if live_age_days > max => (
             true,
             format!("the live model is {live_age_days:.1} days old, older than the {max} allowed"),
@@ -136,16 +177,67 @@ pub fn compare_with_live(
                  calibration error {new_ece:.4} vs {live_ece:.4}"
             ),
         ),
-    };
-    Ok(GateReport {
-        rows: labels.len(),
-        new_roc_auc: new_auc,
-        new_ece,
-        live_version: manifest.version.clone(),
-        live_roc_auc: live_auc,
-        live_ece,
-        live_age_days,
-        promote,
-        reason: format!("{reason} on the same {} held-out rows", labels.len()),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(new_auc: f64, new_ece: f64, live_age_days: f64) -> GateFigures {
+        GateFigures {
+            new_auc,
+            live_auc: 0.80,
+            new_ece,
+            live_ece: 0.020,
+            live_age_days,
+        }
+    }
+
+    #[test]
+    fn each_branch_of_the_gate_decides_as_its_policy_says() {
+        let policy = GatePolicy::default();
+        // As good: promoted, with both comparisons in the reason.
+        let (promote, reason) = decide(&policy, &figures(0.80, 0.020, 3.0));
+        assert!(promote, "{reason}");
+        assert!(reason.starts_with("not worse than the live model: ROC AUC 0.8000 vs 0.8000"));
+        // Within both tolerances: promoted.
+        assert!(decide(&policy, &figures(0.7960, 0.0215, 3.0)).0);
+        // ROC AUC 0.01 lower: refused for ranking.
+        let (promote, reason) = decide(&policy, &figures(0.79, 0.020, 3.0));
+        assert!(!promote);
+        assert!(
+            reason.starts_with("held-out ROC AUC 0.7900 is 0.0100 below the live model's 0.8000"),
+            "{reason}"
+        );
+        // Ranking as good, calibration error 0.005 higher: refused for calibration.
+        let (promote, reason) = decide(&policy, &figures(0.81, 0.025, 3.0));
+        assert!(!promote);
+        assert!(
+            reason.starts_with(
+                "held-out calibration error 0.0250 is 0.0050 above the live model's 0.0200 \
+                 (at most 0.002 allowed)"
+            ),
+            "{reason}"
+        );
+        // With no allowance, any rise refuses.
+        let strict = GatePolicy {
+            max_ece_rise: 0.0,
+            ..GatePolicy::default()
+        };
+        assert!(!decide(&strict, &figures(0.80, 0.0201, 3.0)).0);
+        // A live model older than allowed is replaced even by a worse one.
+        let aged = GatePolicy {
+            max_live_age_days: Some(30.0),
+            ..GatePolicy::default()
+        };
+        let (promote, reason) = decide(&aged, &figures(0.70, 0.050, 31.5));
+        assert!(promote);
+        assert_eq!(
+            reason,
+            "the live model is 31.5 days old, older than the 30 allowed"
+        );
+        // ...but not when younger.
+        assert!(!decide(&aged, &figures(0.70, 0.050, 29.0)).0);
+    }
 }

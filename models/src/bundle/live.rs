@@ -20,7 +20,7 @@ use features::spec::Task;
 use serde::{Deserialize, Serialize};
 
 use super::store::{Registry, sync_dir};
-use super::{BundleError, check_version_name, random_u64};
+use super::{BundleError, LIVE_TEMP_PREFIX, check_version_name, random_u64};
 
 /// File of a task folder naming its live version.
 pub const LIVE_FILE: &str = "LIVE";
@@ -254,7 +254,7 @@ impl Registry {
     /// Replaces `<task>/LIVE` atomically.
     fn set_live(&self, task: Task, version: &str) -> Result<(), BundleError> {
         let dir = self.task_dir(task);
-        let tmp = dir.join(format!(".tmp-live-{:016x}", random_u64()));
+        let tmp = dir.join(format!("{LIVE_TEMP_PREFIX}{:016x}", random_u64()));
         let target = dir.join(LIVE_FILE);
         let written = File::create(&tmp)
             .and_then(|mut f| {

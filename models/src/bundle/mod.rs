@@ -62,6 +62,9 @@ pub const HOLDOUT_FILE: &str = "holdout.csv";
 /// Prefix of the temporary directories bundles are written into; readers
 /// skip entries starting with it (and every other hidden entry).
 pub const TEMP_DIR_PREFIX: &str = ".tmp-";
+/// Prefix of the temporary file a new `LIVE` marker is written to before it
+/// is renamed into place.
+pub const LIVE_TEMP_PREFIX: &str = ".tmp-live-";
 
 /// Longest accepted version name.
 pub const MAX_VERSION_LEN: usize = 100;

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::manifest::{Explainer, Manifest};
 use super::{
-    BUNDLE_FORMAT_VERSION, BundleError, EXPLAINER_FILE, HOLDOUT_FILE, MANIFEST_FILE, MODEL_FILE,
-    REPORT_FILE, TEMP_DIR_PREFIX, check_version_name, random_u64,
+    BUNDLE_FORMAT_VERSION, BundleError, EXPLAINER_FILE, HOLDOUT_FILE, LIVE_TEMP_PREFIX,
+    MANIFEST_FILE, MODEL_FILE, REPORT_FILE, TEMP_DIR_PREFIX, check_version_name, random_u64,
 };
 use crate::onnx::proto::{ModelProto, tensor_proto, tensor_shape_proto, type_proto};
 use crate::onnx::{INPUT_NAME, OUTPUT_NAME};
@@ -386,8 +386,9 @@ impl Drop for TempDir {
 }
 
 /// Removes what interrupted writes left in `<registry_root>/<task>/`:
-/// temporary `.tmp-*` directories, and empty version directories (a claim
-/// the writer made just before its final rename), when nothing in them
+/// temporary `.tmp-*` directories, `.tmp-live-*` files (a promotion killed
+/// between writing the new `LIVE` and renaming it), and empty version
+/// directories (a claim the writer made just before its final rename), when nothing in them
 /// changed for `older_than`. Returns what it removed. Pick `older_than`
 /// well above the time a bundle takes to write (an hour, say): a writer
 /// whose temporary directory is removed fails, it never leaves half a
@@ -415,6 +416,17 @@ pub fn clean_stale_temp_dirs(
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
+        if meta.is_file() && name.starts_with(LIVE_TEMP_PREFIX) {
+            let changed = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if now.duration_since(changed).unwrap_or(Duration::ZERO) >= older_than {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed.push(path),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(BundleError::io(&path, e)),
+                }
+            }
+            continue;
+        }
         if !meta.is_dir() {
             continue;
         }
