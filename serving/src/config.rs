@@ -16,6 +16,7 @@
 //! max_reasons = 3
 //! allowed_skew_secs = 300      # how far in the future a timestamp may be
 //! inline_max_entities = 1      # requests this small score on the async worker
+//! drift_window_secs = 3600     # drift statistics cover the last hour of traffic
 //! log_format = "json"          # or "text"
 //! log_level = "info"
 //! ```
@@ -44,6 +45,7 @@ pub struct FileConfig {
     pub max_reasons: Option<usize>,
     pub allowed_skew_secs: Option<u64>,
     pub inline_max_entities: Option<usize>,
+    pub drift_window_secs: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }

@@ -6,7 +6,8 @@
 //! on the request path) in [`SLOTS`] time slots covering [`DRIFT_WINDOW`]; a slot is cleared
 //! when the clock comes back round to it, so the report covers the last hour (between 55
 //! and 60 minutes of traffic), and a shift shows within the hour instead of being diluted by
-//! everything scored since the model was loaded.
+//! everything scored since the model was loaded. The server's `drift_window_secs` setting
+//! changes the window (for low traffic).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

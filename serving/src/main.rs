@@ -19,6 +19,11 @@ use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app, runtime};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Shortest drift window: 12 slots of 5 seconds.
+const MIN_DRIFT_WINDOW_SECS: u64 = 60;
+/// Longest drift window: a week.
+const MAX_DRIFT_WINDOW_SECS: u64 = 7 * 24 * 3600;
+
 /// Serve lead-scoring models over HTTP.
 ///
 /// Settings come from flags, then environment variables, then the configuration file
@@ -45,6 +50,10 @@ struct Args {
     /// ONNX Runtime sessions per model [default: available cores].
     #[arg(long, env = "LEADSCORE_SESSIONS")]
     sessions: Option<usize>,
+    /// Drift statistics cover this many seconds of scored traffic, at least 60: raise it
+    /// when fewer than a few hundred entities are scored an hour [default: 3600].
+    #[arg(long, env = "LEADSCORE_DRIFT_WINDOW_SECS")]
+    drift_window_secs: Option<u64>,
     /// Seconds between looks at the registry and the thresholds file [default: 5].
     #[arg(long, env = "LEADSCORE_RELOAD_INTERVAL_SECS")]
     reload_interval_secs: Option<u64>,
@@ -80,6 +89,7 @@ struct Settings {
     keys: KeySet,
     pool: PoolConfig,
     reload_interval: Duration,
+    drift_window: Duration,
     limits: Limits,
     log_format: LogFormat,
     log_level: tracing::Level,
@@ -151,6 +161,16 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             .unwrap_or(5)
             .max(1),
     );
+    let drift_window_secs = args
+        .drift_window_secs
+        .or(file.drift_window_secs)
+        .unwrap_or(serving::drift::DRIFT_WINDOW.as_secs());
+    if !(MIN_DRIFT_WINDOW_SECS..=MAX_DRIFT_WINDOW_SECS).contains(&drift_window_secs) {
+        bail!(
+            "drift_window_secs is {drift_window_secs}; it must be between \
+             {MIN_DRIFT_WINDOW_SECS} and {MAX_DRIFT_WINDOW_SECS} (a week)"
+        );
+    }
     let level = args
         .log_level
         .or(file.log_level)
@@ -171,6 +191,7 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         keys,
         pool,
         reload_interval,
+        drift_window: Duration::from_secs(drift_window_secs),
         limits,
         log_format: args
             .log_format
@@ -234,11 +255,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.keys.clone(),
         format!("loading models from {}", settings.registry.display()),
     );
-    let reloader = Arc::new(Reloader::new(
-        Registry::new(&settings.registry),
-        settings.thresholds.clone(),
-        settings.pool,
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            Registry::new(&settings.registry),
+            settings.thresholds.clone(),
+            settings.pool,
+        )
+        .with_drift_window(settings.drift_window),
+    );
     state.set_reloader(Arc::clone(&reloader));
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.
     tokio::spawn(Arc::clone(&reloader).watch(state.clone(), settings.reload_interval));

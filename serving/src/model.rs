@@ -189,6 +189,17 @@ impl LoadedModel {
         self.held_out.as_ref()
     }
 
+    /// Counts drift over `window` instead of [`DRIFT_WINDOW`](crate::drift::DRIFT_WINDOW)
+    /// (counts so far are dropped).
+    pub fn with_drift_window(mut self, window: std::time::Duration) -> Self {
+        self.drift = self
+            .manifest
+            .drift
+            .as_ref()
+            .map(|reference| DriftMonitor::with_window(reference, window));
+        self
+    }
+
     /// Drift of what it scored, when its bundle has a training distribution.
     pub fn drift(&self) -> Option<&DriftMonitor> {
         self.drift.as_ref()

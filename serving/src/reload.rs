@@ -36,6 +36,7 @@ pub struct Reloader {
     registry: Registry,
     thresholds_path: Option<PathBuf>,
     pool: PoolConfig,
+    drift_window: Duration,
     memory: Mutex<Memory>,
 }
 
@@ -72,8 +73,16 @@ impl Reloader {
             registry,
             thresholds_path,
             pool,
+            drift_window: crate::drift::DRIFT_WINDOW,
             memory: Mutex::default(),
         }
+    }
+
+    /// Drift statistics of the models it loads cover `window` (default
+    /// [`DRIFT_WINDOW`](crate::drift::DRIFT_WINDOW)).
+    pub fn with_drift_window(mut self, window: Duration) -> Self {
+        self.drift_window = window;
+        self
     }
 
     /// Brings `state` up to date with the registry and the thresholds file. Blocking.
@@ -136,7 +145,9 @@ impl Reloader {
             .load(task, &wanted)
             .map_err(|e| (e.to_string(), false))
             .and_then(|bundle| {
-                LoadedModel::load(bundle, self.pool).map_err(|e| (e.to_string(), false))
+                LoadedModel::load(bundle, self.pool)
+                    .map(|model| model.with_drift_window(self.drift_window))
+                    .map_err(|e| (e.to_string(), false))
             })
             .and_then(|model| {
                 // Swapped in only if the thresholds file in force fits it.

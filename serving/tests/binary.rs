@@ -111,7 +111,7 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
         &config,
         format!(
             "addr = \"127.0.0.1:0\"\nregistry = {:?}\napi_keys = [\"{CLIENT_KEY}\"]\n\
-             sessions = 1\nlog_level = \"debug\"\n",
+             sessions = 1\nlog_level = \"debug\"\ndrift_window_secs = 86400\n",
             registry.display().to_string()
         ),
     )
@@ -139,6 +139,12 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
     assert_eq!(answer["model"]["version"], "fixture-leads-v1");
     let (status, _) = http(&addr, "POST", "/v1/score/propensity", None, lead);
     assert_eq!(status, 401);
+    // The drift window from the file; the one lead scored is counted.
+    let (status, body) = http(&addr, "GET", "/v1/drift/propensity", Some(CLIENT_KEY), "");
+    assert_eq!(status, 200, "{body}");
+    let drift: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(drift["window_seconds"], 86400);
+    assert_eq!(drift["drift"]["rows"], 1);
     let (status, body) = http(&addr, "POST", "/admin/reload", Some(ADMIN_KEY), "");
     assert_eq!(status, 200, "{body}");
 
@@ -213,6 +219,22 @@ fn refuses_to_start_without_an_admin_key_or_with_a_bad_thresholds_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("admin key 1 must have at least 16 characters"),
+        "{stderr}"
+    );
+
+    let out = serve(
+        &config,
+        &[
+            ("LEADSCORE_ADMIN_KEYS", ADMIN_KEY),
+            ("LEADSCORE_DRIFT_WINDOW_SECS", "10"),
+        ],
+    )
+    .output()
+    .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("drift_window_secs is 10; it must be between 60 and 604800"),
         "{stderr}"
     );
 
