@@ -82,6 +82,16 @@ fn lines(report: &DriftReport) -> Vec<Line<'_>> {
     lines
 }
 
+/// The `n` features and fields of highest PSI, highest first, with their PSI (those with a
+/// figure only).
+pub fn top_shifts(report: &DriftReport, n: usize) -> Vec<(&str, f64)> {
+    lines(report)
+        .into_iter()
+        .filter_map(|line| line.psi.map(|psi| (line.name, psi)))
+        .take(n)
+        .collect()
+}
+
 /// What crosses `limits`, one sentence each; empty when nothing does or too few rows were
 /// scored to tell.
 pub fn drift_alerts(answer: &DriftAnswer, limits: &DriftLimits) -> Vec<String> {
@@ -226,6 +236,10 @@ mod tests {
         assert!(
             !text.contains("tenure_days") && text.contains("(2 more below"),
             "{text}"
+        );
+        assert_eq!(
+            top_shifts(&answer(1000).drift, 2),
+            [("annual_revenue", 0.31), ("lead_source", 0.15)]
         );
         // Too few rows: figures shown, no alert.
         assert!(drift_alerts(&answer(100), &limits).is_empty());

@@ -14,18 +14,26 @@
 //!
 //! [`GatePolicy`] says how much worse the new one may be, and after how many days the live
 //! one is replaced anyway.
+//!
+//! The report also says how the new data compares with the live model's training
+//! distribution ([`GateReport::data_drift`]): the same rows the new run's drift reference is
+//! counted on, through the live plan, against the live bundle's reference. It does not decide
+//! anything; it tells the reader of the nightly log what moved (an export that lost a column
+//! shows as a feature suddenly all missing).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use features::builder::build_features;
 use models::bundle::Bundle;
+use models::drift::DriftReport;
 use models::metrics::{self, BinaryMetrics};
 use models::onnx::ScoringModel;
 
 use crate::error::TrainError;
 use crate::evaluate::Evaluation;
 use crate::pipeline::Prepared;
+use crate::train::drift_reference_rows;
 
 /// How much worse than the live model a new one may be and still go live.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +71,9 @@ pub struct GateReport {
     pub promote: bool,
     /// Why, in a sentence.
     pub reason: String,
+    /// The new data against the live model's training distribution (PSI and share missing;
+    /// unknown levels are not counted here), when the live bundle stored one.
+    pub data_drift: Option<DriftReport>,
 }
 
 /// Compares the shipped model of `evaluation` (on `prepared`'s held-out rows) with `live`,
@@ -100,6 +111,15 @@ pub fn compare_with_live(
         live_logits.push(graph.logit(features));
         live_scores.push(f64::from(scorer.probability_f32(features)));
     }
+    let data_drift = manifest.drift.as_ref().map(|reference| {
+        let counter = reference.counter();
+        let rows = drift_reference_rows(&live_table, &prepared.cutoffs);
+        let mut cells = vec![0u64; counter.n_cells()];
+        for &i in &rows {
+            counter.for_each_cell(live_table.row(i), &[], |c| cells[c] += 1);
+        }
+        counter.report(rows.len() as u64, &cells)
+    });
     let labels = &evaluation.holdout_labels;
     let new_auc = metrics::roc_auc(&evaluation.raw_logits, labels, None)?;
     let live_auc = metrics::roc_auc(&live_logits, labels, None)?;
@@ -124,6 +144,7 @@ pub fn compare_with_live(
         live_age_days,
         promote,
         reason: format!("{reason} on the same {} held-out rows", labels.len()),
+        data_drift,
     })
 }
 

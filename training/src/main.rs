@@ -15,7 +15,7 @@ use models::bundle::{Manifest, Registry, RegistryLock, clean_stale_temp_dirs, ne
 use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
 use models::thresholds_file::ThresholdsFile;
-use training::drift::{DriftAnswer, DriftLimits, drift_alerts, drift_table};
+use training::drift::{DriftAnswer, DriftLimits, drift_alerts, drift_table, top_shifts};
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
@@ -748,6 +748,26 @@ fn publish(
         report.live_roc_auc,
         report.live_ece
     );
+    if let Some(drift) = &report.data_drift {
+        let top = top_shifts(drift, 5);
+        let moved: Vec<String> = top
+            .iter()
+            .filter(|(_, psi)| *psi > 0.1)
+            .map(|(name, psi)| format!("{name} {psi:.3}"))
+            .collect();
+        let said = match top.first() {
+            _ if !moved.is_empty() => format!(
+                "moved (PSI above 0.1; above 0.2 is a significant shift): {}",
+                moved.join(", ")
+            ),
+            Some((name, psi)) => format!("nothing moved (highest PSI {psi:.3}, {name})"),
+            None => "no rows to compare".to_string(),
+        };
+        println!(
+            "the new data against the live model's training distribution ({} rows): {said}",
+            drift.rows
+        );
+    }
     if report.promote {
         registry.promote(lock, task, version, &who, &report.reason)?;
         println!("{name} is live: {}", report.reason);

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use features::builder::{Cutoffs, plan_inputs};
+use features::builder::{Cutoffs, FeatureTable, plan_inputs};
 use models::bundle::{
     BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
     describe_features, fingerprint_spec,
@@ -191,25 +191,33 @@ pub const MIN_DRIFT_REFERENCE_ROWS: usize = 500;
 fn drift_reference(prepared: &Prepared) -> Result<DriftReference, TrainError> {
     let inputs = plan_inputs(&prepared.data, None)?;
     let table = &prepared.table;
-    let mut rows: Vec<usize> = (0..table.n_rows()).collect();
-    if let Cutoffs::Calendar(moments) = &prepared.cutoffs
+    DriftReference::fit(
+        &prepared.plan,
+        drift_reference_rows(table, &prepared.cutoffs)
+            .into_iter()
+            .map(|i| table.row(i)),
+        &inputs.profile,
+    )
+    .map_err(|e| TrainError::Data(e.to_string()))
+}
+
+/// The rows of `table` a drift reference is counted on: those of the most recent calendar
+/// cut-off when there are at least [`MIN_DRIFT_REFERENCE_ROWS`], else every row.
+pub fn drift_reference_rows(table: &FeatureTable, cutoffs: &Cutoffs) -> Vec<usize> {
+    let all: Vec<usize> = (0..table.n_rows()).collect();
+    if let Cutoffs::Calendar(moments) = cutoffs
         && let Some(&last) = moments.last()
     {
-        let latest: Vec<usize> = rows
+        let latest: Vec<usize> = all
             .iter()
             .copied()
             .filter(|&i| table.cutoffs_ms[i] == last)
             .collect();
         if latest.len() >= MIN_DRIFT_REFERENCE_ROWS {
-            rows = latest;
+            return latest;
         }
     }
-    DriftReference::fit(
-        &prepared.plan,
-        rows.into_iter().map(|i| table.row(i)),
-        &inputs.profile,
-    )
-    .map_err(|e| TrainError::Data(e.to_string()))
+    all
 }
 
 /// The ground truth's ROC AUC on the evaluation's held-out rows, when a truth is given.

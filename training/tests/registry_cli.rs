@@ -66,6 +66,12 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     let said = text(&same);
     assert!(same.status.success(), "{said}");
     assert!(said.contains("not worse than the live model"), "{said}");
+    // The same data: nothing moved against the live model's training distribution.
+    assert!(
+        said.contains("the new data against the live model's training distribution (")
+            && said.contains("rows): nothing moved (highest PSI 0.000, "),
+        "{said}"
+    );
     assert_eq!(
         registry.live(Task::Propensity).unwrap().as_deref(),
         Some("same")
