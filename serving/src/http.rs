@@ -6,7 +6,7 @@
 //! | `POST /v1/score/{task}/batch` | client | `{"entities": [...]}` → `{"model", "results": [...]}`, at most `max_batch` entities |
 //! | `GET /v1/models` | client | the models served: version, kind, inputs, thresholds in force, validation figures |
 //! | `GET /v1/thresholds/{task}` | client | cut-offs for a sales capacity (`?capacity_per_week=N`) from the bundle's held-out predictions |
-//! | `GET /v1/drift/{task}` | client | what the served model scored over the last hour against its training distribution: PSI, share missing, unknown levels |
+//! | `GET /v1/drift/{task}` | client | what the served model scored over the drift window (the last hour by default) against its training distribution: PSI, share missing, unknown levels |
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |

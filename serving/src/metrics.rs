@@ -9,7 +9,7 @@
 //! | `leadscore_score` | `task`, `version` | histogram of the calibrated probabilities given |
 //! | `leadscore_model_info` | `task`, `version`, `kind` | 1 for each model being served |
 //! | `leadscore_reloads_total` / `leadscore_reload_failures_total` | | registry and thresholds reloads that changed something / that failed |
-//! | `leadscore_drift_rows` | `task`, `version` | rows scored in the drift window (the last hour, [`crate::drift`]) |
+//! | `leadscore_drift_rows` | `task`, `version` | rows scored in the drift window (the last hour by default, [`crate::drift`]) |
 //! | `leadscore_feature_psi` | `task`, `version`, `feature` | population stability index against training over the window; `feature` is a numeric or history feature, or a categorical field |
 //! | `leadscore_feature_missing_share` / `..._training` | `task`, `version`, `feature` | share of rows missing the feature or field, over the window / in training |
 //! | `leadscore_unknown_level_share` | `task`, `version`, `field` | share of rows whose categorical level was never seen in training |

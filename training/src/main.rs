@@ -115,9 +115,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// What a running server scored over the last hour against the live model's training
-    /// distribution: the features and fields that moved most (population stability index),
-    /// share missing, share of categorical levels never seen in training, and alerts.
+    /// What a running server scored over its drift window (an hour by default) against the
+    /// live model's training distribution: the features and fields that moved most
+    /// (population stability index), share missing, share of categorical levels never seen
+    /// in training, and alerts.
     Drift(DriftArgs),
 }
 
