@@ -406,6 +406,52 @@ mod tests {
     }
 
     #[test]
+    fn drift_gauges_escape_names_and_leave_out_figures_without_rows() {
+        let report: DriftReport = serde_json::from_value(serde_json::json!({
+            "rows": 3,
+            "features": [
+                {"feature": "visits \"web\"\\x", "psi": 0.25, "missing_share": 0.5,
+                 "training_missing_share": 0.1}
+            ],
+            "fields": [
+                {"field": "source", "psi": null, "missing_share": null,
+                 "training_missing_share": 0.0, "unknown_share": 0.125, "other_share": 0.2,
+                 "training_other_share": 0.05}
+            ]
+        }))
+        .unwrap();
+        let scores = ScoreHistogram::default();
+        let figures = [ModelFigures {
+            task: "propensity",
+            version: "v1",
+            kind: "gbdt",
+            scores: &scores,
+            drift: Some(report),
+        }];
+        let text = Metrics::default().render(&figures);
+        let labels = "task=\"propensity\",version=\"v1\"";
+        for line in [
+            format!("leadscore_drift_rows{{{labels}}} 3"),
+            format!("leadscore_feature_psi{{{labels},feature=\"visits \\\"web\\\"\\\\x\"}} 0.25"),
+            format!(
+                "leadscore_feature_missing_share{{{labels},feature=\"visits \\\"web\\\"\\\\x\"}} 0.5"
+            ),
+            format!("leadscore_feature_missing_share_training{{{labels},feature=\"source\"}} 0"),
+            format!("leadscore_unknown_level_share{{{labels},field=\"source\"}} 0.125"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        // No PSI or missing share where the report has none.
+        assert!(!text.contains(
+            "leadscore_feature_psi{task=\"propensity\",version=\"v1\",feature=\"source\"}"
+        ));
+        assert!(!text.contains(
+            "leadscore_feature_missing_share{task=\"propensity\",version=\"v1\",feature=\"source\"}"
+        ));
+        assert!(text.contains("# TYPE leadscore_feature_psi gauge\n"));
+    }
+
+    #[test]
     fn requests_are_counted_by_route_and_status() {
         let m = Metrics::default();
         m.record("/v1/score/{task}", 200, Duration::from_micros(300));
