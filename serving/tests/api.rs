@@ -1140,6 +1140,19 @@ async fn readiness_models_metrics_and_the_openapi_document() {
     assert_eq!(models[1]["task"], "propensity");
     assert_eq!(models[1]["kind"], "gbdt_on_linear");
     assert!(models[1]["validation"]["roc_auc"].as_f64().expect("auc") > 0.6);
+    // Ranking from the model's own scores, calibration error from its calibrated output.
+    let manifest = Bundle::load(&server.registry.path().join("propensity/fixture-leads-v1"))
+        .expect("bundle")
+        .manifest()
+        .clone();
+    assert_eq!(
+        models[1]["validation"]["roc_auc"].as_f64(),
+        Some(manifest.validation.raw.roc_auc)
+    );
+    assert_eq!(
+        models[1]["validation"]["ece"].as_f64(),
+        Some(manifest.validation.calibrated.ece)
+    );
 
     // The OpenAPI document: its paths are the router's, and its example scores.
     let (status, doc) = call(&server.app, "GET", "/openapi.json", None, Body::empty()).await;
