@@ -1,15 +1,17 @@
 //! Drift of scored traffic against the training data: the reference a bundle stores, the
 //! counts of what is scored, and the report comparing the two.
 //!
-//! * [`DriftReference`] is fitted on the training feature rows when a bundle is made and
+//! * [`DriftReference`] is fitted on training feature rows when a bundle is made (the
+//!   trainer picks them: the latest scoring moment's, which stand for today's traffic) and
 //!   stored in its manifest: for every numeric or history feature the decile edges of its
 //!   non-missing training values and the share of rows in each bin, plus the share missing;
 //!   for every categorical profile field the share of each one-hot slot (kept levels,
 //!   `<other>`, `<missing>`) and the levels seen in training but grouped into `<other>`.
-//! * [`DriftReference::for_each_cell`] says which counters one scored row increments; the
-//!   server keeps them in atomics ([`DriftReference::n_cells`] of them), an offline check in
-//!   a plain `Vec<u64>`.
-//! * [`DriftReference::report`] turns counts into a [`DriftReport`]: population stability
+//! * [`DriftReference::counter`] makes a [`DriftCounter`], whose
+//!   [`DriftCounter::for_each_cell`] says which counters one scored row increments; the
+//!   server keeps them in atomics ([`DriftCounter::n_cells`] of them), an offline check in a
+//!   plain `Vec<u64>`.
+//! * [`DriftCounter::report`] turns counts into a [`DriftReport`]: population stability
 //!   index (PSI) per feature and per categorical field, share missing, share of unknown
 //!   levels (never seen in training, as opposed to rare ones the model groups as
 //!   `<other>`), each beside its training figure.

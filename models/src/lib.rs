@@ -3,7 +3,7 @@
 //!
 //! * [`onnx`]: the ONNX IR as Rust types (generated from the vendored
 //!   `proto/onnx.proto`, committed) and the writer turning a
-//!   [`ScoringModel`](onnx::ScoringModel) (a [`TreeEnsemble`] or a
+//!   [`ScoringModel`] (a [`TreeEnsemble`] or a
 //!   [`LinearModel`] plus its calibrator) into an ONNX graph with one
 //!   `float32[N, F]` input `features` and one `float32[N, 1]` output
 //!   `probability`, the calibrated probability, which the serving crate

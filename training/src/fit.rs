@@ -9,7 +9,7 @@
 //!   objective of linfa-logistic and of scikit-learn's `LogisticRegression(C = 1 / alpha)`,
 //!   which the tests check against; linfa-logistic itself took 993 s on 383k x 196 rows
 //!   where this takes seconds (ARCHITECTURE.md).
-//! * gradient-boosted trees: [`models::gbdt`], fed through [`gbdt_train_data`].
+//! * gradient-boosted trees: [`models::gbdt`], fed the rows gathered by `BoostingRows`.
 
 use features::builder::FeatureTable;
 use models::gbdt::{Gbdt, GbdtParams, TrainData, ValidData};

@@ -141,7 +141,7 @@ impl Gbdt {
     }
 
     /// Builds the precomputed TreeSHAP tables now rather than at the first explanation
-    /// (see [`shap_table`](super::shap_table)); returns how many numbers they hold.
+    /// (see the `shap_table` module); returns how many numbers they hold.
     pub fn prepare_explanations(&self) -> usize {
         self.shap_tables().entries()
     }
