@@ -3,14 +3,14 @@
 //! A [`DriftMonitor`] belongs to one loaded model and counts every row it scores against the
 //! training distribution in the model's bundle ([`models::drift`]): a bin of each numeric
 //! feature, a slot of each categorical field, unknown levels. Counters are atomics (no lock
-//! on the request path) in [`SLOTS`] time slots covering [`DRIFT_WINDOW`]; a slot is cleared
+//! on the request path; one copy per thread shard, summed by the report) in [`SLOTS`] time slots covering [`DRIFT_WINDOW`]; a slot is cleared
 //! when the clock comes back round to it, so the report covers the last hour (between 55
 //! and 60 minutes of traffic), and a shift shows within the hour instead of being diluted by
 //! everything scored since the model was loaded. The server's `drift_window_secs` setting
 //! changes the window (for low traffic).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use features::ProfileValue;
@@ -21,14 +21,27 @@ pub const DRIFT_WINDOW: Duration = Duration::from_secs(3600);
 /// Time slots the window is kept in; the oldest is cleared as a new one starts.
 pub const SLOTS: u64 = 12;
 
-/// Counters of one time slot.
+/// Copies of the counters a slot keeps; a thread adds to its own copy (see [`shard`]), so
+/// two cores scoring at once do not fight over the same cache lines. The report sums them.
+pub const SHARDS: usize = 8;
+
+/// Counters of one time slot: [`SHARDS`] blocks of `stride` counters, each block the
+/// reference's cells then the row count, padded to whole cache lines.
 #[derive(Debug)]
 struct Slot {
     /// The slot's epoch (number of slot lengths since the monitor started) plus one; 0
     /// while never used.
     epoch: AtomicU64,
-    rows: AtomicU64,
-    cells: Vec<AtomicU64>,
+    counters: Vec<AtomicU64>,
+}
+
+/// This thread's shard, handed out in turn the first time a thread records.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// Drift counters of one served model.
@@ -38,6 +51,8 @@ pub struct DriftMonitor {
     started: Instant,
     slot_length: Duration,
     slots: Vec<Slot>,
+    /// Counters of one shard block: the cells, the row count, padding to 64 bytes.
+    stride: usize,
     /// Taken only to clear a slot when a new epoch starts in it.
     clearing: Mutex<()>,
 }
@@ -51,11 +66,11 @@ impl DriftMonitor {
     /// Counters for `reference` over `window` (cut into [`SLOTS`] slots).
     pub fn with_window(reference: &DriftReference, window: Duration) -> Self {
         let counter = reference.counter();
+        let stride = (counter.n_cells() + 1).div_ceil(8) * 8;
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 epoch: AtomicU64::new(0),
-                rows: AtomicU64::new(0),
-                cells: (0..counter.n_cells()).map(|_| AtomicU64::new(0)).collect(),
+                counters: (0..SHARDS * stride).map(|_| AtomicU64::new(0)).collect(),
             })
             .collect();
         DriftMonitor {
@@ -63,6 +78,7 @@ impl DriftMonitor {
             started: Instant::now(),
             slot_length: (window / SLOTS as u32).max(Duration::from_millis(1)),
             slots,
+            stride,
             clearing: Mutex::new(()),
         }
     }
@@ -98,17 +114,18 @@ impl DriftMonitor {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if slot.epoch.load(Ordering::Acquire) != tag {
-                slot.rows.store(0, Ordering::Relaxed);
-                for cell in &slot.cells {
-                    cell.store(0, Ordering::Relaxed);
+                for counter in &slot.counters {
+                    counter.store(0, Ordering::Relaxed);
                 }
                 slot.epoch.store(tag, Ordering::Release);
             }
         }
+        let start = shard() * self.stride;
+        let block = &slot.counters[start..start + self.stride];
         self.counter.for_each_cell(row, profile, |i| {
-            slot.cells[i].fetch_add(1, Ordering::Relaxed);
+            block[i].fetch_add(1, Ordering::Relaxed);
         });
-        slot.rows.fetch_add(1, Ordering::Relaxed);
+        block[self.counter.n_cells()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drift over the window up to now.
@@ -125,9 +142,11 @@ impl DriftMonitor {
             if tag == 0 || tag > epoch + 1 || tag + SLOTS <= epoch + 1 {
                 continue;
             }
-            rows += slot.rows.load(Ordering::Relaxed);
-            for (sum, cell) in cells.iter_mut().zip(&slot.cells) {
-                *sum += cell.load(Ordering::Relaxed);
+            for block in slot.counters.chunks(self.stride) {
+                for (sum, cell) in cells.iter_mut().zip(block) {
+                    *sum += cell.load(Ordering::Relaxed);
+                }
+                rows += block[cells.len()].load(Ordering::Relaxed);
             }
         }
         self.counter.report(rows, &cells)
@@ -176,6 +195,26 @@ mod tests {
         // Past the whole window nothing is left.
         assert_eq!(monitor.report_at(30).rows, 0);
         assert_eq!(monitor.report_at(30).features[0].psi, None);
+    }
+
+    #[test]
+    fn rows_recorded_from_many_threads_are_all_counted() {
+        let monitor = DriftMonitor::new(&reference());
+        // More threads than shards: some share one.
+        std::thread::scope(|scope| {
+            for t in 0..(SHARDS + 3) {
+                let monitor = &monitor;
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        let x = if (t + i) % 10 == 0 { f32::NAN } else { 5.5 };
+                        monitor.record(&[x], &[]);
+                    }
+                });
+            }
+        });
+        let report = monitor.report();
+        assert_eq!(report.rows, 100 * (SHARDS as u64 + 3));
+        assert_eq!(report.features[0].missing_share, Some(0.1));
     }
 
     #[test]
