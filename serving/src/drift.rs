@@ -21,7 +21,7 @@ pub const DRIFT_WINDOW: Duration = Duration::from_secs(3600);
 /// Time slots the window is kept in; the oldest is cleared as a new one starts.
 pub const SLOTS: u64 = 12;
 
-/// Copies of the counters a slot keeps; a thread adds to its own copy (see [`shard`]), so
+/// Copies of the counters a slot keeps; a thread adds to its own copy (its shard), so
 /// two cores scoring at once do not fight over the same cache lines. The report sums them.
 pub const SHARDS: usize = 8;
 
