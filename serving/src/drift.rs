@@ -25,14 +25,26 @@ pub const SLOTS: u64 = 12;
 /// two cores scoring at once do not fight over the same cache lines. The report sums them.
 pub const SHARDS: usize = 8;
 
-/// Counters of one time slot: [`SHARDS`] blocks of `stride` counters, each block the
-/// reference's cells then the row count, padded to whole cache lines.
+/// Eight counters on one cache line of their own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line([AtomicU64; 8]);
+
+/// Counters of one time slot: [`SHARDS`] blocks of `stride` whole cache lines, each block
+/// the reference's cells then the row count.
 #[derive(Debug)]
 struct Slot {
     /// The slot's epoch (number of slot lengths since the monitor started) plus one; 0
     /// while never used.
     epoch: AtomicU64,
-    counters: Vec<AtomicU64>,
+    lines: Vec<Line>,
+}
+
+impl Slot {
+    /// Counter `i` of the block starting at line `start`.
+    fn counter(&self, start: usize, i: usize) -> &AtomicU64 {
+        &self.lines[start + i / 8].0[i % 8]
+    }
 }
 
 /// This thread's shard, handed out in turn the first time a thread records.
@@ -51,7 +63,7 @@ pub struct DriftMonitor {
     started: Instant,
     slot_length: Duration,
     slots: Vec<Slot>,
-    /// Counters of one shard block: the cells, the row count, padding to 64 bytes.
+    /// Cache lines of one shard block: the cells, then the row count.
     stride: usize,
     /// Taken only to clear a slot when a new epoch starts in it.
     clearing: Mutex<()>,
@@ -66,11 +78,11 @@ impl DriftMonitor {
     /// Counters for `reference` over `window` (cut into [`SLOTS`] slots).
     pub fn with_window(reference: &DriftReference, window: Duration) -> Self {
         let counter = reference.counter();
-        let stride = (counter.n_cells() + 1).div_ceil(8) * 8;
+        let stride = (counter.n_cells() + 1).div_ceil(8);
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 epoch: AtomicU64::new(0),
-                counters: (0..SHARDS * stride).map(|_| AtomicU64::new(0)).collect(),
+                lines: (0..SHARDS * stride).map(|_| Line::default()).collect(),
             })
             .collect();
         DriftMonitor {
@@ -114,18 +126,18 @@ impl DriftMonitor {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if slot.epoch.load(Ordering::Acquire) != tag {
-                for counter in &slot.counters {
+                for counter in slot.lines.iter().flat_map(|line| &line.0) {
                     counter.store(0, Ordering::Relaxed);
                 }
                 slot.epoch.store(tag, Ordering::Release);
             }
         }
         let start = shard() * self.stride;
-        let block = &slot.counters[start..start + self.stride];
         self.counter.for_each_cell(row, profile, |i| {
-            block[i].fetch_add(1, Ordering::Relaxed);
+            slot.counter(start, i).fetch_add(1, Ordering::Relaxed);
         });
-        block[self.counter.n_cells()].fetch_add(1, Ordering::Relaxed);
+        slot.counter(start, self.counter.n_cells())
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drift over the window up to now.
@@ -142,11 +154,12 @@ impl DriftMonitor {
             if tag == 0 || tag > epoch + 1 || tag + SLOTS <= epoch + 1 {
                 continue;
             }
-            for block in slot.counters.chunks(self.stride) {
-                for (sum, cell) in cells.iter_mut().zip(block) {
-                    *sum += cell.load(Ordering::Relaxed);
+            for shard in 0..SHARDS {
+                let start = shard * self.stride;
+                for (i, sum) in cells.iter_mut().enumerate() {
+                    *sum += slot.counter(start, i).load(Ordering::Relaxed);
                 }
-                rows += block[cells.len()].load(Ordering::Relaxed);
+                rows += slot.counter(start, cells.len()).load(Ordering::Relaxed);
             }
         }
         self.counter.report(rows, &cells)
