@@ -190,8 +190,11 @@ impl LoadedModel {
     }
 
     /// Counts drift over `window` instead of [`DRIFT_WINDOW`](crate::drift::DRIFT_WINDOW)
-    /// (counts so far are dropped).
+    /// (counts so far are dropped; nothing changes when the window is the one in use).
     pub fn with_drift_window(mut self, window: std::time::Duration) -> Self {
+        if self.drift.as_ref().is_none_or(|d| d.window() == window) {
+            return self;
+        }
         self.drift = self
             .manifest
             .drift

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app};
 use tower::ServiceExt as _;
 
-use common::{ort_available, repo_root};
+use common::{copy_dir, ort_available, repo_root};
 
 /// ONNX Runtime computes in `f32`; the reference in `f64` from the same `f32` features.
 const PROBABILITY_TOLERANCE: f64 = 1e-5;
@@ -49,19 +49,6 @@ fn copy_registry(from: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     copy_dir(from, dir.path());
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// Installs a copy of bundle `from` as `<registry>/<task>/<version>` (the manifest's

@@ -8,6 +8,7 @@
 //! calibrates and measures a family ([`evaluate::Evaluation`]); [`train`] picks the family to
 //! ship and assembles its bundle, with default thresholds from [`thresholds`] and the HTML
 //! report from [`report`]; [`gate`] decides whether a new model may replace the live one;
+//! [`drift`] reads a server's drift answer into the `drift` command's table and alerts;
 //! [`requests`] writes score requests for a dataset's entities (what
 //! the server takes). The `leadscore-train` binary is a thin command line over this
 //! library.

@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use features::builder::{Cutoffs, FeatureTable, build_features, fit_plan, resolve_cutoffs};
+use features::builder::{Cutoffs, FeatureTable, build_features, plan_inputs, resolve_cutoffs};
 use features::load::load_dataset;
+use features::plan::ProfileInput;
 use features::spec::Form;
-use features::{DatasetSpec, FeaturePlan, LoadedDataset};
+use features::{DatasetSpec, FeaturePlan, FeaturePlanParams, LoadedDataset};
 
 use crate::error::TrainError;
 use crate::evaluate::ValidationPlan;
@@ -30,6 +31,9 @@ pub struct Prepared {
     pub spec: DatasetSpec,
     pub data: LoadedDataset,
     pub plan: FeaturePlan,
+    /// The profile columns as the plan was fitted on them (every level seen, with counts),
+    /// for the bundle's drift reference.
+    pub profile_inputs: Vec<ProfileInput>,
     pub cutoffs: Cutoffs,
     pub table: FeatureTable,
 }
@@ -43,12 +47,14 @@ pub fn prepare(spec_path: &Path, data_dir: Option<&Path>) -> Result<Prepared, Tr
     }
     let data = load_dataset(&spec)?;
     let cutoffs = resolve_cutoffs(&data)?;
-    let plan = fit_plan(&data, None)?;
+    let inputs = plan_inputs(&data, None)?;
+    let plan = FeaturePlanParams::new(data.spec.features.clone()).fit(&inputs)?;
     let table = build_features(&data, &plan, &cutoffs)?;
     Ok(Prepared {
         spec,
         data,
         plan,
+        profile_inputs: inputs.profile,
         cutoffs,
         table,
     })

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use features::builder::{Cutoffs, FeatureTable, plan_inputs};
+use features::builder::{Cutoffs, FeatureTable};
 use models::bundle::{
     BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
     describe_features, fingerprint_spec,
@@ -189,14 +189,13 @@ pub const MIN_DRIFT_REFERENCE_ROWS: usize = 500;
 /// of the same generator). Other forms, or a last cut-off of fewer than
 /// [`MIN_DRIFT_REFERENCE_ROWS`] rows, use every row.
 fn drift_reference(prepared: &Prepared) -> Result<DriftReference, TrainError> {
-    let inputs = plan_inputs(&prepared.data, None)?;
     let table = &prepared.table;
     DriftReference::fit(
         &prepared.plan,
         drift_reference_rows(table, &prepared.cutoffs)
             .into_iter()
             .map(|i| table.row(i)),
-        &inputs.profile,
+        &prepared.profile_inputs,
     )
     .map_err(|e| TrainError::Data(e.to_string()))
 }

@@ -1,7 +1,7 @@
 //! The `drift` command against a running server: the table and alerts of what it scored,
 //! exit status 3 with `--fail-on-alert`, a refused key named, and a saved answer read back.
 
-// The serving tests' helpers for ONNX Runtime.
+// The serving tests' helpers for ONNX Runtime and fixture copies.
 #[path = "../../serving/tests/common/mod.rs"]
 mod common;
 
@@ -19,19 +19,6 @@ const CLIENT_KEY: &str = "drift-cli-client-key-0001";
 const ADMIN_KEY: &str = "drift-cli-admin-key-00001";
 const AS_OF_MS: i64 = 1_760_000_000_000;
 const DAY_MS: i64 = 86_400_000;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
 
 /// Runs `leadscore-train drift` with `args`, off the async runtime.
 async fn drift(args: Vec<String>, key: Option<&str>) -> Output {
@@ -76,7 +63,7 @@ async fn the_drift_command_reads_the_server_and_alerts() {
     }
     let registry = tempfile::tempdir().expect("dir");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../serving/tests/fixtures/registry");
-    copy_dir(&fixtures, registry.path());
+    common::copy_dir(&fixtures, registry.path());
     let keys = KeySet::new(&[CLIENT_KEY.into()], &[ADMIN_KEY.into()]).expect("keys");
     let state = AppState::new(Limits::default(), keys, "loading");
     Reloader::new(Registry::new(registry.path()), None, PoolConfig::default()).reload_once(&state);
