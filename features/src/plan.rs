@@ -181,10 +181,16 @@ pub enum FeatureError {
     },
     #[error("profile field `{field}`: expected a number, got {value:?}")]
     NotANumber { field: String, value: String },
-    #[error("profile field `{field}`: {value} is not a finite number")]
+    #[error("profile field `{field}`: {value} is not a finite number within ±3.4e38 (f32)")]
     NotFinite { field: String, value: f64 },
-    #[error("event {index}: value {value} is not a finite number")]
+    #[error("event {index}: value {value} is not a finite number within ±3.4e38 (f32)")]
     EventValueNotFinite { index: usize, value: f64 },
+}
+
+/// Whether `x` is a number a model can take: finite, and finite once rounded to the `f32`
+/// the features are (1e39 is a finite `f64` but an infinite `f32`).
+pub fn fits_f32(x: f64) -> bool {
+    x.is_finite() && x.abs() <= f64::from(f32::MAX)
 }
 
 impl FeaturePlanParams {
@@ -536,7 +542,7 @@ impl FeaturePlan {
             (ProfileFeatureKind::Numeric, ProfileValue::Missing) => {
                 Ok(EncodedProfile::Number(f64::NAN))
             }
-            (ProfileFeatureKind::Numeric, ProfileValue::Number(x)) if x.is_finite() => {
+            (ProfileFeatureKind::Numeric, ProfileValue::Number(x)) if fits_f32(*x) => {
                 Ok(EncodedProfile::Number(*x))
             }
             (ProfileFeatureKind::Numeric, ProfileValue::Number(x)) => {
@@ -551,7 +557,11 @@ impl FeaturePlan {
                     return Ok(EncodedProfile::Number(f64::NAN));
                 }
                 match trimmed.parse::<f64>() {
-                    Ok(x) if x.is_finite() => Ok(EncodedProfile::Number(x)),
+                    Ok(x) if fits_f32(x) => Ok(EncodedProfile::Number(x)),
+                    Ok(x) if x.is_finite() => Err(FeatureError::NotFinite {
+                        field: spec.name.clone(),
+                        value: x,
+                    }),
                     _ => Err(FeatureError::NotANumber {
                         field: spec.name.clone(),
                         value: text.clone(),
@@ -614,7 +624,7 @@ impl FeaturePlan {
                 continue;
             }
             let value = match event.value {
-                Some(v) if !v.is_finite() => {
+                Some(v) if !fits_f32(v) => {
                     return Err(FeatureError::EventValueNotFinite { index, value: v });
                 }
                 Some(v) => v,

@@ -6,6 +6,12 @@
 //! differing byte nor which key matched shows in the response time. An admin key is also
 //! accepted on the score routes.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
@@ -127,15 +133,102 @@ fn matches_any(keys: &[KeyDigest], presented: &KeyDigest) -> subtle::Choice {
     })
 }
 
+/// The key of `Authorization: Bearer`, else of `X-API-Key`. An `Authorization` header of
+/// another scheme (a proxy's `Basic` credentials, say) is not ours and hides nothing.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, key) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
+    let bearer = headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|value| {
+            let (scheme, key) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        });
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })
+}
+
+/// Slows down key guessing: an address that sent `max_failures` requests with a missing or
+/// wrong key within `window` is answered 429 (with `Retry-After`) until the window that
+/// began with its first failure ends, whatever key it sends meanwhile.
+///
+/// The request path pays one atomic load while no address has failed; the table is only
+/// locked for addresses with failures. It holds at most [`AuthThrottle::MAX_ADDRESSES`]
+/// addresses: past that, expired entries are dropped, and if it is still full the oldest
+/// windows go first.
+#[derive(Debug)]
+pub struct AuthThrottle {
+    max_failures: u32,
+    window: Duration,
+    entries: AtomicUsize,
+    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl AuthThrottle {
+    /// Most addresses tracked at once.
+    pub const MAX_ADDRESSES: usize = 65_536;
+
+    /// `max_failures` of 0 turns the throttle off.
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        AuthThrottle {
+            max_failures,
+            window,
+            entries: AtomicUsize::new(0),
+            table: Mutex::new(HashMap::new()),
+        }
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Err` with the seconds to wait when `addr` is held back.
+    pub fn admit(&self, addr: IpAddr) -> Result<(), ApiError> {
+        if self.max_failures == 0 || self.entries.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let table = self.table();
+        match table.get(&addr) {
+            Some(&(start, failures)) if failures >= self.max_failures => {
+                let left = self.window.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    Ok(())
+                } else {
+                    Err(ApiError::TooManyRequests {
+                        retry_after_secs: left.as_secs().max(1),
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a request from `addr` whose key was missing or wrong.
+    pub fn failed(&self, addr: IpAddr) {
+        if self.max_failures == 0 {
+            return;
+        }
+        let mut table = self.table();
+        if table.len() >= Self::MAX_ADDRESSES && !table.contains_key(&addr) {
+            table.retain(|_, (start, _)| start.elapsed() < self.window);
+            if table.len() >= Self::MAX_ADDRESSES {
+                let mut starts: Vec<Instant> = table.values().map(|(s, _)| *s).collect();
+                starts.sort_unstable();
+                let cut = starts[starts.len() / 2];
+                table.retain(|_, (start, _)| *start > cut);
+            }
+        }
+        let entry = table.entry(addr).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        self.entries.store(table.len(), Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +283,47 @@ mod tests {
                 .check(&HeaderMap::new(), Scope::Admin)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_foreign_authorization_scheme_does_not_hide_the_api_key_header() {
+        let k = keys();
+        let mut h = headers("authorization", "Basic dXNlcjpwYXNz");
+        h.insert("x-api-key", HeaderValue::from_static(CLIENT));
+        assert!(k.check(&h, Scope::Client).is_ok());
+        // A Bearer key is the one presented, even beside another X-API-Key.
+        let mut h = headers("authorization", "Bearer wrong-key-0123456789");
+        h.insert("x-api-key", HeaderValue::from_static(CLIENT));
+        assert_eq!(
+            k.check(&h, Scope::Client).unwrap_err().kind(),
+            ErrorKind::Unauthorized
+        );
+    }
+
+    #[test]
+    fn repeated_wrong_keys_are_held_back_for_the_window() {
+        let throttle = AuthThrottle::new(3, Duration::from_millis(300));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(throttle.admit(a).is_ok());
+            throttle.failed(a);
+        }
+        let err = throttle.admit(a).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooManyRequests);
+        assert!(
+            throttle.admit(b).is_ok(),
+            "another address is not held back"
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(throttle.admit(a).is_ok(), "the window ended");
+        throttle.failed(a);
+        assert!(throttle.admit(a).is_ok(), "a new window counts afresh");
+        let off = AuthThrottle::new(0, Duration::from_secs(60));
+        for _ in 0..10 {
+            off.failed(a);
+        }
+        assert!(off.admit(a).is_ok());
     }
 
     #[test]

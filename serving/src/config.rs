@@ -17,6 +17,13 @@
 //! allowed_skew_secs = 300      # how far in the future a timestamp may be
 //! inline_max_entities = 1      # requests this small score on the async worker
 //! drift_window_secs = 3600     # drift statistics cover the last hour of traffic
+//! max_connections = 4096       # open at once; more are closed at once
+//! header_timeout_secs = 10     # to send a request's headers (also closes idle keep-alive)
+//! body_timeout_secs = 30       # to send a request's body once its key is checked
+//! idle_timeout_secs = 30       # no byte moving either way while the server waits
+//! shutdown_grace_secs = 30     # requests in flight finish within this on SIGTERM
+//! max_auth_failures = 30       # wrong or missing keys an address may send a minute
+//! metrics_public = false       # /metrics without a key (behind the network boundary)
 //! log_format = "json"          # or "text"
 //! log_level = "info"
 //! ```
@@ -46,6 +53,13 @@ pub struct FileConfig {
     pub allowed_skew_secs: Option<u64>,
     pub inline_max_entities: Option<usize>,
     pub drift_window_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub max_auth_failures: Option<u32>,
+    pub metrics_public: Option<bool>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RequestTimeout,
+    TooManyRequests,
     NoHeldOutPredictions,
     NoDriftReference,
     NotReady,
@@ -40,6 +42,8 @@ impl ErrorKind {
             Self::NotFound | Self::UnknownModel => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::NoHeldOutPredictions => StatusCode::CONFLICT,
             Self::NoDriftReference => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -75,8 +79,18 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
-    #[error("send the body as JSON with `Content-Type: application/json`")]
-    UnsupportedMediaType,
+    /// A body that is not JSON, or is compressed.
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
+    /// The body did not arrive in time; the connection is closed.
+    #[error("{message}")]
+    RequestTimeout { message: String },
+    /// Too many wrong keys from this address: refused for `retry_after_secs`.
+    #[error(
+        "too many requests with a missing or wrong API key from this address; retry in \
+         {retry_after_secs} s"
+    )]
+    TooManyRequests { retry_after_secs: u64 },
     #[error(
         "the {task} bundle {version} kept no held-out predictions (holdout.csv), so capacity \
          questions cannot be answered for it"
@@ -113,7 +127,9 @@ impl ApiError {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::UnknownModel { .. } => ErrorKind::UnknownModel,
             Self::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
-            Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
+            Self::UnsupportedMediaType { .. } => ErrorKind::UnsupportedMediaType,
+            Self::RequestTimeout { .. } => ErrorKind::RequestTimeout,
+            Self::TooManyRequests { .. } => ErrorKind::TooManyRequests,
             Self::NoHeldOutPredictions { .. } => ErrorKind::NoHeldOutPredictions,
             Self::NoDriftReference { .. } => ErrorKind::NoDriftReference,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
@@ -165,12 +181,22 @@ impl IntoResponse for ApiError {
         if let Self::Internal { message } = &self {
             tracing::error!(%message, "internal error");
         }
+        use axum::http::{HeaderValue, header};
         let mut response = (self.kind().status(), Json(self.body())).into_response();
-        if let Self::Unauthorized { .. } = self {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // The rest of the body is not read: the connection cannot carry another request,
+            // and the client is told so.
+            Self::PayloadTooLarge { .. } | Self::RequestTimeout { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response
     }
@@ -180,6 +206,10 @@ impl From<ScoreError> for ApiError {
     fn from(e: ScoreError) -> Self {
         match e {
             ScoreError::WidthMismatch { .. } => Self::bad_request(e.to_string(), Some("features")),
+            ScoreError::NotRepresentable { ref field, .. } => {
+                let field = field.clone();
+                Self::bad_request(e.to_string(), Some(&field))
+            }
             ScoreError::Ort(_)
             | ScoreError::OutputShape { .. }
             | ScoreError::Task(_)

@@ -10,18 +10,23 @@
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
-//! | `GET /metrics` | none | Prometheus text ([`crate::metrics`]) |
+//! | `GET /metrics` | client (none with `metrics_public`) | Prometheus text ([`crate::metrics`]) |
 //! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`) |
 //!
 //! `{task}` is `propensity` or `churn`. Every error is the JSON body of [`ApiError`].
+//!
+//! A route's key is checked before its body is read; an address that sends too many missing
+//! or wrong keys is answered 429 for a while ([`crate::auth::AuthThrottle`]). Bodies are read
+//! within `body_timeout`; bodies over [`INLINE_BODY_MAX_BYTES`] are parsed and checked on the
+//! blocking pool. Connection limits and timeouts are [`crate::serve`]'s.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, OriginalUri, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,7 +36,7 @@ use serde::Serialize;
 
 use crate::auth::Scope;
 use crate::error::ApiError;
-use crate::model::{EntityScore, ScoreOptions};
+use crate::model::{EntityScore, LoadedModel, ScoreOptions};
 use crate::request::{BatchRequest, CheckContext, EntityRequest, parse_json};
 use crate::state::{AppState, ServedModel};
 
@@ -39,24 +44,60 @@ use crate::state::{AppState, ServedModel};
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// The service's router.
+///
+/// Routes come in three groups by the key they need; the key is checked by a layer before
+/// the handler runs, so before a byte of the body is read (a keyless client cannot make the
+/// server buffer bodies), and a route added to a group inherits its check.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.limits().max_body_bytes;
-    Router::new()
+    let mut client = Router::new()
         .route("/v1/score/{task}", post(score_one))
         .route("/v1/score/{task}/batch", post(score_batch))
         .route("/v1/models", get(list_models))
         .route("/v1/thresholds/{task}", get(thresholds_for_capacity))
-        .route("/v1/drift/{task}", get(drift))
-        .route("/admin/reload", post(reload))
+        .route("/v1/drift/{task}", get(drift));
+    let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi));
+    if state.limits().metrics_public {
+        public = public.route("/metrics", get(metrics));
+    } else {
+        client = client.route("/metrics", get(metrics));
+    }
+    let client = client.route_layer(middleware::from_fn_with_state(
+        (state.clone(), Scope::Client),
+        require_key,
+    ));
+    let admin = Router::new()
+        .route("/admin/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Scope::Admin),
+            require_key,
+        ));
+    Router::new()
+        .merge(client)
+        .merge(admin)
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// The key check in front of a group of routes.
+async fn require_key(
+    State((state, scope)): State<(AppState, Scope)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    match state.authorize(request.headers(), peer, scope) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The metrics label of a request path: its route template, or `other`.
@@ -105,12 +146,36 @@ fn parse_task(name: &str) -> Result<Task, ApiError> {
     }
 }
 
+/// A query string's `key=value` pairs, percent-decoded (`%2B` is `+`; a `+` stays a `+`,
+/// as RFC 3986 has it, so `1e+2` and `1e%2B2` are the same number).
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    format!("the query part {part:?} is not UTF-8 once percent-decoded"),
+                    None,
+                )
+            })
+    };
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(key)?, decode(value)?))
+        })
+        .collect()
+}
+
 /// `?reasons=true|false` (default true); any other parameter is refused.
 fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
     let mut reasons = true;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match (key, value) {
+    for (key, value) in query_pairs(query)? {
+        match (key.as_str(), value.as_str()) {
             ("reasons", "true" | "1" | "") => reasons = true,
             ("reasons", "false" | "0") => reasons = false,
             ("reasons", other) => {
@@ -130,12 +195,10 @@ fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
     Ok(reasons)
 }
 
-/// A body that is JSON (or says nothing of its type), within the size limit.
-fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
+/// The body of a JSON request: `Content-Type` JSON (or none), no `Content-Encoding` but
+/// `identity`, at most `max_body_bytes` (refused from `Content-Length` before reading when
+/// it says so), received within `body_timeout`. Called after the key check.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
             .to_str()
@@ -145,29 +208,92 @@ fn json_body(
             .unwrap_or("")
             .trim();
         if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType {
+                message: "send the body as JSON with `Content-Type: application/json`".into(),
+            });
         }
     }
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                message: format!("the body is larger than {limit} bytes"),
-                field: None,
-            }
-        } else {
-            ApiError::bad_request(format!("cannot read the body: {rejection}"), None)
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let coding = coding.to_str().unwrap_or("?").trim();
+        if !coding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMediaType {
+                message: format!(
+                    "Content-Encoding {coding:?} is not supported: send the body uncompressed"
+                ),
+            });
         }
-    })
+    }
+    let limits = state.limits();
+    let limit = limits.max_body_bytes;
+    let too_large = || ApiError::PayloadTooLarge {
+        message: format!("the body is larger than {limit} bytes"),
+        field: None,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::RequestTimeout {
+            message: format!(
+                "the body did not arrive within {} s",
+                limits.body_timeout.as_secs_f64()
+            ),
+        }),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(too_large())
+            } else {
+                Err(ApiError::bad_request(
+                    format!("cannot read the body: {e}"),
+                    None,
+                ))
+            }
+        }
+    }
 }
 
-/// The model serving `task`, checking key and readiness.
-fn model_for(state: &AppState, headers: &HeaderMap, task: &str) -> Result<ServedModel, ApiError> {
-    state.keys().check(headers, Scope::Client)?;
+/// The model serving `task`, once the server is ready.
+fn model_for(state: &AppState, task: &str) -> Result<ServedModel, ApiError> {
     let task = parse_task(task)?;
     let served = state.ready()?;
     served.get(task).cloned().ok_or_else(|| ApiError::NotReady {
         reason: format!("no {} model is loaded", task.as_str()),
     })
+}
+
+/// Bodies up to this size are parsed and checked on the async worker; larger ones (up to a
+/// few milliseconds of work at 1 MiB) on the blocking pool, so they delay no other request.
+pub const INLINE_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Runs `work` inline for a small body, on the blocking pool for a large one.
+async fn off_worker_if_large<T: Send + 'static>(
+    body_len: usize,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if body_len <= INLINE_BODY_MAX_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal {
+            message: format!("request task failed: {e}"),
+        })?
+}
+
+/// A JSON answer, serialised on the blocking pool when the request was large (an answer
+/// echoing thousands of ignored field names).
+async fn json_response<T: Serialize + Send + 'static>(
+    body_len: usize,
+    value: T,
+) -> Result<Response, ApiError> {
+    off_worker_if_large(body_len, move || Ok(Json(value).into_response())).await
 }
 
 fn now_ms() -> i64 {
@@ -178,46 +304,73 @@ fn now_ms() -> i64 {
 
 /// Which model answered.
 #[derive(Debug, Serialize)]
-struct ModelRef<'a> {
+struct ModelRef {
     task: &'static str,
-    version: &'a str,
+    version: String,
 }
 
-impl<'a> From<&'a ServedModel> for ModelRef<'a> {
-    fn from(m: &'a ServedModel) -> Self {
+impl From<&ServedModel> for ModelRef {
+    fn from(m: &ServedModel) -> Self {
         ModelRef {
             task: m.model.task().as_str(),
-            version: m.model.version(),
+            version: m.model.version().to_owned(),
         }
     }
 }
 
 #[derive(Debug, Serialize)]
-struct ScoreResponse<'a> {
-    model: ModelRef<'a>,
+struct ScoreResponse {
+    model: ModelRef,
     #[serde(flatten)]
     score: EntityScore,
 }
 
 #[derive(Debug, Serialize)]
-struct BatchResponse<'a> {
-    model: ModelRef<'a>,
+struct BatchResponse {
+    model: ModelRef,
     results: Vec<EntityScore>,
 }
 
-/// What both score routes check before reading the body: the key, the model, the query and
-/// the body's type and size. Returns the model, whether reasons are wanted, and the body.
-fn checked_request(
+/// What both score routes check before reading the body (the key was checked by the
+/// route's layer): the model and the query. Then the body. Returns the model, whether
+/// reasons are wanted, and the body.
+async fn checked_request(
     state: &AppState,
     task: &str,
     query: Option<String>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(ServedModel, bool, Bytes), ApiError> {
-    let served = model_for(state, headers, task)?;
+    let served = model_for(state, task)?;
     let reasons = wants_reasons(query.as_deref())?;
-    let body = json_body(headers, body, state.limits().max_body_bytes)?;
+    let body = read_body(state, headers, body).await?;
     Ok((served, reasons, body))
+}
+
+/// The clock a request's times are checked against, read once per request.
+#[derive(Debug, Clone, Copy)]
+struct RequestClock {
+    now_ms: i64,
+    allowed_skew_ms: i64,
+}
+
+impl RequestClock {
+    fn now(state: &AppState) -> Self {
+        RequestClock {
+            now_ms: now_ms(),
+            allowed_skew_ms: i64::try_from(state.limits().allowed_skew.as_millis())
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    fn with_model(self, model: &LoadedModel) -> CheckContext<'_> {
+        CheckContext {
+            plan: &model.manifest().feature_plan,
+            profile_index: model.profile_index(),
+            now_ms: self.now_ms,
+            allowed_skew_ms: self.allowed_skew_ms,
+        }
+    }
 }
 
 async fn score_one(
@@ -225,16 +378,22 @@ async fn score_one(
     Path(task): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body)?;
+    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body).await?;
     let limits = state.limits();
-    let request: EntityRequest = parse_json(&body)?;
-    let entity = request.to_history(&check_context(&state, &served), "")?;
+    let body_len = body.len();
+    let ctx = RequestClock::now(&state);
+    let model = Arc::clone(&served.model);
+    let entity = off_worker_if_large(body_len, move || {
+        let request: EntityRequest = parse_json(&body)?;
+        request.to_history(&ctx.with_model(&model), "")
+    })
+    .await?;
     let options = ScoreOptions {
         reasons,
         max_reasons: limits.max_reasons,
-        small: limits.inline_max_entities >= 1,
+        small: limits.inline_max_entities >= 1 && body_len <= INLINE_BODY_MAX_BYTES,
     };
     let mut scores = served
         .model
@@ -243,11 +402,11 @@ async fn score_one(
     let score = scores.pop().ok_or_else(|| ApiError::Internal {
         message: "the model returned no score".into(),
     })?;
-    Ok(Json(ScoreResponse {
+    let answer = ScoreResponse {
         model: ModelRef::from(&served),
         score,
-    })
-    .into_response())
+    };
+    json_response(body_len, answer).await
 }
 
 async fn score_batch(
@@ -255,58 +414,49 @@ async fn score_batch(
     Path(task): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body)?;
+    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body).await?;
     let limits = state.limits();
-    let request: BatchRequest = parse_json(&body)?;
-    let n = request.entities.len();
-    if n > limits.max_batch {
-        return Err(ApiError::PayloadTooLarge {
-            message: format!(
-                "entities: {n} entities, a batch may have at most {}",
-                limits.max_batch
-            ),
-            field: Some("entities".into()),
-        });
-    }
-    let ctx = check_context(&state, &served);
-    let entities = request
-        .entities
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| e.to_history(&ctx, &format!("entities[{i}].")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let body_len = body.len();
+    let max_batch = limits.max_batch;
+    let ctx = RequestClock::now(&state);
+    let model = Arc::clone(&served.model);
+    let entities = off_worker_if_large(body_len, move || {
+        let request: BatchRequest = parse_json(&body)?;
+        let n = request.entities.len();
+        if n > max_batch {
+            return Err(ApiError::PayloadTooLarge {
+                message: format!("entities: {n} entities, a batch may have at most {max_batch}"),
+                field: Some("entities".into()),
+            });
+        }
+        let ctx = ctx.with_model(&model);
+        request
+            .entities
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.to_history(&ctx, &format!("entities[{i}].")))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
     let options = ScoreOptions {
         reasons,
         max_reasons: limits.max_reasons,
-        small: n <= limits.inline_max_entities,
+        small: entities.len() <= limits.inline_max_entities && body_len <= INLINE_BODY_MAX_BYTES,
     };
     let results = served
         .model
         .score(entities, Arc::clone(&served.thresholds), options)
         .await?;
-    Ok(Json(BatchResponse {
+    let answer = BatchResponse {
         model: ModelRef::from(&served),
         results,
-    })
-    .into_response())
+    };
+    json_response(body_len, answer).await
 }
 
-fn check_context<'a>(state: &AppState, served: &'a ServedModel) -> CheckContext<'a> {
-    CheckContext {
-        plan: &served.model.manifest().feature_plan,
-        profile_index: served.model.profile_index(),
-        now_ms: now_ms(),
-        allowed_skew_ms: i64::try_from(state.limits().allowed_skew.as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-async fn list_models(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    state.keys().check(&headers, Scope::Client)?;
+async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let served = state.served();
     let models: Vec<serde_json::Value> = served
         .models()
@@ -344,8 +494,8 @@ async fn list_models(
 /// optional positive numbers.
 fn capacity_query(query: Option<&str>) -> Result<(Option<f64>, Option<f64>), ApiError> {
     let (mut capacity, mut volume) = (None, None);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_pairs(query)? {
+        let key = key.as_str();
         let slot = match key {
             "capacity_per_week" => &mut capacity,
             "volume_per_week" => &mut volume,
@@ -381,9 +531,8 @@ async fn thresholds_for_capacity(
     State(state): State<AppState>,
     Path(task): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &headers, &task)?;
+    let served = model_for(&state, &task)?;
     let (capacity, volume) = capacity_query(query.as_deref())?;
     let model = &served.model;
     let held = model
@@ -418,9 +567,8 @@ async fn thresholds_for_capacity(
 async fn drift(
     State(state): State<AppState>,
     Path(task): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &headers, &task)?;
+    let served = model_for(&state, &task)?;
     let model = &served.model;
     let monitor = model.drift().ok_or_else(|| ApiError::NoDriftReference {
         task: model.task().as_str(),
@@ -434,8 +582,7 @@ async fn drift(
     })))
 }
 
-async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    state.keys().check(&headers, Scope::Admin)?;
+async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Some(reloader) = state.reloader() else {
         return Err(ApiError::NotReady {
             reason: "this server has no registry to reload from".into(),
@@ -465,8 +612,12 @@ struct Ready {
     models: Vec<String>,
 }
 
+/// Keyless: a load balancer's probe. While nothing is served it says so without the reason
+/// (which names files of the server); the server's log gives it.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let served = state.ready()?;
+    let served = state.ready().map_err(|_| ApiError::NotReady {
+        reason: "no model is served yet; the server's log says why".into(),
+    })?;
     Ok(Json(Ready {
         status: "ready",
         models: served
@@ -548,6 +699,15 @@ mod tests {
             capacity_query(Some("capacity_per_week=50&volume_per_week=400.5")).unwrap(),
             (Some(50.0), Some(400.5))
         );
+        // Percent-decoded, and a `+` is a plus (RFC 3986), not a space.
+        for query in [
+            "capacity_per_week=1e%2B2",
+            "capacity_per_week=1e+2",
+            "capacity%5Fper_week=100",
+        ] {
+            assert_eq!(capacity_query(Some(query)).unwrap(), (Some(100.0), None));
+        }
+        assert!(capacity_query(Some("capacity_per_week=%FF")).is_err());
         for (query, field) in [
             ("capacity_per_week=0", "capacity_per_week"),
             ("capacity_per_week=NaN", "capacity_per_week"),

@@ -18,6 +18,8 @@
 //! * [`drift`]: [`DriftMonitor`](drift::DriftMonitor), what each model scored over the last
 //!   hour against its training distribution (PSI, share missing, unknown levels).
 //! * [`config`]: the configuration file.
+//! * [`serve`]: the accept loop: connection limit, header and idle timeouts, shutdown with
+//!   a grace period.
 //! * [`http`]: [`app`], the axum router; [`error`]: [`ApiError`], the one error type
 //!   handlers return, with one kind → status table.
 //!
@@ -34,6 +36,7 @@ pub mod pool;
 pub mod reload;
 pub mod request;
 pub mod runtime;
+pub mod serve;
 pub mod state;
 
 pub use auth::KeySet;

@@ -11,6 +11,7 @@ use clap::Parser;
 use models::bundle::Registry;
 use models::thresholds_file::ThresholdsFile;
 use serving::config::{FileConfig, LogFormat};
+use serving::serve::{self, ConnLimits};
 use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app, runtime};
 
 /// The request path allocates (JSON, events, tensors, the response); under load glibc's
@@ -73,6 +74,33 @@ struct Args {
     /// blocking pool [default: 1].
     #[arg(long, env = "LEADSCORE_INLINE_MAX_ENTITIES")]
     inline_max_entities: Option<usize>,
+    /// Most connections open at once; one more is closed at once [default: 4096, fewer
+    /// when the open-file limit is lower].
+    #[arg(long, env = "LEADSCORE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers, from the connection's opening or
+    /// the previous answer (so idle keep-alive connections close after it too) [default: 10].
+    #[arg(long, env = "LEADSCORE_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body once its key is checked [default: 30].
+    #[arg(long, env = "LEADSCORE_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
+    /// Seconds with no byte moving either way while the server waits to read or write
+    /// before the connection is closed [default: 30].
+    #[arg(long, env = "LEADSCORE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds SIGTERM waits for the requests in flight before the server exits anyway
+    /// [default: 30].
+    #[arg(long, env = "LEADSCORE_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
+    /// Requests with a missing or wrong key an address may send in a minute before it is
+    /// answered 429 for the rest of that minute; 0 turns this off [default: 30].
+    #[arg(long, env = "LEADSCORE_MAX_AUTH_FAILURES")]
+    max_auth_failures: Option<u32>,
+    /// Serve /metrics without a key (for a scraper inside the network boundary); by
+    /// default it needs a client key.
+    #[arg(long, env = "LEADSCORE_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// Log format [default: json].
     #[arg(long, env = "LEADSCORE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -91,6 +119,7 @@ struct Settings {
     reload_interval: Duration,
     drift_window: Duration,
     limits: Limits,
+    conn: ConnLimits,
     log_format: LogFormat,
     log_level: tracing::Level,
 }
@@ -147,6 +176,43 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             .inline_max_entities
             .or(file.inline_max_entities)
             .unwrap_or(defaults.inline_max_entities),
+        body_timeout: seconds(
+            "body_timeout_secs",
+            args.body_timeout_secs.or(file.body_timeout_secs),
+            defaults.body_timeout,
+        )?,
+        max_auth_failures: args
+            .max_auth_failures
+            .or(file.max_auth_failures)
+            .unwrap_or(defaults.max_auth_failures),
+        auth_failure_window: defaults.auth_failure_window,
+        metrics_public: args.metrics_public || file.metrics_public == Some(true),
+    };
+    let conn_defaults = ConnLimits::default();
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(conn_defaults.max_connections);
+    if max_connections == 0 {
+        bail!("max_connections must be at least 1");
+    }
+    let conn = ConnLimits {
+        max_connections,
+        header_timeout: seconds(
+            "header_timeout_secs",
+            args.header_timeout_secs.or(file.header_timeout_secs),
+            conn_defaults.header_timeout,
+        )?,
+        idle_timeout: seconds(
+            "idle_timeout_secs",
+            args.idle_timeout_secs.or(file.idle_timeout_secs),
+            conn_defaults.idle_timeout,
+        )?,
+        shutdown_grace: Duration::from_secs(
+            args.shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .unwrap_or(conn_defaults.shutdown_grace.as_secs()),
+        ),
     };
     let mut pool = PoolConfig::default();
     if let Some(n) = args.sessions.or(file.sessions) {
@@ -193,6 +259,7 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         reload_interval,
         drift_window: Duration::from_secs(drift_window_secs),
         limits,
+        conn,
         log_format: args
             .log_format
             .or(file.log_format)
@@ -201,7 +268,17 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
     })
 }
 
+/// A timeout setting: whole seconds, at least 1.
+fn seconds(name: &str, value: Option<u64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(0) => bail!("{name} must be at least 1 second"),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+    }
+}
+
 fn main() -> ExitCode {
+    serve::no_transparent_huge_pages();
     let settings = match settings(Args::parse()) {
         Ok(s) => s,
         Err(e) => {
@@ -223,7 +300,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(settings)) {
+    let result = rt.block_on(run(settings));
+    // Scoring jobs still on the blocking pool (a large batch) get a moment, not forever.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
@@ -267,15 +347,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.
     tokio::spawn(Arc::clone(&reloader).watch(state.clone(), settings.reload_interval));
 
-    let listener = tokio::net::TcpListener::bind(settings.addr)
-        .await
+    let conn = ConnLimits {
+        max_connections: serve::fit_connections_to_open_file_limit(settings.conn.max_connections),
+        ..settings.conn
+    };
+    let listener = serve::bind(settings.addr, conn.max_connections)
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, registry = %settings.registry.display(), "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        registry = %settings.registry.display(),
+        max_connections = conn.max_connections,
+        "listening"
+    );
+    serve::serve(listener, app(state), conn, shutdown_signal())
         .await
         .context("server failed")?;
-    tracing::info!("stopped after finishing the requests in flight");
+    tracing::info!("stopped");
     Ok(())
 }
 

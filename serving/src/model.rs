@@ -249,6 +249,15 @@ impl LoadedModel {
                 .expect("a fresh array is in standard layout");
             plan.compute_into(&entity.history, entity.cutoff_ms, out)
                 .map_err(|e| ScoreError::Features(e.to_string()))?;
+            // Each value was checked to fit in f32, but sums of them can overflow; an
+            // infinite feature would score 1.0 with contributions that are not numbers.
+            if let Some(i) = out.iter().position(|x| x.is_infinite()) {
+                return Err(ScoreError::NotRepresentable {
+                    field: format!("{}events", entity.path_prefix),
+                    feature: plan.feature_names()[i].clone(),
+                    value: f64::from(out[i]),
+                });
+            }
         }
         Ok(rows)
     }

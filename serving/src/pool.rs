@@ -61,6 +61,16 @@ pub enum ScoreError {
     /// The model produced something other than `[N, 1]`.
     #[error("model output has shape {got:?}, expected [{rows}, 1]")]
     OutputShape { rows: usize, got: Vec<i64> },
+    /// A feature computed from the request is beyond `f32` (event values that sum past
+    /// 3.4e38): the caller's values, refused rather than scored as infinite.
+    #[error(
+        "{field}: the feature {feature} comes to {value}, beyond the largest value a model takes (3.4e38)"
+    )]
+    NotRepresentable {
+        field: String,
+        feature: String,
+        value: f64,
+    },
     /// Computing the features failed after the request was checked.
     #[error("features: {0}")]
     Features(String),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use features::spec::Task;
 use models::bundle::Thresholds;
 
-use crate::auth::KeySet;
+use crate::auth::{AuthThrottle, KeySet, Scope};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
@@ -102,6 +102,17 @@ pub struct Limits {
     /// [`SessionPool::with_session`](crate::pool::SessionPool::with_session)); 0 sends
     /// every request to the blocking pool.
     pub inline_max_entities: usize,
+    /// Time to receive a request's whole body once its headers are in (and its key
+    /// checked); then 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Requests with a missing or wrong key an address may send within
+    /// `auth_failure_window` before it is answered 429 for the rest of the window; 0 turns
+    /// this off.
+    pub max_auth_failures: u32,
+    pub auth_failure_window: Duration,
+    /// `/metrics` without a key (for a scraper inside the network boundary); otherwise it
+    /// needs a client key like the score routes.
+    pub metrics_public: bool,
 }
 
 impl Default for Limits {
@@ -112,6 +123,10 @@ impl Default for Limits {
             max_reasons: 3,
             allowed_skew: Duration::from_secs(300),
             inline_max_entities: 1,
+            body_timeout: Duration::from_secs(30),
+            max_auth_failures: 30,
+            auth_failure_window: Duration::from_secs(60),
+            metrics_public: false,
         }
     }
 }
@@ -123,6 +138,7 @@ struct Inner {
     not_ready: RwLock<Option<String>>,
     limits: Limits,
     keys: KeySet,
+    throttle: AuthThrottle,
     metrics: Metrics,
     reloader: OnceLock<Arc<Reloader>>,
 }
@@ -140,6 +156,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 served: RwLock::new(Arc::new(Served::default())),
                 not_ready: RwLock::new(Some(reason.into())),
+                throttle: AuthThrottle::new(limits.max_auth_failures, limits.auth_failure_window),
                 limits,
                 keys,
                 metrics: Metrics::default(),
@@ -154,6 +171,28 @@ impl AppState {
 
     pub fn keys(&self) -> &KeySet {
         &self.inner.keys
+    }
+
+    /// Checks the request's key for `scope`, holding back an address that sent too many
+    /// wrong keys (see [`AuthThrottle`]). `peer` is `None` for requests that came without a
+    /// socket (tests through `oneshot`).
+    pub fn authorize(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        scope: Scope,
+    ) -> Result<(), ApiError> {
+        if !self.inner.keys.is_enabled() {
+            return Ok(());
+        }
+        if let Some(addr) = peer {
+            self.inner.throttle.admit(addr)?;
+        }
+        let checked = self.inner.keys.check(headers, scope);
+        if let (Err(ApiError::Unauthorized { .. }), Some(addr)) = (&checked, peer) {
+            self.inner.throttle.failed(addr);
+        }
+        checked
     }
 
     pub fn metrics(&self) -> &Metrics {

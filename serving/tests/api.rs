@@ -516,6 +516,55 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
             None,
         ),
         (
+            "a number beyond f32",
+            with(&|e| e["profile"][numeric] = json!(1e39)),
+            400,
+            "bad_request",
+            Some("profile.annual_revenue_musd"),
+        ),
+        (
+            "a number beyond f32 as text",
+            with(&|e| e["profile"][numeric] = json!("-1e39")),
+            400,
+            "bad_request",
+            Some("profile.annual_revenue_musd"),
+        ),
+        (
+            "an event value beyond f32",
+            with(&|e| e["events"][0]["value"] = json!(1e39)),
+            400,
+            "bad_request",
+            Some("events[0].value"),
+        ),
+        (
+            "event values that sum past f32",
+            with(&|e| {
+                // Two web visits of 3e38 each in the last 90 days: their value sum is not an
+                // f32 (the model has `value_sum_web_visit_90d`).
+                let day = 86_400_000;
+                e["events"][0] = json!({"ts": AS_OF_MS - day, "type": "web_visit", "value": 3e38});
+                e["events"][1] =
+                    json!({"ts": AS_OF_MS - 2 * day, "type": "web_visit", "value": 3e38});
+            }),
+            400,
+            "bad_request",
+            Some("events"),
+        ),
+        (
+            "null for a field that takes a value",
+            with(&|e| e["as_of"] = Value::Null),
+            400,
+            "bad_request",
+            Some("as_of"),
+        ),
+        (
+            "null row",
+            with(&|e| e["row"] = Value::Null),
+            400,
+            "bad_request",
+            Some("row"),
+        ),
+        (
             "missing created_at",
             with(&|e| {
                 e.as_object_mut().expect("object").remove("created_at");
@@ -577,6 +626,34 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
             );
         }
     }
+
+    // Times before 1970 are times.
+    let (status, answer) = post(
+        &server.app,
+        "/v1/score/propensity",
+        &serde_json::from_str::<Value>(&with(&|e| e["created_at"] = json!("1969-07-20T20:17:00Z")))
+            .expect("json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Without `as_of`, times a little ahead of the server's clock (within the skew) are the
+    // caller's clock running ahead: creation and events then count as now.
+    let ahead = chrono::Utc::now().timestamp_millis() + 2_000;
+    let now_entity = |events: usize| {
+        let mut e = entity.clone();
+        e.as_object_mut().expect("object").remove("as_of");
+        e["created_at"] = json!(ahead);
+        e["events"] = json!(vec![json!({"ts": ahead, "type": "demo_request"}); events]);
+        e
+    };
+    let (status, none) = post(&server.app, "/v1/score/propensity", &now_entity(0)).await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    let (status, three) = post(&server.app, "/v1/score/propensity", &now_entity(3)).await;
+    assert_eq!(status, StatusCode::OK, "{three}");
+    assert_ne!(
+        none["probability"], three["probability"],
+        "the three demo requests 2 s ahead were not counted"
+    );
 
     // The batch: too many entities, and a bad one named by its position.
     let (status, answer) = post(
@@ -672,6 +749,164 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
     for route in ["/v1/score/{task}", "/v1/score/{task}/batch", "other"] {
         assert_eq!(metrics.requests(route, 500), 0, "{route}");
     }
+}
+
+/// `/metrics` read with a client key.
+async fn metrics_text(app: &Router) -> String {
+    let (status, text) = call(app, "GET", "/metrics", Some(CLIENT_KEY), Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    text.as_str().expect("text").to_owned()
+}
+
+/// A request body that never arrives: reading it waits for ever.
+struct EndlessBody;
+
+impl http_body::Body for EndlessBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Sends `request` from `peer` (as the accept loop marks it) and gives up after 5 s.
+async fn send_from(
+    app: &Router,
+    peer: &str,
+    mut request: Request<Body>,
+) -> axum::response::Response {
+    let addr: std::net::SocketAddr = peer.parse().expect("address");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(request))
+        .await
+        .expect("answered within 5 s")
+        .expect("infallible")
+}
+
+#[tokio::test]
+async fn hostile_requests_are_answered_before_their_body_is_read() {
+    if !ort_available() {
+        return;
+    }
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        body_timeout: Duration::from_millis(300),
+        max_auth_failures: 3,
+        ..Limits::default()
+    };
+    let server = server_with(copy_registry(&fixtures().join("registry")), None, limits);
+    let score = |key: Option<&str>, body: Body| {
+        let mut request =
+            Request::post("/v1/score/propensity").header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        request.body(body).expect("request")
+    };
+    let me = "192.0.2.1:40000";
+
+    // No key: 401 at once, the body never read (it never ends).
+    let response = send_from(&server.app, me, score(None, Body::new(EndlessBody))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // A key, a body that does not arrive: 408 after body_timeout, and the connection closes.
+    let response = send_from(
+        &server.app,
+        me,
+        score(Some(CLIENT_KEY), Body::new(EndlessBody)),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    // A declared length over the limit: 413 before reading, and the connection closes.
+    let mut request = score(Some(CLIENT_KEY), Body::new(EndlessBody));
+    request
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, (1u64 << 20).into());
+    let response = send_from(&server.app, me, request).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    // A compressed body is refused, not read as JSON.
+    let mut request = score(Some(CLIENT_KEY), Body::from(vec![0x1f_u8, 0x8b]));
+    request
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().expect("value"));
+    let response = send_from(&server.app, me, request).await;
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bytes = to_bytes(response.into_body(), 1 << 16).await.expect("body");
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("Content-Encoding \\\"gzip\\\" is not supported"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+
+    // Query strings are percent-decoded (`%66alse` is `false`; numbers in
+    // `the_capacity_parameters_are_checked`).
+    let (_, entity) = lead(&server);
+    for (query, reasons) in [("reasons=%66alse", false), ("reason%73=true", true)] {
+        let request = Request::post(format!("/v1/score/propensity?{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {CLIENT_KEY}"))
+            .body(Body::from(entity.to_string()))
+            .expect("request");
+        let response = send_from(&server.app, me, request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{query}");
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let answer: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            answer.get("reasons").is_some(),
+            reasons,
+            "{query}: {answer}"
+        );
+    }
+
+    // A proxy's Basic credentials do not hide the X-API-Key.
+    let request = Request::get("/v1/models")
+        .header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz")
+        .header("x-api-key", CLIENT_KEY)
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        send_from(&server.app, me, request).await.status(),
+        StatusCode::OK
+    );
+
+    // Wrong keys: after 3 from one address, 429 with Retry-After, even for a right key;
+    // another address is not held back.
+    let guesser = "198.51.100.7:5000";
+    for _ in 0..3 {
+        let response = send_from(
+            &server.app,
+            guesser,
+            score(Some("a-wrong-key-0123456789"), Body::from("{}")),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = send_from(
+        &server.app,
+        guesser,
+        score(Some(CLIENT_KEY), Body::from("{}")),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()[header::RETRY_AFTER]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let response = send_from(
+        &server.app,
+        me,
+        score(Some(CLIENT_KEY), Body::from(entity.to_string())),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 /// Clients scoring one entity in a loop until told to stop, counting answers and failures
@@ -1085,15 +1320,23 @@ async fn readiness_models_metrics_and_the_openapi_document() {
     if !ort_available() {
         return;
     }
-    // Before anything is loaded: not ready, with the reason.
+    // Before anything is loaded: not ready. The reason names the server's files, so the
+    // keyless probe does not get it; a keyed score request does.
     let empty = tempfile::tempdir().expect("dir");
     let keys = KeySet::new(&[CLIENT_KEY.into()], &[ADMIN_KEY.into()]).expect("keys");
     let state = AppState::new(Limits::default(), keys, "loading models from somewhere");
     let (status, body) = call(&app(state.clone()), "GET", "/readyz", None, Body::empty()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["error"]["message"], "loading models from somewhere");
+    assert_eq!(
+        body["error"]["message"],
+        "no model is served yet; the server's log says why"
+    );
     Reloader::new(Registry::new(empty.path()), None, PoolConfig::default()).reload_once(&state);
-    let (status, body) = call(&app(state), "GET", "/readyz", None, Body::empty()).await;
+    let (status, body) = call(&app(state.clone()), "GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let folder = empty.path().display().to_string();
+    assert!(!body.to_string().contains(&folder), "{body}");
+    let (status, body) = post(&app(state), "/v1/score/propensity", &json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         body["error"]["message"]
@@ -1168,10 +1411,21 @@ async fn readiness_models_metrics_and_the_openapi_document() {
         "the example uses only model fields: {body}"
     );
 
-    // Metrics: the requests above, and the score distribution.
-    let (status, text) = call(&server.app, "GET", "/metrics", None, Body::empty()).await;
+    // Metrics: behind a client key unless made public; the requests above, and the score
+    // distribution.
+    let (status, _) = call(&server.app, "GET", "/metrics", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let public = app(AppState::new(
+        Limits {
+            metrics_public: true,
+            ..Limits::default()
+        },
+        KeySet::new(&[CLIENT_KEY.into()], &[ADMIN_KEY.into()]).expect("keys"),
+        "loading",
+    ));
+    let (status, _) = call(&public, "GET", "/metrics", None, Body::empty()).await;
     assert_eq!(status, StatusCode::OK);
-    let text = text.as_str().expect("text");
+    let text = metrics_text(&server.app).await;
     assert!(
         text.contains(
             "leadscore_http_requests_total{route=\"/v1/score/{task}\",status=\"200\"} 1\n"
@@ -1319,9 +1573,7 @@ async fn drift_statistics_move_when_the_scored_traffic_shifts() {
     );
 
     // /metrics carries the same figures.
-    let (status, text) = call(&server.app, "GET", "/metrics", None, Body::empty()).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = text.as_str().expect("text");
+    let text = metrics_text(&server.app).await;
     let gauge = |line: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(line))
