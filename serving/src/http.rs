@@ -11,7 +11,7 @@
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
 //! | `GET /metrics` | client (none with `metrics_public`) | Prometheus text ([`crate::metrics`]) |
-//! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`) |
+//! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`, with the served models' entity form and `max_batch`) |
 //!
 //! `{task}` is `propensity` or `churn`. Every error is the JSON body of [`ApiError`].
 //!
@@ -658,8 +658,37 @@ fn model_kind_name(m: &ServedModel) -> &'static str {
     }
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+/// The OpenAPI document of this server: `serving/openapi.json` with what the deployment
+/// decides filled in, so that every request valid by the document is one this server
+/// accepts: the entity's form (event or tabular) of the models it serves, and its
+/// `max_batch`.
+async fn openapi(State(state): State<AppState>) -> Response {
+    static TEMPLATE: std::sync::OnceLock<Option<serde_json::Value>> = std::sync::OnceLock::new();
+    let Some(template) = TEMPLATE.get_or_init(|| serde_json::from_str(OPENAPI_JSON).ok()) else {
+        return ApiError::Internal {
+            message: "serving/openapi.json is not JSON".into(),
+        }
+        .into_response();
+    };
+    let mut doc = template.clone();
+    let served = state.served();
+    let forms: std::collections::BTreeSet<&'static str> = served
+        .models()
+        .map(|m| match m.model.manifest().feature_plan.form() {
+            features::spec::Form::Events => "EventEntity",
+            features::spec::Form::Tabular => "TabularEntity",
+        })
+        .collect();
+    let schemas = &mut doc["components"]["schemas"];
+    if let [form] = forms.into_iter().collect::<Vec<_>>()[..] {
+        let description = schemas["Entity"]["description"].clone();
+        schemas["Entity"] = serde_json::json!({
+            "description": description,
+            "$ref": format!("#/components/schemas/{form}"),
+        });
+    }
+    schemas["Batch"]["properties"]["entities"]["maxItems"] = state.limits().max_batch.into();
+    Json(doc).into_response()
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {

@@ -127,6 +127,16 @@ impl Visitor<'_> for TimestampVisitor {
         in_range(i64::try_from(v).unwrap_or(i64::MAX))
     }
 
+    /// `1700000000000.0` is an integer to JSON Schema (and to JavaScript): accepted when it
+    /// has no fraction.
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
+        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+            in_range(v as i64)
+        } else {
+            Err(E::invalid_type(de::Unexpected::Float(v), &self))
+        }
+    }
+
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
         let time = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
             E::custom(format!(
@@ -240,8 +250,16 @@ impl<'de> Visitor<'de> for FieldValueVisitor {
         Ok(FieldValue(ProfileValue::Number(v as f64)))
     }
 
+    /// Numbers beyond `f32` are refused whether or not the model uses the field, as the
+    /// OpenAPI document says.
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<FieldValue, E> {
-        Ok(FieldValue(ProfileValue::Number(v)))
+        if fits_f32(v) {
+            Ok(FieldValue(ProfileValue::Number(v)))
+        } else {
+            Err(E::custom(format!(
+                "{v} is not a number within ±3.4e38, the largest value a model takes"
+            )))
+        }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldValue, E> {
@@ -463,6 +481,9 @@ mod tests {
         assert_eq!(t.0, 1_795_946_400_000);
         let t: Timestamp = serde_json::from_str("1795946400000").unwrap();
         assert_eq!(t.0, 1_795_946_400_000);
+        // A number without a fraction is an integer (JSON Schema says so).
+        let t: Timestamp = serde_json::from_str("1795946400000.0").unwrap();
+        assert_eq!(t.0, 1_795_946_400_000);
         for extreme in [
             "-9223372036854775808",
             "18446744073709551615",
@@ -502,6 +523,9 @@ mod tests {
                 ("e".into(), ProfileValue::Number(2.5)),
             ]
         );
+        let err =
+            serde_json::from_str::<Fields>(r#"{"unused": -3.402823466385289e38}"#).unwrap_err();
+        assert!(err.to_string().contains("within ±3.4e38"), "{err}");
         let err = serde_json::from_str::<Fields>(r#"{"a": {"b": 1}}"#).unwrap_err();
         assert!(err.to_string().contains("a number, a string"), "{err}");
         let err = serde_json::from_str::<Fields>(r#"{"a": 1, "a": 2}"#).unwrap_err();

@@ -1,0 +1,80 @@
+"""Schemathesis hooks for scripts/fuzz-api: the server's rules that no JSON Schema can state.
+
+The document says a time may be at most the allowed clock skew ahead of the server's clock,
+and that `created_at` is not after `as_of`; a schema has no "now". So in every generated body
+each time that is valid by the schema (an RFC 3339 text or an integer in range) and lies in
+the future is moved back into the past, and a valid `created_at` after a valid `as_of` is
+moved back to it. Values that are not valid times are left alone, so a request that was
+invalid by the schema stays invalid, and the negative checks still see it.
+"""
+
+import datetime
+import random
+
+import schemathesis
+
+EARLIEST_MS = -62_167_305_600_000
+LATEST_MS = 253_402_387_199_999
+
+
+def _now_ms():
+    return int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+
+
+def _as_ms(value):
+    """Milliseconds of a value valid as a Timestamp, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 9e15:
+        value = int(value)
+    if isinstance(value, int):
+        return value if EARLIEST_MS <= value <= LATEST_MS else None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None or "T" not in value.upper():
+            return None
+        return int(parsed.timestamp() * 1000)
+    return None
+
+
+def _past(value, now, rng):
+    """`value` moved into the past (kept in its own form) when it is a valid future time."""
+    ms = _as_ms(value)
+    if ms is None or ms <= now:
+        return value
+    past = now - rng.randrange(0, 400 * 86_400_000)
+    if isinstance(value, (int, float)):
+        return past
+    return datetime.datetime.fromtimestamp(past / 1000, datetime.timezone.utc).isoformat()
+
+
+def _fix_entity(entity, now, rng):
+    if not isinstance(entity, dict):
+        return
+    for key in ("as_of", "created_at"):
+        if key in entity:
+            entity[key] = _past(entity[key], now, rng)
+    events = entity.get("events")
+    if isinstance(events, list):
+        for event in events:
+            if isinstance(event, dict) and "ts" in event:
+                event["ts"] = _past(event["ts"], now, rng)
+    created, as_of = _as_ms(entity.get("created_at")), _as_ms(entity.get("as_of"))
+    if created is not None and as_of is not None and created > as_of:
+        entity["created_at"] = entity["as_of"]
+
+
+@schemathesis.hook
+def map_body(ctx, body):
+    now = _now_ms()
+    rng = random.Random(now)
+    if isinstance(body, dict):
+        if isinstance(body.get("entities"), list):
+            for entity in body["entities"]:
+                _fix_entity(entity, now, rng)
+        else:
+            _fix_entity(body, now, rng)
+    return body
