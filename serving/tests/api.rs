@@ -328,6 +328,10 @@ async fn scores_and_reasons_match_the_bundles_model_for_every_kind() {
             json!(kind),
             "fixture {task}/{version}: rerun scripts/make-serving-fixtures"
         );
+        assert!(
+            bundle.has_model_digest(),
+            "fixture {task}/{version} has no model_sha256: rerun scripts/make-serving-fixtures"
+        );
         let mut rng = SplitMix64::new(7);
         let entities: Vec<Value> = (0..40)
             .map(|i| random_entity(&bundle, &mut rng, i))

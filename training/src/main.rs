@@ -978,6 +978,17 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             let lock = registry.lock("registry promote")?;
             let event =
                 registry.promote(&lock, task.task(), &version, &who(by.as_deref()), &reason)?;
+            if registry
+                .load(task.task(), &event.version)
+                .is_ok_and(|b| !b.has_model_digest())
+            {
+                eprintln!(
+                    "note: {}/{} has no `model_sha256` in its manifest (made before bundles \
+                     stored one): its model.onnx cannot be checked",
+                    task.task().as_str(),
+                    event.version
+                );
+            }
             println!(
                 "{}/{} is live (was {})",
                 task.task().as_str(),
