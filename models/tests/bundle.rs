@@ -1172,3 +1172,106 @@ fn a_manifest_without_the_model_digest_still_loads() {
         bundle::sha256_hex(&fs::read(new.join("model.onnx")).unwrap())
     );
 }
+
+#[test]
+fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    for version in ["v1", "v2", "v3"] {
+        registry.write(&linear_contents(version)).expect("written");
+    }
+    let live_path = root.path().join("propensity").join(bundle::LIVE_FILE);
+    // Never promoted: the newest, and nothing to report.
+    let fresh = registry.served_status(Task::Propensity).expect("status");
+    assert_eq!(
+        (fresh.version.as_deref(), fresh.problem),
+        (Some("v3"), None)
+    );
+
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(&lock, Task::Propensity, "v1", "ann", "first")
+        .expect("promote v1");
+    registry
+        .promote(&lock, Task::Propensity, "v2", "ann", "second")
+        .expect("promote v2");
+    registry
+        .revert(&lock, Task::Propensity, "bob", "worse")
+        .expect("revert to v1");
+
+    // LIVE deleted: the log's last change (the revert to v1) says what is live, not the
+    // newest (v3, never promoted), and the problem is reported naming LIVE.
+    fs::remove_file(&live_path).unwrap();
+    let status = registry.served_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"));
+    let problem = status.problem.expect("reported");
+    assert!(
+        problem.contains(&format!("{} is missing", live_path.display()))
+            && problem.contains("the live version is v1, from the last revert in"),
+        "{problem}"
+    );
+    assert_eq!(
+        registry.served(Task::Propensity).unwrap().as_deref(),
+        Some("v1")
+    );
+    // A revert still knows where it stands (v1, first promoted with nothing before it).
+    let err = registry
+        .revert(&lock, Task::Propensity, "bob", "again")
+        .expect_err("nothing before v1");
+    assert!(err.to_string().contains("nothing to revert to"), "{err}");
+
+    // LIVE naming a version that is not there, or garbage: the same.
+    fs::write(&live_path, "v9\n").unwrap();
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"));
+    assert!(
+        status
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("names v9, which is not in the registry")),
+        "{status:?}"
+    );
+    fs::write(&live_path, "../../etc\n").unwrap();
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"), "{status:?}");
+
+    // The log's version gone too: an error naming LIVE, never the newest.
+    fs::remove_file(&live_path).unwrap();
+    fs::remove_dir_all(root.path().join("propensity/v1")).unwrap();
+    let err = registry
+        .served(Task::Propensity)
+        .expect_err("nothing promoted is there");
+    assert_eq!(error_path(&err), live_path);
+    assert!(
+        err.to_string().contains("the last revert in")
+            && err
+                .to_string()
+                .contains("names v1, which is not in the registry either"),
+        "{err}"
+    );
+
+    // A promotion repairs it, and logs the live version it replaces as best known.
+    registry
+        .promote(&lock, Task::Propensity, "v2", "ann", "repair")
+        .expect("promote v2");
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(
+        (status.version.as_deref(), status.problem),
+        (Some("v2"), None)
+    );
+
+    // A LIVE that exists but cannot be used, in a registry whose log has no promotion:
+    // an error too (only a registry never promoted serves its newest).
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_registry = Registry::new(other.path());
+    other_registry
+        .write(&linear_contents("v1"))
+        .expect("written");
+    let other_live = other.path().join("propensity").join(bundle::LIVE_FILE);
+    fs::write(&other_live, "v7\n").unwrap();
+    let err = other_registry
+        .served(Task::Propensity)
+        .expect_err("LIVE names nothing");
+    assert_eq!(error_path(&err), other_live);
+    assert!(err.to_string().contains("records no promotion"), "{err}");
+}

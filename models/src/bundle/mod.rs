@@ -38,7 +38,9 @@ pub use explain::ExplainScratch;
 pub use fingerprint::{
     DataFingerprint, FileFingerprint, fingerprint_files, fingerprint_spec, sha256_hex,
 };
-pub use live::{HISTORY_FILE, LIVE_FILE, LOCK_FILE, RegistryAction, RegistryEvent, RegistryLock};
+pub use live::{
+    HISTORY_FILE, LIVE_FILE, LOCK_FILE, LiveStatus, RegistryAction, RegistryEvent, RegistryLock,
+};
 pub use manifest::{
     DatasetInfo, Explainer, ExplanationKind, FeatureDescription, FeatureKind, Grade, GradeBands,
     Manifest, ModelKind, Thresholds, ValidationSummary, describe_features,
