@@ -305,10 +305,20 @@ impl DatasetSpec {
         origin: &Path,
         base_dir: PathBuf,
     ) -> Result<DatasetSpec, DataError> {
-        let mut spec: DatasetSpec = toml::from_str(text).map_err(|e| DataError::Spec {
+        let spec_error = |message: String| DataError::Spec {
             path: origin.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        // Unknown keys first, by name and section: serde would report a misspelt section as
+        // another section's problem, and does not see unknown keys of the sections that
+        // take the file options.
+        let table: toml::Table = toml::from_str(text).map_err(|e| spec_error(e.to_string()))?;
+        let mut unknown = Vec::new();
+        unknown_keys(&table, SPEC_KEYS, &Section::Top, &mut unknown);
+        if !unknown.is_empty() {
+            return Err(spec_error(unknown.join("; ")));
+        }
+        let mut spec: DatasetSpec = toml::from_str(text).map_err(|e| spec_error(e.to_string()))?;
         spec.base_dir = base_dir;
         spec.check(origin)?;
         Ok(spec)
@@ -426,5 +436,340 @@ impl DatasetSpec {
             return fail("[features] max_levels must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// What a key of a spec holds, for [`unknown_keys`]. Mirrors the serde structs above (a
+/// test serialises every field of them and checks that each key is known here).
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// A value; its type is serde's to check.
+    Value,
+    /// A table with these keys.
+    Table(&'static [(&'static str, Shape)]),
+    /// A table of any keys (column names) with plain values.
+    AnyKeys,
+    /// An array of tables with these keys.
+    ArrayOf(&'static [(&'static str, Shape)]),
+}
+
+use Shape::{AnyKeys, ArrayOf, Table, Value};
+
+/// The keys of a whole spec.
+const SPEC_KEYS: &[(&str, Shape)] = &[
+    ("name", Value),
+    ("task", Value),
+    ("entities", Table(ENTITIES_KEYS)),
+    ("events", Table(EVENTS_KEYS)),
+    ("outcomes", Table(OUTCOMES_KEYS)),
+    ("table", Table(TABLE_KEYS)),
+    ("label", Table(LABEL_KEYS)),
+    ("features", Table(FEATURES_KEYS)),
+];
+
+const ENTITIES_KEYS: &[(&str, Shape)] = &[
+    ("path", Value),
+    ("from_events", Value),
+    ("profile_from_events", Value),
+    ("id", Value),
+    ("created_at", Value),
+    ("columns", AnyKeys),
+    ("exclude", Value),
+    // FileOptions
+    ("separator", Value),
+    ("missing", Value),
+    ("timestamp_format", Value),
+];
+
+const EVENTS_KEYS: &[(&str, Shape)] = &[
+    ("path", Value),
+    ("entity_id", Value),
+    ("timestamp", Value),
+    ("event_type", Value),
+    ("constant_event_type", Value),
+    ("channel", Value),
+    ("value", Value),
+    ("value_product", Value),
+    ("rules", ArrayOf(RULE_KEYS)),
+    // FileOptions
+    ("separator", Value),
+    ("missing", Value),
+    ("timestamp_format", Value),
+];
+
+const RULE_KEYS: &[(&str, Shape)] = &[
+    ("column", Value),
+    ("starts_with", Value),
+    ("is_missing", Value),
+    // `"drop"`, or a table naming the variant.
+    (
+        "action",
+        Table(&[("drop", Value), ("set_event_type", Value)]),
+    ),
+];
+
+const OUTCOMES_KEYS: &[(&str, Shape)] = &[
+    ("path", Value),
+    ("entity_id", Value),
+    ("timestamp", Value),
+    ("before_creation", Value),
+    // FileOptions
+    ("separator", Value),
+    ("missing", Value),
+    ("timestamp_format", Value),
+];
+
+const TABLE_KEYS: &[(&str, Shape)] = &[
+    ("path", Value),
+    ("id", Value),
+    ("label", Value),
+    ("positive", Value),
+    ("columns", AnyKeys),
+    ("exclude", Value),
+    // FileOptions
+    ("separator", Value),
+    ("missing", Value),
+    ("timestamp_format", Value),
+];
+
+const LABEL_KEYS: &[(&str, Shape)] = &[
+    ("horizon_days", Value),
+    ("kind", Value),
+    ("inactivity_event_types", Value),
+    ("active_within_days", Value),
+    ("cutoffs", Table(CUTOFFS_KEYS)),
+];
+
+const CUTOFFS_KEYS: &[(&str, Shape)] = &[
+    ("dates", Value),
+    ("every", Table(&[("every_days", Value), ("count", Value)])),
+    ("after_creation", Table(&[("days", Value)])),
+];
+
+const FEATURES_KEYS: &[(&str, Shape)] = &[
+    ("windows_days", Value),
+    ("half_life_days", Value),
+    ("min_level_count", Value),
+    ("max_levels", Value),
+    ("creation_calendar", Value),
+];
+
+/// Where a table is in the spec, for messages.
+enum Section {
+    Top,
+    /// `[label.cutoffs]`.
+    Table(String),
+    /// `[[events.rules]] #2` (1-based).
+    ArrayItem(String, usize),
+}
+
+impl Section {
+    fn child(&self, key: &str) -> String {
+        match self {
+            Section::Top => key.to_owned(),
+            Section::Table(path) | Section::ArrayItem(path, _) => format!("{path}.{key}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Section::Top => write!(f, "at the top level"),
+            Section::Table(path) => write!(f, "in [{path}]"),
+            Section::ArrayItem(path, i) => write!(f, "in [[{path}]] #{i}"),
+        }
+    }
+}
+
+/// Adds to `out` a message for each key of `table` (at `section`) and of the tables in it
+/// that the spec does not know, with the nearest known key when one is close. Values of the
+/// wrong type are left to serde.
+fn unknown_keys(
+    table: &toml::Table,
+    known: &[(&str, Shape)],
+    section: &Section,
+    out: &mut Vec<String>,
+) {
+    for (key, value) in table {
+        let Some((_, shape)) = known.iter().find(|(name, _)| name == key) else {
+            let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+            let hint = match nearest(key, &names) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None => format!(" (known keys here: {})", names.join(", ")),
+            };
+            out.push(format!("unknown key `{key}` {section}{hint}"));
+            continue;
+        };
+        match (shape, value) {
+            (Shape::Table(keys), toml::Value::Table(inner)) => {
+                unknown_keys(inner, keys, &Section::Table(section.child(key)), out);
+            }
+            (Shape::ArrayOf(keys), toml::Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        let at = Section::ArrayItem(section.child(key), i + 1);
+                        unknown_keys(inner, keys, &at, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The known name closest to `key` by edit distance (insertions, deletions, substitutions
+/// and swaps of neighbours), when it is close enough to be a slip: at most a third of the
+/// longer name's characters, and at least one.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|name| (edit_distance(key, name), *name))
+        .filter(|(d, name)| *d <= (key.chars().count().max(name.chars().count()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+/// Optimal string alignment distance between `a` and `b`, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: distance between a[..i] and b[..j].
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn file_options() -> FileOptions {
+        FileOptions {
+            separator: Some(';'),
+            missing: vec!["NA".into()],
+            timestamp_format: Some("%Y".into()),
+        }
+    }
+
+    /// Every field of the spec structs, serialised, is a key [`SPEC_KEYS`] knows: the list
+    /// cannot fall behind the structs.
+    #[test]
+    fn every_field_of_the_spec_is_a_known_key() {
+        let columns: BTreeMap<String, ColumnKind> =
+            [("Lead Source".into(), ColumnKind::Numeric)].into();
+        for cutoffs in [
+            CutoffSpec::Dates(vec!["2025-01-01".into()]),
+            CutoffSpec::Every {
+                every_days: 7,
+                count: 3,
+            },
+            CutoffSpec::AfterCreation { days: 0 },
+        ] {
+            let spec = DatasetSpec {
+                name: "all".into(),
+                task: Task::Churn,
+                entities: Some(EntitiesSpec {
+                    path: Some("e.csv".into()),
+                    from_events: true,
+                    profile_from_events: vec!["a".into()],
+                    id: "id".into(),
+                    created_at: Some("c".into()),
+                    columns: columns.clone(),
+                    exclude: vec!["x".into()],
+                    file: file_options(),
+                }),
+                events: Some(EventsSpec {
+                    path: "ev.csv".into(),
+                    entity_id: "id".into(),
+                    timestamp: "ts".into(),
+                    event_type: Some("t".into()),
+                    constant_event_type: Some("p".into()),
+                    channel: Some("ch".into()),
+                    value: Some("v".into()),
+                    value_product: vec!["q".into()],
+                    rules: vec![
+                        EventRule {
+                            column: "c".into(),
+                            starts_with: Some("C".into()),
+                            is_missing: true,
+                            action: RuleAction::Drop,
+                        },
+                        EventRule {
+                            column: "c".into(),
+                            starts_with: None,
+                            is_missing: false,
+                            action: RuleAction::SetEventType("x".into()),
+                        },
+                    ],
+                    file: file_options(),
+                }),
+                outcomes: Some(OutcomesSpec {
+                    path: "o.csv".into(),
+                    entity_id: "id".into(),
+                    timestamp: "ts".into(),
+                    before_creation: BeforeCreation::Clamp,
+                    file: file_options(),
+                }),
+                table: Some(TableSpec {
+                    path: "t.csv".into(),
+                    id: Some("id".into()),
+                    label: "y".into(),
+                    positive: Some("yes".into()),
+                    columns: columns.clone(),
+                    exclude: vec!["x".into()],
+                    file: file_options(),
+                }),
+                label: Some(LabelSpec {
+                    horizon_days: 30,
+                    kind: LabelKind::Inactivity,
+                    inactivity_event_types: vec!["p".into()],
+                    active_within_days: Some(10),
+                    cutoffs,
+                }),
+                features: FeatureOptions {
+                    creation_calendar: true,
+                    ..FeatureOptions::default()
+                },
+                base_dir: PathBuf::new(),
+            };
+            let text = toml::to_string(&spec).expect("serialises");
+            let table: toml::Table = toml::from_str(&text).expect("parses");
+            let mut unknown = Vec::new();
+            unknown_keys(&table, SPEC_KEYS, &Section::Top, &mut unknown);
+            assert!(unknown.is_empty(), "{unknown:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_slips() {
+        assert_eq!(edit_distance("entities", "entities"), 0);
+        assert_eq!(edit_distance("entitites", "entities"), 1);
+        assert_eq!(edit_distance("horizno_days", "horizon_days"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(nearest("windows", &["windows_days", "max_levels"]), None);
+        assert_eq!(
+            nearest("window_days", &["windows_days", "max_levels"]),
+            Some("windows_days")
+        );
     }
 }

@@ -211,6 +211,7 @@ fn manifest(version: &str, kind: ModelKind) -> Manifest {
         thresholds: thresholds(),
         explanation: kind.explanation(),
         drift: Some(drift),
+        model_sha256: None,
     }
 }
 
@@ -235,10 +236,12 @@ const HOLDOUT_CSV: &str =
     "entity_id,cutoff,label,score\nL-1,2025-03-01,1,0.875\n\"Acme, \"\"Inc\"\"\",,0,0\n";
 
 fn gbdt_contents(version: &str) -> BundleContents {
-    let manifest = manifest(version, ModelKind::Gbdt);
+    let mut manifest = manifest(version, ModelKind::Gbdt);
     let model = gbdt(manifest.n_features());
+    let onnx = model.to_tree_ensemble().to_onnx_bytes().expect("onnx");
+    manifest.model_sha256 = Some(bundle::sha256_hex(&onnx));
     BundleContents {
-        onnx: model.to_tree_ensemble().to_onnx_bytes().expect("onnx"),
+        onnx,
         explainer: Explainer::Gbdt(model),
         manifest,
         report_html: "<html><body>report</body></html>\n".into(),
@@ -247,7 +250,7 @@ fn gbdt_contents(version: &str) -> BundleContents {
 }
 
 fn linear_contents(version: &str) -> BundleContents {
-    let manifest = manifest(version, ModelKind::Logistic);
+    let mut manifest = manifest(version, ModelKind::Logistic);
     let n = manifest.n_features();
     let weights: Vec<f64> = (0..n).map(|j| (j as f64 - 10.0) / 8.0).collect();
     let model = LinearModel {
@@ -255,8 +258,10 @@ fn linear_contents(version: &str) -> BundleContents {
         bias: -0.5,
         missing_values: (0..n).map(|j| j as f32 / 4.0).collect(),
     };
+    let onnx = model.to_onnx_bytes().expect("onnx");
+    manifest.model_sha256 = Some(bundle::sha256_hex(&onnx));
     BundleContents {
-        onnx: model.to_onnx_bytes().expect("onnx"),
+        onnx,
         explainer: Explainer::Linear {
             weights,
             bias: -0.5,
@@ -589,7 +594,17 @@ fn inconsistent_contents_are_refused_naming_the_file() {
     c.explainer = Explainer::Gbdt(gbdt(c.manifest.n_features()));
     c.manifest.model_kind = ModelKind::Logistic;
     refused(c, "explainer.json", "the manifest says");
+    // A digest that does not match what is written.
     let mut c = gbdt_contents("v1");
+    let middle = c.onnx.len() / 2;
+    c.onnx[middle] ^= 0x01;
+    refused(c, "model.onnx", "the manifest's `model_sha256` is");
+    let mut c = gbdt_contents("v1");
+    c.manifest.model_sha256 = Some("ABC".into());
+    refused(c, "manifest.json", "`model_sha256` is \"ABC\"");
+    // The ONNX checks themselves, on bundles without a digest.
+    let mut c = gbdt_contents("v1");
+    c.manifest.model_sha256 = None;
     c.onnx = LinearModel {
         weights: vec![1.0, 2.0],
         bias: 0.0,
@@ -599,6 +614,7 @@ fn inconsistent_contents_are_refused_naming_the_file() {
     .unwrap();
     refused(c, "model.onnx", "float32[N, 2]");
     let mut c = gbdt_contents("v1");
+    c.manifest.model_sha256 = None;
     c.onnx.clear();
     refused(c, "model.onnx", "is empty");
 
@@ -677,7 +693,17 @@ fn damaged_bundles_give_precise_errors() {
     assert!(matches!(err, BundleError::Missing { .. }), "{err}");
     assert_eq!(error_path(&err), dir.join("model.onnx"));
 
+    // Not an ONNX model: the digest tells first; without one, the decoder.
     let (dir, err) = load_error(|dir| fs::write(dir.join("model.onnx"), b"\xff\xff\xff").unwrap());
+    assert!(matches!(err, BundleError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("SHA-256 is"), "{err}");
+    assert_eq!(error_path(&err), dir.join("model.onnx"));
+    let (dir, err) = load_error(|dir| {
+        edit_json(&dir.join("manifest.json"), |m| {
+            m.as_object_mut().unwrap().remove("model_sha256");
+        });
+        fs::write(dir.join("model.onnx"), b"\xff\xff\xff").unwrap();
+    });
     assert!(matches!(err, BundleError::Corrupt { .. }), "{err}");
     assert_eq!(error_path(&err), dir.join("model.onnx"));
 
@@ -1063,4 +1089,189 @@ fn a_second_writer_is_refused_while_the_lock_is_held() {
     );
     drop(held);
     registry.lock("promote").expect("free again once dropped");
+}
+
+/// Flips the lowest bit of the byte in the middle of `path`.
+fn flip_one_bit(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_model_onnx_that_changed_after_training_is_refused_on_load_and_on_promote() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    for version in ["v1", "v2"] {
+        registry.write(&gbdt_contents(version)).expect("written");
+    }
+    let written = registry.load(Task::Propensity, "v2").expect("loads");
+    let expected = written.manifest().model_sha256.clone().expect("digest");
+    assert_eq!(expected, bundle::sha256_hex(written.onnx_bytes()));
+    assert!(written.has_model_digest());
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(&lock, Task::Propensity, "v1", "ann", "first")
+        .expect("promote v1");
+
+    // One bit flipped: refused, naming the file and both digests.
+    let model = root.path().join("propensity/v2/model.onnx");
+    flip_one_bit(&model);
+    let found = bundle::sha256_hex(&fs::read(&model).unwrap());
+    let err = registry
+        .load(Task::Propensity, "v2")
+        .expect_err("changed model");
+    let text = err.to_string();
+    assert!(matches!(err, BundleError::Invalid { .. }), "{text}");
+    assert_eq!(error_path(&err), model);
+    assert!(
+        text.contains(&format!("SHA-256 is {found}"))
+            && text.contains(&format!("`model_sha256` is {expected}")),
+        "{text}"
+    );
+
+    // Promote loads the bundle: refused, naming the file; v1 stays live and nothing is
+    // logged.
+    let err = registry
+        .promote(&lock, Task::Propensity, "v2", "ann", "better")
+        .expect_err("changed model");
+    assert_eq!(error_path(&err), model, "{err}");
+    assert_eq!(
+        registry.live(Task::Propensity).unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(registry.history().unwrap().len(), 1);
+}
+
+#[test]
+fn a_manifest_without_the_model_digest_still_loads() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    // As written before the digest was stored: no `model_sha256` key at all.
+    let mut old = gbdt_contents("v1");
+    old.manifest.model_sha256 = None;
+    let dir = registry.write(&old).expect("written");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest.get("model_sha256").is_none(), "{manifest}");
+    let loaded = Bundle::load(&dir).expect("an old bundle loads");
+    assert!(!loaded.has_model_digest());
+    assert_eq!(loaded.manifest(), &old.manifest);
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(&lock, Task::Propensity, "v1", "ann", "old bundle")
+        .expect("an old bundle is promoted");
+
+    // A new one stores it, and it reads back.
+    let new = registry.write(&gbdt_contents("v2")).expect("written");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(new.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["model_sha256"],
+        bundle::sha256_hex(&fs::read(new.join("model.onnx")).unwrap())
+    );
+}
+
+#[test]
+fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    for version in ["v1", "v2", "v3"] {
+        registry.write(&linear_contents(version)).expect("written");
+    }
+    let live_path = root.path().join("propensity").join(bundle::LIVE_FILE);
+    // Never promoted: the newest, and nothing to report.
+    let fresh = registry.served_status(Task::Propensity).expect("status");
+    assert_eq!(
+        (fresh.version.as_deref(), fresh.problem),
+        (Some("v3"), None)
+    );
+
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(&lock, Task::Propensity, "v1", "ann", "first")
+        .expect("promote v1");
+    registry
+        .promote(&lock, Task::Propensity, "v2", "ann", "second")
+        .expect("promote v2");
+    registry
+        .revert(&lock, Task::Propensity, "bob", "worse")
+        .expect("revert to v1");
+
+    // LIVE deleted: the log's last change (the revert to v1) says what is live, not the
+    // newest (v3, never promoted), and the problem is reported naming LIVE.
+    fs::remove_file(&live_path).unwrap();
+    let status = registry.served_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"));
+    let problem = status.problem.expect("reported");
+    assert!(
+        problem.contains(&format!("{} is missing", live_path.display()))
+            && problem.contains("the live version is v1, from the last revert in"),
+        "{problem}"
+    );
+    assert_eq!(
+        registry.served(Task::Propensity).unwrap().as_deref(),
+        Some("v1")
+    );
+    // A revert still knows where it stands (v1, first promoted with nothing before it).
+    let err = registry
+        .revert(&lock, Task::Propensity, "bob", "again")
+        .expect_err("nothing before v1");
+    assert!(err.to_string().contains("nothing to revert to"), "{err}");
+
+    // LIVE naming a version that is not there, or garbage: the same.
+    fs::write(&live_path, "v9\n").unwrap();
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"));
+    assert!(
+        status
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("names v9, which is not in the registry")),
+        "{status:?}"
+    );
+    fs::write(&live_path, "../../etc\n").unwrap();
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v1"), "{status:?}");
+
+    // The log's version gone too: an error naming LIVE, never the newest.
+    fs::remove_file(&live_path).unwrap();
+    fs::remove_dir_all(root.path().join("propensity/v1")).unwrap();
+    let err = registry
+        .served(Task::Propensity)
+        .expect_err("nothing promoted is there");
+    assert_eq!(error_path(&err), live_path);
+    assert!(
+        err.to_string().contains("the last revert in")
+            && err
+                .to_string()
+                .contains("names v1, which is not in the registry either"),
+        "{err}"
+    );
+
+    // A promotion repairs it, and logs the live version it replaces as best known.
+    registry
+        .promote(&lock, Task::Propensity, "v2", "ann", "repair")
+        .expect("promote v2");
+    let status = registry.live_status(Task::Propensity).expect("status");
+    assert_eq!(
+        (status.version.as_deref(), status.problem),
+        (Some("v2"), None)
+    );
+
+    // A LIVE that exists but cannot be used, in a registry whose log has no promotion:
+    // an error too (only a registry never promoted serves its newest).
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_registry = Registry::new(other.path());
+    other_registry
+        .write(&linear_contents("v1"))
+        .expect("written");
+    let other_live = other.path().join("propensity").join(bundle::LIVE_FILE);
+    fs::write(&other_live, "v7\n").unwrap();
+    let err = other_registry
+        .served(Task::Propensity)
+        .expect_err("LIVE names nothing");
+    assert_eq!(error_path(&err), other_live);
+    assert!(err.to_string().contains("records no promotion"), "{err}");
 }

@@ -328,6 +328,10 @@ async fn scores_and_reasons_match_the_bundles_model_for_every_kind() {
             json!(kind),
             "fixture {task}/{version}: rerun scripts/make-serving-fixtures"
         );
+        assert!(
+            bundle.has_model_digest(),
+            "fixture {task}/{version} has no model_sha256: rerun scripts/make-serving-fixtures"
+        );
         let mut rng = SplitMix64::new(7);
         let entities: Vec<Value> = (0..40)
             .map(|i| random_entity(&bundle, &mut rng, i))
@@ -1025,6 +1029,7 @@ async fn new_versions_and_thresholds_are_picked_up_without_a_failed_request() {
     assert_eq!(status, StatusCode::OK, "{report}");
     let refused = report["refused"].as_array().expect("refused");
     assert_eq!(refused.len(), 1, "{report}");
+    assert_eq!(report["failed"], report["refused"], "{report}");
     assert!(
         refused[0]
             .as_str()
@@ -1153,6 +1158,221 @@ async fn promotion_and_revert_switch_the_served_version_under_load() {
         seen.contains("fixture-leads-v1") && seen.contains("fixture-leads-v2"),
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_live_file_keeps_the_promoted_version_served_and_says_so() {
+    if !ort_available() {
+        return;
+    }
+    let server = server_with(
+        copy_registry(&fixtures().join("registry")),
+        None,
+        Limits::default(),
+    );
+    let root = server.registry.path().to_path_buf();
+    let registry = Registry::new(&root);
+    let task = features::spec::Task::Propensity;
+    {
+        let lock = registry.lock("test").expect("lock");
+        registry
+            .promote(&lock, task, "fixture-leads-v1", "test", "first")
+            .expect("promote v1");
+    }
+    // A newer version, never promoted.
+    install_as(
+        &root.join("propensity/fixture-leads-v1"),
+        &root,
+        "propensity",
+        "fixture-leads-v2",
+    );
+    let (_, report) = admin_reload(&server.app).await;
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    assert_eq!(report["registry"], json!([]), "{report}");
+
+    // LIVE deleted: v1 stays served, and the reload says why.
+    let live = root.join("propensity/LIVE");
+    std::fs::remove_file(&live).expect("remove LIVE");
+    let (status, report) = admin_reload(&server.app).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    assert!(
+        report["serving"]
+            .as_array()
+            .expect("serving")
+            .contains(&json!("propensity/fixture-leads-v1")),
+        "{report}"
+    );
+    let said = report["registry"].to_string();
+    assert!(
+        said.contains("propensity: ")
+            && said.contains("LIVE is missing")
+            && said.contains("the live version is fixture-leads-v1, from the last promote"),
+        "{report}"
+    );
+    let (_, entity) = lead(&server);
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v1", "{body}");
+
+    // A server started now (nothing served yet) serves v1 too, not the newest.
+    let restarted = server_with(copy_registry(&root), None, Limits::default());
+    let (_, body) = post(&restarted.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v1", "{body}");
+
+    // The promoted version gone too: an error, reported; what is served keeps serving and
+    // the unpromoted v2 is not loaded.
+    std::fs::remove_dir_all(root.join("propensity/fixture-leads-v1")).expect("remove v1");
+    let (status, report) = admin_reload(&server.app).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    let said = report["registry"].to_string();
+    assert!(
+        said.contains("cannot tell the live version")
+            && said.contains("names fixture-leads-v1, which is not in the registry either")
+            && said.contains("propensity/fixture-leads-v1 keeps serving"),
+        "{report}"
+    );
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v1", "{body}");
+}
+
+/// Starts copying bundle `from` into `<registry>/<task>/<version>` in place, the way a
+/// plain `cp -r` does: the folder and the (edited) manifest first, then only `files`.
+fn copy_in_part(
+    from: &Path,
+    registry: &Path,
+    task: &str,
+    version: &str,
+    files: &[&str],
+) -> PathBuf {
+    let target = registry.join(task).join(version);
+    std::fs::create_dir_all(&target).expect("create");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).expect("read"))
+            .expect("json");
+    manifest["version"] = json!(version);
+    std::fs::write(
+        target.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).expect("json"),
+    )
+    .expect("write");
+    for file in files {
+        std::fs::copy(from.join(file), target.join(file)).expect("copy");
+    }
+    target
+}
+
+/// The `failed` entries of a reload report.
+fn failed(report: &Value) -> Vec<String> {
+    report["failed"]
+        .as_array()
+        .expect("failed")
+        .iter()
+        .map(|v| v.as_str().expect("text").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_seen_half_copied_is_served_once_the_copy_is_complete() {
+    if !ort_available() {
+        return;
+    }
+    let server = server_with(
+        copy_registry(&fixtures().join("registry")),
+        None,
+        Limits::default(),
+    );
+    let root = server.registry.path().to_path_buf();
+    let v1 = root.join("propensity/fixture-leads-v1");
+    let scheduled = |server: &Server| {
+        serde_json::to_value(server.reloader.reload_scheduled(&server.state)).expect("json")
+    };
+
+    // Seen with its manifest but no model.onnx yet: refused, and reported as failed.
+    let v2 = copy_in_part(
+        &v1,
+        &root,
+        "propensity",
+        "fixture-leads-v2",
+        &["explainer.json"],
+    );
+    let report = scheduled(&server);
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    let failures = failed(&report);
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(
+        failures[0].starts_with("propensity/fixture-leads-v2: ")
+            && failures[0].contains("model.onnx: missing"),
+        "{report}"
+    );
+    // Not tried again while nothing changes, still reported.
+    let report = scheduled(&server);
+    assert_eq!(report["refused"], json!([]), "{report}");
+    assert_eq!(failed(&report).len(), 1, "{report}");
+
+    // Half of model.onnx: the folder changed, tried again, refused for the digest.
+    let model = std::fs::read(v1.join("model.onnx")).expect("read");
+    std::fs::write(v2.join("model.onnx"), &model[..model.len() / 2]).expect("write");
+    let report = scheduled(&server);
+    let failures = failed(&report);
+    assert!(
+        failures.len() == 1
+            && failures[0].contains("model.onnx: SHA-256 is")
+            && failures[0].contains("the manifest's `model_sha256` is"),
+        "{report}"
+    );
+
+    // The copy completes: served at the next scheduled reload, nothing failed any more.
+    std::fs::write(v2.join("model.onnx"), &model).expect("write");
+    let report = scheduled(&server);
+    assert_eq!(
+        report["loaded"],
+        json!(["propensity/fixture-leads-v2"]),
+        "{report}"
+    );
+    assert_eq!(report["failed"], json!([]), "{report}");
+
+    // A copier that sets the file's size first and its time last: when the folder looks
+    // the same once complete, only an explicit reload tries it again, and it loads.
+    let v3 = copy_in_part(
+        &v1,
+        &root,
+        "propensity",
+        "fixture-leads-v3",
+        &["explainer.json"],
+    );
+    let v3_model = v3.join("model.onnx");
+    std::fs::write(&v3_model, vec![0u8; model.len()]).expect("write");
+    let stamp = std::fs::metadata(&v3_model)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let report = scheduled(&server);
+    assert!(
+        failed(&report)
+            .iter()
+            .any(|f| f.starts_with("propensity/fixture-leads-v3: ")),
+        "{report}"
+    );
+    std::fs::write(&v3_model, &model).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&v3_model)
+        .and_then(|f| f.set_modified(stamp))
+        .expect("set mtime");
+    let report = scheduled(&server);
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    assert_eq!(failed(&report).len(), 1, "{report}");
+    let (status, report) = admin_reload(&server.app).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["loaded"],
+        json!(["propensity/fixture-leads-v3"]),
+        "{report}"
+    );
+    assert_eq!(report["failed"], json!([]), "{report}");
+    let (_, entity) = lead(&server);
+    let (_, body) = post(&server.app, "/v1/score/propensity", &entity).await;
+    assert_eq!(body["model"]["version"], "fixture-leads-v3", "{body}");
 }
 
 /// Ten held-out leads, undated (so the volume comes from the caller), four conversions:

@@ -701,7 +701,11 @@ fn publish(
     let (task, version) = (manifest.task, manifest.version.as_str());
     let who = who(args.by.as_deref());
     let name = format!("{}/{version}", task.as_str());
-    let live = registry.live(task)?;
+    let status = registry.live_status(task)?;
+    if let Some(problem) = &status.problem {
+        eprintln!("warning: {problem}");
+    }
+    let live = status.version;
     if args.promote {
         registry.promote(lock, task, version, &who, "train --promote")?;
         println!("{name} is live");
@@ -878,6 +882,24 @@ fn http_get(server: &str, path: &str, key: Option<&str>) -> Result<String> {
     Ok(body.to_string())
 }
 
+/// The live version of `task` ([`Registry::live_status`]); what is wrong with `LIVE`, if
+/// anything, goes to stderr as a warning (the version then comes from the log) or an error
+/// (no version can be said to be live).
+fn live_or_warn(registry: &Registry, task: Task) -> Option<String> {
+    match registry.live_status(task) {
+        Ok(status) => {
+            if let Some(problem) = &status.problem {
+                eprintln!("warning: {}: {problem}", task.as_str());
+            }
+            status.version
+        }
+        Err(e) => {
+            eprintln!("error: {}: no live version: {e}", task.as_str());
+            None
+        }
+    }
+}
+
 fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<()> {
     let registry = Registry::new(root);
     match command {
@@ -887,7 +909,7 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                 "task", "version", "live", "created", "model", "ROC AUC", "ECE", "rows"
             );
             for task in [Task::Propensity, Task::Churn] {
-                let live = registry.live(task)?;
+                let live = live_or_warn(&registry, task);
                 for version in registry.versions(task)? {
                     let mark = if live.as_deref() == Some(version.as_str()) {
                         "*"
@@ -934,9 +956,10 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             let m = bundle.manifest();
             let (raw, v) = (&m.validation.raw, &m.validation.calibrated);
             println!("{}/{version}", task.as_str());
+            let live = live_or_warn(&registry, task);
             println!(
                 "  live:        {}",
-                registry.live(task)?.as_deref() == Some(version.as_str())
+                live.as_deref() == Some(version.as_str())
             );
             println!("  created:     {} by {}", m.created_at, m.code_version);
             println!(
@@ -978,6 +1001,17 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             let lock = registry.lock("registry promote")?;
             let event =
                 registry.promote(&lock, task.task(), &version, &who(by.as_deref()), &reason)?;
+            if registry
+                .load(task.task(), &event.version)
+                .is_ok_and(|b| !b.has_model_digest())
+            {
+                eprintln!(
+                    "note: {}/{} has no `model_sha256` in its manifest (made before bundles \
+                     stored one): its model.onnx cannot be checked",
+                    task.task().as_str(),
+                    event.version
+                );
+            }
             println!(
                 "{}/{} is live (was {})",
                 task.task().as_str(),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use features::builder::{Cutoffs, FeatureTable};
 use models::bundle::{
     BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
-    describe_features, fingerprint_spec,
+    describe_features, fingerprint_spec, sha256_hex,
 };
 use models::drift::DriftReference;
 use models::onnx::{ScoringModel, ToOnnx};
@@ -131,6 +131,7 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         thresholds,
         explanation: model_kind.explanation(),
         drift: Some(drift_reference(prepared)?),
+        model_sha256: Some(sha256_hex(&onnx)),
     };
     manifest.check().map_err(TrainError::Data)?;
     let tabular = matches!(prepared.cutoffs, Cutoffs::Tabular);

@@ -1,6 +1,9 @@
 //! Unattended retraining through the `leadscore-train` binary: the publish gate, the
 //! registry lock, and a run killed half-way.
 
+#[path = "../../serving/tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -192,4 +195,104 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `leadscore-train registry <args> --registry <root>`.
+fn registry_cmd(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leadscore-train"))
+        .arg("registry")
+        .arg("--registry")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run leadscore-train")
+}
+
+#[test]
+fn registry_commands_say_when_live_is_missing_and_promote_checks_the_model_digest() {
+    let root = tempfile::tempdir().expect("registry");
+    let fixtures = common::repo_root().join("serving/tests/fixtures/registry");
+    common::copy_dir(&fixtures, root.path());
+    let promoted = registry_cmd(
+        root.path(),
+        &[
+            "promote",
+            "--task",
+            "propensity",
+            "--version",
+            "fixture-leads-v1",
+            "--reason",
+            "first",
+        ],
+    );
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    // A newer version, never promoted (the manifest's version follows the folder).
+    let v1 = root.path().join("propensity/fixture-leads-v1");
+    let v2 = root.path().join("propensity/fixture-leads-v2");
+    common::copy_dir(&v1, &v2);
+    let manifest_path = v2.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("read")).expect("json");
+    manifest["version"] = "fixture-leads-v2".into();
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write");
+
+    // LIVE deleted: list and show say so, and mark the promoted version, not the newest.
+    std::fs::remove_file(root.path().join("propensity/LIVE")).expect("remove LIVE");
+    let listed = registry_cmd(root.path(), &["list"]);
+    let said = text(&listed);
+    assert!(listed.status.success(), "{said}");
+    assert!(
+        said.contains("warning: propensity: ")
+            && said.contains("LIVE is missing; the live version is fixture-leads-v1"),
+        "{said}"
+    );
+    let mark = |version: &str| {
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(version))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+    };
+    assert_eq!(mark("fixture-leads-v1").as_deref(), Some("*"), "{said}");
+    assert_ne!(mark("fixture-leads-v2").as_deref(), Some("*"), "{said}");
+    let shown = registry_cmd(root.path(), &["show", "--task", "propensity"]);
+    let said = text(&shown);
+    assert!(shown.status.success(), "{said}");
+    assert!(
+        said.contains("propensity/fixture-leads-v1\n")
+            && said.contains("  live:        true")
+            && said.contains("LIVE is missing"),
+        "{said}"
+    );
+
+    // One bit of v2's model.onnx flipped: promote refuses it, naming the file and digests.
+    let model = v2.join("model.onnx");
+    let mut bytes = std::fs::read(&model).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&model, bytes).expect("write");
+    let refused = registry_cmd(
+        root.path(),
+        &[
+            "promote",
+            "--task",
+            "propensity",
+            "--version",
+            "fixture-leads-v2",
+            "--reason",
+            "better",
+        ],
+    );
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{}: SHA-256 is ", model.display()))
+            && said.contains("the manifest's `model_sha256` is"),
+        "{said}"
+    );
+    let registry = Registry::new(root.path());
+    assert_eq!(
+        registry.history().expect("history").len(),
+        1,
+        "nothing logged"
+    );
 }

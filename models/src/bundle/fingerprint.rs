@@ -69,6 +69,12 @@ pub fn fingerprint_spec(spec: &DatasetSpec) -> Result<DataFingerprint, BundleErr
     fingerprint_files(&spec.base_dir, &paths)
 }
 
+/// SHA-256 of `bytes`, lower-case hex (as [`Manifest::model_sha256`](super::Manifest::model_sha256)
+/// stores it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 fn hash_file(path: &Path) -> Result<(u64, String), BundleError> {
     let mut file = std::fs::File::open(path).map_err(|e| BundleError::io(path, e))?;
     let mut hasher = Sha256::new();

@@ -3,7 +3,11 @@
 //!
 //! * `<root>/<task>/LIVE` holds the live version's name. It is replaced atomically (written
 //!   and synced beside, then renamed over), so a reader sees the old name or the new one.
-//!   A registry without it serves its newest version ([`Registry::served`]).
+//!   A registry that was never promoted (no `LIVE`, no promotion in the log) serves its
+//!   newest version ([`Registry::served`]). Once a task was promoted, a `LIVE` that is
+//!   missing, unreadable or names an absent version never makes the newest version live:
+//!   the log's last promote or revert says which version is live, and the problem is
+//!   reported ([`Registry::live_status`]); failing that, it is an error.
 //! * `<root>/history.jsonl` is the append-only log: one JSON [`RegistryEvent`] a line
 //!   (who, when, what, why), synced after each append.
 //! * `<root>/.lock` is locked (an advisory file lock, released by the operating system when
@@ -39,6 +43,30 @@ pub enum RegistryAction {
     Revert,
     /// A new version kept off: the publish gate found it worse than the live one.
     Refuse,
+}
+
+impl RegistryAction {
+    /// As written in the log: `promote`, `revert`, `refuse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryAction::Promote => "promote",
+            RegistryAction::Revert => "revert",
+            RegistryAction::Refuse => "refuse",
+        }
+    }
+}
+
+/// Which version of a task is live ([`Registry::live_status`]) or served
+/// ([`Registry::served_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStatus {
+    /// The version; `None` when there is none (never promoted; for
+    /// [`Registry::served_status`], also no bundle at all).
+    pub version: Option<String>,
+    /// Set when `LIVE` could not be used and the version was taken from the log: what is
+    /// wrong with `LIVE`. Worth a warning: the registry needs a promote or revert to
+    /// write `LIVE` again.
+    pub problem: Option<String>,
 }
 
 /// One line of the registry's log.
@@ -122,12 +150,99 @@ impl Registry {
         Ok(Some(version))
     }
 
-    /// The version a server should serve: the live one, else (a registry that never had a
-    /// promotion) the newest.
+    /// Which version of `task` is live, with what is wrong with `LIVE` when it cannot say.
+    ///
+    /// `LIVE` naming a version that is in the registry: that version. Otherwise (no `LIVE`,
+    /// an unreadable one, a bad name, a version that is not there) the log decides: when
+    /// it records a promote or revert of `task`, the last one's version, if that bundle is
+    /// there, with [`LiveStatus::problem`] saying what is wrong with `LIVE`; when the task
+    /// was never promoted and there is no `LIVE`, no live version (and no problem). Every
+    /// other case is an error naming `LIVE` (or the log, when it cannot be read): the
+    /// newest version is never made live behind the operator's back.
+    pub fn live_status(&self, task: Task) -> Result<LiveStatus, BundleError> {
+        let path = self.task_dir(task).join(LIVE_FILE);
+        let versions = self.versions(task)?;
+        let live = self.live(task);
+        let problem = match &live {
+            Ok(Some(version)) if versions.contains(version) => {
+                return Ok(LiveStatus {
+                    version: Some(version.clone()),
+                    problem: None,
+                });
+            }
+            Ok(Some(version)) => format!(
+                "{} names {version}, which is not in the registry",
+                path.display()
+            ),
+            Ok(None) => format!("{} is missing", path.display()),
+            Err(e) => format!("{e}"),
+        };
+        let history_path = self.root().join(HISTORY_FILE);
+        let last = self.history()?.into_iter().rev().find(|e| {
+            e.task == task && matches!(e.action, RegistryAction::Promote | RegistryAction::Revert)
+        });
+        match last {
+            None if matches!(live, Ok(None)) => Ok(LiveStatus {
+                version: None,
+                problem: None,
+            }),
+            None => Err(BundleError::invalid(
+                &path,
+                format!(
+                    "cannot be used ({problem}), and {} records no promotion of {} to fall \
+                     back on",
+                    history_path.display(),
+                    task.as_str()
+                ),
+            )),
+            Some(event) if versions.contains(&event.version) => Ok(LiveStatus {
+                problem: Some(format!(
+                    "{problem}; the live version is {}, from the last {} in {} (promote or \
+                     revert to write LIVE again)",
+                    event.version,
+                    event.action.as_str(),
+                    history_path.display()
+                )),
+                version: Some(event.version),
+            }),
+            Some(event) => Err(BundleError::invalid(
+                &path,
+                format!(
+                    "cannot be used ({problem}), and the last {} in {} names {}, which is not \
+                     in the registry either; no version is made live in its place",
+                    event.action.as_str(),
+                    history_path.display(),
+                    event.version
+                ),
+            )),
+        }
+    }
+
+    /// The version a server should serve: the live one ([`Registry::live_status`]), else
+    /// (a registry that was never promoted) the newest.
     pub fn served(&self, task: Task) -> Result<Option<String>, BundleError> {
-        match self.live(task)? {
-            Some(version) => Ok(Some(version)),
-            None => self.latest(task),
+        Ok(self.served_status(task)?.version)
+    }
+
+    /// [`Registry::served`] with the problem of `LIVE` when the live version had to be taken
+    /// from the log.
+    pub fn served_status(&self, task: Task) -> Result<LiveStatus, BundleError> {
+        let status = self.live_status(task)?;
+        if status.version.is_some() {
+            return Ok(status);
+        }
+        Ok(LiveStatus {
+            version: self.latest(task)?,
+            problem: None,
+        })
+    }
+
+    /// The live version as changes record it: [`Registry::live_status`]'s, or `LIVE`'s own
+    /// name when that fails (a change under the lock repairs `LIVE`).
+    fn live_for_log(&self, task: Task) -> Option<String> {
+        match self.live_status(task) {
+            Ok(status) => status.version,
+            Err(_) => self.live(task).ok().flatten(),
         }
     }
 
@@ -142,7 +257,7 @@ impl Registry {
     ) -> Result<RegistryEvent, BundleError> {
         self.check_lock(lock)?;
         self.load(task, version)?;
-        let previous = self.live(task)?;
+        let previous = self.live_for_log(task);
         self.set_live(task, version)?;
         self.append(RegistryEvent {
             at: Utc::now(),
@@ -166,7 +281,7 @@ impl Registry {
     ) -> Result<RegistryEvent, BundleError> {
         self.check_lock(lock)?;
         let history_path = self.root().join(HISTORY_FILE);
-        let current = self.live(task)?.ok_or_else(|| {
+        let current = self.live_status(task)?.version.ok_or_else(|| {
             BundleError::invalid(&self.task_dir(task), "no live version to revert")
         })?;
         let before = self
@@ -214,7 +329,7 @@ impl Registry {
             action: RegistryAction::Refuse,
             task,
             version: version.to_owned(),
-            previous: self.live(task)?,
+            previous: self.live_for_log(task),
             why: why.to_owned(),
         })
     }

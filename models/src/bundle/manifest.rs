@@ -58,6 +58,11 @@ pub struct Manifest {
     /// scores with. Bundles made before it was stored have none (and no drift figures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftReference>,
+    /// SHA-256 of `model.onnx`, lower-case hex (see [`sha256_hex`](super::sha256_hex)):
+    /// loading and promoting a bundle check the file against it. Bundles made before it was
+    /// stored have none (and load unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
 }
 
 impl PartialEq for Manifest {
@@ -78,6 +83,7 @@ impl PartialEq for Manifest {
             thresholds,
             explanation,
             drift,
+            model_sha256,
         } = self;
         *format_version == other.format_version
             && *task == other.task
@@ -93,6 +99,7 @@ impl PartialEq for Manifest {
             && *thresholds == other.thresholds
             && *explanation == other.explanation
             && *drift == other.drift
+            && *model_sha256 == other.model_sha256
     }
 }
 
@@ -168,6 +175,16 @@ impl Manifest {
         }
         if let Some(drift) = &self.drift {
             drift.check(&self.feature_plan).map_err(|e| e.to_string())?;
+        }
+        if let Some(digest) = &self.model_sha256
+            && !(digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(format!(
+                "`model_sha256` is {digest:?}, not 64 lower-case hex digits (a SHA-256)"
+            ));
         }
         Ok(())
     }

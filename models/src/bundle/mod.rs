@@ -18,8 +18,9 @@
 //! interrupted run leaves at most a `.tmp-*` directory, which readers ignore
 //! and [`clean_stale_temp_dirs`] removes; an existing version is never
 //! overwritten. [`Bundle::load`] reads a bundle back and checks it (format
-//! version, task and version against the folder, feature plan, explainer and
-//! ONNX input width against the features), naming the file and the problem
+//! version, task and version against the folder, feature plan, explainer,
+//! `model.onnx` against the manifest's SHA-256 when it has one, and the ONNX
+//! input width against the features), naming the file and the problem
 //! when something is wrong. [`Registry`] lists the complete versions of a
 //! task, says which is live (`<task>/LIVE`), promotes and reverts under the
 //! registry's lock and logs every change (`history.jsonl`, see [`RegistryEvent`]).
@@ -34,8 +35,12 @@ mod store;
 use std::path::{Path, PathBuf};
 
 pub use explain::ExplainScratch;
-pub use fingerprint::{DataFingerprint, FileFingerprint, fingerprint_files, fingerprint_spec};
-pub use live::{HISTORY_FILE, LIVE_FILE, LOCK_FILE, RegistryAction, RegistryEvent, RegistryLock};
+pub use fingerprint::{
+    DataFingerprint, FileFingerprint, fingerprint_files, fingerprint_spec, sha256_hex,
+};
+pub use live::{
+    HISTORY_FILE, LIVE_FILE, LOCK_FILE, LiveStatus, RegistryAction, RegistryEvent, RegistryLock,
+};
 pub use manifest::{
     DatasetInfo, Explainer, ExplanationKind, FeatureDescription, FeatureKind, Grade, GradeBands,
     Manifest, ModelKind, Thresholds, ValidationSummary, describe_features,

@@ -142,7 +142,26 @@ fn check_contents(dir: &Path, contents: &BundleContents) -> Result<(), BundleErr
         .check()
         .map_err(|e| BundleError::invalid(&dir.join(MANIFEST_FILE), e))?;
     check_explainer(&dir.join(EXPLAINER_FILE), &contents.explainer, manifest)?;
+    check_model_digest(&dir.join(MODEL_FILE), &contents.onnx, manifest)?;
     check_onnx(&dir.join(MODEL_FILE), &contents.onnx, manifest.n_features())
+}
+
+/// `model.onnx`'s SHA-256 against the manifest's `model_sha256`, when it has one.
+fn check_model_digest(path: &Path, bytes: &[u8], manifest: &Manifest) -> Result<(), BundleError> {
+    let Some(expected) = &manifest.model_sha256 else {
+        return Ok(());
+    };
+    let found = super::sha256_hex(bytes);
+    if &found != expected {
+        return Err(BundleError::invalid(
+            path,
+            format!(
+                "SHA-256 is {found}, the manifest's `model_sha256` is {expected}: the file \
+                 changed after training (damaged, or copied in part)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_explainer(
@@ -493,9 +512,11 @@ impl Bundle {
     /// Reads the bundle in `dir` (`<registry>/<task>/<version>`) and checks
     /// it: the manifest's format version (before anything else in it), its
     /// content ([`Manifest::check`]), its task and version against the
-    /// folder names, the explainer against the features, and that
-    /// `model.onnx` is an ONNX model whose input width is the number of
-    /// features. Errors name the file and the problem.
+    /// folder names, the explainer against the features, `model.onnx`
+    /// against the manifest's SHA-256 (when it has one: older bundles do not;
+    /// see [`Bundle::has_model_digest`]), and that `model.onnx` is an ONNX
+    /// model whose input width is the number of features. Errors name the
+    /// file and the problem.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = parse_manifest(&manifest_path, &read(&manifest_path)?)?;
@@ -510,6 +531,7 @@ impl Bundle {
 
         let model_path = dir.join(MODEL_FILE);
         let onnx = read(&model_path)?;
+        check_model_digest(&model_path, &onnx, &manifest)?;
         check_onnx(&model_path, &onnx, manifest.n_features())?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
@@ -532,6 +554,12 @@ impl Bundle {
     /// The explainer.
     pub fn explainer(&self) -> &Explainer {
         &self.explainer
+    }
+
+    /// Whether `model.onnx` was checked against a SHA-256 in the manifest (bundles
+    /// made before the manifest stored one were not).
+    pub fn has_model_digest(&self) -> bool {
+        self.manifest.model_sha256.is_some()
     }
 
     /// The bytes of `model.onnx`.
