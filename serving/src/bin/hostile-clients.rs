@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! hostile-clients --addr 127.0.0.1:8080 --pid 1234 --key CLIENT_KEY --body lead.json \
-//!     [--idle 2000] [--slow-bodies 500] [--slow-headers 200] [--large-bodies 2] [--wait-secs 8]
+//!     [--idle 2000] [--slow-bodies 500] [--slow-headers 200] [--large-bodies 2]
+//!     [--large-fields 80000] [--wait-secs 8] [--attacker-ip 127.0.0.2]
 //! ```
 //!
 //! In order: a warm-up of normal requests, then the server's resident memory and open files
@@ -13,8 +14,8 @@
 //! `--slow-headers` that send half a request line and stop, and `--slow-bodies` keyless
 //! `POST`s announcing a 1 MiB body and sending all but its last bytes slowly, while the
 //! normal client scores `lead.json` on a fresh connection each time and `/healthz` is probed
-//! every 5 ms; `--large-bodies` keyed 1 MiB profiles of distinct field names are sent at
-//! once meanwhile. Then it waits `--wait-secs` for the server's timeouts and counts what is
+//! every 5 ms; `--large-bodies` keyed 1 MiB profiles of `--large-fields` distinct field
+//! names are sent at once meanwhile. Then it waits `--wait-secs` for the server's timeouts and counts what is
 //! still open. The attackers connect from `--attacker-ip` (127.0.0.2 by default), the
 //! normal client from 127.0.0.1, as they would from two hosts: the server holds back an
 //! address that sends many wrong keys. A binary of the package rather than an example, so it
@@ -37,6 +38,7 @@ struct Options {
     slow_bodies: usize,
     slow_headers: usize,
     large_bodies: usize,
+    large_fields: usize,
     wait: Duration,
     attacker_ip: std::net::IpAddr,
 }
@@ -52,6 +54,7 @@ fn options() -> anyhow::Result<Options> {
         slow_bodies: 500,
         slow_headers: 200,
         large_bodies: 2,
+        large_fields: 80_000,
         wait: Duration::from_secs(8),
         attacker_ip: std::net::IpAddr::from([127, 0, 0, 2]),
     };
@@ -75,6 +78,7 @@ fn options() -> anyhow::Result<Options> {
             "--slow-bodies" => o.slow_bodies = number()?,
             "--slow-headers" => o.slow_headers = number()?,
             "--large-bodies" => o.large_bodies = number()?,
+            "--large-fields" => o.large_fields = number()?,
             "--wait-secs" => o.wait = Duration::from_secs(u64::try_from(number()?)?),
             "--attacker-ip" => o.attacker_ip = value.parse().with_context(|| value.clone())?,
             other => bail!("unknown flag {other}"),
@@ -168,17 +172,20 @@ fn score_head(addr: &str, key: &str) -> String {
     )
 }
 
-/// A profile of distinct field names filling about `size` bytes.
-fn distinct_keys_body(size: usize) -> String {
+/// A profile of `fields` distinct field names, padded to fill about `size` bytes.
+fn distinct_keys_body(size: usize, fields: usize) -> String {
+    let head = r#"{"created_at":"2026-01-01T00:00:00Z","profile":{"#;
+    // `"name":1,` per field: the name's length that fills the size.
+    let name_len = ((size - head.len() - 2) / fields.max(1))
+        .saturating_sub(5)
+        .max(8);
     let mut body = String::with_capacity(size + 200);
-    body.push_str(r#"{"created_at":"2026-01-01T00:00:00Z","profile":{"#);
-    let mut i = 0usize;
-    while body.len() < size - 40 {
+    body.push_str(head);
+    for i in 0..fields {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&format!("\"f{i:07}\":1"));
-        i += 1;
+        body.push_str(&format!("\"{i:0>name_len$}\":1"));
     }
     body.push_str("}}");
     body
@@ -311,7 +318,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     // Large keyed bodies of distinct keys, all at once, in the middle of the attack.
-    let large_body = Arc::new(distinct_keys_body(body_len - 100));
+    let large_body = Arc::new(distinct_keys_body(body_len - 100, o.large_fields));
     let large: Vec<_> = (0..o.large_bodies)
         .map(|_| {
             let (addr, head, body) = (o.addr.clone(), head.clone(), Arc::clone(&large_body));
