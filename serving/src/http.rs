@@ -287,13 +287,15 @@ async fn off_worker_if_large<T: Send + 'static>(
         })?
 }
 
-/// A JSON answer, serialised on the blocking pool when the request was large (an answer
-/// echoing thousands of ignored field names).
-async fn json_response<T: Serialize + Send + 'static>(
+/// The JSON answer `render` makes of `served` and `payload`, serialised on the blocking pool
+/// when the request was large (an answer echoing thousands of ignored field names).
+async fn json_response<T: Send + 'static>(
     body_len: usize,
-    value: T,
+    served: ServedModel,
+    payload: T,
+    render: impl FnOnce(&ServedModel, T) -> Response + Send + 'static,
 ) -> Result<Response, ApiError> {
-    off_worker_if_large(body_len, move || Ok(Json(value).into_response())).await
+    off_worker_if_large(body_len, move || Ok(render(&served, payload))).await
 }
 
 fn now_ms() -> i64 {
@@ -304,30 +306,30 @@ fn now_ms() -> i64 {
 
 /// Which model answered.
 #[derive(Debug, Serialize)]
-struct ModelRef {
+struct ModelRef<'a> {
     task: &'static str,
-    version: String,
+    version: &'a str,
 }
 
-impl From<&ServedModel> for ModelRef {
-    fn from(m: &ServedModel) -> Self {
+impl<'a> From<&'a ServedModel> for ModelRef<'a> {
+    fn from(m: &'a ServedModel) -> Self {
         ModelRef {
             task: m.model.task().as_str(),
-            version: m.model.version().to_owned(),
+            version: m.model.version(),
         }
     }
 }
 
 #[derive(Debug, Serialize)]
-struct ScoreResponse {
-    model: ModelRef,
+struct ScoreResponse<'a> {
+    model: ModelRef<'a>,
     #[serde(flatten)]
     score: EntityScore,
 }
 
 #[derive(Debug, Serialize)]
-struct BatchResponse {
-    model: ModelRef,
+struct BatchResponse<'a> {
+    model: ModelRef<'a>,
     results: Vec<EntityScore>,
 }
 
@@ -402,11 +404,11 @@ async fn score_one(
     let score = scores.pop().ok_or_else(|| ApiError::Internal {
         message: "the model returned no score".into(),
     })?;
-    let answer = ScoreResponse {
-        model: ModelRef::from(&served),
-        score,
-    };
-    json_response(body_len, answer).await
+    json_response(body_len, served, score, |served, score| {
+        let model = ModelRef::from(served);
+        Json(ScoreResponse { model, score }).into_response()
+    })
+    .await
 }
 
 async fn score_batch(
@@ -449,11 +451,11 @@ async fn score_batch(
         .model
         .score(entities, Arc::clone(&served.thresholds), options)
         .await?;
-    let answer = BatchResponse {
-        model: ModelRef::from(&served),
-        results,
-    };
-    json_response(body_len, answer).await
+    json_response(body_len, served, results, |served, results| {
+        let model = ModelRef::from(served);
+        Json(BatchResponse { model, results }).into_response()
+    })
+    .await
 }
 
 async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

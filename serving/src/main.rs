@@ -78,8 +78,9 @@ struct Args {
     /// when the open-file limit is lower].
     #[arg(long, env = "LEADSCORE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
-    /// Seconds a client has to send a request's headers, from the connection's opening or
-    /// the previous answer (so idle keep-alive connections close after it too) [default: 10].
+    /// Seconds a client has to send a request's headers, from its connection's first byte
+    /// or the previous answer; a connection that sends nothing, or stays idle after an
+    /// answer, is closed after it too [default: 10].
     #[arg(long, env = "LEADSCORE_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: Option<u64>,
     /// Seconds a client has to send a request's body once its key is checked [default: 30].

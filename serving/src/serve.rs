@@ -6,10 +6,11 @@
 //! * at most [`ConnLimits::max_connections`] connections are open at once; one more is
 //!   accepted and closed at once (so it costs no file descriptor for long), and a warning
 //!   says so at most once a second;
-//! * a request's headers must arrive within [`ConnLimits::header_timeout`] of the
-//!   connection's opening or of the previous answer's end (hyper's header timer, which also
-//!   runs while a keep-alive connection waits for its next request, so it closes idle
-//!   keep-alive connections too); a connection that has sent nothing yet holds no buffer;
+//! * a connection that sends nothing is closed after [`ConnLimits::header_timeout`], and
+//!   holds no buffer meanwhile; a request's headers must arrive within it of the
+//!   connection's first byte or of the previous answer's end (hyper's header timer, which
+//!   also runs while a keep-alive connection waits for its next request, so it closes idle
+//!   keep-alive connections too);
 //! * a connection on which no byte moves either way for [`ConnLimits::idle_timeout`] while
 //!   the server waits to read or write (a client that stops reading its answers, a body that
 //!   stops arriving) is closed;
