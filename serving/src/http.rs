@@ -176,7 +176,7 @@ fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
     let mut reasons = true;
     for (key, value) in query_pairs(query)? {
         match (key.as_str(), value.as_str()) {
-            ("reasons", "true" | "1" | "") => reasons = true,
+            ("reasons", "true" | "1") => reasons = true,
             ("reasons", "false" | "0") => reasons = false,
             ("reasons", other) => {
                 return Err(ApiError::bad_request(
@@ -756,6 +756,8 @@ mod tests {
         assert!(wants_reasons(None).unwrap());
         assert!(!wants_reasons(Some("reasons=false")).unwrap());
         assert!(wants_reasons(Some("reasons=1")).unwrap());
+        // The document says boolean: an empty value is not one.
+        assert!(wants_reasons(Some("reasons=")).is_err());
         let err = wants_reasons(Some("reasons=maybe")).unwrap_err();
         assert_eq!(
             err.to_string(),

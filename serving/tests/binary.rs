@@ -117,10 +117,12 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
     )
     .expect("write");
     // The admin key from the environment, the rest from the file.
-    let mut child = serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
-        .spawn()
-        .expect("spawn");
-    let (addr, mut log, rest) = listening_address(&mut child);
+    let mut child = Running(
+        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+            .spawn()
+            .expect("spawn"),
+    );
+    let (addr, mut log, rest) = listening_address(&mut child.0);
     wait_ready(&addr);
 
     let lead = r#"{"id": "secret-lead-id", "created_at": "2025-09-01T00:00:00Z",
@@ -149,8 +151,8 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
     assert_eq!(status, 200, "{body}");
 
     // SIGTERM: the process finishes and exits 0.
-    sigterm(&child);
-    let (status, _) = wait_exit(&mut child, Duration::from_secs(20));
+    sigterm(&child.0);
+    let (status, _) = wait_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(
         TcpStream::connect(&addr).is_err(),
@@ -264,6 +266,18 @@ fn fixture_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, config)
 }
 
+/// A server process that is killed when the test ends, even by a failed assertion.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn sigterm(child: &Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -294,8 +308,8 @@ fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
     }
     // The body may take 60 s; the grace period is 2 s.
     let (_dir, config) = fixture_config("shutdown_grace_secs = 2\nbody_timeout_secs = 60\n");
-    let mut child = serve(&config, &[]).spawn().expect("spawn");
-    let (addr, _, _rest) = listening_address(&mut child);
+    let mut child = Running(serve(&config, &[]).spawn().expect("spawn"));
+    let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     // A keyed request whose body stops halfway: its handler waits for the rest.
     let mut stalled = TcpStream::connect(&addr).expect("connect");
@@ -306,8 +320,8 @@ fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
     )
     .expect("write");
     std::thread::sleep(Duration::from_millis(300));
-    sigterm(&child);
-    let (status, took) = wait_exit(&mut child, Duration::from_secs(20));
+    sigterm(&child.0);
+    let (status, took) = wait_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(
         took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
@@ -330,8 +344,8 @@ fn hostile_clients_do_not_take_the_server_down() {
         "header_timeout_secs = 3\nbody_timeout_secs = 3\nidle_timeout_secs = 3\n\
          max_connections = 8000\n",
     );
-    let mut child = serve(&config, &[]).spawn().expect("spawn");
-    let (addr, _, _rest) = listening_address(&mut child);
+    let mut child = Running(serve(&config, &[]).spawn().expect("spawn"));
+    let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     let body = dir.path().join("lead.json");
     std::fs::write(
@@ -345,7 +359,7 @@ fn hostile_clients_do_not_take_the_server_down() {
             "--addr",
             &addr,
             "--pid",
-            &child.id().to_string(),
+            &child.0.id().to_string(),
             "--key",
             CLIENT_KEY,
         ])
@@ -398,7 +412,7 @@ fn hostile_clients_do_not_take_the_server_down() {
         assert!(status == 200 || (400..500).contains(&status), "{f}");
         assert!(answer["ms"].as_f64().expect("ms") < 1000.0, "{f}");
     }
-    sigterm(&child);
-    let (status, _) = wait_exit(&mut child, Duration::from_secs(20));
+    sigterm(&child.0);
+    let (status, _) = wait_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "{status}");
 }
