@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -156,15 +156,17 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// wrong key within `window` is answered 429 (with `Retry-After`) until the window that
 /// began with its first failure ends, whatever key it sends meanwhile.
 ///
-/// The request path pays one atomic load while no address has failed; the table is only
-/// locked for addresses with failures. It holds at most [`AuthThrottle::MAX_ADDRESSES`]
-/// addresses: past that, expired entries are dropped, and if it is still full the oldest
-/// windows go first.
+/// The request path pays a clock read and one atomic load unless some address is held back
+/// right now; only then is the table locked. It holds at most
+/// [`AuthThrottle::MAX_ADDRESSES`] addresses: past that, expired entries are dropped, and if
+/// it is still full the oldest windows go first.
 #[derive(Debug)]
 pub struct AuthThrottle {
     max_failures: u32,
     window: Duration,
-    entries: AtomicUsize,
+    /// Milliseconds after `epoch` until which some address may be held back.
+    held_until_ms: AtomicU64,
+    epoch: Instant,
     table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -177,7 +179,8 @@ impl AuthThrottle {
         AuthThrottle {
             max_failures,
             window,
-            entries: AtomicUsize::new(0),
+            held_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             table: Mutex::new(HashMap::new()),
         }
     }
@@ -188,7 +191,9 @@ impl AuthThrottle {
 
     /// `Err` with the seconds to wait when `addr` is held back.
     pub fn admit(&self, addr: IpAddr) -> Result<(), ApiError> {
-        if self.max_failures == 0 || self.entries.load(Ordering::Relaxed) == 0 {
+        if self.max_failures == 0
+            || self.since_epoch_ms(Instant::now()) >= self.held_until_ms.load(Ordering::Relaxed)
+        {
             return Ok(());
         }
         let table = self.table();
@@ -227,7 +232,14 @@ impl AuthThrottle {
             *entry = (Instant::now(), 0);
         }
         entry.1 = entry.1.saturating_add(1);
-        self.entries.store(table.len(), Ordering::Relaxed);
+        if entry.1 >= self.max_failures {
+            let until = self.since_epoch_ms(entry.0 + self.window);
+            self.held_until_ms.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    fn since_epoch_ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 }
 
