@@ -104,18 +104,7 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
     if !ort_available() {
         return;
     }
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("serve.toml");
-    let registry = repo_root().join("serving/tests/fixtures/registry");
-    std::fs::write(
-        &config,
-        format!(
-            "addr = \"127.0.0.1:0\"\nregistry = {:?}\napi_keys = [\"{CLIENT_KEY}\"]\n\
-             sessions = 1\nlog_level = \"debug\"\ndrift_window_secs = 86400\n",
-            registry.display().to_string()
-        ),
-    )
-    .expect("write");
+    let (_dir, config) = fixture_config("log_level = \"debug\"\ndrift_window_secs = 86400\n");
     // The admin key from the environment, the rest from the file.
     let mut child = Running(
         serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
@@ -248,8 +237,9 @@ fn refuses_to_start_without_an_admin_key_or_with_a_bad_thresholds_file() {
     );
 }
 
-/// Writes a configuration serving the fixture registry with the client and admin keys and
-/// `extra` lines; returns the folder (kept alive by the caller) and the file.
+/// Writes a configuration serving the fixture registry with the client key and `extra`
+/// lines (the admin key comes from the environment, as the tests pass it);
+/// returns the folder (kept alive by the caller) and the file.
 fn fixture_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("serve.toml");
@@ -258,7 +248,7 @@ fn fixture_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         &config,
         format!(
             "addr = \"127.0.0.1:0\"\nregistry = {:?}\napi_keys = [\"{CLIENT_KEY}\"]\n\
-             admin_keys = [\"{ADMIN_KEY}\"]\nsessions = 1\n{extra}",
+             sessions = 1\n{extra}",
             registry.display().to_string()
         ),
     )
@@ -308,7 +298,11 @@ fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
     }
     // The body may take 60 s; the grace period is 2 s.
     let (_dir, config) = fixture_config("shutdown_grace_secs = 2\nbody_timeout_secs = 60\n");
-    let mut child = Running(serve(&config, &[]).spawn().expect("spawn"));
+    let mut child = Running(
+        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+            .spawn()
+            .expect("spawn"),
+    );
     let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     // A keyed request whose body stops halfway: its handler waits for the rest.
@@ -344,7 +338,11 @@ fn hostile_clients_do_not_take_the_server_down() {
         "header_timeout_secs = 3\nbody_timeout_secs = 3\nidle_timeout_secs = 3\n\
          max_connections = 8000\n",
     );
-    let mut child = Running(serve(&config, &[]).spawn().expect("spawn"));
+    let mut child = Running(
+        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+            .spawn()
+            .expect("spawn"),
+    );
     let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     let body = dir.path().join("lead.json");
