@@ -106,11 +106,7 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
     }
     let (_dir, config) = fixture_config("log_level = \"debug\"\ndrift_window_secs = 86400\n");
     // The admin key from the environment, the rest from the file.
-    let mut child = Running(
-        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut child = Running::start(&config);
     let (addr, mut log, rest) = listening_address(&mut child.0);
     wait_ready(&addr);
 
@@ -259,6 +255,17 @@ fn fixture_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 /// A server process that is killed when the test ends, even by a failed assertion.
 struct Running(Child);
 
+impl Running {
+    /// The server on `config`, with the admin key from the environment.
+    fn start(config: &Path) -> Self {
+        Running(
+            serve(config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
+                .spawn()
+                .expect("spawn"),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -298,11 +305,7 @@ fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
     }
     // The body may take 60 s; the grace period is 2 s.
     let (_dir, config) = fixture_config("shutdown_grace_secs = 2\nbody_timeout_secs = 60\n");
-    let mut child = Running(
-        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut child = Running::start(&config);
     let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     // A keyed request whose body stops halfway: its handler waits for the rest.
@@ -338,11 +341,7 @@ fn hostile_clients_do_not_take_the_server_down() {
         "header_timeout_secs = 3\nbody_timeout_secs = 3\nidle_timeout_secs = 3\n\
          max_connections = 8000\n",
     );
-    let mut child = Running(
-        serve(&config, &[("LEADSCORE_ADMIN_KEYS", ADMIN_KEY)])
-            .spawn()
-            .expect("spawn"),
-    );
+    let mut child = Running::start(&config);
     let (addr, _, _rest) = listening_address(&mut child.0);
     wait_ready(&addr);
     let body = dir.path().join("lead.json");
