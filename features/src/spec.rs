@@ -620,8 +620,8 @@ fn unknown_keys(
 
 /// The known name closest to `key` by edit distance (insertions, deletions, substitutions
 /// and swaps of neighbours), when it is close enough to be a slip: at most a third of the
-/// longer name's characters, and at least one.
-fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+/// longer name's characters, and at least one. Also used for model and field names.
+pub fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|name| (edit_distance(key, name), *name))

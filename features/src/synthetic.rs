@@ -77,6 +77,45 @@
 //! number of events per entity is about [`GeneratorParams::events_per_entity`] (fixed-schedule
 //! events such as monthly billing are not scaled). Both are written as comments in the spec.
 //!
+//! # Lead segments
+//!
+//! With [`GeneratorParams::segments`] set to [`Segments::Differ`] or [`Segments::Alike`], every
+//! lead also gets a categorical profile field `segment`: `enterprise` (40 %) or `smb` (60 %),
+//! independent of everything else. It is drawn after all the lead's other draws (profile,
+//! events and label draws), so those stay what [`Segments::None`] gives; `leads.parquet` (after
+//! the other profile columns) and `truth.parquet` (last) carry it as a column `segment`, and
+//! the spec declares it.
+//!
+//! * `alike`: both segments use the score above with one intercept: the segment carries no
+//!   signal at all, and the files are those of `none` plus the column.
+//! * `differ`: smb leads use the score above; enterprise leads convert for other reasons, with
+//!   `m = lead_age_days / 30`:
+//!
+//! ```text
+//! score = fit_e + 1.2 ln(1+I) + 0.15 fit_e ln(1+I) - 2.5 ln(1+A) + 1.5 ln(1+m) - 0.25 m
+//!         - 0.3 [unsubscribed] - 0.6 [bounced] + 0.6 [webinar attended in the last 60 days]
+//! ```
+//!
+//! `fit_e` is `-2.5` times the industry and lead-source effects of `fit` (public sector and
+//! outbound leads fit, software companies and referrals do not), plus other seniority effects
+//! (C-level 0.9, VP 0.7, director 0.3, manager -0.2, individual contributor -0.7, student
+//! -1.6) and job-function effects (IT 0.45, finance 0.35, operations 0.25, engineering 0.15;
+//! sales -0.2, marketing and people -0.3; -0.3 without a title), plus a much stronger revenue
+//! effect `0.9 tanh((ln revenue - ln 100) / 1.5)` (-0.3 when missing); country and employee
+//! band do not count. `I` is the buying intent, recency-weighted with a 45-day half-life
+//! (pricing-page view 6, webinar registration 2, webinar attendance 4 + minutes / 10, form
+//! submit 1, demo request 15, sales call 2 + minutes / 10); `A` is the casual activity, with
+//! the 14-day half-life (email open 1, click 2, web visit 0.5, download 1), which counts
+//! *against* enterprise leads (newsletter readers research, buying committees ask for pricing
+//! and demos). The lead age helps for about five months (long sales cycles) instead of hurting.
+//!
+//! With `differ` each segment has its own intercept, calibrated on its own pilot leads to the
+//! same rate per window, so that the segment alone predicts nothing: it matters only through
+//! how the other fields and the events act. On enterprise rows the two formulas' scores are
+//! about uncorrelated and the smb formula ranks them little better than chance, so a model of
+//! one segment beats a global gradient-boosted model (which must learn the interactions with
+//! `segment`), clearly on enterprise leads and slightly on smb leads.
+//!
 //! # Determinism and scale
 //!
 //! Entity `i` draws from its own random generator seeded from `(seed, i)`, chunks of entities
@@ -122,6 +161,69 @@ pub enum SyntheticKind {
     Customers,
 }
 
+/// Whether leads come in segments, for testing models trained per segment (see "Lead segments"
+/// in the [module documentation](self)). Leads only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Segments {
+    /// No segments: no `segment` column, the same files as before segments existed.
+    #[default]
+    None,
+    /// Every lead is `enterprise` (about 40 %) or `smb` (column `segment`); smb leads convert
+    /// as without segments, enterprise leads for clearly different reasons, so that a model per
+    /// segment beats a global one.
+    Differ,
+    /// Every lead is `enterprise` or `smb` as with [`Segments::Differ`], but both convert for
+    /// the same reasons: the `segment` column carries no signal, and everything else is what
+    /// [`Segments::None`] gives for the same seed.
+    Alike,
+}
+
+impl Segments {
+    /// The mode's name on the command line and in the spec's comments: `none`, `differ` or
+    /// `alike`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Segments::None => "none",
+            Segments::Differ => "differ",
+            Segments::Alike => "alike",
+        }
+    }
+
+    /// The mode named `text` ([`Segments::as_str`]'s names, exactly); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Segments> {
+        match text {
+            "none" => Some(Segments::None),
+            "differ" => Some(Segments::Differ),
+            "alike" => Some(Segments::Alike),
+            _ => None,
+        }
+    }
+
+    /// Whether leads get a `segment` field.
+    fn is_on(self) -> bool {
+        self != Segments::None
+    }
+}
+
+impl std::fmt::Display for Segments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Segments {
+    type Err = DataError;
+
+    /// As [`Segments::parse`], with an error naming the accepted values.
+    fn from_str(text: &str) -> Result<Segments, DataError> {
+        Segments::parse(text).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "synthetic data: segments must be none, differ or alike (got {text:?})"
+            ))
+        })
+    }
+}
+
 /// Hyperparameters of the generator. Check them with [`GeneratorParams::check`] (done by
 /// [`GeneratorParams::generate`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +244,9 @@ pub struct GeneratorParams {
     pub events_per_entity: f64,
     /// Entities simulated together by one task and written as one Parquet row group.
     pub chunk_size: usize,
+    /// Lead segments ([`Segments::None`] by default). Only [`SyntheticKind::Leads`] may have
+    /// segments.
+    pub segments: Segments,
 }
 
 const DEFAULT_START: NaiveDate = match NaiveDate::from_ymd_opt(2025, 1, 1) {
@@ -160,6 +265,7 @@ impl Default for GeneratorParams {
             span_days: 365,
             events_per_entity: 20.0,
             chunk_size: 10_000,
+            segments: Segments::None,
         }
     }
 }
@@ -225,6 +331,13 @@ impl GeneratorParams {
                 self.chunk_size
             ));
         }
+        if self.kind == SyntheticKind::Customers && self.segments.is_on() {
+            return invalid(format!(
+                "segments = {} is for leads only: customer histories have no segments \
+                 (use segments = none)",
+                self.segments
+            ));
+        }
         let end = self
             .start
             .checked_add_days(chrono::Days::new(u64::from(self.span_days)));
@@ -246,7 +359,7 @@ impl GeneratorParams {
         self.check()?;
         let timeline = Timeline::new(self);
         match self.kind {
-            SyntheticKind::Leads => run(&LeadModel::new(timeline), self, out_dir),
+            SyntheticKind::Leads => run(&LeadModel::new(timeline, self.segments), self, out_dir),
             SyntheticKind::Customers => run(&CustomerModel::new(timeline), self, out_dir),
         }
     }
@@ -503,6 +616,9 @@ trait CrmModel: Sync {
 
     fn timeline(&self) -> &Timeline;
     fn sample_entity(&self, rng: &mut StdRng) -> Self::Entity;
+    /// Draws what must not move any other draw of the entity (the lead's segment): called
+    /// after its events and label draws, before its scores. Draws nothing by default.
+    fn sample_late(&self, _entity: &mut Self::Entity, _rng: &mut StdRng) {}
     fn created_ms(&self, entity: &Self::Entity) -> TimestampMs;
     /// Appends the entity's events (any order, possibly past the span: the caller sorts and
     /// trims) as if it never reached its outcome.
@@ -521,12 +637,34 @@ trait CrmModel: Sync {
         events_before: &[SimEvent],
         cutoff_ms: TimestampMs,
     ) -> f64;
-    /// The entities frame: id column, `created_at`, then the profile columns.
+    /// The entities frame: id column, `created_at`, then the profile columns
+    /// ([`Naming::profile_columns`], then [`CrmModel::extra_profile_columns`]).
     fn entity_frame(
         &self,
         ids: Column,
         entities: &[Self::Entity],
     ) -> Result<DataFrame, PolarsError>;
+    /// Profile columns written after [`Naming::profile_columns`] with these settings.
+    fn extra_profile_columns(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    /// Whether entities have a segment: then `truth.parquet` has a `segment` column.
+    fn has_segments(&self) -> bool {
+        false
+    }
+    /// The entity's segment, when entities have one ([`CrmModel::has_segments`]).
+    fn segment(&self, _entity: &Self::Entity) -> Option<&'static str> {
+        None
+    }
+    /// Names of the groups of entities that get their own intercept, each calibrated to
+    /// [`Naming::target_window_rate`]: one group (named `""`) unless segments differ.
+    fn calibration_groups(&self) -> &'static [&'static str] {
+        &[""]
+    }
+    /// The index in [`CrmModel::calibration_groups`] of the entity's group.
+    fn calibration_group(&self, _entity: &Self::Entity) -> usize {
+        0
+    }
 }
 
 /// One cutoff of an entity with the random draws deciding its label.
@@ -555,24 +693,35 @@ fn simulate_entity<M: CrmModel>(
     rate_scale: f64,
     mut rng: StdRng,
 ) -> SimulatedEntity<M::Entity> {
-    let entity = model.sample_entity(&mut rng);
+    let mut entity = model.sample_entity(&mut rng);
     let mut events = Vec::new();
     model.simulate_events(&entity, rate_scale, &mut rng, &mut events);
     let timeline = model.timeline();
     let created_ms = model.created_ms(&entity);
     events.retain(|event| event.ts_ms >= created_ms && event.ts_ms < timeline.end_ms);
     events.sort_by_key(|event| (event.ts_ms, event.kind));
-    let draws = timeline
+    // The label draws first (in cutoff order, label then offset), then the late draws, then
+    // the scores, which draw nothing: a late draw moves no other draw.
+    let label_draws: Vec<(TimestampMs, f64, f64)> = timeline
         .cutoffs_ms
         .iter()
         .filter(|&&cutoff_ms| created_ms < cutoff_ms)
         .map(|&cutoff_ms| {
+            let label_draw = rng.random::<f64>();
+            let offset_draw = rng.random::<f64>();
+            (cutoff_ms, label_draw, offset_draw)
+        })
+        .collect();
+    model.sample_late(&mut entity, &mut rng);
+    let draws = label_draws
+        .into_iter()
+        .map(|(cutoff_ms, label_draw, offset_draw)| {
             let before = events.partition_point(|event| event.ts_ms < cutoff_ms);
             CutoffDraw {
                 cutoff_ms,
                 score: model.score(&entity, &events[..before], cutoff_ms),
-                label_draw: rng.random::<f64>(),
-                offset_draw: rng.random::<f64>(),
+                label_draw,
+                offset_draw,
             }
         })
         .collect();
@@ -611,24 +760,39 @@ const PILOT_ENTITIES: usize = 3_000;
 const PILOT_SEED: u64 = 0x5EED_CA11_B4A7_E000;
 const CALIBRATION_ROUNDS: usize = 4;
 const RATE_SCALE_RANGE: (f64, f64) = (0.02, 50.0);
+/// At most this many calibration groups ([`CrmModel::calibration_groups`]).
+const MAX_CALIBRATION_GROUPS: usize = 2;
 
-/// The intercept and the rate scale, found on a pilot population that depends on the kind,
-/// dates and targets but not on the seed, so every seed shares one ground-truth model.
+/// The intercepts and the rate scale, found on a pilot population that depends on the kind,
+/// dates, targets and segments but not on the seed, so every seed shares one ground-truth
+/// model.
 #[derive(Debug, Clone, Copy)]
 struct Calibration {
     rate_scale: f64,
-    intercept: f64,
+    /// The intercept of each calibration group; only the model's groups are used.
+    intercepts: [f64; MAX_CALIBRATION_GROUPS],
     pilot_events_per_entity: f64,
+    /// Mean probability per window over all pilot rows.
     pilot_window_rate: f64,
+}
+
+impl Calibration {
+    fn intercept(&self, group: usize) -> f64 {
+        self.intercepts[group.min(MAX_CALIBRATION_GROUPS - 1)]
+    }
 }
 
 fn calibrate<M: CrmModel>(model: &M, events_per_entity: f64) -> Calibration {
     let target_rate = M::NAMING.target_window_rate;
     let horizon_ms = model.timeline().horizon_ms;
+    let groups = model
+        .calibration_groups()
+        .len()
+        .clamp(1, MAX_CALIBRATION_GROUPS);
     let mut rate_scale = 1.0;
     let mut calibration = Calibration {
         rate_scale,
-        intercept: 0.0,
+        intercepts: [0.0; MAX_CALIBRATION_GROUPS],
         pilot_events_per_entity: 0.0,
         pilot_window_rate: 0.0,
     };
@@ -637,9 +801,19 @@ fn calibrate<M: CrmModel>(model: &M, events_per_entity: f64) -> Calibration {
             .into_par_iter()
             .map(|index| simulate_entity(model, rate_scale, entity_rng(PILOT_SEED, index)))
             .collect();
-        let window_rate = |intercept: f64| {
+        let pilot_groups: Vec<usize> = pilots
+            .iter()
+            .map(|pilot| model.calibration_group(&pilot.entity).min(groups - 1))
+            .collect();
+        // Mean probability per window over the pilot rows of group `only` (all rows when
+        // `None`), each entity at its group's intercept.
+        let window_rate = |intercepts: [f64; MAX_CALIBRATION_GROUPS], only: Option<usize>| {
             let (mut probability_sum, mut rows) = (0.0, 0usize);
-            for pilot in &pilots {
+            for (pilot, &group) in pilots.iter().zip(&pilot_groups) {
+                if only.is_some_and(|only| only != group) {
+                    continue;
+                }
+                let intercept = intercepts[group];
                 walk_cutoffs(&pilot.draws, intercept, horizon_ms, |_, probability, _| {
                     probability_sum += probability;
                     rows += 1;
@@ -651,18 +825,22 @@ fn calibrate<M: CrmModel>(model: &M, events_per_entity: f64) -> Calibration {
                 probability_sum / rows as f64
             }
         };
-        let (mut low, mut high) = (-20.0, 10.0);
-        for _ in 0..60 {
-            let middle = 0.5 * (low + high);
-            if window_rate(middle) < target_rate {
-                low = middle;
-            } else {
-                high = middle;
+        let mut intercepts = [0.0; MAX_CALIBRATION_GROUPS];
+        for (group, intercept) in intercepts.iter_mut().enumerate().take(groups) {
+            let (mut low, mut high) = (-20.0, 10.0);
+            for _ in 0..60 {
+                let middle = 0.5 * (low + high);
+                if window_rate([middle; MAX_CALIBRATION_GROUPS], Some(group)) < target_rate {
+                    low = middle;
+                } else {
+                    high = middle;
+                }
             }
+            *intercept = 0.5 * (low + high);
         }
-        let intercept = 0.5 * (low + high);
         let mut events = 0usize;
-        for pilot in &pilots {
+        for (pilot, &group) in pilots.iter().zip(&pilot_groups) {
+            let intercept = intercepts[group];
             let outcome = walk_cutoffs(&pilot.draws, intercept, horizon_ms, |_, _, _| {});
             events += match outcome {
                 Some(outcome_ms) => pilot
@@ -674,9 +852,9 @@ fn calibrate<M: CrmModel>(model: &M, events_per_entity: f64) -> Calibration {
         let measured = events as f64 / PILOT_ENTITIES as f64;
         calibration = Calibration {
             rate_scale,
-            intercept,
+            intercepts,
             pilot_events_per_entity: measured,
-            pilot_window_rate: window_rate(intercept),
+            pilot_window_rate: window_rate(intercepts, None),
         };
         if round + 1 < CALIBRATION_ROUNDS {
             let correction = if measured > 0.0 {
@@ -739,6 +917,32 @@ mod lead_event {
             FORM_SUBMIT => 3.0,
             DEMO_REQUEST => 12.0,
             SALES_CALL => 5.0,
+            _ => 0.0,
+        }
+    }
+
+    /// Weight of an event in the buying intent of enterprise leads when segments differ:
+    /// pricing, webinars, demos and sales calls count.
+    pub fn enterprise_intent_weight(kind: u8, value: Option<f64>) -> f64 {
+        match kind {
+            PRICING_PAGE_VIEW => 6.0,
+            WEBINAR_REGISTRATION => 2.0,
+            WEBINAR_ATTENDANCE => 4.0 + value.unwrap_or(0.0).clamp(0.0, 60.0) / 10.0,
+            FORM_SUBMIT => 1.0,
+            DEMO_REQUEST => 15.0,
+            SALES_CALL => 2.0 + value.unwrap_or(0.0).clamp(0.0, 120.0) / 10.0,
+            _ => 0.0,
+        }
+    }
+
+    /// Weight of an event in the casual activity of enterprise leads when segments differ
+    /// (which counts against them): email opens and clicks, web visits, downloads.
+    pub fn enterprise_activity_weight(kind: u8) -> f64 {
+        match kind {
+            EMAIL_OPEN => 1.0,
+            EMAIL_CLICK => 2.0,
+            WEB_VISIT => 0.5,
+            CONTENT_DOWNLOAD => 1.0,
             _ => 0.0,
         }
     }
@@ -812,6 +1016,9 @@ const SENIORITIES: &[(&str, f64, f64)] = &[
 ];
 const C_LEVEL: usize = 0;
 const STUDENT: usize = 5;
+/// Effect of the seniority (as in `SENIORITIES`) on the enterprise fit when segments differ:
+/// seniority matters more, C-level most.
+const ENTERPRISE_SENIORITY_EFFECTS: [f64; 6] = [0.90, 0.70, 0.30, -0.20, -0.70, -1.60];
 
 /// Job functions (visible through the job title) and their effect on fit.
 const FUNCTIONS: &[(f64, f64)] = &[
@@ -823,6 +1030,16 @@ const FUNCTIONS: &[(f64, f64)] = &[
     (0.10, -0.10), // engineering
     (0.06, -0.20), // people
 ];
+/// Effect of the job function (as in `FUNCTIONS`) on the enterprise fit when segments differ:
+/// IT, finance and operations buy; marketing and sales do not.
+const ENTERPRISE_FUNCTION_EFFECTS: [f64; 7] = [-0.30, -0.20, 0.45, 0.25, 0.35, 0.15, -0.30];
+/// Effect of a missing job title on the enterprise fit.
+const ENTERPRISE_MISSING_TITLE_EFFECT: f64 = -0.30;
+/// Effect of a missing revenue on the enterprise fit.
+const ENTERPRISE_MISSING_REVENUE_EFFECT: f64 = -0.30;
+/// The enterprise fit's industry and lead-source effects are those of `INDUSTRIES` and
+/// `LEAD_SOURCES` times this.
+const ENTERPRISE_REVERSAL: f64 = -2.5;
 
 /// Job titles by seniority (rows, as in `SENIORITIES`) and function (columns).
 const JOB_TITLES: [[&str; 7]; 6] = [
@@ -924,6 +1141,26 @@ const LEAD_PROFILE_COLUMNS: &[(&str, &str)] = &[
     ("lead_source", "categorical"),
     ("annual_revenue_musd", "numeric"),
 ];
+/// The profile column added when leads have segments.
+const SEGMENT_COLUMNS: &[(&str, &str)] = &[("segment", "categorical")];
+/// Share of enterprise leads when leads have segments.
+const ENTERPRISE_SHARE: f64 = 0.4;
+
+/// A lead's segment ([`Segments`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeadSegment {
+    Enterprise,
+    Smb,
+}
+
+impl LeadSegment {
+    fn name(self) -> &'static str {
+        match self {
+            LeadSegment::Enterprise => "enterprise",
+            LeadSegment::Smb => "smb",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Lead {
@@ -939,8 +1176,12 @@ struct Lead {
     annual_revenue_musd: Option<f64>,
     /// Observable part of the score: a function of the written profile only.
     fit: f64,
+    /// The same for enterprise leads when segments differ (other effects of the same fields).
+    enterprise_fit: f64,
     /// Hidden multiplier of engagement rates (log-normal, correlated with fit).
     interest: f64,
+    /// Set by [`CrmModel::sample_late`] when leads have segments.
+    segment: Option<LeadSegment>,
 }
 
 /// Fraction of the span over which leads (and new customers) arrive.
@@ -948,6 +1189,7 @@ const ARRIVAL_SHARE_OF_SPAN: f64 = 0.8;
 
 struct LeadModel {
     timeline: Timeline,
+    segments: Segments,
     industries: WeightedTable<Level>,
     countries: WeightedTable<Level>,
     bands: WeightedTable<(Level, f64)>,
@@ -959,7 +1201,7 @@ struct LeadModel {
 }
 
 impl LeadModel {
-    fn new(timeline: Timeline) -> LeadModel {
+    fn new(timeline: Timeline, segments: Segments) -> LeadModel {
         let first_thursday = (0..7)
             .map(f64::from)
             .find(|&day| (timeline.start_weekday + day as i64).rem_euclid(7) == 3)
@@ -969,6 +1211,7 @@ impl LeadModel {
             .take_while(|&day| day < timeline.span_days)
             .collect();
         LeadModel {
+            segments,
             industries: level_table(INDUSTRIES),
             countries: level_table(COUNTRIES),
             bands: WeightedTable::new(
@@ -1035,21 +1278,24 @@ impl CrmModel for LeadModel {
             seniority_index = C_LEVEL; // founders
         }
         let function_index = self.functions.sample(rng);
-        let (job_title, seniority, title_effect) = if chance(rng, JOB_TITLE_MISSING_SHARE) {
-            (None, None, -0.10)
-        } else if seniority_index != STUDENT && chance(rng, RARE_TITLE_SHARE) {
-            let title = RARE_JOB_TITLES[rng.random_range(0..RARE_JOB_TITLES.len())];
-            let (name, _, effect) = SENIORITIES[seniority_index];
-            (Some(title), Some(name), effect)
-        } else {
-            let (name, _, effect) = SENIORITIES[seniority_index];
-            let title = JOB_TITLES[seniority_index][function_index];
-            (
-                Some(title),
-                Some(name),
-                effect + FUNCTIONS[function_index].1,
-            )
-        };
+        let enterprise_seniority_effect = ENTERPRISE_SENIORITY_EFFECTS[seniority_index];
+        let (job_title, seniority, title_effect, enterprise_title_effect) =
+            if chance(rng, JOB_TITLE_MISSING_SHARE) {
+                (None, None, -0.10, ENTERPRISE_MISSING_TITLE_EFFECT)
+            } else if seniority_index != STUDENT && chance(rng, RARE_TITLE_SHARE) {
+                let title = RARE_JOB_TITLES[rng.random_range(0..RARE_JOB_TITLES.len())];
+                let (name, _, effect) = SENIORITIES[seniority_index];
+                (Some(title), Some(name), effect, enterprise_seniority_effect)
+            } else {
+                let (name, _, effect) = SENIORITIES[seniority_index];
+                let title = JOB_TITLES[seniority_index][function_index];
+                (
+                    Some(title),
+                    Some(name),
+                    effect + FUNCTIONS[function_index].1,
+                    enterprise_seniority_effect + ENTERPRISE_FUNCTION_EFFECTS[function_index],
+                )
+            };
         let annual_revenue_musd = if chance(rng, REVENUE_MISSING_SHARE) {
             None
         } else {
@@ -1068,6 +1314,15 @@ impl CrmModel for LeadModel {
             + source_effect
             + title_effect
             + revenue_effect;
+        // Enterprise buyers: industry and source effects reversed and stronger, other
+        // seniorities and functions, revenue much stronger, no country or band effect.
+        let enterprise_revenue_effect = annual_revenue_musd
+            .map_or(ENTERPRISE_MISSING_REVENUE_EFFECT, |revenue| {
+                0.9 * ((revenue.ln() - 100f64.ln()) / 1.5).tanh()
+            });
+        let enterprise_fit = ENTERPRISE_REVERSAL * (industry.effect + source_effect)
+            + enterprise_title_effect
+            + enterprise_revenue_effect;
         let latent = 0.45 * fit + 0.9 * standard_normal(rng);
         Lead {
             created_day,
@@ -1081,7 +1336,19 @@ impl CrmModel for LeadModel {
             lead_source,
             annual_revenue_musd,
             fit,
+            enterprise_fit,
             interest: (0.7 * latent).exp(),
+            segment: None,
+        }
+    }
+
+    fn sample_late(&self, lead: &mut Lead, rng: &mut StdRng) {
+        if self.segments.is_on() {
+            lead.segment = Some(if chance(rng, ENTERPRISE_SHARE) {
+                LeadSegment::Enterprise
+            } else {
+                LeadSegment::Smb
+            });
         }
     }
 
@@ -1112,33 +1379,16 @@ impl CrmModel for LeadModel {
     }
 
     fn score(&self, lead: &Lead, events_before: &[SimEvent], cutoff_ms: TimestampMs) -> f64 {
-        let mut engagement = 0.0;
-        let mut unsubscribed = false;
-        let mut bounced = false;
-        let mut recent_demo = false;
-        for event in events_before {
-            let age_days = days_between(event.ts_ms, cutoff_ms);
-            engagement += lead_event::engagement_weight(event.kind, event.value)
-                * half_life_decay(age_days, ENGAGEMENT_HALF_LIFE_DAYS);
-            match event.kind {
-                lead_event::UNSUBSCRIBE => unsubscribed = true,
-                lead_event::BOUNCE => bounced = true,
-                lead_event::DEMO_REQUEST if age_days < 30.0 => recent_demo = true,
-                _ => {}
-            }
-        }
-        let log_engagement = engagement.ln_1p();
-        let lead_age_days = days_between(lead.created_ms, cutoff_ms);
-        lead.fit + 0.8 * log_engagement + 0.3 * lead.fit * log_engagement
-            - 0.3 * (lead_age_days / 30.0).ln_1p()
-            - if unsubscribed { 1.0 } else { 0.0 }
-            - if bounced { 0.6 } else { 0.0 }
-            + if recent_demo { 0.5 } else { 0.0 }
+        let formula = match (self.segments, lead.segment) {
+            (Segments::Differ, Some(LeadSegment::Enterprise)) => LeadSegment::Enterprise,
+            _ => LeadSegment::Smb,
+        };
+        lead_score(formula, lead, events_before, cutoff_ms)
     }
 
     fn entity_frame(&self, ids: Column, leads: &[Lead]) -> Result<DataFrame, PolarsError> {
         let text = |name: &str, values: Vec<Option<&'static str>>| Column::new(name.into(), values);
-        DataFrame::new_infer_height(vec![
+        let mut columns = vec![
             ids,
             datetime_column(
                 "created_at",
@@ -1169,12 +1419,126 @@ impl CrmModel for LeadModel {
                     .map(|lead| lead.annual_revenue_musd)
                     .collect::<Vec<_>>(),
             ),
-        ])
+        ];
+        if self.segments.is_on() {
+            columns.push(text(
+                "segment",
+                leads
+                    .iter()
+                    .map(|lead| lead.segment.map(LeadSegment::name))
+                    .collect(),
+            ));
+        }
+        DataFrame::new_infer_height(columns)
     }
+
+    fn extra_profile_columns(&self) -> &'static [(&'static str, &'static str)] {
+        if self.segments.is_on() {
+            SEGMENT_COLUMNS
+        } else {
+            &[]
+        }
+    }
+
+    fn has_segments(&self) -> bool {
+        self.segments.is_on()
+    }
+
+    fn segment(&self, lead: &Lead) -> Option<&'static str> {
+        lead.segment.map(LeadSegment::name)
+    }
+
+    fn calibration_groups(&self) -> &'static [&'static str] {
+        match self.segments {
+            Segments::Differ => &["smb", "enterprise"],
+            Segments::None | Segments::Alike => &[""],
+        }
+    }
+
+    fn calibration_group(&self, lead: &Lead) -> usize {
+        match (self.segments, lead.segment) {
+            (Segments::Differ, Some(LeadSegment::Enterprise)) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The hidden score of a lead (without the intercept) by the formula of `formula`'s segment,
+/// whatever the lead's own segment: [`LeadSegment::Smb`] is the formula of leads without
+/// segments, [`LeadSegment::Enterprise`] that of enterprise leads when segments differ.
+fn lead_score(
+    formula: LeadSegment,
+    lead: &Lead,
+    events_before: &[SimEvent],
+    cutoff_ms: TimestampMs,
+) -> f64 {
+    match formula {
+        LeadSegment::Smb => smb_lead_score(lead, events_before, cutoff_ms),
+        LeadSegment::Enterprise => enterprise_lead_score(lead, events_before, cutoff_ms),
+    }
+}
+
+/// The score of leads without segments (and of smb leads).
+fn smb_lead_score(lead: &Lead, events_before: &[SimEvent], cutoff_ms: TimestampMs) -> f64 {
+    let mut engagement = 0.0;
+    let mut unsubscribed = false;
+    let mut bounced = false;
+    let mut recent_demo = false;
+    for event in events_before {
+        let age_days = days_between(event.ts_ms, cutoff_ms);
+        engagement += lead_event::engagement_weight(event.kind, event.value)
+            * half_life_decay(age_days, ENGAGEMENT_HALF_LIFE_DAYS);
+        match event.kind {
+            lead_event::UNSUBSCRIBE => unsubscribed = true,
+            lead_event::BOUNCE => bounced = true,
+            lead_event::DEMO_REQUEST if age_days < 30.0 => recent_demo = true,
+            _ => {}
+        }
+    }
+    let log_engagement = engagement.ln_1p();
+    let lead_age_days = days_between(lead.created_ms, cutoff_ms);
+    lead.fit + 0.8 * log_engagement + 0.3 * lead.fit * log_engagement
+        - 0.3 * (lead_age_days / 30.0).ln_1p()
+        - if unsubscribed { 1.0 } else { 0.0 }
+        - if bounced { 0.6 } else { 0.0 }
+        + if recent_demo { 0.5 } else { 0.0 }
+}
+
+/// The score of enterprise leads when segments differ (see the module documentation).
+fn enterprise_lead_score(lead: &Lead, events_before: &[SimEvent], cutoff_ms: TimestampMs) -> f64 {
+    let mut intent = 0.0;
+    let mut activity = 0.0;
+    let mut unsubscribed = false;
+    let mut bounced = false;
+    let mut recent_webinar = false;
+    for event in events_before {
+        let age_days = days_between(event.ts_ms, cutoff_ms);
+        intent += lead_event::enterprise_intent_weight(event.kind, event.value)
+            * half_life_decay(age_days, ENTERPRISE_ENGAGEMENT_HALF_LIFE_DAYS);
+        activity += lead_event::enterprise_activity_weight(event.kind)
+            * half_life_decay(age_days, ENGAGEMENT_HALF_LIFE_DAYS);
+        match event.kind {
+            lead_event::UNSUBSCRIBE => unsubscribed = true,
+            lead_event::BOUNCE => bounced = true,
+            lead_event::WEBINAR_ATTENDANCE if age_days < 60.0 => recent_webinar = true,
+            _ => {}
+        }
+    }
+    let log_intent = intent.ln_1p();
+    let lead_months = days_between(lead.created_ms, cutoff_ms) / 30.0;
+    let fit = lead.enterprise_fit;
+    fit + 1.2 * log_intent + 0.15 * fit * log_intent - 2.5 * activity.ln_1p()
+        + 1.5 * lead_months.ln_1p()
+        - 0.25 * lead_months
+        - if unsubscribed { 0.3 } else { 0.0 }
+        - if bounced { 0.6 } else { 0.0 }
+        + if recent_webinar { 0.6 } else { 0.0 }
 }
 
 /// Half-life of the recency weighting of engagement in the ground truth.
 const ENGAGEMENT_HALF_LIFE_DAYS: f64 = 14.0;
+/// The same for enterprise leads when segments differ: longer buying cycles.
+const ENTERPRISE_ENGAGEMENT_HALF_LIFE_DAYS: f64 = 45.0;
 /// Half-life of a lead's engagement as it ages.
 const LEAD_INTEREST_HALF_LIFE_DAYS: f64 = 45.0;
 /// Consecutive unopened emails after which marketing stops emailing a lead.
@@ -2065,21 +2429,28 @@ fn simulate_chunk<M: CrmModel>(
     let mut truth_cutoff = Vec::new();
     let mut truth_probability = Vec::new();
     let mut truth_label = Vec::new();
+    let mut truth_segment = Vec::new();
     for (local, index) in indices.enumerate() {
         let simulated = simulate_entity(
             model,
             settings.calibration.rate_scale,
             entity_rng(settings.seed, index),
         );
+        let segment = model.segment(&simulated.entity);
         let outcome = walk_cutoffs(
             &simulated.draws,
-            settings.calibration.intercept,
+            settings
+                .calibration
+                .intercept(model.calibration_group(&simulated.entity)),
             timeline.horizon_ms,
             |cutoff_ms, probability, label| {
                 truth_owner.push(local);
                 truth_cutoff.push(cutoff_ms);
                 truth_probability.push(probability);
                 truth_label.push(u8::from(label));
+                if let Some(segment) = segment {
+                    truth_segment.push(segment);
+                }
             },
         );
         let kept = match outcome {
@@ -2125,12 +2496,16 @@ fn simulate_chunk<M: CrmModel>(
             id_column(&outcome_owner),
             datetime_column(naming.outcome_column, outcome_ts),
         ])?;
-        let truth = DataFrame::new_infer_height(vec![
+        let mut truth_columns = vec![
             id_column(&truth_owner),
             datetime_column("cutoff", truth_cutoff),
             Column::new("true_probability".into(), truth_probability),
             Column::new("label".into(), truth_label),
-        ])?;
+        ];
+        if model.has_segments() {
+            truth_columns.push(Column::new("segment".into(), truth_segment));
+        }
+        let truth = DataFrame::new_infer_height(truth_columns)?;
         Ok::<_, PolarsError>(ChunkFrames {
             entities,
             events,
@@ -2378,7 +2753,7 @@ fn run<M: CrmModel>(
     let [entity_rows, event_rows, outcome_rows, truth_rows] =
         finished.each_ref().map(|(_, _, rows)| *rows);
 
-    let spec_text = spec_toml(naming, params, model.timeline(), &calibration);
+    let spec_text = spec_toml(model, params, &calibration);
     let spec_temporary = temporary_path(&spec_path);
     std::fs::write(&spec_temporary, spec_text)
         .map_err(|source| io_error(&spec_temporary, source))?;
@@ -2407,12 +2782,13 @@ fn run<M: CrmModel>(
 }
 
 /// The dataset spec of the generated files, with the generator's settings as comments.
-fn spec_toml(
-    naming: &Naming,
+fn spec_toml<M: CrmModel>(
+    model: &M,
     params: &GeneratorParams,
-    timeline: &Timeline,
     calibration: &Calibration,
 ) -> String {
+    let naming = &M::NAMING;
+    let timeline = model.timeline();
     let mut text = String::new();
     let cutoffs: Vec<String> = timeline
         .cutoff_dates
@@ -2434,14 +2810,39 @@ fn spec_toml(
         params.horizon_days,
         params.events_per_entity
     );
+    match params.segments {
+        Segments::None => {}
+        Segments::Differ => {
+            let _ = writeln!(
+                text,
+                "# segments = differ: enterprise and smb leads convert for different reasons \
+                 (see features::synthetic)"
+            );
+        }
+        Segments::Alike => {
+            let _ = writeln!(
+                text,
+                "# segments = alike: enterprise and smb leads convert for the same reasons \
+                 (the segment column carries no signal)"
+            );
+        }
+    }
+    let groups = model.calibration_groups();
+    let intercepts = if groups.len() <= 1 {
+        format!("intercept = {:.6}", calibration.intercept(0))
+    } else {
+        let each: Vec<String> = groups
+            .iter()
+            .enumerate()
+            .map(|(group, name)| format!("{:.6} ({name})", calibration.intercept(group)))
+            .collect();
+        format!("intercepts = {}", each.join(", "))
+    };
     let _ = writeln!(
         text,
-        "# Hidden ground truth in {TRUTH_FILE}: intercept = {:.6}, rate_scale = {:.6} \
+        "# Hidden ground truth in {TRUTH_FILE}: {intercepts}, rate_scale = {:.6} \
          (pilot: {:.2} events per entity, {:.4} mean probability per window).",
-        calibration.intercept,
-        calibration.rate_scale,
-        calibration.pilot_events_per_entity,
-        calibration.pilot_window_rate
+        calibration.rate_scale, calibration.pilot_events_per_entity, calibration.pilot_window_rate
     );
     let _ = writeln!(text);
     let _ = writeln!(text, "name = \"{}\"", naming.dataset);
@@ -2453,7 +2854,11 @@ fn spec_toml(
     let _ = writeln!(text, "created_at = \"created_at\"");
     let _ = writeln!(text);
     let _ = writeln!(text, "[entities.columns]");
-    for (column, kind) in naming.profile_columns {
+    for (column, kind) in naming
+        .profile_columns
+        .iter()
+        .chain(model.extra_profile_columns())
+    {
         let _ = writeln!(text, "{column} = \"{kind}\"");
     }
     let _ = writeln!(text);
@@ -2474,4 +2879,167 @@ fn spec_toml(
     let _ = writeln!(text, "horizon_days = {}", params.horizon_days);
     let _ = writeln!(text, "cutoffs = {{ dates = [{}] }}", cutoffs.join(", "));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(segments: Segments, entities: usize) -> GeneratorParams {
+        GeneratorParams {
+            entities,
+            seed: 7,
+            chunk_size: 500,
+            segments,
+            ..GeneratorParams::default()
+        }
+    }
+
+    /// Area under the ROC curve, ties counted half (Mann-Whitney).
+    fn auc(scores: &[f64], labels: &[u8]) -> f64 {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let mut rank_sum_positive = 0.0;
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+                j += 1;
+            }
+            let mean_rank = (i + j) as f64 / 2.0 + 1.0;
+            rank_sum_positive +=
+                order[i..=j].iter().filter(|&&k| labels[k] == 1).count() as f64 * mean_rank;
+            i = j + 1;
+        }
+        let positives = labels.iter().filter(|&&l| l == 1).count() as f64;
+        let negatives = labels.len() as f64 - positives;
+        (rank_sum_positive - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+    }
+
+    fn correlation(a: &[f64], b: &[f64]) -> f64 {
+        let n = a.len() as f64;
+        let (mean_a, mean_b) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+        let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            ab += (x - mean_a) * (y - mean_b);
+            aa += (x - mean_a).powi(2);
+            bb += (y - mean_b).powi(2);
+        }
+        ab / (aa * bb).sqrt()
+    }
+
+    #[test]
+    fn segments_names_round_trip_and_none_is_the_default() {
+        assert_eq!(Segments::default(), Segments::None);
+        assert_eq!(GeneratorParams::default().segments, Segments::None);
+        for segments in [Segments::None, Segments::Differ, Segments::Alike] {
+            assert_eq!(Segments::parse(segments.as_str()), Some(segments));
+            assert_eq!(segments.as_str().parse::<Segments>().ok(), Some(segments));
+            assert_eq!(segments.to_string(), segments.as_str());
+        }
+        assert_eq!(Segments::parse("Differ"), None);
+        assert_eq!(Segments::parse(""), None);
+        match "both".parse::<Segments>() {
+            Err(DataError::Invalid(message)) => {
+                assert!(message.contains("none, differ or alike"), "{message}")
+            }
+            other => panic!("expected an invalid-value error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn segments_are_for_leads_only() {
+        for segments in [Segments::Differ, Segments::Alike] {
+            let customers = GeneratorParams {
+                kind: SyntheticKind::Customers,
+                segments,
+                ..GeneratorParams::default()
+            };
+            match customers.check() {
+                Err(DataError::Invalid(message)) => {
+                    assert!(message.contains("leads only"), "{message}")
+                }
+                other => panic!("{segments}: customers with segments accepted: {other:?}"),
+            }
+            let dir = tempfile::tempdir().expect("temporary folder");
+            assert!(customers.generate(dir.path()).is_err());
+            let leads = GeneratorParams {
+                segments,
+                ..GeneratorParams::default()
+            };
+            assert!(leads.check().is_ok(), "{segments}: leads may have segments");
+        }
+    }
+
+    /// Without segments the generator writes what it wrote before segments existed: the same
+    /// calibrated ground truth (which fingerprints the whole simulation of the pilot
+    /// population) and no `segment` anywhere.
+    /// With `Differ`, each lead's score is its segment's formula, and on enterprise leads the
+    /// smb formula (the one of `None` and `Alike`) is a poor guide: the scores are weakly
+    /// correlated and the smb formula ranks the enterprise labels far worse.
+    #[test]
+    fn differ_enterprise_leads_follow_another_formula() {
+        let params = params(Segments::Differ, 3_000);
+        let model = LeadModel::new(Timeline::new(&params), Segments::Differ);
+        let calibration = calibrate(&model, params.events_per_entity);
+        assert_eq!(
+            model.calibration_groups().to_vec(),
+            vec!["smb", "enterprise"]
+        );
+        let (mut own, mut smb_formula, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut smb_rows = 0;
+        for index in 0..params.entities {
+            let simulated = simulate_entity(
+                &model,
+                calibration.rate_scale,
+                entity_rng(params.seed, index),
+            );
+            let lead = &simulated.entity;
+            let segment = lead
+                .segment
+                .unwrap_or_else(|| panic!("lead {index} has no segment"));
+            let intercept = calibration.intercept(model.calibration_group(lead));
+            let mut rows = Vec::new();
+            walk_cutoffs(
+                &simulated.draws,
+                intercept,
+                model.timeline.horizon_ms,
+                |cutoff_ms, _, label| rows.push((cutoff_ms, label)),
+            );
+            for (draw, (cutoff_ms, label)) in simulated.draws.iter().zip(rows) {
+                assert_eq!(draw.cutoff_ms, cutoff_ms);
+                let before = simulated
+                    .events
+                    .partition_point(|event| event.ts_ms < cutoff_ms);
+                let events = &simulated.events[..before];
+                assert_eq!(draw.score, lead_score(segment, lead, events, cutoff_ms));
+                match segment {
+                    LeadSegment::Enterprise => {
+                        own.push(draw.score);
+                        smb_formula.push(lead_score(LeadSegment::Smb, lead, events, cutoff_ms));
+                        outcomes.push(u8::from(label));
+                    }
+                    LeadSegment::Smb => smb_rows += 1,
+                }
+            }
+        }
+        assert!(
+            own.len() > 2_000 && smb_rows > 2_000,
+            "rows of both segments"
+        );
+        let r = correlation(&own, &smb_formula);
+        assert!(
+            r < 0.5,
+            "enterprise rows: correlation {r:.3} of the two formulas"
+        );
+        let (own_auc, smb_auc) = (auc(&own, &outcomes), auc(&smb_formula, &outcomes));
+        assert!(
+            own_auc > 0.75,
+            "enterprise AUC of the true score {own_auc:.3}"
+        );
+        assert!(
+            own_auc - smb_auc > 0.15,
+            "enterprise AUC: true score {own_auc:.3}, smb formula {smb_auc:.3}"
+        );
+    }
 }

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use features::DatasetSpec;
+use features::spec::ColumnKind;
 use features::spec::{CutoffSpec, Task};
-use features::synthetic::{GeneratedDataset, GeneratorParams, SyntheticKind};
+use features::synthetic::{GeneratedDataset, GeneratorParams, Segments, SyntheticKind};
 use polars::prelude::{DataFrame, DataType, ParquetReader, SerReader};
 use tempfile::TempDir;
 
@@ -834,4 +835,188 @@ fn unwritable_folder_is_an_io_error() {
         .generate(&blocker.join("out"))
         .expect_err("cannot create a folder in a file");
     assert!(matches!(error, features::DataError::Io { .. }), "{error}");
+}
+
+fn params(segments: Segments, entities: usize) -> GeneratorParams {
+    GeneratorParams {
+        entities,
+        seed: 7,
+        chunk_size: 500,
+        segments,
+        ..GeneratorParams::default()
+    }
+}
+
+#[test]
+fn no_segments_keep_the_earlier_history() {
+    let fingerprints = [
+        (
+            SyntheticKind::Leads,
+            "intercept = -4.960940, rate_scale = 0.607917 (pilot: 20.44 events per entity, \
+             0.0250 mean probability per window)",
+        ),
+        (
+            SyntheticKind::Customers,
+            "intercept = -7.398112, rate_scale = 0.027017 (pilot: 30.01 events per entity, \
+             0.0200 mean probability per window)",
+        ),
+    ];
+    for (kind, fingerprint) in fingerprints {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let generated = GeneratorParams {
+            kind,
+            ..params(Segments::None, 200)
+        }
+        .generate(dir.path())
+        .expect("generation");
+        let spec = std::fs::read_to_string(&generated.spec_path).expect("spec");
+        assert!(
+            spec.contains(fingerprint),
+            "{kind:?}: the ground truth changed:\n{spec}"
+        );
+        assert!(!spec.contains("segment"), "{kind:?}:\n{spec}");
+        let files = match kind {
+            SyntheticKind::Leads => ["leads.parquet", "truth.parquet"],
+            SyntheticKind::Customers => ["customers.parquet", "truth.parquet"],
+        };
+        for file in files {
+            let frame = read(&dir.path().join(file));
+            assert!(frame.column("segment").is_err(), "{kind:?}: {file}");
+        }
+        assert_eq!(read(&dir.path().join("truth.parquet")).width(), 4);
+    }
+}
+
+#[test]
+fn differ_leads_carry_a_declared_segment_that_the_truth_follows() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let generated = params(Segments::Differ, 2_000)
+        .generate(dir.path())
+        .expect("generation");
+    let spec_text = std::fs::read_to_string(&generated.spec_path).expect("spec");
+    assert!(
+        spec_text.contains(
+            "# segments = differ: enterprise and smb leads convert for different reasons"
+        ),
+        "{spec_text}"
+    );
+    assert!(spec_text.contains("(smb)") && spec_text.contains("(enterprise)"));
+    let spec = DatasetSpec::from_file(&generated.spec_path).expect("spec parses");
+    let entities = spec.entities.as_ref().expect("[entities]");
+    assert_eq!(
+        entities.columns.get("segment"),
+        Some(&ColumnKind::Categorical)
+    );
+    assert_eq!(entities.columns.len(), 8);
+
+    let leads = read(&dir.path().join("leads.parquet"));
+    let last_column = leads.get_column_names().last().map(|name| name.to_string());
+    assert_eq!(last_column.as_deref(), Some("segment"));
+    let segments = texts(&leads, "segment");
+    let count = |level: &str| {
+        segments
+            .iter()
+            .filter(|segment| segment.as_deref() == Some(level))
+            .count()
+    };
+    let (enterprise, smb) = (count("enterprise"), count("smb"));
+    assert_eq!(enterprise + smb, leads.height(), "every lead has a segment");
+    let share = enterprise as f64 / leads.height() as f64;
+    assert!(
+        (0.36..0.44).contains(&share),
+        "enterprise share {share:.3}, want about 40 %"
+    );
+
+    // Each truth row names its lead's segment.
+    let segment_of: HashMap<String, String> = texts(&leads, "lead_id")
+        .into_iter()
+        .zip(segments)
+        .filter_map(|(id, segment)| Some((id?, segment?)))
+        .collect();
+    let truth = read(&dir.path().join("truth.parquet"));
+    let truth_segments = texts(&truth, "segment");
+    for (id, segment) in texts(&truth, "lead_id").iter().zip(&truth_segments) {
+        let id = id.as_deref().expect("truth row with an id");
+        assert_eq!(
+            segment.as_deref(),
+            segment_of.get(id).map(String::as_str),
+            "{id}"
+        );
+    }
+    // Each segment converts at about the calibrated rate, and its true probability
+    // predicts its labels well.
+    let probabilities: Vec<f64> = floats(&truth, "true_probability")
+        .into_iter()
+        .map(|p| p.expect("a true probability"))
+        .collect();
+    let truth_labels = labels(&truth);
+    for level in ["enterprise", "smb"] {
+        let rows: Vec<usize> = (0..truth.height())
+            .filter(|&row| truth_segments[row].as_deref() == Some(level))
+            .collect();
+        let p: Vec<f64> = rows.iter().map(|&row| probabilities[row]).collect();
+        let l: Vec<u8> = rows.iter().map(|&row| truth_labels[row]).collect();
+        let mean = p.iter().sum::<f64>() / p.len() as f64;
+        assert!(
+            (0.012..0.05).contains(&mean),
+            "{level}: mean true probability {mean:.4} per window"
+        );
+        let area = auc(&p, &l);
+        assert!(
+            (0.75..0.97).contains(&area),
+            "{level}: AUC of the true probability {area:.3}"
+        );
+    }
+}
+
+/// The segment is drawn after everything else: with `Alike`, the same parameters give the
+/// files of `None` plus the `segment` column (and the spec two more lines).
+#[test]
+fn alike_is_none_plus_the_segment_column() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (none, alike) = (dir.path().join("none"), dir.path().join("alike"));
+    let without = params(Segments::None, 600)
+        .generate(&none)
+        .expect("no segments");
+    let with = params(Segments::Alike, 600)
+        .generate(&alike)
+        .expect("alike segments");
+    assert_eq!(without.events, with.events);
+    assert_eq!(without.outcomes, with.outcomes);
+    for file in ["events.parquet", "conversions.parquet"] {
+        assert!(
+            read(&none.join(file)).equals_missing(&read(&alike.join(file))),
+            "{file} differs"
+        );
+    }
+    for file in ["leads.parquet", "truth.parquet"] {
+        let frame = read(&alike.join(file));
+        let levels = texts(&frame, "segment");
+        for level in ["enterprise", "smb"] {
+            assert!(levels.iter().any(|l| l.as_deref() == Some(level)), "{file}");
+        }
+        assert!(
+            levels.iter().all(Option::is_some),
+            "{file}: a missing segment"
+        );
+        let dropped = frame
+            .drop("segment")
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            read(&none.join(file)).equals_missing(&dropped),
+            "{file} differs beyond its segment column"
+        );
+    }
+    let spec_without = std::fs::read_to_string(&without.spec_path).expect("spec");
+    let spec_with = std::fs::read_to_string(&with.spec_path).expect("spec");
+    assert!(spec_with.contains("# segments = alike"), "{spec_with}");
+    assert!(
+        spec_with.contains("\nsegment = \"categorical\"\n"),
+        "{spec_with}"
+    );
+    let other_lines: Vec<&str> = spec_with
+        .lines()
+        .filter(|line| !line.starts_with("# segments = ") && *line != "segment = \"categorical\"")
+        .collect();
+    assert_eq!(other_lines, spec_without.lines().collect::<Vec<_>>());
 }

@@ -1,6 +1,7 @@
-//! The thresholds file sales ops edit: per task, the sales-ready cut-off and the A–D grade
+//! The thresholds file sales ops edit: per model, the sales-ready cut-off and the A–D grade
 //! bands, by calibrated probability or by capacity (leads a week), overriding the bundle's
-//! defaults.
+//! defaults. A section is named after the model (`[propensity]`, `[propensity-enterprise]`,
+//! `[churn]`: a model trained without `--model` is named after its task).
 //!
 //! ```toml
 //! [propensity]
@@ -15,8 +16,10 @@
 //! # volume_per_week = 900   # customers scored a week, when the bundle cannot tell
 //! ```
 //!
-//! Any key of a task may be left out (the bundle's value stays); a task left out keeps the
-//! bundle's thresholds. A capacity is turned into a probability cut-off on the served
+//! Any key of a model may be left out (the bundle's value stays); a model left out keeps the
+//! bundle's thresholds. A section may name a model not served yet (it applies once one is);
+//! [`ThresholdsFile::sections_not_in`] lists them, with the nearest served name, so that a
+//! typo is reported. A capacity is turned into a probability cut-off on the served
 //! bundle's held-out predictions ([`crate::capacity`]), again for each new bundle version:
 //! the cut-off flags that many of the leads arriving a week (the bundle's `holdout.csv`
 //! tells how many arrive, or `volume_per_week` does). The server re-reads the file when it
@@ -25,22 +28,20 @@
 
 use std::path::Path;
 
-use crate::bundle::{GradeBands, Thresholds};
+use std::collections::BTreeMap;
+
+use crate::bundle::{GradeBands, ModelName, Thresholds};
 use crate::capacity::HeldOutScores;
-use features::spec::Task;
 use serde::Deserialize;
 
-/// The parsed thresholds file.
+/// The parsed thresholds file: a section per model.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(transparent)]
 pub struct ThresholdsFile {
-    #[serde(default)]
-    pub propensity: Option<ThresholdOverride>,
-    #[serde(default)]
-    pub churn: Option<ThresholdOverride>,
+    pub models: BTreeMap<ModelName, ThresholdOverride>,
 }
 
-/// One task's overrides: each cut-off by probability or by capacity, not both.
+/// One model's overrides: each cut-off by probability or by capacity, not both.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdOverride {
@@ -139,40 +140,46 @@ impl ThresholdsFile {
     /// Parses and checks the TOML text of a thresholds file.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: ThresholdsFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        for (task, over) in file.overrides() {
-            over.check()
-                .map_err(|e| format!("[{}]: {e}", task.as_str()))?;
+        for (model, over) in &file.models {
+            over.check().map_err(|e| format!("[{model}]: {e}"))?;
         }
         Ok(file)
     }
 
-    fn overrides(&self) -> impl Iterator<Item = (Task, &ThresholdOverride)> {
-        [Task::Propensity, Task::Churn]
-            .into_iter()
-            .filter_map(|task| self.get(task).map(|o| (task, o)))
+    /// The override for `model`, if any.
+    pub fn get(&self, model: &str) -> Option<&ThresholdOverride> {
+        self.models.get(model)
     }
 
-    /// The override for `task`, if any.
-    pub fn get(&self, task: Task) -> Option<&ThresholdOverride> {
-        match task {
-            Task::Propensity => self.propensity.as_ref(),
-            Task::Churn => self.churn.as_ref(),
-        }
+    /// The sections naming none of `served`, each as `[name]` with the nearest served name
+    /// when one is close (a typo, most likely): `[propensty] (did you mean propensity?)`.
+    pub fn sections_not_in<'a>(&self, served: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let served: Vec<&str> = served.into_iter().collect();
+        self.models
+            .keys()
+            .filter(|name| !served.contains(&name.as_str()))
+            .map(
+                |name| match features::spec::nearest(name.as_str(), &served) {
+                    Some(s) => format!("[{name}] (did you mean {s}?)"),
+                    None => format!("[{name}]"),
+                },
+            )
+            .collect()
     }
 
-    /// The thresholds in force for `task`: the bundle's, with this file's overrides;
+    /// The thresholds in force for `model`: the bundle's, with this file's overrides;
     /// capacities are resolved on `held_out`, the bundle's held-out predictions. Fails,
-    /// naming the task, when a capacity cannot be resolved (no held-out rows, or no volume
+    /// naming the model, when a capacity cannot be resolved (no held-out rows, or no volume
     /// for undated ones) or the result is not valid (e.g. bands overridden in part).
     pub fn apply(
         &self,
-        task: Task,
+        model: &str,
         bundle: &Thresholds,
         held_out: Option<&HeldOutScores>,
     ) -> Result<Thresholds, String> {
-        let name = task.as_str();
+        let name = model;
         let mut t = bundle.clone();
-        let Some(over) = self.get(task) else {
+        let Some(over) = self.get(model) else {
             return Ok(t);
         };
         if let Some(s) = over.sales_ready {
@@ -226,15 +233,15 @@ mod tests {
             "[propensity]\nsales_ready = 0.25\n[churn]\ngrades = { a = 0.9, b = 0.5, c = 0.2 }\n",
         )
         .unwrap();
-        let p = file.apply(Task::Propensity, &bundle(), None).unwrap();
+        let p = file.apply("propensity", &bundle(), None).unwrap();
         assert_eq!(p.sales_ready, 0.25);
         assert_eq!(p.grades, bundle().grades);
-        let c = file.apply(Task::Churn, &bundle(), None).unwrap();
+        let c = file.apply("churn", &bundle(), None).unwrap();
         assert_eq!(c.sales_ready, 0.4);
         assert_eq!(c.grades.a, 0.9);
         assert_eq!(
             ThresholdsFile::default()
-                .apply(Task::Churn, &bundle(), None)
+                .apply("churn", &bundle(), None)
                 .unwrap(),
             bundle()
         );
@@ -250,8 +257,27 @@ mod tests {
         let err =
             ThresholdsFile::parse("[churn]\ngrades = { a = 0.2, b = 0.5, c = 0.1 }\n").unwrap_err();
         assert!(err.contains("a > b > c"), "{err}");
-        let err = ThresholdsFile::parse("[propensty]\nsales_ready = 0.5\n").unwrap_err();
-        assert!(err.contains("unknown field `propensty`"), "{err}");
+        let err = ThresholdsFile::parse("[propensity]\nsales_redy = 0.5\n").unwrap_err();
+        assert!(err.contains("unknown field `sales_redy`"), "{err}");
+        let err = ThresholdsFile::parse("[Propensity]\nsales_ready = 0.5\n").unwrap_err();
+        assert!(err.contains("lower-case letter"), "{err}");
+        // A section of a model not served is kept (it may be trained later) and reported,
+        // with the nearest served name when it looks like a typo.
+        let file = ThresholdsFile::parse(
+            "[propensty]\nsales_ready = 0.5\n[propensity-enterprise]\nsales_ready = 0.3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.sections_not_in(["propensity", "churn"]),
+            [
+                "[propensity-enterprise]",
+                "[propensty] (did you mean propensity?)"
+            ]
+        );
+        assert!(
+            file.sections_not_in(["propensity-enterprise", "propensty"])
+                .is_empty()
+        );
         let err = ThresholdsFile::parse("[propensity]\nsales_ready = \"high\"\n").unwrap_err();
         assert!(err.contains("sales_ready"), "{err}");
     }
@@ -273,7 +299,7 @@ mod tests {
         .unwrap();
         // 2 of 5 a week: the top 40 %, ranks 1-4, cut-off 0.6; bands at ranks 2, 4, 6.
         let t = file
-            .apply(Task::Propensity, &bundle(), Some(&held_out()))
+            .apply("propensity", &bundle(), Some(&held_out()))
             .unwrap();
         assert_eq!(t.sales_ready, 0.6);
         assert_eq!((t.grades.a, t.grades.b, t.grades.c), (0.8, 0.6, 0.4));
@@ -283,19 +309,19 @@ mod tests {
         )
         .unwrap();
         let t = file
-            .apply(Task::Propensity, &bundle(), Some(&held_out()))
+            .apply("propensity", &bundle(), Some(&held_out()))
             .unwrap();
         assert_eq!(t.sales_ready, 0.6);
         assert_eq!(t.grades, bundle().grades);
         // A bundle without held-out rows cannot take capacities; other tasks are untouched.
-        let err = file.apply(Task::Propensity, &bundle(), None).unwrap_err();
+        let err = file.apply("propensity", &bundle(), None).unwrap_err();
         assert!(err.contains("holdout.csv"), "{err}");
-        assert!(file.apply(Task::Churn, &bundle(), None).is_ok());
+        assert!(file.apply("churn", &bundle(), None).is_ok());
         // Undated held-out rows (tabular) need the volume.
         let undated = HeldOutScores::new(&[0.9, 0.1], &[true, false], None).unwrap();
         let file = ThresholdsFile::parse("[propensity]\nsales_ready_per_week = 2\n").unwrap();
         let err = file
-            .apply(Task::Propensity, &bundle(), Some(&undated))
+            .apply("propensity", &bundle(), Some(&undated))
             .unwrap_err();
         assert!(err.contains("volume_per_week"), "{err}");
     }

@@ -14,7 +14,7 @@ use features::{DatasetSpec, EntityHistory, Event, FeaturePlan, FeaturePlanParams
 use models::bundle::{
     self, Bundle, BundleContents, BundleError, DataFingerprint, DatasetInfo, Explainer,
     ExplanationKind, FeatureKind, FileFingerprint, Grade, GradeBands, HoldoutRow, Manifest,
-    ModelKind, Registry, Thresholds, ValidationSummary,
+    ModelKind, ModelName, Registry, Thresholds, ValidationSummary,
 };
 use models::calibration::Calibrator;
 use models::drift::DriftReference;
@@ -174,12 +174,21 @@ fn drift_reference(plan: &FeaturePlan) -> DriftReference {
         .expect("reference fits")
 }
 
+fn propensity() -> ModelName {
+    ModelName::of_task(Task::Propensity)
+}
+
+fn churn() -> ModelName {
+    ModelName::of_task(Task::Churn)
+}
+
 fn manifest(version: &str, kind: ModelKind) -> Manifest {
     let plan = plan();
     let drift = drift_reference(&plan);
     Manifest {
         format_version: bundle::BUNDLE_FORMAT_VERSION,
         task: Task::Propensity,
+        model: None,
         version: version.into(),
         model_kind: kind,
         created_at: Utc.with_ymd_and_hms(2025, 3, 4, 5, 6, 7).unwrap(),
@@ -396,7 +405,7 @@ fn linear_bundle_round_trips_through_the_registry() {
     let registry = Registry::new(root.path());
     let contents = linear_contents("v1");
     registry.write(&contents).expect("written");
-    let loaded = registry.load(Task::Propensity, "v1").expect("loads");
+    let loaded = registry.load(&propensity(), "v1").expect("loads");
     assert_eq!(loaded.manifest(), &contents.manifest);
     assert_eq!(loaded.explainer(), &contents.explainer);
     assert_eq!(
@@ -404,10 +413,10 @@ fn linear_bundle_round_trips_through_the_registry() {
         ExplanationKind::LinearContributions
     );
     assert_eq!(
-        registry.latest(Task::Propensity).unwrap().as_deref(),
+        registry.latest(&propensity()).unwrap().as_deref(),
         Some("v1")
     );
-    assert!(registry.load(Task::Propensity, "../v1").is_err());
+    assert!(registry.load(&propensity(), "../v1").is_err());
 }
 
 #[test]
@@ -439,7 +448,7 @@ fn trees_on_linear_bundle_round_trips_and_its_explainer_rebuilds_the_graph() {
         ExplanationKind::LinearAndTreeShap
     );
     registry.write(&contents).expect("written");
-    let loaded = registry.load(Task::Propensity, "v1").expect("loads");
+    let loaded = registry.load(&propensity(), "v1").expect("loads");
     assert_eq!(loaded.explainer(), &contents.explainer);
     assert_eq!(loaded.explainer().model_graph(), graph);
 
@@ -747,22 +756,28 @@ fn the_folder_must_match_task_and_version() {
     fs::create_dir(&churn).unwrap();
     fs::rename(&moved, churn.join("v1")).unwrap();
     let err = Bundle::load(&churn.join("v1")).expect_err("wrong task");
-    assert!(err.to_string().contains("task is propensity"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "the model's name is propensity (its task's: the manifest names no model) but the \
+             bundle is in the folder \"churn\""
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn versions_lists_complete_bundles_only() {
     let root = tempfile::tempdir().expect("tempdir");
     let registry = Registry::new(root.path());
-    assert!(registry.versions(Task::Propensity).unwrap().is_empty());
-    assert_eq!(registry.latest(Task::Churn).unwrap(), None);
+    assert!(registry.versions(&propensity()).unwrap().is_empty());
+    assert_eq!(registry.latest(&churn()).unwrap(), None);
 
     let early = bundle::new_version_name(Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap());
     let late = bundle::new_version_name(Utc.with_ymd_and_hms(2025, 11, 2, 3, 4, 5).unwrap());
     registry.write(&gbdt_contents(&late)).unwrap();
     registry.write(&gbdt_contents(&early)).unwrap();
 
-    let task_dir = registry.task_dir(Task::Propensity);
+    let task_dir = registry.model_dir(&propensity());
     // A run killed while writing: a temporary directory, even with a manifest.
     let tmp = task_dir.join(format!(".tmp-{late}-0123456789ab"));
     fs::create_dir(&tmp).unwrap();
@@ -776,16 +791,13 @@ fn versions_lists_complete_bundles_only() {
     fs::write(&live_tmp, format!("{late}\n")).unwrap();
 
     assert_eq!(
-        registry.versions(Task::Propensity).unwrap(),
+        registry.versions(&propensity()).unwrap(),
         [early.clone(), late.clone()]
     );
-    assert_eq!(
-        registry.latest(Task::Propensity).unwrap(),
-        Some(late.clone())
-    );
+    assert_eq!(registry.latest(&propensity()).unwrap(), Some(late.clone()));
 
     let removed =
-        bundle::clean_stale_temp_dirs(root.path(), Task::Propensity, Duration::ZERO).unwrap();
+        bundle::clean_stale_temp_dirs(root.path(), &propensity(), Duration::ZERO).unwrap();
     assert_eq!(
         removed,
         [tmp, live_tmp, task_dir.join("20991231T235959Z-ffffff")]
@@ -803,14 +815,12 @@ fn versions_lists_complete_bundles_only() {
     let tmp = task_dir.join(".tmp-x-1");
     fs::create_dir(&tmp).unwrap();
     let removed =
-        bundle::clean_stale_temp_dirs(root.path(), Task::Propensity, Duration::from_secs(3600))
+        bundle::clean_stale_temp_dirs(root.path(), &propensity(), Duration::from_secs(3600))
             .unwrap();
     assert!(removed.is_empty());
     assert!(tmp.exists());
     for version in [early, late] {
-        registry
-            .load(Task::Propensity, &version)
-            .expect("still loads");
+        registry.load(&propensity(), &version).expect("still loads");
     }
 }
 
@@ -984,26 +994,26 @@ fn promote_and_revert_move_the_live_version_and_log_who_when_why() {
         registry.write(&linear_contents(version)).expect("written");
     }
     // Never promoted: the newest is served.
-    assert_eq!(registry.live(Task::Propensity).unwrap(), None);
+    assert_eq!(registry.live(&propensity()).unwrap(), None);
     assert_eq!(
-        registry.served(Task::Propensity).unwrap().as_deref(),
+        registry.served(&propensity()).unwrap().as_deref(),
         Some("v3")
     );
 
     let lock = registry.lock("test").expect("lock");
     let first = registry
-        .promote(&lock, Task::Propensity, "v1", "ann", "first model")
+        .promote(&lock, &propensity(), "v1", "ann", "first model")
         .expect("promote v1");
     assert_eq!(
         (first.previous.as_deref(), first.version.as_str()),
         (None, "v1")
     );
     registry
-        .promote(&lock, Task::Propensity, "v2", "cron", "nightly: better")
+        .promote(&lock, &propensity(), "v2", "cron", "nightly: better")
         .expect("promote v2");
     // The live version is served, not the newest.
     assert_eq!(
-        registry.served(Task::Propensity).unwrap().as_deref(),
+        registry.served(&propensity()).unwrap().as_deref(),
         Some("v2")
     );
     let text = fs::read_to_string(root.path().join("propensity").join(bundle::LIVE_FILE)).unwrap();
@@ -1011,39 +1021,35 @@ fn promote_and_revert_move_the_live_version_and_log_who_when_why() {
 
     // A version that does not load is not promoted; the live one stays.
     let err = registry
-        .promote(&lock, Task::Propensity, "v9", "ann", "typo")
+        .promote(&lock, &propensity(), "v9", "ann", "typo")
         .expect_err("no such version");
     assert!(matches!(err, BundleError::Missing { .. }), "{err}");
-    assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
-        Some("v2")
-    );
+    assert_eq!(registry.live(&propensity()).unwrap().as_deref(), Some("v2"));
 
     // Revert goes back one promotion at a time, and no further than the log knows.
     let back = registry
-        .revert(
-            &lock,
-            Task::Propensity,
-            "bob",
-            "v2 mis-grades webinar leads",
-        )
+        .revert(&lock, &propensity(), "bob", "v2 mis-grades webinar leads")
         .expect("revert");
     assert_eq!(
         (back.version.as_str(), back.previous.as_deref()),
         ("v1", Some("v2"))
     );
-    assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
-        Some("v1")
-    );
+    assert_eq!(registry.live(&propensity()).unwrap().as_deref(), Some("v1"));
     let err = registry
-        .revert(&lock, Task::Propensity, "bob", "again")
+        .revert(&lock, &propensity(), "bob", "again")
         .expect_err("nothing before v1");
     assert!(err.to_string().contains("nothing to revert to"), "{err}");
 
     // Every change is in the log, in order, with who and why; refusals too.
     registry
-        .record_refusal(&lock, Task::Propensity, "v3", "cron", "ROC AUC 0.01 lower")
+        .record_refusal(
+            &lock,
+            Task::Propensity,
+            &propensity(),
+            "v3",
+            "cron",
+            "ROC AUC 0.01 lower",
+        )
         .expect("refusal logged");
     let history = registry.history().expect("history");
     let summary: Vec<(bundle::RegistryAction, &str, &str, &str)> = history
@@ -1084,7 +1090,7 @@ fn a_second_writer_is_refused_while_the_lock_is_held() {
         .expect("written");
     assert!(
         other_registry
-            .promote(&held, Task::Propensity, "v1", "x", "y")
+            .promote(&held, &propensity(), "v1", "x", "y")
             .is_err()
     );
     drop(held);
@@ -1106,13 +1112,13 @@ fn a_model_onnx_that_changed_after_training_is_refused_on_load_and_on_promote() 
     for version in ["v1", "v2"] {
         registry.write(&gbdt_contents(version)).expect("written");
     }
-    let written = registry.load(Task::Propensity, "v2").expect("loads");
+    let written = registry.load(&propensity(), "v2").expect("loads");
     let expected = written.manifest().model_sha256.clone().expect("digest");
     assert_eq!(expected, bundle::sha256_hex(written.onnx_bytes()));
     assert!(written.has_model_digest());
     let lock = registry.lock("test").expect("lock");
     registry
-        .promote(&lock, Task::Propensity, "v1", "ann", "first")
+        .promote(&lock, &propensity(), "v1", "ann", "first")
         .expect("promote v1");
 
     // One bit flipped: refused, naming the file and both digests.
@@ -1120,7 +1126,7 @@ fn a_model_onnx_that_changed_after_training_is_refused_on_load_and_on_promote() 
     flip_one_bit(&model);
     let found = bundle::sha256_hex(&fs::read(&model).unwrap());
     let err = registry
-        .load(Task::Propensity, "v2")
+        .load(&propensity(), "v2")
         .expect_err("changed model");
     let text = err.to_string();
     assert!(matches!(err, BundleError::Invalid { .. }), "{text}");
@@ -1134,13 +1140,10 @@ fn a_model_onnx_that_changed_after_training_is_refused_on_load_and_on_promote() 
     // Promote loads the bundle: refused, naming the file; v1 stays live and nothing is
     // logged.
     let err = registry
-        .promote(&lock, Task::Propensity, "v2", "ann", "better")
+        .promote(&lock, &propensity(), "v2", "ann", "better")
         .expect_err("changed model");
     assert_eq!(error_path(&err), model, "{err}");
-    assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
-        Some("v1")
-    );
+    assert_eq!(registry.live(&propensity()).unwrap().as_deref(), Some("v1"));
     assert_eq!(registry.history().unwrap().len(), 1);
 }
 
@@ -1160,7 +1163,7 @@ fn a_manifest_without_the_model_digest_still_loads() {
     assert_eq!(loaded.manifest(), &old.manifest);
     let lock = registry.lock("test").expect("lock");
     registry
-        .promote(&lock, Task::Propensity, "v1", "ann", "old bundle")
+        .promote(&lock, &propensity(), "v1", "ann", "old bundle")
         .expect("an old bundle is promoted");
 
     // A new one stores it, and it reads back.
@@ -1182,7 +1185,7 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
     }
     let live_path = root.path().join("propensity").join(bundle::LIVE_FILE);
     // Never promoted: the newest, and nothing to report.
-    let fresh = registry.served_status(Task::Propensity).expect("status");
+    let fresh = registry.served_status(&propensity()).expect("status");
     assert_eq!(
         (fresh.version.as_deref(), fresh.problem),
         (Some("v3"), None)
@@ -1190,19 +1193,19 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
 
     let lock = registry.lock("test").expect("lock");
     registry
-        .promote(&lock, Task::Propensity, "v1", "ann", "first")
+        .promote(&lock, &propensity(), "v1", "ann", "first")
         .expect("promote v1");
     registry
-        .promote(&lock, Task::Propensity, "v2", "ann", "second")
+        .promote(&lock, &propensity(), "v2", "ann", "second")
         .expect("promote v2");
     registry
-        .revert(&lock, Task::Propensity, "bob", "worse")
+        .revert(&lock, &propensity(), "bob", "worse")
         .expect("revert to v1");
 
     // LIVE deleted: the log's last change (the revert to v1) says what is live, not the
     // newest (v3, never promoted), and the problem is reported naming LIVE.
     fs::remove_file(&live_path).unwrap();
-    let status = registry.served_status(Task::Propensity).expect("status");
+    let status = registry.served_status(&propensity()).expect("status");
     assert_eq!(status.version.as_deref(), Some("v1"));
     let problem = status.problem.expect("reported");
     assert!(
@@ -1211,18 +1214,18 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
         "{problem}"
     );
     assert_eq!(
-        registry.served(Task::Propensity).unwrap().as_deref(),
+        registry.served(&propensity()).unwrap().as_deref(),
         Some("v1")
     );
     // A revert still knows where it stands (v1, first promoted with nothing before it).
     let err = registry
-        .revert(&lock, Task::Propensity, "bob", "again")
+        .revert(&lock, &propensity(), "bob", "again")
         .expect_err("nothing before v1");
     assert!(err.to_string().contains("nothing to revert to"), "{err}");
 
     // LIVE naming a version that is not there, or garbage: the same.
     fs::write(&live_path, "v9\n").unwrap();
-    let status = registry.live_status(Task::Propensity).expect("status");
+    let status = registry.live_status(&propensity()).expect("status");
     assert_eq!(status.version.as_deref(), Some("v1"));
     assert!(
         status
@@ -1232,14 +1235,14 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
         "{status:?}"
     );
     fs::write(&live_path, "../../etc\n").unwrap();
-    let status = registry.live_status(Task::Propensity).expect("status");
+    let status = registry.live_status(&propensity()).expect("status");
     assert_eq!(status.version.as_deref(), Some("v1"), "{status:?}");
 
     // The log's version gone too: an error naming LIVE, never the newest.
     fs::remove_file(&live_path).unwrap();
     fs::remove_dir_all(root.path().join("propensity/v1")).unwrap();
     let err = registry
-        .served(Task::Propensity)
+        .served(&propensity())
         .expect_err("nothing promoted is there");
     assert_eq!(error_path(&err), live_path);
     assert!(
@@ -1252,9 +1255,9 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
 
     // A promotion repairs it, and logs the live version it replaces as best known.
     registry
-        .promote(&lock, Task::Propensity, "v2", "ann", "repair")
+        .promote(&lock, &propensity(), "v2", "ann", "repair")
         .expect("promote v2");
-    let status = registry.live_status(Task::Propensity).expect("status");
+    let status = registry.live_status(&propensity()).expect("status");
     assert_eq!(
         (status.version.as_deref(), status.problem),
         (Some("v2"), None)
@@ -1270,8 +1273,117 @@ fn a_missing_live_file_after_promotions_never_serves_an_unpromoted_version() {
     let other_live = other.path().join("propensity").join(bundle::LIVE_FILE);
     fs::write(&other_live, "v7\n").unwrap();
     let err = other_registry
-        .served(Task::Propensity)
+        .served(&propensity())
         .expect_err("LIVE names nothing");
     assert_eq!(error_path(&err), other_live);
     assert!(err.to_string().contains("records no promotion"), "{err}");
+}
+
+#[test]
+fn a_registry_holds_models_by_name_each_with_its_own_live_version_and_log() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    let enterprise = ModelName::new("propensity-enterprise").unwrap();
+    // A bundle without a name goes to the folder of its task; a named one to its own.
+    registry.write(&gbdt_contents("v1")).expect("written");
+    let mut named = gbdt_contents("v2");
+    named.manifest.model = Some(enterprise.clone());
+    let dir = registry.write(&named).expect("written");
+    assert_eq!(dir, root.path().join("propensity-enterprise").join("v2"));
+    // Folders that are not model names are not models.
+    fs::create_dir(root.path().join("Not A Model")).unwrap();
+    fs::create_dir(root.path().join(".hidden")).unwrap();
+    assert_eq!(
+        registry.models().unwrap(),
+        [propensity(), enterprise.clone()]
+    );
+    assert_eq!(registry.versions(&enterprise).unwrap(), ["v2"]);
+    assert_eq!(registry.versions(&propensity()).unwrap(), ["v1"]);
+    let loaded = registry.load(&enterprise, "v2").expect("loads");
+    assert_eq!(loaded.manifest().name(), enterprise);
+    assert_eq!(loaded.manifest().task, Task::Propensity);
+
+    // Promotions and reverts are per model.
+    let lock = registry.lock("test").expect("lock");
+    registry
+        .promote(&lock, &propensity(), "v1", "ann", "global")
+        .expect("promoted");
+    let mut newer = gbdt_contents("v3");
+    newer.manifest.model = Some(enterprise.clone());
+    registry.write(&newer).expect("written");
+    registry
+        .promote(&lock, &enterprise, "v2", "ann", "segment")
+        .expect("promoted");
+    registry
+        .promote(&lock, &enterprise, "v3", "ann", "segment, nightly")
+        .expect("promoted");
+    assert_eq!(registry.live(&enterprise).unwrap().as_deref(), Some("v3"));
+    registry
+        .revert(&lock, &enterprise, "bob", "worse")
+        .expect("reverted");
+    assert_eq!(registry.live(&enterprise).unwrap().as_deref(), Some("v2"));
+    assert_eq!(registry.live(&propensity()).unwrap().as_deref(), Some("v1"));
+    // The global model was promoted once: nothing to revert to, whatever the segment did.
+    let err = registry
+        .revert(&lock, &propensity(), "bob", "again")
+        .expect_err("nothing before v1");
+    assert!(err.to_string().contains("nothing to revert to"), "{err}");
+    let history = registry.history().unwrap();
+    let names: Vec<&str> = history.iter().map(|e| e.model_name()).collect();
+    assert_eq!(
+        names,
+        [
+            "propensity",
+            "propensity-enterprise",
+            "propensity-enterprise",
+            "propensity-enterprise"
+        ]
+    );
+    assert!(history.iter().all(|e| e.task == Task::Propensity));
+
+    // A bundle whose manifest names another model than its folder is refused on load.
+    let moved = root.path().join("propensity").join("v2");
+    fs::rename(root.path().join("propensity-enterprise").join("v2"), &moved).unwrap();
+    let err = Bundle::load(&moved).expect_err("wrong folder");
+    assert!(
+        err.to_string()
+            .contains("the model's name is propensity-enterprise but the bundle is in the folder \"propensity\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_log_written_before_models_had_names_still_says_what_is_live() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::new(root.path());
+    registry.write(&gbdt_contents("v1")).expect("written");
+    registry.write(&gbdt_contents("v2")).expect("written");
+    // Lines as the registry wrote them before: a task and no model.
+    let old = [
+        r#"{"at":"2026-01-01T00:00:00Z","who":"ann","action":"promote","task":"propensity","version":"v1","previous":null,"why":"first"}"#,
+        r#"{"at":"2026-01-02T00:00:00Z","who":"ann","action":"promote","task":"propensity","version":"v2","previous":"v1","why":"better"}"#,
+        r#"{"at":"2026-01-03T00:00:00Z","who":"ann","action":"promote","task":"churn","version":"c9","previous":null,"why":"churn"}"#,
+    ];
+    fs::write(
+        root.path().join(bundle::HISTORY_FILE),
+        old.join("\n") + "\n",
+    )
+    .unwrap();
+    // No LIVE: the log decides, and only its propensity lines count.
+    let status = registry.live_status(&propensity()).expect("status");
+    assert_eq!(status.version.as_deref(), Some("v2"));
+    assert!(status.problem.is_some());
+    let lock = registry.lock("test").expect("lock");
+    let event = registry
+        .revert(&lock, &propensity(), "bob", "worse")
+        .expect("reverted");
+    assert_eq!(event.version, "v1");
+    assert_eq!(event.model_name(), "propensity");
+    // The new line names its model.
+    let text = fs::read_to_string(root.path().join(bundle::HISTORY_FILE)).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.contains(r#""model":"propensity""#), "{last}");
+    // Its churn line is about the model churn, whose c9 is not there.
+    let err = registry.live_status(&churn()).expect_err("c9 is absent");
+    assert!(err.to_string().contains("names c9"), "{err}");
 }

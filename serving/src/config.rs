@@ -7,6 +7,7 @@
 //! addr = "0.0.0.0:8080"
 //! registry = "/srv/leadscore/registry"
 //! thresholds = "/srv/leadscore/thresholds.toml"
+//! routing = "/srv/leadscore/routing.toml"   # default: <registry>/routing.toml if present
 //! api_keys = ["...at least 16 characters..."]
 //! admin_keys = ["..."]
 //! sessions = 2                 # ONNX Runtime sessions per model
@@ -40,6 +41,7 @@ pub struct FileConfig {
     pub addr: Option<SocketAddr>,
     pub registry: Option<PathBuf>,
     pub thresholds: Option<PathBuf>,
+    pub routing: Option<PathBuf>,
     #[serde(default)]
     pub api_keys: Vec<String>,
     #[serde(default)]
@@ -82,9 +84,13 @@ impl FileConfig {
         let mut config: FileConfig = toml::from_str(&text)
             .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.registry, &mut config.thresholds]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut config.registry,
+            &mut config.thresholds,
+            &mut config.routing,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

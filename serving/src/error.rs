@@ -70,9 +70,9 @@ pub enum ApiError {
     Forbidden { message: String },
     #[error("no route for {path}")]
     NotFound { path: String },
-    /// The path names a model (task) the server does not know.
-    #[error("unknown model `{name}`; the models are: propensity, churn")]
-    UnknownModel { name: String },
+    /// The path names a model the server does not serve; `served` lists those it does.
+    #[error("no model `{name}` is served; the models served are: {served}")]
+    UnknownModel { name: String, served: String },
     /// The body, or the batch in it, is larger than the server accepts.
     #[error("{message}")]
     PayloadTooLarge {
@@ -92,15 +92,15 @@ pub enum ApiError {
     )]
     TooManyRequests { retry_after_secs: u64 },
     #[error(
-        "the {task} bundle {version} kept no held-out predictions (holdout.csv), so capacity \
+        "the {model} bundle {version} kept no held-out predictions (holdout.csv), so capacity \
          questions cannot be answered for it"
     )]
-    NoHeldOutPredictions { task: &'static str, version: String },
+    NoHeldOutPredictions { model: String, version: String },
     #[error(
-        "the {task} bundle {version} stored no training distribution (made before drift \
+        "the {model} bundle {version} stored no training distribution (made before drift \
          statistics were), so its drift cannot be measured; retrain to get one"
     )]
-    NoDriftReference { task: &'static str, version: String },
+    NoDriftReference { model: String, version: String },
     #[error("method {method} not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The service cannot serve (yet): models not loaded, loading failed.

@@ -2,18 +2,22 @@
 //!
 //! | route | key | answer |
 //! | --- | --- | --- |
-//! | `POST /v1/score/{task}` | client | one entity's score, grade, sales-ready flag and reasons (`?reasons=false` to skip them) |
-//! | `POST /v1/score/{task}/batch` | client | `{"entities": [...]}` → `{"model", "results": [...]}`, at most `max_batch` entities |
-//! | `GET /v1/models` | client | the models served: version, kind, inputs, thresholds in force, validation figures |
-//! | `GET /v1/thresholds/{task}` | client | cut-offs for a sales capacity (`?capacity_per_week=N`) from the bundle's held-out predictions |
-//! | `GET /v1/drift/{task}` | client | what the served model scored over the drift window (the last hour by default) against its training distribution: PSI, share missing, unknown levels |
+//! | `POST /v1/score/{model}` | client | one entity's score, grade, sales-ready flag and reasons (`?reasons=false` to skip them); through the routing table when `{model}` is a route |
+//! | `POST /v1/score/{model}/batch` | client | `{"entities": [...]}` → `{"model", "results": [...]}`, at most `max_batch` entities (routed: each result names its model) |
+//! | `GET /v1/models` | client | the models served (name, task, version, kind, inputs, thresholds in force, validation figures) and the routing tables |
+//! | `GET /v1/thresholds/{model}` | client | cut-offs for a sales capacity (`?capacity_per_week=N`) from the bundle's held-out predictions |
+//! | `GET /v1/drift/{model}` | client | what the served model scored over the drift window (the last hour by default) against its training distribution: PSI, share missing, unknown levels |
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
 //! | `GET /metrics` | client (none with `metrics_public`) | Prometheus text ([`crate::metrics`]) |
 //! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`, with the served models' entity form and `max_batch`) |
 //!
-//! `{task}` is `propensity` or `churn`. Every error is the JSON body of [`ApiError`].
+//! `{model}` is a served model's name (`propensity`, `churn`, `propensity-enterprise`, ...)
+//! or, for the score routes, a route of the routing table ([`crate::routing`]), which picks
+//! the model of each entity by a profile field; every answer names the model and version
+//! that scored, and a routed one says which rule chose it and why. Every error is the JSON
+//! body of [`ApiError`].
 //!
 //! A route's key is checked before its body is read; an address that sends too many missing
 //! or wrong keys is answered 429 for a while ([`crate::auth::AuthThrottle`]). Bodies are read
@@ -31,14 +35,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use features::spec::Task;
 use serde::Serialize;
 
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::model::{EntityScore, LoadedModel, ScoreOptions};
-use crate::request::{BatchRequest, CheckContext, EntityRequest, parse_json};
-use crate::state::{AppState, ServedModel};
+use crate::request::{BatchRequest, CheckContext, CheckedEntity, EntityRequest, parse_json};
+use crate::routing::RouteChoice;
+use crate::state::{AppState, Served, ServedModel};
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -50,11 +54,11 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// server buffer bodies), and a route added to a group inherits its check.
 pub fn app(state: AppState) -> Router {
     let mut client = Router::new()
-        .route("/v1/score/{task}", post(score_one))
-        .route("/v1/score/{task}/batch", post(score_batch))
+        .route("/v1/score/{model}", post(score_one))
+        .route("/v1/score/{model}/batch", post(score_batch))
         .route("/v1/models", get(list_models))
-        .route("/v1/thresholds/{task}", get(thresholds_for_capacity))
-        .route("/v1/drift/{task}", get(drift));
+        .route("/v1/thresholds/{model}", get(thresholds_for_capacity))
+        .route("/v1/drift/{model}", get(drift));
     let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -104,11 +108,11 @@ async fn require_key(
 fn route_label(path: &str) -> &'static str {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["v1", "score", _] => "/v1/score/{task}",
-        ["v1", "score", _, "batch"] => "/v1/score/{task}/batch",
+        ["v1", "score", _] => "/v1/score/{model}",
+        ["v1", "score", _, "batch"] => "/v1/score/{model}/batch",
         ["v1", "models"] => "/v1/models",
-        ["v1", "thresholds", _] => "/v1/thresholds/{task}",
-        ["v1", "drift", _] => "/v1/drift/{task}",
+        ["v1", "thresholds", _] => "/v1/thresholds/{model}",
+        ["v1", "drift", _] => "/v1/drift/{model}",
         ["admin", "reload"] => "/admin/reload",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
@@ -134,16 +138,6 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         "request"
     );
     response
-}
-
-fn parse_task(name: &str) -> Result<Task, ApiError> {
-    match name {
-        "propensity" => Ok(Task::Propensity),
-        "churn" => Ok(Task::Churn),
-        _ => Err(ApiError::UnknownModel {
-            name: name.chars().take(64).collect(),
-        }),
-    }
 }
 
 /// A query string's `key=value` pairs, percent-decoded (`%2B` is `+`; a `+` stays a `+`,
@@ -259,13 +253,30 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     }
 }
 
-/// The model serving `task`, once the server is ready.
-fn model_for(state: &AppState, task: &str) -> Result<ServedModel, ApiError> {
-    let task = parse_task(task)?;
+/// The model named `name`, once the server is ready.
+fn model_for(state: &AppState, name: &str) -> Result<ServedModel, ApiError> {
     let served = state.ready()?;
-    served.get(task).cloned().ok_or_else(|| ApiError::NotReady {
-        reason: format!("no {} model is loaded", task.as_str()),
-    })
+    served
+        .get(name)
+        .cloned()
+        .ok_or_else(|| unknown_model(&served, name))
+}
+
+fn unknown_model(served: &Served, name: &str) -> ApiError {
+    let routes: Vec<&str> = served
+        .routing()
+        .routes()
+        .map(|r| r.name().as_str())
+        .collect();
+    let routes = if routes.is_empty() {
+        String::new()
+    } else {
+        format!("; the routes are: {}", routes.join(", "))
+    };
+    ApiError::UnknownModel {
+        name: name.chars().take(64).collect(),
+        served: format!("{}{routes}", served.names()),
+    }
 }
 
 /// Bodies up to this size are parsed and checked on the async worker; larger ones (up to a
@@ -287,15 +298,14 @@ async fn off_worker_if_large<T: Send + 'static>(
         })?
 }
 
-/// The JSON answer `render` makes of `served` and `payload`, serialised on the blocking pool
-/// when the request was large (an answer echoing thousands of ignored field names).
+/// The JSON answer `render` makes of `payload`, serialised on the blocking pool when the
+/// request was large (an answer echoing thousands of ignored field names).
 async fn json_response<T: Send + 'static>(
     body_len: usize,
-    served: ServedModel,
     payload: T,
-    render: impl FnOnce(&ServedModel, T) -> Response + Send + 'static,
+    render: impl FnOnce(T) -> Response + Send + 'static,
 ) -> Result<Response, ApiError> {
-    off_worker_if_large(body_len, move || Ok(render(&served, payload))).await
+    off_worker_if_large(body_len, move || Ok(render(payload))).await
 }
 
 fn now_ms() -> i64 {
@@ -304,9 +314,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Which model answered.
+/// Which model answered: its name, task and version.
 #[derive(Debug, Serialize)]
 struct ModelRef<'a> {
+    name: &'a str,
     task: &'static str,
     version: &'a str,
 }
@@ -314,6 +325,7 @@ struct ModelRef<'a> {
 impl<'a> From<&'a ServedModel> for ModelRef<'a> {
     fn from(m: &'a ServedModel) -> Self {
         ModelRef {
+            name: m.model.name().as_str(),
             task: m.model.task().as_str(),
             version: m.model.version(),
         }
@@ -323,8 +335,11 @@ impl<'a> From<&'a ServedModel> for ModelRef<'a> {
 #[derive(Debug, Serialize)]
 struct ScoreResponse<'a> {
     model: ModelRef<'a>,
+    /// How the routing table chose the model (routed requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a RouteChoice>,
     #[serde(flatten)]
-    score: EntityScore,
+    score: &'a EntityScore,
 }
 
 #[derive(Debug, Serialize)]
@@ -333,20 +348,76 @@ struct BatchResponse<'a> {
     results: Vec<EntityScore>,
 }
 
+/// A routed batch: each result names its model and why.
+#[derive(Debug, Serialize)]
+struct RoutedBatchResponse<'a> {
+    route: &'a str,
+    results: Vec<ScoreResponse<'a>>,
+}
+
+/// What a score route's `{model}` names.
+enum Target {
+    Model(ServedModel),
+    /// A route of the routing table in force, in this snapshot.
+    Route(Arc<Served>, String),
+}
+
 /// What both score routes check before reading the body (the key was checked by the
-/// route's layer): the model and the query. Then the body. Returns the model, whether
-/// reasons are wanted, and the body.
+/// route's layer): the model or route, and the query. Then the body. Returns the target,
+/// whether reasons are wanted, and the body.
 async fn checked_request(
     state: &AppState,
-    task: &str,
+    name: &str,
     query: Option<String>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(ServedModel, bool, Bytes), ApiError> {
-    let served = model_for(state, task)?;
+) -> Result<(Target, bool, Bytes), ApiError> {
+    let served = state.ready()?;
+    let target = if served.routing().get(name).is_some() {
+        Target::Route(Arc::clone(&served), name.to_owned())
+    } else {
+        Target::Model(
+            served
+                .get(name)
+                .cloned()
+                .ok_or_else(|| unknown_model(&served, name))?,
+        )
+    };
     let reasons = wants_reasons(query.as_deref())?;
     let body = read_body(state, headers, body).await?;
-    Ok((served, reasons, body))
+    Ok((target, reasons, body))
+}
+
+/// The model the route `name` of `served` picks for `request`, the choice, and the entity
+/// checked against that model. `at` prefixes paths in errors (`entities[3].`).
+fn route_entity(
+    served: &Served,
+    name: &str,
+    request: EntityRequest,
+    clock: RequestClock,
+    at: &str,
+) -> Result<(ServedModel, RouteChoice, CheckedEntity), ApiError> {
+    let route = served
+        .routing()
+        .get(name)
+        .ok_or_else(|| ApiError::Internal {
+            message: format!("the route {name} vanished from its snapshot"),
+        })?;
+    let (fields, fields_name) = match (&request.profile, &request.row) {
+        (Some(profile), _) => (Some(profile), "profile"),
+        (None, Some(row)) => (Some(row), "row"),
+        (None, None) => (None, "profile"),
+    };
+    let (model_name, choice) = route.choose(fields, at, fields_name)?;
+    // The snapshot's routing fits its models (checked whenever either changes).
+    let model = served
+        .get(model_name.as_str())
+        .cloned()
+        .ok_or_else(|| ApiError::Internal {
+            message: format!("the route {name} names {model_name}, which is not served"),
+        })?;
+    let entity = request.to_history(&clock.with_model(&model.model), at)?;
+    Ok((model, choice, entity))
 }
 
 /// The clock a request's times are checked against, read once per request.
@@ -377,21 +448,34 @@ impl RequestClock {
 
 async fn score_one(
     State(state): State<AppState>,
-    Path(task): Path<String>,
+    Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body).await?;
+    let (target, reasons, body) = checked_request(&state, &name, query, &headers, body).await?;
     let limits = state.limits();
     let body_len = body.len();
-    let ctx = RequestClock::now(&state);
-    let model = Arc::clone(&served.model);
-    let entity = off_worker_if_large(body_len, move || {
-        let request: EntityRequest = parse_json(&body)?;
-        request.to_history(&ctx.with_model(&model), "")
-    })
-    .await?;
+    let clock = RequestClock::now(&state);
+    let (served, route, entity) = match target {
+        Target::Model(served) => {
+            let model = Arc::clone(&served.model);
+            let entity = off_worker_if_large(body_len, move || {
+                let request: EntityRequest = parse_json(&body)?;
+                request.to_history(&clock.with_model(&model), "")
+            })
+            .await?;
+            (served, None, entity)
+        }
+        Target::Route(snapshot, name) => {
+            let (served, choice, entity) = off_worker_if_large(body_len, move || {
+                let request: EntityRequest = parse_json(&body)?;
+                route_entity(&snapshot, &name, request, clock, "")
+            })
+            .await?;
+            (served, Some(choice), entity)
+        }
+    };
     let options = ScoreOptions {
         reasons,
         max_reasons: limits.max_reasons,
@@ -404,57 +488,151 @@ async fn score_one(
     let score = scores.pop().ok_or_else(|| ApiError::Internal {
         message: "the model returned no score".into(),
     })?;
-    json_response(body_len, served, score, |served, score| {
-        let model = ModelRef::from(served);
-        Json(ScoreResponse { model, score }).into_response()
-    })
+    json_response(
+        body_len,
+        (served, route, score),
+        |(served, route, score)| {
+            Json(ScoreResponse {
+                model: ModelRef::from(&served),
+                route: route.as_ref(),
+                score: &score,
+            })
+            .into_response()
+        },
+    )
     .await
+}
+
+/// A batch body: parsed, its size checked against `max_batch`.
+fn parse_batch(body: &[u8], max_batch: usize) -> Result<BatchRequest, ApiError> {
+    let request: BatchRequest = parse_json(body)?;
+    let n = request.entities.len();
+    if n > max_batch {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!("entities: {n} entities, a batch may have at most {max_batch}"),
+            field: Some("entities".into()),
+        });
+    }
+    Ok(request)
 }
 
 async fn score_batch(
     State(state): State<AppState>,
-    Path(task): Path<String>,
+    Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (served, reasons, body) = checked_request(&state, &task, query, &headers, body).await?;
+    let (target, reasons, body) = checked_request(&state, &name, query, &headers, body).await?;
     let limits = state.limits();
     let body_len = body.len();
     let max_batch = limits.max_batch;
-    let ctx = RequestClock::now(&state);
-    let model = Arc::clone(&served.model);
-    let entities = off_worker_if_large(body_len, move || {
-        let request: BatchRequest = parse_json(&body)?;
-        let n = request.entities.len();
-        if n > max_batch {
-            return Err(ApiError::PayloadTooLarge {
-                message: format!("entities: {n} entities, a batch may have at most {max_batch}"),
-                field: Some("entities".into()),
-            });
+    let clock = RequestClock::now(&state);
+    let options = |n: usize| ScoreOptions {
+        reasons,
+        max_reasons: limits.max_reasons,
+        small: n <= limits.inline_max_entities && body_len <= INLINE_BODY_MAX_BYTES,
+    };
+    let (snapshot, name) = match target {
+        Target::Model(served) => {
+            let model = Arc::clone(&served.model);
+            let entities = off_worker_if_large(body_len, move || {
+                let ctx = clock.with_model(&model);
+                parse_batch(&body, max_batch)?
+                    .entities
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| e.to_history(&ctx, &format!("entities[{i}].")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+            let n = entities.len();
+            let results = served
+                .model
+                .score(entities, Arc::clone(&served.thresholds), options(n))
+                .await?;
+            return json_response(body_len, (served, results), |(served, results)| {
+                let model = ModelRef::from(&served);
+                Json(BatchResponse { model, results }).into_response()
+            })
+            .await;
         }
-        let ctx = ctx.with_model(&model);
-        request
+        Target::Route(snapshot, name) => (snapshot, name),
+    };
+    let route_name = name.clone();
+    let routed = off_worker_if_large(body_len, move || {
+        parse_batch(&body, max_batch)?
             .entities
             .into_iter()
             .enumerate()
-            .map(|(i, e)| e.to_history(&ctx, &format!("entities[{i}].")))
+            .map(|(i, e)| route_entity(&snapshot, &name, e, clock, &format!("entities[{i}].")))
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    let options = ScoreOptions {
-        reasons,
-        max_reasons: limits.max_reasons,
-        small: entities.len() <= limits.inline_max_entities && body_len <= INLINE_BODY_MAX_BYTES,
-    };
-    let results = served
-        .model
-        .score(entities, Arc::clone(&served.thresholds), options)
-        .await?;
-    json_response(body_len, served, results, |served, results| {
-        let model = ModelRef::from(served);
-        Json(BatchResponse { model, results }).into_response()
-    })
+    // One scoring job per model, in the order the models first appear; the answers go back
+    // to the entities' places.
+    let mut groups: Vec<(ServedModel, Vec<usize>, Vec<CheckedEntity>)> = Vec::new();
+    let mut choices = Vec::with_capacity(routed.len());
+    for (i, (served, choice, entity)) in routed.into_iter().enumerate() {
+        let at = groups
+            .iter()
+            .position(|(g, _, _)| Arc::ptr_eq(&g.model, &served.model));
+        let group = match at {
+            Some(g) => g,
+            None => {
+                groups.push((served, Vec::new(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[group].1.push(i);
+        groups[group].2.push(entity);
+        choices.push((group, choice));
+    }
+    let mut scores: Vec<Option<EntityScore>> = Vec::new();
+    scores.resize_with(choices.len(), || None);
+    for (served, places, entities) in &mut groups {
+        let n = entities.len();
+        let results = served
+            .model
+            .score(
+                std::mem::take(entities),
+                Arc::clone(&served.thresholds),
+                options(n),
+            )
+            .await?;
+        for (&place, score) in places.iter().zip(results) {
+            scores[place] = Some(score);
+        }
+    }
+    let scores = scores
+        .into_iter()
+        .map(|s| {
+            s.ok_or_else(|| ApiError::Internal {
+                message: "a model returned fewer scores than entities".into(),
+            })
+        })
+        .collect::<Result<Vec<EntityScore>, _>>()?;
+    let models: Vec<ServedModel> = groups.into_iter().map(|(m, _, _)| m).collect();
+    json_response(
+        body_len,
+        (route_name, models, choices, scores),
+        |(route_name, models, choices, scores)| {
+            let results = choices
+                .iter()
+                .zip(&scores)
+                .map(|((group, choice), score)| ScoreResponse {
+                    model: ModelRef::from(&models[*group]),
+                    route: Some(choice),
+                    score,
+                })
+                .collect();
+            Json(RoutedBatchResponse {
+                route: &route_name,
+                results,
+            })
+            .into_response()
+        },
+    )
     .await
 }
 
@@ -466,6 +644,7 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::V
             let manifest = m.model.manifest();
             let plan = &manifest.feature_plan;
             serde_json::json!({
+                "name": m.model.name(),
                 "task": manifest.task.as_str(),
                 "version": manifest.version,
                 "kind": manifest.model_kind,
@@ -489,7 +668,14 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::V
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "models": models })))
+    let routes: Vec<serde_json::Value> = served
+        .routing()
+        .routes()
+        .map(crate::routing::Route::describe)
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "models": models, "routes": routes }),
+    ))
 }
 
 /// `GET /v1/thresholds/{task}` query: `capacity_per_week` and `volume_per_week`, both
@@ -531,16 +717,16 @@ fn capacity_query(query: Option<&str>) -> Result<(Option<f64>, Option<f64>), Api
 /// cut-off in force, and each grade band in force.
 async fn thresholds_for_capacity(
     State(state): State<AppState>,
-    Path(task): Path<String>,
+    Path(name): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &task)?;
+    let served = model_for(&state, &name)?;
     let (capacity, volume) = capacity_query(query.as_deref())?;
     let model = &served.model;
     let held = model
         .held_out()
         .ok_or_else(|| ApiError::NoHeldOutPredictions {
-            task: model.task().as_str(),
+            model: model.name().to_string(),
             version: model.version().to_owned(),
         })?;
     let volume_per_week = held
@@ -568,12 +754,12 @@ async fn thresholds_for_capacity(
 
 async fn drift(
     State(state): State<AppState>,
-    Path(task): Path<String>,
+    Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &task)?;
+    let served = model_for(&state, &name)?;
     let model = &served.model;
     let monitor = model.drift().ok_or_else(|| ApiError::NoDriftReference {
-        task: model.task().as_str(),
+        model: model.name().to_string(),
         version: model.version().to_owned(),
     })?;
     Ok(Json(serde_json::json!({
@@ -624,7 +810,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
         status: "ready",
         models: served
             .models()
-            .map(|m| format!("{}/{}", m.model.task().as_str(), m.model.version()))
+            .map(|m| format!("{}/{}", m.model.name(), m.model.version()))
             .collect(),
     }))
 }
@@ -634,6 +820,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let figures: Vec<_> = served
         .models()
         .map(|m| crate::metrics::ModelFigures {
+            model: m.model.name().as_str(),
             task: m.model.task().as_str(),
             version: m.model.version(),
             kind: model_kind_name(m),
@@ -662,8 +849,8 @@ fn model_kind_name(m: &ServedModel) -> &'static str {
 
 /// The OpenAPI document of this server: `serving/openapi.json` with what the deployment
 /// decides filled in, so that every request valid by the document is one this server
-/// accepts: the entity's form (event or tabular) of the models it serves, and its
-/// `max_batch`.
+/// accepts: the entity's form (event or tabular) of the models it serves, its `max_batch`,
+/// and the names of its models and routes.
 async fn openapi(State(state): State<AppState>) -> Response {
     static TEMPLATE: std::sync::OnceLock<Option<serde_json::Value>> = std::sync::OnceLock::new();
     let Some(template) = TEMPLATE.get_or_init(|| serde_json::from_str(OPENAPI_JSON).ok()) else {
@@ -690,6 +877,21 @@ async fn openapi(State(state): State<AppState>) -> Response {
         });
     }
     schemas["Batch"]["properties"]["entities"]["maxItems"] = state.limits().max_batch.into();
+    // The names this server answers to: its models, and for the score routes its routes.
+    let models: Vec<String> = served
+        .models()
+        .map(|m| m.model.name().to_string())
+        .collect();
+    let mut targets = models.clone();
+    targets.extend(served.routing().routes().map(|r| r.name().to_string()));
+    targets.sort();
+    targets.dedup();
+    let parameters = &mut doc["components"]["parameters"];
+    for (parameter, names) in [("model", models), ("target", targets)] {
+        if !names.is_empty() {
+            parameters[parameter]["schema"]["enum"] = names.into();
+        }
+    }
     Json(doc).into_response()
 }
 
@@ -712,13 +914,16 @@ mod tests {
 
     #[test]
     fn route_labels_follow_the_templates() {
-        assert_eq!(route_label("/v1/score/propensity"), "/v1/score/{task}");
+        assert_eq!(route_label("/v1/score/propensity"), "/v1/score/{model}");
         assert_eq!(
             route_label("/v1/score/nope/batch"),
-            "/v1/score/{task}/batch"
+            "/v1/score/{model}/batch"
         );
         assert_eq!(route_label("/healthz"), "/healthz");
-        assert_eq!(route_label("/v1/thresholds/churn"), "/v1/thresholds/{task}");
+        assert_eq!(
+            route_label("/v1/thresholds/churn"),
+            "/v1/thresholds/{model}"
+        );
         assert_eq!(route_label("/v1/score"), "other");
         assert_eq!(route_label("/admin/reload/x"), "other");
     }

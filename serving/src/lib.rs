@@ -9,10 +9,12 @@
 //!   sales-ready flag and reasons (exact contributions summed per feature group).
 //! * [`request`]: the request JSON and its checks against a model's feature plan, naming
 //!   the field at fault.
-//! * [`state`]: [`AppState`], the [`Served`](state::Served) snapshot (models and thresholds)
-//!   swapped as a whole on reload, limits, keys and metrics.
-//! * [`reload`]: [`Reloader`], hot reload of bundles and the thresholds file
-//!   ([`models::thresholds_file`]).
+//! * [`state`]: [`AppState`], the [`Served`](state::Served) snapshot (models by name,
+//!   thresholds, routing table) swapped as a whole on reload, limits, keys and metrics.
+//! * [`routing`]: [`RoutingFile`](routing::RoutingFile), segment routing: a route scores each
+//!   entity with the model its profile field selects, and says why.
+//! * [`reload`]: [`Reloader`], hot reload of bundles, the thresholds file
+//!   ([`models::thresholds_file`]) and the routing file.
 //! * [`auth`]: client and admin API keys, compared in constant time.
 //! * [`metrics`]: Prometheus metrics in atomics.
 //! * [`drift`]: [`DriftMonitor`](drift::DriftMonitor), what each model scored over the last
@@ -35,6 +37,7 @@ pub mod model;
 pub mod pool;
 pub mod reload;
 pub mod request;
+pub mod routing;
 pub mod runtime;
 pub mod serve;
 pub mod state;

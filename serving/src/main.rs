@@ -11,6 +11,8 @@ use clap::Parser;
 use models::bundle::Registry;
 use models::thresholds_file::ThresholdsFile;
 use serving::config::{FileConfig, LogFormat};
+use serving::reload::RoutingSource;
+use serving::routing::{ROUTING_FILE, RoutingFile};
 use serving::serve::{self, ConnLimits};
 use serving::{AppState, KeySet, Limits, PoolConfig, Reloader, app, runtime};
 
@@ -38,13 +40,17 @@ struct Args {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "LEADSCORE_ADDR")]
     addr: Option<SocketAddr>,
-    /// Registry folder: the newest bundle of each task, `<task>/<version>/`, is served
-    /// [default: registry].
+    /// Registry folder: the live (else newest) version of each model, `<model>/<version>/`,
+    /// is served [default: registry].
     #[arg(long, env = "LEADSCORE_REGISTRY")]
     registry: Option<PathBuf>,
     /// Thresholds file (TOML) overriding the bundles' sales-ready cut-off and grade bands.
     #[arg(long, env = "LEADSCORE_THRESHOLDS")]
     thresholds: Option<PathBuf>,
+    /// Routing file (TOML): routes that score each entity with the model of its segment
+    /// [default: <registry>/routing.toml, when there is one].
+    #[arg(long, env = "LEADSCORE_ROUTING")]
+    routing: Option<PathBuf>,
     /// Serve without API keys (only for a server nobody else can reach).
     #[arg(long, env = "LEADSCORE_NO_AUTH")]
     no_auth: bool,
@@ -55,7 +61,8 @@ struct Args {
     /// when fewer than a few hundred entities are scored an hour [default: 3600].
     #[arg(long, env = "LEADSCORE_DRIFT_WINDOW_SECS")]
     drift_window_secs: Option<u64>,
-    /// Seconds between looks at the registry and the thresholds file [default: 5].
+    /// Seconds between looks at the registry, the thresholds and the routing file
+    /// [default: 5].
     #[arg(long, env = "LEADSCORE_RELOAD_INTERVAL_SECS")]
     reload_interval_secs: Option<u64>,
     /// Largest request body, bytes [default: 1048576].
@@ -115,6 +122,8 @@ struct Settings {
     addr: SocketAddr,
     registry: PathBuf,
     thresholds: Option<PathBuf>,
+    /// The routing file, and whether it was named (a named file must exist).
+    routing: RoutingSource,
     keys: KeySet,
     pool: PoolConfig,
     reload_interval: Duration,
@@ -242,6 +251,10 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         .log_level
         .or(file.log_level)
         .unwrap_or_else(|| "info".into());
+    let registry = args
+        .registry
+        .or(file.registry)
+        .unwrap_or_else(|| PathBuf::from("registry"));
     let log_level = level
         .parse::<tracing::Level>()
         .map_err(|_| anyhow::anyhow!("log level {level:?}: use error, warn, info or debug"))?;
@@ -250,10 +263,17 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             .addr
             .or(file.addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        registry: args
-            .registry
-            .or(file.registry)
-            .unwrap_or_else(|| PathBuf::from("registry")),
+        routing: match args.routing.or(file.routing) {
+            Some(path) => RoutingSource {
+                path,
+                required: true,
+            },
+            None => RoutingSource {
+                path: registry.join(ROUTING_FILE),
+                required: false,
+            },
+        },
+        registry,
         thresholds: args.thresholds.or(file.thresholds),
         keys,
         pool,
@@ -330,6 +350,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(path) = &settings.thresholds {
         ThresholdsFile::read(path)?;
     }
+    // So is a routing file that does not parse (whether it fits the models is known once
+    // they are loaded).
+    if settings.routing.required || settings.routing.path.exists() {
+        let path = &settings.routing.path;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("routing file {}", path.display()))?;
+        RoutingFile::parse(&text)
+            .map_err(|e| anyhow::anyhow!("routing file {}: {e}", path.display()))?;
+    }
 
     let state = AppState::new(
         settings.limits.clone(),
@@ -342,7 +371,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.thresholds.clone(),
             settings.pool,
         )
-        .with_drift_window(settings.drift_window),
+        .with_drift_window(settings.drift_window)
+        .with_routing(settings.routing.clone()),
     );
     state.set_reloader(Arc::clone(&reloader));
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.

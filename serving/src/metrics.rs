@@ -5,14 +5,14 @@
 //! | --- | --- | --- |
 //! | `leadscore_http_requests_total` | `route`, `status` | requests answered |
 //! | `leadscore_http_request_duration_seconds` | `route` | latency histogram, from the request reaching the router to the response leaving it |
-//! | `leadscore_scored_entities_total` | `task`, `version` | entities scored |
-//! | `leadscore_score` | `task`, `version` | histogram of the calibrated probabilities given |
-//! | `leadscore_model_info` | `task`, `version`, `kind` | 1 for each model being served |
-//! | `leadscore_reloads_total` / `leadscore_reload_failures_total` | | registry and thresholds reloads that changed something / that failed |
-//! | `leadscore_drift_rows` | `task`, `version` | rows scored in the drift window (the last hour by default, [`crate::drift`]) |
-//! | `leadscore_feature_psi` | `task`, `version`, `feature` | population stability index against training over the window; `feature` is a numeric or history feature, or a categorical field |
-//! | `leadscore_feature_missing_share` / `..._training` | `task`, `version`, `feature` | share of rows missing the feature or field, over the window / in training |
-//! | `leadscore_unknown_level_share` | `task`, `version`, `field` | share of rows whose categorical level was never seen in training |
+//! | `leadscore_scored_entities_total` | `model`, `task`, `version` | entities scored |
+//! | `leadscore_score` | `model`, `task`, `version` | histogram of the calibrated probabilities given |
+//! | `leadscore_model_info` | `model`, `task`, `version`, `kind` | 1 for each model being served |
+//! | `leadscore_reloads_total` / `leadscore_reload_failures_total` | | registry, thresholds and routing reloads that changed something / that failed |
+//! | `leadscore_drift_rows` | `model`, `task`, `version` | rows scored in the drift window (the last hour by default, [`crate::drift`]) |
+//! | `leadscore_feature_psi` | `model`, `task`, `version`, `feature` | population stability index against training over the window; `feature` is a numeric or history feature, or a categorical field |
+//! | `leadscore_feature_missing_share` / `..._training` | `model`, `task`, `version`, `feature` | share of rows missing the feature or field, over the window / in training |
+//! | `leadscore_unknown_level_share` | `model`, `task`, `version`, `field` | share of rows whose categorical level was never seen in training |
 //!
 //! Labels never carry request content: no ids, no profile values. Feature and field names
 //! come from the bundle.
@@ -26,11 +26,11 @@ use models::drift::DriftReport;
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
 pub const ROUTES: [&str; 11] = [
-    "/v1/score/{task}",
-    "/v1/score/{task}/batch",
+    "/v1/score/{model}",
+    "/v1/score/{model}/batch",
     "/v1/models",
-    "/v1/thresholds/{task}",
-    "/v1/drift/{task}",
+    "/v1/thresholds/{model}",
+    "/v1/drift/{model}",
     "/admin/reload",
     "/healthz",
     "/readyz",
@@ -160,12 +160,27 @@ impl Default for Metrics {
 
 /// One model's figures, as the renderer needs them.
 pub struct ModelFigures<'a> {
+    /// The model's name.
+    pub model: &'a str,
     pub task: &'a str,
     pub version: &'a str,
     pub kind: &'a str,
     pub scores: &'a ScoreHistogram,
     /// Drift over the window, when the bundle has a training distribution.
     pub drift: Option<DriftReport>,
+}
+
+impl ModelFigures<'_> {
+    /// `model="...",task="...",version="..."` (a model's name and version are plain
+    /// names, checked when the bundle was read).
+    fn labels(&self) -> String {
+        format!(
+            "model=\"{}\",task=\"{}\",version=\"{}\"",
+            label_value(self.model),
+            self.task,
+            label_value(self.version)
+        )
+    }
 }
 
 /// `text` as a Prometheus label value: backslash, double quote and newline escaped.
@@ -239,11 +254,7 @@ fn render_drift(out: &mut String, models: &[ModelFigures<'_>]) {
     out.push_str("# HELP leadscore_drift_rows Rows scored over the drift window, by model.\n");
     out.push_str("# TYPE leadscore_drift_rows gauge\n");
     for (m, drift) in with_drift() {
-        let _ = writeln!(
-            out,
-            "leadscore_drift_rows{{task=\"{}\",version=\"{}\"}} {}",
-            m.task, m.version, drift.rows
-        );
+        let _ = writeln!(out, "leadscore_drift_rows{{{}}} {}", m.labels(), drift.rows);
     }
     for (name, help, label, gauge) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -252,9 +263,8 @@ fn render_drift(out: &mut String, models: &[ModelFigures<'_>]) {
                 if let Some(value) = value {
                     let _ = writeln!(
                         out,
-                        "{name}{{task=\"{}\",version=\"{}\",{label}=\"{}\"}} {value}",
-                        m.task,
-                        m.version,
+                        "{name}{{{},{label}=\"{}\"}} {value}",
+                        m.labels(),
                         label_value(feature)
                     );
                 }
@@ -331,8 +341,9 @@ impl Metrics {
         for m in models {
             let _ = writeln!(
                 out,
-                "leadscore_model_info{{task=\"{}\",version=\"{}\",kind=\"{}\"}} 1",
-                m.task, m.version, m.kind
+                "leadscore_model_info{{{},kind=\"{}\"}} 1",
+                m.labels(),
+                m.kind
             );
         }
         out.push_str("# HELP leadscore_scored_entities_total Entities scored, by model.\n");
@@ -340,20 +351,15 @@ impl Metrics {
         for m in models {
             let _ = writeln!(
                 out,
-                "leadscore_scored_entities_total{{task=\"{}\",version=\"{}\"}} {}",
-                m.task,
-                m.version,
+                "leadscore_scored_entities_total{{{}}} {}",
+                m.labels(),
                 m.scores.0.count()
             );
         }
         out.push_str("# HELP leadscore_score Calibrated probabilities given, by model.\n");
         out.push_str("# TYPE leadscore_score histogram\n");
         for m in models {
-            m.scores.0.render(
-                &mut out,
-                "leadscore_score",
-                &format!("task=\"{}\",version=\"{}\"", m.task, m.version),
-            );
+            m.scores.0.render(&mut out, "leadscore_score", &m.labels());
         }
         for (name, help, value) in [
             (
@@ -422,6 +428,7 @@ mod tests {
         .unwrap();
         let scores = ScoreHistogram::default();
         let figures = [ModelFigures {
+            model: "propensity",
             task: "propensity",
             version: "v1",
             kind: "gbdt",
@@ -429,7 +436,7 @@ mod tests {
             drift: Some(report),
         }];
         let text = Metrics::default().render(&figures);
-        let labels = "task=\"propensity\",version=\"v1\"";
+        let labels = "model=\"propensity\",task=\"propensity\",version=\"v1\"";
         for line in [
             format!("leadscore_drift_rows{{{labels}}} 3"),
             format!("leadscore_feature_psi{{{labels},feature=\"visits \\\"web\\\"\\\\x\"}} 0.25"),
@@ -443,10 +450,10 @@ mod tests {
         }
         // No PSI or missing share where the report has none.
         assert!(!text.contains(
-            "leadscore_feature_psi{task=\"propensity\",version=\"v1\",feature=\"source\"}"
+            "leadscore_feature_psi{model=\"propensity\",task=\"propensity\",version=\"v1\",feature=\"source\"}"
         ));
         assert!(!text.contains(
-            "leadscore_feature_missing_share{task=\"propensity\",version=\"v1\",feature=\"source\"}"
+            "leadscore_feature_missing_share{model=\"propensity\",task=\"propensity\",version=\"v1\",feature=\"source\"}"
         ));
         assert!(text.contains("# TYPE leadscore_feature_psi gauge\n"));
     }
@@ -454,26 +461,26 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_and_status() {
         let m = Metrics::default();
-        m.record("/v1/score/{task}", 200, Duration::from_micros(300));
-        m.record("/v1/score/{task}", 200, Duration::from_micros(700));
-        m.record("/v1/score/{task}", 400, Duration::from_micros(50));
+        m.record("/v1/score/{model}", 200, Duration::from_micros(300));
+        m.record("/v1/score/{model}", 200, Duration::from_micros(700));
+        m.record("/v1/score/{model}", 400, Duration::from_micros(50));
         m.record("/nowhere", 404, Duration::from_micros(10));
         m.record("/healthz", 418, Duration::from_micros(10));
-        assert_eq!(m.requests("/v1/score/{task}", 200), 2);
-        assert_eq!(m.requests("/v1/score/{task}", 400), 1);
+        assert_eq!(m.requests("/v1/score/{model}", 200), 2);
+        assert_eq!(m.requests("/v1/score/{model}", 400), 1);
         assert_eq!(m.requests("other", 404), 1);
         let text = m.render(&[]);
         assert!(text.contains(
-            "leadscore_http_requests_total{route=\"/v1/score/{task}\",status=\"200\"} 2\n"
+            "leadscore_http_requests_total{route=\"/v1/score/{model}\",status=\"200\"} 2\n"
         ));
         assert!(
             text.contains("leadscore_http_requests_total{route=\"/healthz\",status=\"other\"} 1\n")
         );
         assert!(text.contains(
-            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{task}\",le=\"0.0005\"} 2\n"
+            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{model}\",le=\"0.0005\"} 2\n"
         ), "{text}");
         assert!(text.contains(
-            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{task}\",le=\"0.001\"} 3\n"
+            "leadscore_http_request_duration_seconds_bucket{route=\"/v1/score/{model}\",le=\"0.001\"} 3\n"
         ));
     }
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use features::reasons::{FeatureGroup, GroupSource};
 use features::spec::Task;
-use models::bundle::{Bundle, ExplainScratch, Explainer, Grade, Manifest, ModelKind, Thresholds};
+use models::bundle::{
+    Bundle, ExplainScratch, Explainer, Grade, Manifest, ModelKind, ModelName, Thresholds,
+};
 use models::capacity::HeldOutScores;
 use ndarray::Array2;
 use serde::Serialize;
@@ -25,6 +27,8 @@ use crate::request::CheckedEntity;
 
 /// A bundle ready to score.
 pub struct LoadedModel {
+    /// The model's name ([`Manifest::name`]).
+    name: ModelName,
     manifest: Manifest,
     explainer: Explainer,
     pool: SessionPool,
@@ -45,7 +49,7 @@ pub struct LoadedModel {
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedModel")
-            .field("task", &self.task())
+            .field("model", &self.name)
             .field("version", &self.version())
             .field("pool", &self.pool)
             .finish()
@@ -156,6 +160,7 @@ impl LoadedModel {
             .transpose()
             .map_err(|e| LoadError::HeldOut(format!("{}: {e}", bundle.holdout_path().display())))?;
         Ok(LoadedModel {
+            name: manifest.name(),
             drift: manifest.drift.as_ref().map(DriftMonitor::new),
             held_out,
             explain_inline: explains_inline(&explainer),
@@ -166,6 +171,11 @@ impl LoadedModel {
             groups,
             scores: ScoreHistogram::default(),
         })
+    }
+
+    /// The model's name: the registry folder it came from, the `{model}` of its routes.
+    pub fn name(&self) -> &ModelName {
+        &self.name
     }
 
     pub fn task(&self) -> Task {

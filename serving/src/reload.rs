@@ -1,9 +1,10 @@
-//! Hot reload: picks up new bundle versions in the registry and changes to the thresholds
-//! file without a restart and without a failed request.
+//! Hot reload: picks up new models and bundle versions in the registry and changes to the
+//! thresholds and routing files without a restart and without a failed request.
 //!
 //! [`Reloader::reload_once`] (blocking; run it on the blocking pool) looks at the version
-//! each task should serve ([`Registry::served_status`]: the live one, named by
-//! `<task>/LIVE`, which promote and revert replace atomically; the newest complete version
+//! each model of the registry ([`Registry::models`]) should serve
+//! ([`Registry::served_status`]: the live one, named by `<model>/LIVE`, which promote and
+//! revert replace atomically; the newest complete version
 //! when there was never a promotion) and at the thresholds file. When `LIVE` cannot be used
 //! after promotions, the live version comes from the registry's log and the problem is
 //! logged and reported; when not even the log says, the registry's error is logged and
@@ -20,8 +21,11 @@
 //! file in force does not fit (thresholds by capacity, a bundle without held-out
 //! predictions) is refused too, and tried again when a new thresholds file is applied. A
 //! thresholds file that does not parse, check or fit a served model is refused the same
-//! way, until its content changes. Every report lists the versions that should be served
-//! and are not, with the reason ([`ReloadReport::failed`]).
+//! way, until its content changes. The routing file ([`crate::routing`]) is read after the
+//! models, so a table and the segment models it names can arrive together; one that does
+//! not parse or fit the models served is refused, and tried again when its content or the
+//! models served change. Every report lists the versions that should be served and are not,
+//! with the reason ([`ReloadReport::failed`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash as _, Hasher as _};
@@ -30,12 +34,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use features::spec::Task;
-use models::bundle::Registry;
+use models::bundle::{ModelName, Registry};
 use serde::Serialize;
 
 use crate::model::LoadedModel;
 use crate::pool::PoolConfig;
+use crate::routing::RoutingFile;
 use crate::state::AppState;
 use models::thresholds_file::ThresholdsFile;
 
@@ -44,20 +48,42 @@ use models::thresholds_file::ThresholdsFile;
 pub struct Reloader {
     registry: Registry,
     thresholds_path: Option<PathBuf>,
+    routing: Option<RoutingSource>,
     pool: PoolConfig,
     drift_window: Duration,
     memory: Mutex<Memory>,
 }
 
+/// Where the routing file is read from.
+#[derive(Debug, Clone)]
+pub struct RoutingSource {
+    pub path: PathBuf,
+    /// A missing file is an error (it was asked for by name); otherwise (the registry's
+    /// `routing.toml`, looked for by default) a missing file is no routing.
+    pub required: bool,
+}
+
 #[derive(Debug, Default)]
 struct Memory {
-    /// `task/version` of bundles that failed to load or to fit, with why.
+    /// `model/version` of bundles that failed to load or to fit, with why.
     failed: BTreeMap<String, Failure>,
-    /// What was last logged about each task's `LIVE` (a warning or an error), so that the
+    /// What was last logged about each model's `LIVE` (a warning or an error), so that the
     /// scheduled reload logs it when it changes, not at every tick.
-    registry_problems: HashMap<&'static str, String>,
+    registry_problems: HashMap<ModelName, String>,
     /// The thresholds file's content last looked at (applied or refused).
     thresholds_seen: Option<String>,
+    /// The routing file last looked at.
+    routing_seen: Option<RoutingSeen>,
+}
+
+/// The routing file's content last looked at, the models served then (`model/version`) and
+/// whether it was applied: a file refused because a model it names was not served yet is
+/// tried again once the models change.
+#[derive(Debug, PartialEq)]
+struct RoutingSeen {
+    text: String,
+    models: Vec<String>,
+    applied: bool,
 }
 
 /// A version that failed.
@@ -75,31 +101,34 @@ struct Failure {
 /// What one reload did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ReloadReport {
-    /// `task/version` now served that was not before.
+    /// `model/version` now served that was not before.
     pub loaded: Vec<String>,
-    /// `task/version: why`, for bundles refused by this reload.
+    /// `model/version: why`, for bundles refused by this reload.
     pub refused: Vec<String>,
-    /// `task/version: why`, for every version that should be served and is not after this
+    /// `model/version: why`, for every version that should be served and is not after this
     /// reload, refused now or before (and not tried again: its folder has not changed).
     pub failed: Vec<String>,
-    /// `task: problem` when the registry cannot plainly say which version is live: `LIVE`
+    /// `model: problem` when the registry cannot plainly say which version is live: `LIVE`
     /// missing or unusable (the version then comes from the log), or an error (nothing is
     /// switched).
     pub registry: Vec<String>,
-    /// `applied` or `refused: why` when the thresholds file changed.
+    /// `applied` or `refused: why` when the thresholds file changed; `applied` names the
+    /// sections of models not served, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<String>,
-    /// The models served after the reload, `task/version`.
+    /// `applied`, `removed` or `refused: why` when the routing file changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    /// The models served after the reload, `model/version`.
     pub serving: Vec<String>,
 }
-
-const TASKS: [Task; 2] = [Task::Propensity, Task::Churn];
 
 impl Reloader {
     pub fn new(registry: Registry, thresholds_path: Option<PathBuf>, pool: PoolConfig) -> Self {
         Reloader {
             registry,
             thresholds_path,
+            routing: None,
             pool,
             drift_window: crate::drift::DRIFT_WINDOW,
             memory: Mutex::default(),
@@ -113,7 +142,13 @@ impl Reloader {
         self
     }
 
-    /// Brings `state` up to date with the registry and the thresholds file, trying again
+    /// Reads the routing table from `source` (see [`crate::routing`]).
+    pub fn with_routing(mut self, source: RoutingSource) -> Self {
+        self.routing = Some(source);
+        self
+    }
+
+    /// Brings `state` up to date with the registry, the thresholds and routing files, trying again
     /// every version that failed before (what `POST /admin/reload` runs). Blocking.
     /// Concurrent calls run one after the other.
     pub fn reload_once(&self, state: &AppState) -> ReloadReport {
@@ -132,9 +167,19 @@ impl Reloader {
         let mut report = ReloadReport::default();
         // Thresholds first, so that a new model starts with the thresholds in force.
         self.reload_thresholds(state, &mut memory, &mut report);
-        for task in TASKS {
-            self.reload_task(state, task, retry_failed, &mut memory, &mut report);
+        match self.registry.models() {
+            Ok(models) => {
+                for model in models {
+                    self.reload_model(state, &model, retry_failed, &mut memory, &mut report);
+                }
+            }
+            Err(e) => {
+                let problem = format!("cannot list the models: {e}; what is served keeps serving");
+                tracing::error!(error = %e, "cannot list the registry's models");
+                report.registry.push(problem);
+            }
         }
+        self.reload_routing(state, &mut memory, &mut report);
         report.failed = memory
             .failed
             .iter()
@@ -143,34 +188,34 @@ impl Reloader {
         report.serving = state
             .served()
             .models()
-            .map(|m| format!("{}/{}", m.model.task().as_str(), m.model.version()))
+            .map(|m| format!("{}/{}", m.model.name(), m.model.version()))
             .collect();
         if state.served().is_empty() {
             state.set_not_ready_reason(format!(
-                "no loadable bundle in {} (looked for <task>/<version>/ of propensity and churn)",
+                "no loadable bundle in {} (looked for <model>/<version>/)",
                 self.registry.root().display()
             ));
         }
         report
     }
 
-    /// The version `task` should serve, or `None` (nothing to do); a problem with `LIVE`
+    /// The version `model` should serve, or `None` (nothing to do); a problem with `LIVE`
     /// is logged (when it changed) and reported.
     fn wanted_version(
         &self,
         state: &AppState,
-        task: Task,
+        model: &ModelName,
         memory: &mut Memory,
         report: &mut ReloadReport,
     ) -> Option<String> {
-        let name = task.as_str();
-        let (wanted, problem) = match self.registry.served_status(task) {
+        let name = model.as_str();
+        let (wanted, problem) = match self.registry.served_status(model) {
             Ok(status) => {
                 if let Some(problem) = &status.problem
                     && memory.registry_problems.get(name) != Some(problem)
                 {
                     tracing::warn!(
-                        task = name,
+                        model = name,
                         version = status.version.as_deref().unwrap_or(""),
                         problem = %problem,
                         "LIVE cannot be used: serving the live version the registry's log names"
@@ -180,13 +225,13 @@ impl Reloader {
             }
             Err(e) => {
                 let served = state.served();
-                let keeps = served.get(task).map_or_else(
+                let keeps = served.get(name).map_or_else(
                     || "nothing is served for it".to_owned(),
                     |m| format!("{name}/{} keeps serving", m.model.version()),
                 );
                 let problem = format!("cannot tell the live version: {e}; {keeps}");
                 if memory.registry_problems.get(name) != Some(&problem) {
-                    tracing::error!(task = name, error = %e, "cannot tell the live version; what is served keeps serving");
+                    tracing::error!(model = name, error = %e, "cannot tell the live version; what is served keeps serving");
                     state
                         .metrics()
                         .reload_failures
@@ -198,7 +243,7 @@ impl Reloader {
         match problem {
             Some(problem) => {
                 report.registry.push(format!("{name}: {problem}"));
-                memory.registry_problems.insert(name, problem);
+                memory.registry_problems.insert(model.clone(), problem);
             }
             None => {
                 memory.registry_problems.remove(name);
@@ -207,32 +252,32 @@ impl Reloader {
         wanted
     }
 
-    fn reload_task(
+    fn reload_model(
         &self,
         state: &AppState,
-        task: Task,
+        model: &ModelName,
         retry_failed: bool,
         memory: &mut Memory,
         report: &mut ReloadReport,
     ) {
-        let Some(wanted) = self.wanted_version(state, task, memory, report) else {
+        let Some(wanted) = self.wanted_version(state, model, memory, report) else {
             return;
         };
-        let name = format!("{}/{wanted}", task.as_str());
+        let name = format!("{model}/{wanted}");
         // Only the version wanted now is worth reporting.
-        let prefix = format!("{}/", task.as_str());
+        let prefix = format!("{model}/");
         memory
             .failed
             .retain(|failed, _| !failed.starts_with(&prefix) || *failed == name);
         let served = state.served();
         if served
-            .get(task)
+            .get(model.as_str())
             .is_some_and(|m| m.model.version() == wanted)
         {
             memory.failed.remove(&name);
             return;
         }
-        let fingerprint = folder_fingerprint(&self.registry.task_dir(task).join(&wanted));
+        let fingerprint = folder_fingerprint(&self.registry.model_dir(model).join(&wanted));
         if !retry_failed
             && memory
                 .failed
@@ -244,12 +289,12 @@ impl Reloader {
         // Err((why, whether the thresholds file in force is what does not fit)).
         let loaded = self
             .registry
-            .load(task, &wanted)
+            .load(model, &wanted)
             .map_err(|e| (e.to_string(), false))
             .and_then(|bundle| {
                 if !bundle.has_model_digest() {
                     tracing::warn!(
-                        task = task.as_str(),
+                        model = model.as_str(),
                         version = %wanted,
                         "the bundle's manifest has no model_sha256 (made before bundles stored one): model.onnx is not checked"
                     );
@@ -259,21 +304,17 @@ impl Reloader {
                     .map_err(|e| (e.to_string(), false))
             })
             .and_then(|model| {
-                // Swapped in only if the thresholds file in force fits it.
+                // Swapped in only if the thresholds and routing files in force fit it.
                 state.update(|s| {
-                    s.with_model(Arc::new(model)).map_err(|e| {
-                        (
-                            format!("the thresholds file in force does not fit it: {e}"),
-                            true,
-                        )
-                    })
+                    s.with_model(Arc::new(model))
+                        .map_err(|e| (format!("the files in force do not fit it: {e}"), true))
                 })
             });
         match loaded {
             Ok(()) => {
                 memory.failed.remove(&name);
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(task = task.as_str(), version = %wanted, "serving model");
+                tracing::info!(model = model.as_str(), version = %wanted, "serving model");
                 report.loaded.push(name);
             }
             Err((error, thresholds_misfit)) => {
@@ -285,7 +326,7 @@ impl Reloader {
                     .is_some_and(|f| f.fingerprint == fingerprint && f.why == error);
                 if !repeated {
                     tracing::error!(
-                        task = task.as_str(),
+                        model = model.as_str(),
                         version = %wanted,
                         %error,
                         "bundle refused; the model already served (if any) keeps serving"
@@ -338,9 +379,21 @@ impl Reloader {
                 // A version refused because the previous file did not fit it gets another
                 // chance under this one.
                 memory.failed.retain(|_, f| !f.thresholds_misfit);
-                tracing::info!(path = %path.display(), "thresholds file applied");
+                let served = state.served();
+                let unserved = served
+                    .thresholds_file()
+                    .sections_not_in(served.models().map(|m| m.model.name().as_str()));
+                if unserved.is_empty() {
+                    tracing::info!(path = %path.display(), "thresholds file applied");
+                    report.thresholds = Some("applied".into());
+                } else {
+                    let unserved = unserved.join(", ");
+                    tracing::warn!(path = %path.display(), sections = %unserved, "thresholds file applied; some sections name no model served");
+                    report.thresholds = Some(format!(
+                        "applied; sections naming no model served (kept for when one is): {unserved}"
+                    ));
+                }
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
-                report.thresholds = Some("applied".into());
             }
             Err(error) => {
                 tracing::error!(path = %path.display(), %error, "thresholds file refused; the thresholds in force stay");
@@ -352,6 +405,86 @@ impl Reloader {
             }
         }
         memory.thresholds_seen = Some(text);
+    }
+
+    fn reload_routing(&self, state: &AppState, memory: &mut Memory, report: &mut ReloadReport) {
+        let Some(source) = &self.routing else {
+            return;
+        };
+        let path = &source.path;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !source.required => None,
+            Err(e) => {
+                let seen = RoutingSeen {
+                    text: format!("\0unreadable: {e}"),
+                    models: Vec::new(),
+                    applied: false,
+                };
+                if memory.routing_seen.as_ref() != Some(&seen) {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read the routing file; the routing in force stays");
+                    state
+                        .metrics()
+                        .reload_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    report.routing = Some(format!("refused: {}: {e}", path.display()));
+                    memory.routing_seen = Some(seen);
+                }
+                return;
+            }
+        };
+        let models: Vec<String> = state
+            .served()
+            .models()
+            .map(|m| format!("{}/{}", m.model.name(), m.model.version()))
+            .collect();
+        let mut seen = RoutingSeen {
+            text: text.clone().unwrap_or_default(),
+            models,
+            applied: false,
+        };
+        if memory.routing_seen.as_ref().is_some_and(|last| {
+            last.text == seen.text && (last.applied || last.models == seen.models)
+        }) {
+            return;
+        }
+        let Some(text) = text else {
+            // The default file is gone: no routing.
+            if !state.served().routing().is_empty() {
+                let _ = state.update(|s| s.with_routing(RoutingFile::default()));
+                tracing::info!(path = %path.display(), "routing file removed; every route scores with its own model");
+                report.routing = Some("removed".into());
+            }
+            seen.applied = true;
+            memory.routing_seen = Some(seen);
+            return;
+        };
+        let applied = RoutingFile::parse(&text)
+            .and_then(|file| state.update(|served| served.with_routing(file)));
+        match applied {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "routing file applied");
+                state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
+                report.routing = Some("applied".into());
+                seen.applied = true;
+            }
+            Err(error) => {
+                // The same refusal is not logged again when only the models changed.
+                let repeated = memory
+                    .routing_seen
+                    .as_ref()
+                    .is_some_and(|last| last.text == seen.text);
+                if !repeated {
+                    tracing::error!(path = %path.display(), %error, "routing file refused; the routing in force stays");
+                    state
+                        .metrics()
+                        .reload_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                report.routing = Some(format!("refused: {}: {error}", path.display()));
+            }
+        }
+        memory.routing_seen = Some(seen);
     }
 
     /// Reloads ([`Reloader::reload_scheduled`]) every `interval` until the process ends.

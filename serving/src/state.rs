@@ -1,5 +1,5 @@
-//! Shared server state: what is served (models and thresholds, swapped as a whole on
-//! reload), the limits and keys requests are checked against, and the metrics.
+//! Shared server state: what is served (models, thresholds and the routing table, swapped
+//! as a whole on reload), the limits and keys requests are checked against, and the metrics.
 //!
 //! A request takes the current [`Served`] snapshot once (an `Arc` clone under a read lock
 //! held for nanoseconds) and scores with it to the end, so a reload that swaps in a new
@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use features::spec::Task;
-use models::bundle::Thresholds;
+use models::bundle::{ModelName, Thresholds};
 
 use crate::auth::{AuthThrottle, KeySet, Scope};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::reload::Reloader;
+use crate::routing::RoutingFile;
 use models::thresholds_file::ThresholdsFile;
 
 /// One model being served, with the thresholds in force for it.
@@ -28,21 +28,49 @@ pub struct ServedModel {
 }
 
 /// Everything scoring reads, as one immutable snapshot.
+///
+/// **Invariant:** the routing table in force fits the models served
+/// ([`RoutingFile::check`]): every change ([`Served::with_model`], [`Served::with_routing`])
+/// checks it, so a request never meets a route to a model that is not there.
 #[derive(Debug, Clone, Default)]
 pub struct Served {
-    models: BTreeMap<&'static str, ServedModel>,
+    models: BTreeMap<ModelName, ServedModel>,
     thresholds_file: ThresholdsFile,
+    routing: Arc<RoutingFile>,
 }
 
 impl Served {
-    /// The model of `task`, if one is loaded.
-    pub fn get(&self, task: Task) -> Option<&ServedModel> {
-        self.models.get(task.as_str())
+    /// The model named `name`, if one is loaded.
+    pub fn get(&self, name: &str) -> Option<&ServedModel> {
+        self.models.get(name)
     }
 
-    /// Models by task name.
+    /// Models by name.
     pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
         self.models.values()
+    }
+
+    /// The names of the models served, in order, as one line (for messages).
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.models.keys().map(ModelName::as_str).collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// The routing table in force (empty when there is none).
+    pub fn routing(&self) -> &RoutingFile {
+        &self.routing
+    }
+
+    /// This snapshot with `routing` in force, if it fits the models served.
+    pub fn with_routing(&self, routing: RoutingFile) -> Result<Served, String> {
+        routing.check(&self.models)?;
+        let mut next = self.clone();
+        next.routing = Arc::new(routing);
+        Ok(next)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,29 +82,33 @@ impl Served {
         &self.thresholds_file
     }
 
-    /// This snapshot with `model` serving its task, under the thresholds file in force.
-    /// Fails when the file's overrides do not fit the model (e.g. thresholds by capacity
-    /// and a bundle without held-out predictions).
+    /// This snapshot with `model` served under its name, under the thresholds file in
+    /// force. Fails when the file's overrides do not fit the model (e.g. thresholds by
+    /// capacity and a bundle without held-out predictions), or the routing table in force
+    /// no longer fits once it is served (a field's kind changed, say): the message says
+    /// which.
     pub fn with_model(&self, model: Arc<LoadedModel>) -> Result<Served, String> {
         let mut next = self.clone();
         let thresholds = Arc::new(next.thresholds_file.apply(
-            model.task(),
+            model.name().as_str(),
             &model.manifest().thresholds,
             model.held_out(),
         )?);
         next.models
-            .insert(model.task().as_str(), ServedModel { model, thresholds });
+            .insert(model.name().clone(), ServedModel { model, thresholds });
+        next.routing
+            .check(&next.models)
+            .map_err(|e| format!("the routing table in force would not fit it: {e}"))?;
         Ok(next)
     }
 
-    /// This snapshot with `file`'s thresholds in force. Fails, naming the task, when an
+    /// This snapshot with `file`'s thresholds in force. Fails, naming the model, when an
     /// override does not fit a loaded bundle (e.g. grade bands overridden only in part).
     pub fn with_thresholds(&self, file: ThresholdsFile) -> Result<Served, String> {
         let mut next = self.clone();
         for served in next.models.values_mut() {
-            let task = served.model.task();
             let t = file.apply(
-                task,
+                served.model.name().as_str(),
                 &served.model.manifest().thresholds,
                 served.model.held_out(),
             )?;

@@ -339,7 +339,10 @@ async fn scores_and_reasons_match_the_bundles_model_for_every_kind() {
         for (i, entity) in entities.iter().enumerate() {
             let (status, body) = post(&server.app, &format!("/v1/score/{task}"), entity).await;
             assert_eq!(status, StatusCode::OK, "{task} entity {i}: {body}");
-            assert_eq!(body["model"], json!({"task": task, "version": version}));
+            assert_eq!(
+                body["model"],
+                json!({"name": task, "task": task, "version": version})
+            );
             assert_eq!(body["id"], entity["id"]);
             check_against_reference(&bundle, entity, &body, &format!("{task} {kind} entity {i}"));
         }
@@ -750,7 +753,7 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
 
     // No request was answered with a server error.
     let metrics = server.state.metrics();
-    for route in ["/v1/score/{task}", "/v1/score/{task}/batch", "other"] {
+    for route in ["/v1/score/{model}", "/v1/score/{model}/batch", "other"] {
         assert_eq!(metrics.requests(route, 500), 0, "{route}");
     }
 }
@@ -1100,7 +1103,7 @@ async fn promotion_and_revert_switch_the_served_version_under_load() {
     registry
         .promote(
             &lock,
-            features::spec::Task::Propensity,
+            &models::bundle::ModelName::of_task(features::spec::Task::Propensity),
             "fixture-leads-v1",
             "test",
             "first",
@@ -1120,7 +1123,7 @@ async fn promotion_and_revert_switch_the_served_version_under_load() {
     registry
         .promote(
             &lock,
-            features::spec::Task::Propensity,
+            &models::bundle::ModelName::of_task(features::spec::Task::Propensity),
             "fixture-leads-v2",
             "test",
             "better",
@@ -1138,7 +1141,7 @@ async fn promotion_and_revert_switch_the_served_version_under_load() {
     registry
         .revert(
             &lock,
-            features::spec::Task::Propensity,
+            &models::bundle::ModelName::of_task(features::spec::Task::Propensity),
             "test",
             "worse in production",
         )
@@ -1172,7 +1175,7 @@ async fn a_deleted_live_file_keeps_the_promoted_version_served_and_says_so() {
     );
     let root = server.registry.path().to_path_buf();
     let registry = Registry::new(&root);
-    let task = features::spec::Task::Propensity;
+    let task = &models::bundle::ModelName::of_task(features::spec::Task::Propensity);
     {
         let lock = registry.lock("test").expect("lock");
         registry
@@ -1621,7 +1624,7 @@ async fn readiness_models_metrics_and_the_openapi_document() {
         .collect();
     routes.sort_unstable();
     assert_eq!(paths, routes);
-    let example = &doc["paths"]["/v1/score/{task}"]["post"]["requestBody"]["content"]["application/json"]
+    let example = &doc["paths"]["/v1/score/{model}"]["post"]["requestBody"]["content"]["application/json"]
         ["example"];
     let (status, body) = post(&server.app, "/v1/score/propensity", example).await;
     assert_eq!(status, StatusCode::OK, "the OpenAPI example: {body}");
@@ -1648,7 +1651,7 @@ async fn readiness_models_metrics_and_the_openapi_document() {
     let text = metrics_text(&server.app).await;
     assert!(
         text.contains(
-            "leadscore_http_requests_total{route=\"/v1/score/{task}\",status=\"200\"} 1\n"
+            "leadscore_http_requests_total{route=\"/v1/score/{model}\",status=\"200\"} 1\n"
         ),
         "{text}"
     );
@@ -1658,11 +1661,11 @@ async fn readiness_models_metrics_and_the_openapi_document() {
     );
     assert!(
         text.contains(
-            "leadscore_score_count{task=\"propensity\",version=\"fixture-leads-v1\"} 1\n"
+            "leadscore_score_count{model=\"propensity\",task=\"propensity\",version=\"fixture-leads-v1\"} 1\n"
         ),
         "{text}"
     );
-    assert!(text.contains("leadscore_model_info{task=\"churn\",version=\"fixture-churn-v1\",kind=\"logistic\"} 1\n"), "{text}");
+    assert!(text.contains("leadscore_model_info{model=\"churn\",task=\"churn\",version=\"fixture-churn-v1\",kind=\"logistic\"} 1\n"), "{text}");
     assert!(!text.contains("L-1042"), "no request content in metrics");
 }
 
@@ -1800,7 +1803,7 @@ async fn drift_statistics_move_when_the_scored_traffic_shifts() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {line} in {text}"))
     };
-    let labels = "task=\"propensity\",version=\"fixture-leads-v1\"";
+    let labels = "model=\"propensity\",task=\"propensity\",version=\"fixture-leads-v1\"";
     assert_eq!(gauge(&format!("leadscore_drift_rows{{{labels}}}")), 800.0);
     assert_eq!(
         gauge(&format!(
@@ -1822,11 +1825,11 @@ async fn drift_statistics_move_when_the_scored_traffic_shifts() {
     );
     // The churn model scored nothing: its figures are absent, its row count zero.
     assert_eq!(
-        gauge("leadscore_drift_rows{task=\"churn\",version=\"fixture-churn-v1\"}"),
+        gauge("leadscore_drift_rows{model=\"churn\",task=\"churn\",version=\"fixture-churn-v1\"}"),
         0.0
     );
     assert!(
-        !text.contains("leadscore_feature_psi{task=\"churn\""),
+        !text.contains("leadscore_feature_psi{model=\"churn\""),
         "{text}"
     );
 }

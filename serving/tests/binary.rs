@@ -152,7 +152,7 @@ fn serves_from_a_configuration_file_and_stops_gracefully_on_sigterm() {
         .collect();
     assert!(
         messages.iter().any(|m| m["fields"]["message"] == "request"
-            && m["fields"]["route"] == "/v1/score/{task}"
+            && m["fields"]["route"] == "/v1/score/{model}"
             && m["fields"]["status"] == 200),
         "{log:#?}"
     );

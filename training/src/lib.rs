@@ -10,7 +10,9 @@
 //! report from [`report`]; [`gate`] decides whether a new model may replace the live one;
 //! [`drift`] reads a server's drift answer into the `drift` command's table and alerts;
 //! [`requests`] writes score requests for a dataset's entities (what
-//! the server takes). The `leadscore-train` binary is a thin command line over this
+//! the server takes); [`segments`] trains a model per level of a profile field and ships it
+//! only where it beats the global model on the segment's held-out rows by more than the
+//! noise. The `leadscore-train` binary is a thin command line over this
 //! library.
 
 pub mod drift;
@@ -23,6 +25,7 @@ pub mod lbfgs;
 pub mod pipeline;
 pub mod report;
 pub mod requests;
+pub mod segments;
 pub mod split;
 pub mod svg;
 pub mod thresholds;

@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use features::spec::Task;
-use features::synthetic::{GeneratorParams, SyntheticKind};
+use features::synthetic::{GeneratorParams, Segments, SyntheticKind};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::bundle::{Manifest, Registry, RegistryLock, clean_stale_temp_dirs, new_version_name};
+use models::bundle::{
+    Manifest, ModelName, ROUTING_FILE, Registry, RegistryLock, clean_stale_temp_dirs,
+    new_version_name,
+};
 use models::capacity::HeldOutScores;
 use models::gbdt::GbdtParams;
 use models::thresholds_file::ThresholdsFile;
@@ -21,6 +23,10 @@ use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
 use training::requests::score_requests;
+use training::segments::{
+    SegmentParams, compare_on_holdout, decide, prepare_segment, replace_routing_table,
+    routing_table, segment_levels, segment_model_name,
+};
 use training::thresholds::capacity_report;
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
@@ -61,6 +67,11 @@ enum Command {
         entities: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Leads only: `differ` adds a `segment` field (enterprise, smb) whose levels convert
+        /// for different reasons, `alike` the same field with no effect (see
+        /// `features::synthetic`).
+        #[arg(long, default_value = "none", value_parser = parse_segments)]
+        segments: Segments,
     },
     /// Load and validate a dataset, build its point-in-time features and write them as
     /// Parquet.
@@ -128,12 +139,14 @@ struct DriftArgs {
     /// pass `--answer`).
     #[arg(long, env = "LEADSCORE_URL", default_value = "http://127.0.0.1:8080")]
     server: String,
-    #[arg(long, value_enum, default_value = "propensity")]
-    task: TaskArg,
+    /// The model whose drift to read (its name; a model trained without `--model` is named
+    /// after its task).
+    #[arg(long, alias = "task", default_value = "propensity")]
+    model: ModelName,
     /// A client API key (from the environment, not the command line, on shared machines).
     #[arg(long, env = "LEADSCORE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Read a saved answer of `GET /v1/drift/{task}` from this file instead (`-`: stdin).
+    /// Read a saved answer of `GET /v1/drift/{model}` from this file instead (`-`: stdin).
     #[arg(long)]
     answer: Option<PathBuf>,
     /// Features and fields shown, by PSI (0: all).
@@ -153,37 +166,24 @@ struct DriftArgs {
     fail_on_alert: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TaskArg {
-    Propensity,
-    Churn,
-}
-
-impl TaskArg {
-    fn task(self) -> Task {
-        match self {
-            TaskArg::Propensity => Task::Propensity,
-            TaskArg::Churn => Task::Churn,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Every version of each task, newest last, the live one marked.
+    /// Every version of each model, newest last, the live one marked.
     List,
     /// One version's manifest summary and its entries in the log.
     Show {
-        #[arg(long, value_enum)]
-        task: TaskArg,
+        /// The model's name (`--task` is accepted for a model named after its task).
+        #[arg(long, alias = "task")]
+        model: ModelName,
         /// Default: the live one.
         #[arg(long)]
         version: Option<String>,
     },
     /// Make a version live (the server follows within its reload interval).
     Promote {
-        #[arg(long, value_enum)]
-        task: TaskArg,
+        /// The model's name.
+        #[arg(long, alias = "task")]
+        model: ModelName,
         #[arg(long)]
         version: String,
         /// Why, for the log.
@@ -195,8 +195,9 @@ enum RegistryCommand {
     },
     /// Make live again the version that was live before the current one was promoted.
     Revert {
-        #[arg(long, value_enum)]
-        task: TaskArg,
+        /// The model's name.
+        #[arg(long, alias = "task")]
+        model: ModelName,
         /// Why, for the log.
         #[arg(long)]
         reason: String,
@@ -213,8 +214,9 @@ struct ThresholdsArgs {
     /// Registry folder.
     #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
     registry: PathBuf,
-    #[arg(long, value_enum, default_value = "propensity")]
-    task: TaskArg,
+    /// The model's name.
+    #[arg(long, alias = "task", default_value = "propensity")]
+    model: ModelName,
     /// Bundle version (default: the live one, else the newest).
     #[arg(long)]
     version: Option<String>,
@@ -303,9 +305,14 @@ struct TrainArgs {
     /// Folder the spec's relative file paths are read from (default: the spec's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Registry folder; the bundle goes to `<registry>/<task>/<version>/`.
+    /// Registry folder; the bundle goes to `<registry>/<model>/<version>/`.
     #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
     registry: PathBuf,
+    /// The model's name in the registry (lower-case letters, digits, `-`, `_`), e.g.
+    /// `propensity-enterprise`; default: the spec's task (`propensity` or `churn`). The
+    /// server scores with it at `POST /v1/score/{model}`.
+    #[arg(long)]
+    model: Option<ModelName>,
     /// `both`: evaluate both families, ship the one with the higher held-out ROC AUC.
     #[arg(long, value_enum, default_value = "both")]
     family: Families,
@@ -345,6 +352,22 @@ struct TrainArgs {
     /// Who is promoting, for the registry's log (default: $USER).
     #[arg(long)]
     by: Option<String>,
+    /// Also train one model per level of this categorical profile field (named
+    /// `<model>-<level>`), each compared with the global model on that segment's held-out
+    /// rows; a segment model is written only where it is better by more than the noise, and
+    /// the routing table for what shipped goes to `<registry>/routing.toml`.
+    #[arg(long)]
+    segment_by: Option<String>,
+    /// Fewest positive rows a segment needs for a model of its own.
+    #[arg(long, default_value_t = SegmentParams::default().min_positives)]
+    min_segment_positives: usize,
+    /// A segment model ships only when its ROC AUC gain is above this many standard
+    /// deviations of the gain (bootstrap over the segment's held-out rows).
+    #[arg(long, default_value_t = SegmentParams::default().noise_multiple)]
+    segment_noise_multiple: f64,
+    /// ... and above this ROC AUC gain.
+    #[arg(long, default_value_t = SegmentParams::default().min_gain)]
+    min_segment_gain: f64,
 }
 
 #[derive(clap::Args)]
@@ -413,6 +436,7 @@ fn main() -> Result<ExitCode> {
             kind,
             entities,
             seed,
+            segments,
         } => {
             let params = GeneratorParams {
                 kind: match kind {
@@ -421,6 +445,7 @@ fn main() -> Result<ExitCode> {
                 },
                 entities,
                 seed,
+                segments,
                 ..GeneratorParams::default()
             };
             let started = Instant::now();
@@ -487,19 +512,18 @@ fn main() -> Result<ExitCode> {
 }
 
 fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
-    let task = args.task.task();
+    let model = &args.model;
     let registry = Registry::new(&args.registry);
     let version = match &args.version {
         Some(v) => v.clone(),
-        None => registry.served(task)?.with_context(|| {
+        None => registry.served(model)?.with_context(|| {
             format!(
-                "no {} bundle in {}",
-                task.as_str(),
-                registry.task_dir(task).display()
+                "no {model} bundle in {}",
+                registry.model_dir(model).display()
             )
         })?,
     };
-    let bundle = registry.load(task, &version)?;
+    let bundle = registry.load(model, &version)?;
     let rows = bundle.read_holdout()?.with_context(|| {
         format!(
             "{} is missing: the bundle kept no held-out predictions",
@@ -515,14 +539,14 @@ fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
         .transpose()?
         .unwrap_or_default();
     // The file's own volume, else the command's, else the held-out rows'.
-    let file_volume = over.get(task).and_then(|o| o.volume_per_week);
+    let file_volume = over.get(model.as_str()).and_then(|o| o.volume_per_week);
     let volume = held
         .resolve_volume(args.volume_per_week.or(file_volume))
         .context("--volume-per-week")?;
     let thresholds = over
-        .apply(task, &bundle.manifest().thresholds, Some(&held))
+        .apply(model.as_str(), &bundle.manifest().thresholds, Some(&held))
         .map_err(anyhow::Error::msg)?;
-    let name = format!("{}/{version}", task.as_str());
+    let name = format!("{model}/{version}");
     print!(
         "{}",
         capacity_report(&name, &held, &thresholds, &args.capacities, volume)?
@@ -620,8 +644,8 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let lock = registry.lock(&format!("train --spec {}", args.spec.display()))?;
     // With the lock held no other writer is at work: a temporary folder is what a killed
     // run left behind.
-    for task in [Task::Propensity, Task::Churn] {
-        for left in clean_stale_temp_dirs(registry.root(), task, std::time::Duration::ZERO)? {
+    for model in registry.models()? {
+        for left in clean_stale_temp_dirs(registry.root(), &model, std::time::Duration::ZERO)? {
             println!("removed {}, left by an interrupted run", left.display());
         }
     }
@@ -631,6 +655,21 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| new_version_name(created_at));
     let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
+    let segment_params = args
+        .segment_by
+        .as_ref()
+        .map(|field| {
+            let params = SegmentParams {
+                field: field.clone(),
+                min_positives: args.min_segment_positives,
+                noise_multiple: args.segment_noise_multiple,
+                min_gain: args.min_segment_gain,
+                seed: args.seed,
+                ..SegmentParams::default()
+            };
+            params.check(&prepared.data).map(|()| params)
+        })
+        .transpose()?;
     let (plan, warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
     let evaluations = evaluate_with_progress(
@@ -641,37 +680,236 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         args.seed,
     )?;
     let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
-    let bar = spinner("writing the bundle".into());
-    let contents = assemble_bundle(&BundleInputs {
-        prepared: &prepared,
-        plan: &plan,
-        warnings: &warnings,
-        evaluations: &evaluations,
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| ModelName::of_task(prepared.spec.task));
+    let mut trained = vec![TrainedModel {
+        model: model.clone(),
+        segment: None,
+        prepared,
+        plan,
+        warnings,
+        evaluations,
         shipped,
-        truth: truth.as_ref(),
-        version,
-        created_at,
-        code_version: code_version(),
-        started,
-    });
-    let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
-        let dir = registry.write(&contents)?;
-        Ok((contents, dir))
-    });
-    bar.finish_and_clear();
-    let (contents, dir) = written?;
-    print_summary(&prepared, &evaluations, Some(shipped), truth.as_ref())?;
-    let m = &contents.manifest;
-    println!("thresholds: {}", describe_thresholds(&m.thresholds));
+    }];
+    if let Some(params) = &segment_params {
+        let segments = train_segments(args, params, &trained[0])?;
+        trained.extend(segments);
+    }
+    let mut refusals = Vec::new();
+    for (i, t) in trained.iter().enumerate() {
+        let bar = spinner(format!("writing the bundle of {}", t.model));
+        let contents = assemble_bundle(&BundleInputs {
+            prepared: &t.prepared,
+            plan: &t.plan,
+            warnings: &t.warnings,
+            evaluations: &t.evaluations,
+            shipped: t.shipped,
+            truth: truth.as_ref(),
+            model: Some(t.model.clone()),
+            version: version.clone(),
+            created_at,
+            code_version: code_version(),
+            started,
+        });
+        let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
+            let dir = registry.write(&contents)?;
+            Ok((contents, dir))
+        });
+        bar.finish_and_clear();
+        let (contents, dir) = written?;
+        if i == 0 {
+            print_summary(&t.prepared, &t.evaluations, Some(t.shipped), truth.as_ref())?;
+        }
+        let m = &contents.manifest;
+        println!(
+            "{}: thresholds: {}",
+            t.model,
+            describe_thresholds(&m.thresholds)
+        );
+        println!(
+            "bundle {}/{} ({}) written to {} in {:.1}s; report: {}",
+            t.model,
+            m.version,
+            t.evaluations[t.shipped].family.as_str(),
+            dir.display(),
+            started.elapsed().as_secs_f64(),
+            dir.join(models::bundle::REPORT_FILE).display()
+        );
+        if let Some(refusal) = publish(
+            args,
+            &registry,
+            &lock,
+            &t.prepared,
+            &t.evaluations[t.shipped],
+            m,
+        )? {
+            refusals.push(refusal);
+        }
+    }
+    if let Some(params) = &segment_params {
+        write_routing(&registry, &model, &params.field, &trained[1..])?;
+    }
+    if !refusals.is_empty() {
+        bail!("{}", refusals.join("\n"));
+    }
+    Ok(())
+}
+
+/// A model trained by this run: the global one or a segment's.
+struct TrainedModel {
+    model: ModelName,
+    /// The level of the segment field it was trained on; `None` for the global model.
+    segment: Option<String>,
+    prepared: Prepared,
+    plan: ValidationPlan,
+    warnings: Vec<String>,
+    evaluations: Vec<Evaluation>,
+    shipped: usize,
+}
+
+/// Trains a model per level of the segment field and keeps those that beat the global
+/// model on their segment's held-out rows by more than the noise; prints the comparison.
+fn train_segments(
+    args: &TrainArgs,
+    params: &SegmentParams,
+    global: &TrainedModel,
+) -> Result<Vec<TrainedModel>> {
+    let levels = segment_levels(&global.prepared, &params.field)?;
+    let global_evaluation = &global.evaluations[global.shipped];
     println!(
-        "bundle {} ({}) written to {} in {:.1}s; report: {}",
-        m.version,
-        evaluations[shipped].family.as_str(),
-        dir.display(),
-        started.elapsed().as_secs_f64(),
-        dir.join(models::bundle::REPORT_FILE).display()
+        "segments by {} ({} levels): each level's model against {} on the level's held-out rows",
+        params.field,
+        levels.len(),
+        global.model
     );
-    publish(args, &registry, &lock, &prepared, &evaluations[shipped], m)
+    println!(
+        "  {:<24} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7}  decision",
+        "level", "rows", "positive", "held out", "segment", "global", "gain", "noise"
+    );
+    let mut shipped = Vec::new();
+    for level in &levels {
+        let line = |rest: String| {
+            println!(
+                "  {:<24} {:>8} {:>9} {}",
+                level.level, level.rows, level.positives, rest
+            );
+        };
+        if level.positives < params.min_positives {
+            line(format!(
+                "{:>45}  none: fewer than {} positive rows",
+                "", params.min_positives
+            ));
+            continue;
+        }
+        let name = segment_model_name(&global.model, &level.level)?;
+        let bar = spinner(format!("training {name}"));
+        let attempt = (|| -> Result<_> {
+            let prepared = prepare_segment(&global.prepared, &params.field, &level.level)?;
+            let mode = match args.validation {
+                Validation::Auto => ValidationMode::Auto,
+                Validation::Kfold => ValidationMode::KFold,
+            };
+            let (plan, warnings) = validation_plan(&prepared, mode, args.folds, args.seed)?;
+            let evaluations = evaluate_families(
+                &prepared,
+                &plan,
+                args.family.choice(),
+                &args.gbdt.family_params(),
+                args.seed,
+                |_| {},
+            )?;
+            let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
+            let comparison = compare_on_holdout(
+                (&global.prepared, global_evaluation),
+                (&prepared, &evaluations[shipped]),
+                params.resamples,
+                params.seed,
+            )?;
+            Ok((prepared, plan, warnings, evaluations, shipped, comparison))
+        })();
+        bar.finish_and_clear();
+        let (prepared, plan, warnings, evaluations, chosen, comparison) = match attempt {
+            Ok(done) => done,
+            Err(e) => {
+                line(format!("{:>45}  none: {e:#}", ""));
+                continue;
+            }
+        };
+        let (ships, why) = decide(&comparison, params);
+        line(format!(
+            "{:>9} {:>8.4} {:>8.4} {:>+8.4} {:>7.4}  {}",
+            comparison.rows,
+            comparison.segment_roc_auc,
+            comparison.global_roc_auc,
+            comparison.gain,
+            comparison.noise,
+            if ships {
+                format!("ships as {name}")
+            } else {
+                "none: not better than the noise".to_string()
+            }
+        ));
+        println!("      {why}");
+        if ships {
+            shipped.push(TrainedModel {
+                model: name,
+                segment: Some(level.level.clone()),
+                prepared,
+                plan,
+                warnings,
+                evaluations,
+                shipped: chosen,
+            });
+        }
+    }
+    Ok(shipped)
+}
+
+/// Writes (or, when no segment shipped, removes) the table of `route` in the registry's
+/// routing file, atomically; the server reads it on its next reload.
+fn write_routing(
+    registry: &Registry,
+    route: &ModelName,
+    field: &str,
+    segments: &[TrainedModel],
+) -> Result<()> {
+    let path = registry.root().join(ROUTING_FILE);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| path.display().to_string()),
+    };
+    let shipped: Vec<(String, ModelName)> = segments
+        .iter()
+        .filter_map(|t| Some((t.segment.clone()?, t.model.clone())))
+        .collect();
+    let table = (!shipped.is_empty()).then(|| routing_table(route, field, &shipped));
+    let text = replace_routing_table(&existing, route, table.as_deref());
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &text)
+        .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    match table {
+        Some(_) => println!(
+            "routing: {} scores each entity with its {field} segment's model, the others with \
+             {route}; written to {} (a server on this registry reads it)",
+            route,
+            path.display()
+        ),
+        None => println!(
+            "routing: no segment model shipped; {route} scores every entity (its table removed \
+             from {})",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+fn parse_segments(text: &str) -> Result<Segments, String> {
+    Segments::parse(text).ok_or_else(|| format!("{text:?}: use none, differ or alike"))
 }
 
 /// A bundle's cut-offs in one line.
@@ -689,7 +927,8 @@ fn who(by: Option<&str>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// After `train` wrote a bundle: promote it, gate it, or leave it off, as asked.
+/// After `train` wrote a bundle: promote it, gate it, or leave it off, as asked. Returns
+/// the refusal, when the publish gate kept it off.
 fn publish(
     args: &TrainArgs,
     registry: &Registry,
@@ -697,40 +936,39 @@ fn publish(
     prepared: &Prepared,
     evaluation: &Evaluation,
     manifest: &Manifest,
-) -> Result<()> {
-    let (task, version) = (manifest.task, manifest.version.as_str());
+) -> Result<Option<String>> {
+    let (model, version) = (&manifest.name(), manifest.version.as_str());
     let who = who(args.by.as_deref());
-    let name = format!("{}/{version}", task.as_str());
-    let status = registry.live_status(task)?;
+    let name = format!("{model}/{version}");
+    let status = registry.live_status(model)?;
     if let Some(problem) = &status.problem {
         eprintln!("warning: {problem}");
     }
     let live = status.version;
     if args.promote {
-        registry.promote(lock, task, version, &who, "train --promote")?;
+        registry.promote(lock, model, version, &who, "train --promote")?;
         println!("{name} is live");
-        return Ok(());
+        return Ok(None);
     }
     if !args.promote_if_better {
         match live {
             Some(live) => println!(
-                "not promoted: {}/{live} stays live (`leadscore-train registry promote` or \
-                 `train --promote-if-better` make a version live)",
-                task.as_str()
+                "not promoted: {model}/{live} stays live (`leadscore-train registry promote` \
+                 or `train --promote-if-better` make a version live)"
             ),
             None => println!(
                 "not promoted: no version is live, so the server serves the newest, {name}"
             ),
         }
-        return Ok(());
+        return Ok(None);
     }
     let Some(live) = live else {
-        registry.promote(lock, task, version, &who, "no live version yet")?;
+        registry.promote(lock, model, version, &who, "no live version yet")?;
         println!("{name} is live (no version was)");
-        return Ok(());
+        return Ok(None);
     };
     let live_bundle = registry
-        .load(task, &live)
+        .load(model, &live)
         .with_context(|| format!("the live version {live} cannot be read to compare with"))?;
     let policy = GatePolicy {
         max_roc_auc_drop: args.max_auc_drop,
@@ -774,22 +1012,21 @@ fn publish(
         );
     }
     if report.promote {
-        registry.promote(lock, task, version, &who, &report.reason)?;
+        registry.promote(lock, model, version, &who, &report.reason)?;
         println!("{name} is live: {}", report.reason);
-        Ok(())
+        Ok(None)
     } else {
-        registry.record_refusal(lock, task, version, &who, &report.reason)?;
-        bail!(
-            "not promoted: {name}: {}; {}/{live} stays live; the new bundle is kept for \
+        registry.record_refusal(lock, manifest.task, model, version, &who, &report.reason)?;
+        Ok(Some(format!(
+            "not promoted: {name}: {}; {model}/{live} stays live; the new bundle is kept for \
              inspection",
             report.reason,
-            task.as_str()
-        )
+        )))
     }
 }
 
 fn drift_command(args: &DriftArgs) -> Result<ExitCode> {
-    let task = args.task.task().as_str();
+    let model = &args.model;
     let (text, source) = match &args.answer {
         Some(path) if path.as_os_str() == "-" => {
             let mut text = String::new();
@@ -802,7 +1039,7 @@ fn drift_command(args: &DriftArgs) -> Result<ExitCode> {
             path.display().to_string(),
         ),
         None => {
-            let path = format!("/v1/drift/{task}");
+            let path = format!("/v1/drift/{model}");
             let text = http_get(&args.server, &path, args.api_key.as_deref())?;
             (text, format!("{}{path}", args.server.trim_end_matches('/')))
         }
@@ -882,19 +1119,19 @@ fn http_get(server: &str, path: &str, key: Option<&str>) -> Result<String> {
     Ok(body.to_string())
 }
 
-/// The live version of `task` ([`Registry::live_status`]); what is wrong with `LIVE`, if
+/// The live version of `model` ([`Registry::live_status`]); what is wrong with `LIVE`, if
 /// anything, goes to stderr as a warning (the version then comes from the log) or an error
 /// (no version can be said to be live).
-fn live_or_warn(registry: &Registry, task: Task) -> Option<String> {
-    match registry.live_status(task) {
+fn live_or_warn(registry: &Registry, model: &ModelName) -> Option<String> {
+    match registry.live_status(model) {
         Ok(status) => {
             if let Some(problem) = &status.problem {
-                eprintln!("warning: {}: {problem}", task.as_str());
+                eprintln!("warning: {model}: {problem}");
             }
             status.version
         }
         Err(e) => {
-            eprintln!("error: {}: no live version: {e}", task.as_str());
+            eprintln!("error: {model}: no live version: {e}");
             None
         }
     }
@@ -904,27 +1141,35 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
     let registry = Registry::new(root);
     match command {
         RegistryCommand::List => {
+            let models = registry.models()?;
+            let width = models
+                .iter()
+                .map(|m| m.as_str().len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             println!(
-                "{:<11} {:<32} {:<4} {:<20} {:<14} {:>8} {:>7} {:>8}",
-                "task", "version", "live", "created", "model", "ROC AUC", "ECE", "rows"
+                "{:<width$} {:<10} {:<32} {:<4} {:<20} {:<14} {:>8} {:>7} {:>8}",
+                "model", "task", "version", "live", "created", "kind", "ROC AUC", "ECE", "rows"
             );
-            for task in [Task::Propensity, Task::Churn] {
-                let live = live_or_warn(&registry, task);
-                for version in registry.versions(task)? {
+            for model in &models {
+                let live = live_or_warn(&registry, model);
+                for version in registry.versions(model)? {
                     let mark = if live.as_deref() == Some(version.as_str()) {
                         "*"
                     } else {
                         ""
                     };
-                    match registry.load(task, &version) {
+                    match registry.load(model, &version) {
                         Ok(bundle) => {
                             let m = bundle.manifest();
                             // Ranking from the model's scores; calibration from the
                             // calibrated probabilities (cross-fitted, see ARCHITECTURE).
                             let (raw, v) = (&m.validation.raw, &m.validation.calibrated);
                             println!(
-                                "{:<11} {:<32} {:<4} {:<20} {:<14} {:>8.4} {:>7.4} {:>8}",
-                                task.as_str(),
+                                "{:<width$} {:<10} {:<32} {:<4} {:<20} {:<14} {:>8.4} {:>7.4} {:>8}",
+                                model.as_str(),
+                                m.task.as_str(),
                                 version,
                                 mark,
                                 m.created_at.format("%Y-%m-%d %H:%M:%S"),
@@ -935,8 +1180,9 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                             );
                         }
                         Err(e) => println!(
-                            "{:<11} {:<32} {:<4} unreadable: {e}",
-                            task.as_str(),
+                            "{:<width$} {:<10} {:<32} {:<4} unreadable: {e}",
+                            model.as_str(),
+                            "?",
                             version,
                             mark
                         ),
@@ -944,19 +1190,18 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                 }
             }
         }
-        RegistryCommand::Show { task, version } => {
-            let task = task.task();
+        RegistryCommand::Show { model, version } => {
             let version = match version {
                 Some(v) => v,
                 None => registry
-                    .served(task)?
-                    .with_context(|| format!("no {} version", task.as_str()))?,
+                    .served(&model)?
+                    .with_context(|| format!("no {model} version"))?,
             };
-            let bundle = registry.load(task, &version)?;
+            let bundle = registry.load(&model, &version)?;
             let m = bundle.manifest();
             let (raw, v) = (&m.validation.raw, &m.validation.calibrated);
-            println!("{}/{version}", task.as_str());
-            let live = live_or_warn(&registry, task);
+            println!("{model}/{version} ({} model)", m.task.as_str());
+            let live = live_or_warn(&registry, &model);
             println!(
                 "  live:        {}",
                 live.as_deref() == Some(version.as_str())
@@ -981,7 +1226,7 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             for e in registry
                 .history()?
                 .iter()
-                .filter(|e| e.task == task && e.version == version)
+                .filter(|e| e.model_name() == model.as_str() && e.version == version)
             {
                 println!(
                     "  log:         {} {:?} by {}: {}",
@@ -993,38 +1238,34 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
             }
         }
         RegistryCommand::Promote {
-            task,
+            model,
             version,
             reason,
             by,
         } => {
             let lock = registry.lock("registry promote")?;
-            let event =
-                registry.promote(&lock, task.task(), &version, &who(by.as_deref()), &reason)?;
+            let event = registry.promote(&lock, &model, &version, &who(by.as_deref()), &reason)?;
             if registry
-                .load(task.task(), &event.version)
+                .load(&model, &event.version)
                 .is_ok_and(|b| !b.has_model_digest())
             {
                 eprintln!(
-                    "note: {}/{} has no `model_sha256` in its manifest (made before bundles \
-                     stored one): its model.onnx cannot be checked",
-                    task.task().as_str(),
+                    "note: {model}/{} has no `model_sha256` in its manifest (made before \
+                     bundles stored one): its model.onnx cannot be checked",
                     event.version
                 );
             }
             println!(
-                "{}/{} is live (was {})",
-                task.task().as_str(),
+                "{model}/{} is live (was {})",
                 event.version,
                 event.previous.as_deref().unwrap_or("none")
             );
         }
-        RegistryCommand::Revert { task, reason, by } => {
+        RegistryCommand::Revert { model, reason, by } => {
             let lock = registry.lock("registry revert")?;
-            let event = registry.revert(&lock, task.task(), &who(by.as_deref()), &reason)?;
+            let event = registry.revert(&lock, &model, &who(by.as_deref()), &reason)?;
             println!(
-                "{}/{} is live again (was {})",
-                task.task().as_str(),
+                "{model}/{} is live again (was {})",
                 event.version,
                 event.previous.as_deref().unwrap_or("none")
             );
@@ -1032,10 +1273,10 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
         RegistryCommand::Log => {
             for e in registry.history()? {
                 println!(
-                    "{} {:<8} {:<11} {:<32} (was {}) by {}: {}",
+                    "{} {:<8} {:<22} {:<32} (was {}) by {}: {}",
                     e.at.format("%Y-%m-%dT%H:%M:%SZ"),
                     format!("{:?}", e.action).to_lowercase(),
-                    e.task.as_str(),
+                    e.model_name(),
                     e.version,
                     e.previous.as_deref().unwrap_or("none"),
                     e.who,

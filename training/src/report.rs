@@ -59,8 +59,9 @@ pub fn render_report(input: &ReportInput<'_>) -> Result<String, TrainError> {
     let evaluation = shipped.evaluation;
     let mut html = String::new();
     let title = format!(
-        "leadscore {} model {} ({})",
+        "leadscore {} model {} {} ({})",
         manifest.task.as_str(),
+        manifest.name(),
         manifest.version,
         evaluation.family.as_str()
     );
@@ -95,6 +96,7 @@ fn summary_section(html: &mut String, input: &ReportInput<'_>) {
     let m = input.manifest;
     let d = &m.dataset;
     let rows: Vec<(&str, String)> = vec![
+        ("name", m.name().to_string()),
         ("task", m.task.as_str().to_string()),
         ("model", format!("{:?}", m.model_kind).to_lowercase()),
         ("version", m.version.clone()),

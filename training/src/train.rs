@@ -7,8 +7,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use features::builder::{Cutoffs, FeatureTable};
 use models::bundle::{
-    BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ValidationSummary,
-    describe_features, fingerprint_spec, sha256_hex,
+    BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ModelName,
+    ValidationSummary, describe_features, fingerprint_spec, sha256_hex,
 };
 use models::drift::DriftReference;
 use models::onnx::{ScoringModel, ToOnnx};
@@ -69,6 +69,8 @@ pub struct BundleInputs<'a> {
     pub shipped: usize,
     /// The generator's truth, for the truth ROC AUC beside the model's.
     pub truth: Option<&'a GroundTruth>,
+    /// The model's name in the registry; `None`: the task's name.
+    pub model: Option<ModelName>,
     pub version: String,
     pub created_at: DateTime<Utc>,
     pub code_version: String,
@@ -107,6 +109,12 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
     let manifest = Manifest {
         format_version: BUNDLE_FORMAT_VERSION,
         task: spec.task,
+        model: Some(
+            inputs
+                .model
+                .clone()
+                .unwrap_or_else(|| ModelName::of_task(spec.task)),
+        ),
         version: inputs.version.clone(),
         model_kind,
         created_at: inputs.created_at,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use features::spec::Task;
 use features::synthetic::{GeneratorParams, SyntheticKind};
-use models::bundle::{Registry, RegistryAction};
+use models::bundle::{ModelName, Registry, RegistryAction};
 
 fn train(spec: &Path, registry: &Path, version: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leadscore-train"))
@@ -35,8 +35,12 @@ fn text(output: &Output) -> String {
 /// What a reader of the registry sees: each task's versions, the live one, the log.
 fn visible_state(registry: &Registry) -> (Vec<String>, Option<String>, usize) {
     (
-        registry.versions(Task::Propensity).expect("versions"),
-        registry.live(Task::Propensity).expect("live"),
+        registry
+            .versions(&ModelName::of_task(Task::Propensity))
+            .expect("versions"),
+        registry
+            .live(&ModelName::of_task(Task::Propensity))
+            .expect("live"),
         registry.history().expect("history").len(),
     )
 }
@@ -60,7 +64,10 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     let first = train(&spec, root.path(), "good", &["--promote-if-better"]);
     assert!(first.status.success(), "{}", text(&first));
     assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
+        registry
+            .live(&ModelName::of_task(Task::Propensity))
+            .unwrap()
+            .as_deref(),
         Some("good")
     );
 
@@ -76,7 +83,10 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
         "{said}"
     );
     assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
+        registry
+            .live(&ModelName::of_task(Task::Propensity))
+            .unwrap()
+            .as_deref(),
         Some("same")
     );
 
@@ -105,10 +115,17 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     assert!(said.contains("not promoted: propensity/worse"), "{said}");
     assert!(said.contains("below the live model's"), "{said}");
     assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
+        registry
+            .live(&ModelName::of_task(Task::Propensity))
+            .unwrap()
+            .as_deref(),
         Some("same")
     );
-    assert!(registry.load(Task::Propensity, "worse").is_ok());
+    assert!(
+        registry
+            .load(&ModelName::of_task(Task::Propensity), "worse")
+            .is_ok()
+    );
     let history = registry.history().expect("history");
     let actions: Vec<(RegistryAction, &str, &str)> = history
         .iter()
@@ -185,7 +202,10 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
     assert!(due.status.success(), "{said}");
     assert!(said.contains("older than the 0 allowed"), "{said}");
     assert_eq!(
-        registry.live(Task::Propensity).unwrap().as_deref(),
+        registry
+            .live(&ModelName::of_task(Task::Propensity))
+            .unwrap()
+            .as_deref(),
         Some("due")
     );
     let leftovers: Vec<_> = std::fs::read_dir(root.path().join("propensity"))
@@ -249,8 +269,8 @@ fn registry_commands_say_when_live_is_missing_and_promote_checks_the_model_diges
     let mark = |version: &str| {
         String::from_utf8_lossy(&listed.stdout)
             .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(version))
-            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+            .find(|l| l.split_whitespace().nth(2) == Some(version))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
     };
     assert_eq!(mark("fixture-leads-v1").as_deref(), Some("*"), "{said}");
     assert_ne!(mark("fixture-leads-v2").as_deref(), Some("*"), "{said}");
@@ -258,7 +278,7 @@ fn registry_commands_say_when_live_is_missing_and_promote_checks_the_model_diges
     let said = text(&shown);
     assert!(shown.status.success(), "{said}");
     assert!(
-        said.contains("propensity/fixture-leads-v1\n")
+        said.contains("propensity/fixture-leads-v1 (propensity model)\n")
             && said.contains("  live:        true")
             && said.contains("LIVE is missing"),
         "{said}"

@@ -57,6 +57,7 @@ fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>)
                 evaluations: &evaluations,
                 shipped,
                 truth,
+                model: None,
                 version: format!("20260101T00000{i}Z-abcdef"),
                 created_at: chrono::Utc::now(),
                 code_version: "test".into(),
@@ -226,7 +227,7 @@ async fn generator_leads_train_to_bundles_that_onnx_runtime_scores_like_rust() {
     // The registry lists both versions; the other family's bundle is checked too, so that
     // both exported graphs go through ONNX Runtime.
     let versions = Registry::new(registry.path())
-        .versions(manifest.task)
+        .versions(&manifest.name())
         .expect("versions");
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert_ne!(bundles[1].manifest().model_kind, manifest.model_kind);

@@ -1,10 +1,10 @@
-//! Which version of each task is live, the log of every change, and the lock that keeps two
+//! Which version of each model is live, the log of every change, and the lock that keeps two
 //! writers apart.
 //!
-//! * `<root>/<task>/LIVE` holds the live version's name. It is replaced atomically (written
+//! * `<root>/<model>/LIVE` holds the live version's name. It is replaced atomically (written
 //!   and synced beside, then renamed over), so a reader sees the old name or the new one.
 //!   A registry that was never promoted (no `LIVE`, no promotion in the log) serves its
-//!   newest version ([`Registry::served`]). Once a task was promoted, a `LIVE` that is
+//!   newest version ([`Registry::served`]). Once a model was promoted, a `LIVE` that is
 //!   missing, unreadable or names an absent version never makes the newest version live:
 //!   the log's last promote or revert says which version is live, and the problem is
 //!   reported ([`Registry::live_status`]); failing that, it is an error.
@@ -24,9 +24,9 @@ use features::spec::Task;
 use serde::{Deserialize, Serialize};
 
 use super::store::{Registry, sync_dir};
-use super::{BundleError, LIVE_TEMP_PREFIX, check_version_name, random_u64};
+use super::{BundleError, LIVE_TEMP_PREFIX, ModelName, check_version_name, random_u64};
 
-/// File of a task folder naming its live version.
+/// File of a model folder naming its live version.
 pub const LIVE_FILE: &str = "LIVE";
 /// The registry's append-only log.
 pub const HISTORY_FILE: &str = "history.jsonl";
@@ -56,7 +56,7 @@ impl RegistryAction {
     }
 }
 
-/// Which version of a task is live ([`Registry::live_status`]) or served
+/// Which version of a model is live ([`Registry::live_status`]) or served
 /// ([`Registry::served_status`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveStatus {
@@ -76,12 +76,26 @@ pub struct RegistryEvent {
     /// Who asked (`--by`, else the user running the command).
     pub who: String,
     pub action: RegistryAction,
+    /// The model's task.
     pub task: Task,
+    /// The model; events logged before models had names have none and are about the model
+    /// named after their task ([`RegistryEvent::model_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
     /// The version the event is about: made live, or refused.
     pub version: String,
     /// The live version before the event, if any.
     pub previous: Option<String>,
     pub why: String,
+}
+
+impl RegistryEvent {
+    /// The model the event is about: `model`, else the one named after `task`.
+    pub fn model_name(&self) -> &str {
+        self.model
+            .as_ref()
+            .map_or(self.task.as_str(), ModelName::as_str)
+    }
 }
 
 /// The registry's lock, held until dropped (or the process ends).
@@ -137,9 +151,9 @@ impl Registry {
         })
     }
 
-    /// The live version of `task`, from its `LIVE` file; `None` when there is none.
-    pub fn live(&self, task: Task) -> Result<Option<String>, BundleError> {
-        let path = self.task_dir(task).join(LIVE_FILE);
+    /// The live version of `model`, from its `LIVE` file; `None` when there is none.
+    pub fn live(&self, model: &ModelName) -> Result<Option<String>, BundleError> {
+        let path = self.model_dir(model).join(LIVE_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -150,19 +164,19 @@ impl Registry {
         Ok(Some(version))
     }
 
-    /// Which version of `task` is live, with what is wrong with `LIVE` when it cannot say.
+    /// Which version of `model` is live, with what is wrong with `LIVE` when it cannot say.
     ///
     /// `LIVE` naming a version that is in the registry: that version. Otherwise (no `LIVE`,
     /// an unreadable one, a bad name, a version that is not there) the log decides: when
-    /// it records a promote or revert of `task`, the last one's version, if that bundle is
-    /// there, with [`LiveStatus::problem`] saying what is wrong with `LIVE`; when the task
+    /// it records a promote or revert of `model`, the last one's version, if that bundle is
+    /// there, with [`LiveStatus::problem`] saying what is wrong with `LIVE`; when the model
     /// was never promoted and there is no `LIVE`, no live version (and no problem). Every
     /// other case is an error naming `LIVE` (or the log, when it cannot be read): the
     /// newest version is never made live behind the operator's back.
-    pub fn live_status(&self, task: Task) -> Result<LiveStatus, BundleError> {
-        let path = self.task_dir(task).join(LIVE_FILE);
-        let versions = self.versions(task)?;
-        let live = self.live(task);
+    pub fn live_status(&self, model: &ModelName) -> Result<LiveStatus, BundleError> {
+        let path = self.model_dir(model).join(LIVE_FILE);
+        let versions = self.versions(model)?;
+        let live = self.live(model);
         let problem = match &live {
             Ok(Some(version)) if versions.contains(version) => {
                 return Ok(LiveStatus {
@@ -179,7 +193,8 @@ impl Registry {
         };
         let history_path = self.root().join(HISTORY_FILE);
         let last = self.history()?.into_iter().rev().find(|e| {
-            e.task == task && matches!(e.action, RegistryAction::Promote | RegistryAction::Revert)
+            e.model_name() == model.as_str()
+                && matches!(e.action, RegistryAction::Promote | RegistryAction::Revert)
         });
         match last {
             None if matches!(live, Ok(None)) => Ok(LiveStatus {
@@ -192,7 +207,7 @@ impl Registry {
                     "cannot be used ({problem}), and {} records no promotion of {} to fall \
                      back on",
                     history_path.display(),
-                    task.as_str()
+                    model
                 ),
             )),
             Some(event) if versions.contains(&event.version) => Ok(LiveStatus {
@@ -220,50 +235,51 @@ impl Registry {
 
     /// The version a server should serve: the live one ([`Registry::live_status`]), else
     /// (a registry that was never promoted) the newest.
-    pub fn served(&self, task: Task) -> Result<Option<String>, BundleError> {
-        Ok(self.served_status(task)?.version)
+    pub fn served(&self, model: &ModelName) -> Result<Option<String>, BundleError> {
+        Ok(self.served_status(model)?.version)
     }
 
     /// [`Registry::served`] with the problem of `LIVE` when the live version had to be taken
     /// from the log.
-    pub fn served_status(&self, task: Task) -> Result<LiveStatus, BundleError> {
-        let status = self.live_status(task)?;
+    pub fn served_status(&self, model: &ModelName) -> Result<LiveStatus, BundleError> {
+        let status = self.live_status(model)?;
         if status.version.is_some() {
             return Ok(status);
         }
         Ok(LiveStatus {
-            version: self.latest(task)?,
+            version: self.latest(model)?,
             problem: None,
         })
     }
 
     /// The live version as changes record it: [`Registry::live_status`]'s, or `LIVE`'s own
     /// name when that fails (a change under the lock repairs `LIVE`).
-    fn live_for_log(&self, task: Task) -> Option<String> {
-        match self.live_status(task) {
+    fn live_for_log(&self, model: &ModelName) -> Option<String> {
+        match self.live_status(model) {
             Ok(status) => status.version,
-            Err(_) => self.live(task).ok().flatten(),
+            Err(_) => self.live(model).ok().flatten(),
         }
     }
 
-    /// Makes `version` of `task` live (it must load as a bundle) and logs it.
+    /// Makes `version` of `model` live (it must load as a bundle) and logs it.
     pub fn promote(
         &self,
         lock: &RegistryLock,
-        task: Task,
+        model: &ModelName,
         version: &str,
         who: &str,
         why: &str,
     ) -> Result<RegistryEvent, BundleError> {
         self.check_lock(lock)?;
-        self.load(task, version)?;
-        let previous = self.live_for_log(task);
-        self.set_live(task, version)?;
+        let task = self.load(model, version)?.manifest().task;
+        let previous = self.live_for_log(model);
+        self.set_live(model, version)?;
         self.append(RegistryEvent {
             at: Utc::now(),
             who: who.to_owned(),
             action: RegistryAction::Promote,
             task,
+            model: Some(model.clone()),
             version: version.to_owned(),
             previous,
             why: why.to_owned(),
@@ -275,49 +291,54 @@ impl Registry {
     pub fn revert(
         &self,
         lock: &RegistryLock,
-        task: Task,
+        model: &ModelName,
         who: &str,
         why: &str,
     ) -> Result<RegistryEvent, BundleError> {
         self.check_lock(lock)?;
         let history_path = self.root().join(HISTORY_FILE);
-        let current = self.live_status(task)?.version.ok_or_else(|| {
-            BundleError::invalid(&self.task_dir(task), "no live version to revert")
+        let current = self.live_status(model)?.version.ok_or_else(|| {
+            BundleError::invalid(&self.model_dir(model), "no live version to revert")
         })?;
         let before = self
             .history()?
             .into_iter()
             .rev()
-            .find(|e| e.task == task && e.action == RegistryAction::Promote && e.version == current)
+            .find(|e| {
+                e.model_name() == model.as_str()
+                    && e.action == RegistryAction::Promote
+                    && e.version == current
+            })
             .and_then(|e| e.previous)
             .ok_or_else(|| {
                 BundleError::invalid(
                     &history_path,
                     format!(
-                        "{} {current} was live before any promotion the log records: nothing to \
-                         revert to",
-                        task.as_str()
+                        "{model} {current} was live before any promotion the log records: \
+                         nothing to revert to"
                     ),
                 )
             })?;
-        self.load(task, &before)?;
-        self.set_live(task, &before)?;
+        let task = self.load(model, &before)?.manifest().task;
+        self.set_live(model, &before)?;
         self.append(RegistryEvent {
             at: Utc::now(),
             who: who.to_owned(),
             action: RegistryAction::Revert,
             task,
+            model: Some(model.clone()),
             version: before,
             previous: Some(current),
             why: why.to_owned(),
         })
     }
 
-    /// Logs that the publish gate kept `version` of `task` off.
+    /// Logs that the publish gate kept `version` of `model` (a model of `task`) off.
     pub fn record_refusal(
         &self,
         lock: &RegistryLock,
         task: Task,
+        model: &ModelName,
         version: &str,
         who: &str,
         why: &str,
@@ -328,8 +349,9 @@ impl Registry {
             who: who.to_owned(),
             action: RegistryAction::Refuse,
             task,
+            model: Some(model.clone()),
             version: version.to_owned(),
-            previous: self.live_for_log(task),
+            previous: self.live_for_log(model),
             why: why.to_owned(),
         })
     }
@@ -366,9 +388,9 @@ impl Registry {
         }
     }
 
-    /// Replaces `<task>/LIVE` atomically.
-    fn set_live(&self, task: Task, version: &str) -> Result<(), BundleError> {
-        let dir = self.task_dir(task);
+    /// Replaces `<model>/LIVE` atomically.
+    fn set_live(&self, model: &ModelName, version: &str) -> Result<(), BundleError> {
+        let dir = self.model_dir(model);
         let tmp = dir.join(format!("{LIVE_TEMP_PREFIX}{:016x}", random_u64()));
         let target = dir.join(LIVE_FILE);
         let written = File::create(&tmp)

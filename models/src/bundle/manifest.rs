@@ -8,7 +8,7 @@ use features::{DatasetSpec, FeaturePlan};
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::DataFingerprint;
-use super::{BUNDLE_FORMAT_VERSION, check_version_name};
+use super::{BUNDLE_FORMAT_VERSION, ModelName, check_version_name};
 use crate::calibration::Calibrator;
 use crate::drift::DriftReference;
 use crate::gbdt::Gbdt;
@@ -25,8 +25,12 @@ use crate::onnx::{LinearModel, ModelGraph};
 pub struct Manifest {
     /// [`BUNDLE_FORMAT_VERSION`] of the writer.
     pub format_version: u32,
-    /// What the model predicts; also the registry folder `<registry>/<task>`.
+    /// What the model predicts.
     pub task: Task,
+    /// The model's name, also its registry folder `<registry>/<name>`; bundles made before
+    /// models had names have none and are named after their task ([`Manifest::name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
     /// The version, also the bundle's folder name (see
     /// [`new_version_name`](super::new_version_name)).
     pub version: String,
@@ -71,6 +75,7 @@ impl PartialEq for Manifest {
         let Manifest {
             format_version,
             task,
+            model,
             version,
             model_kind,
             created_at,
@@ -87,6 +92,7 @@ impl PartialEq for Manifest {
         } = self;
         *format_version == other.format_version
             && *task == other.task
+            && *model == other.model
             && *version == other.version
             && *model_kind == other.model_kind
             && *created_at == other.created_at
@@ -104,6 +110,13 @@ impl PartialEq for Manifest {
 }
 
 impl Manifest {
+    /// The model's name: `model`, else (bundles made before names) the task's.
+    pub fn name(&self) -> ModelName {
+        self.model
+            .clone()
+            .unwrap_or_else(|| ModelName::of_task(self.task))
+    }
+
     /// Width `F` of the model's input.
     pub fn n_features(&self) -> usize {
         self.feature_plan.n_features()

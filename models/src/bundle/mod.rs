@@ -1,7 +1,8 @@
 //! The model bundle: everything the server needs to score, grade and explain
 //! with one trained model, as one folder of the registry.
 //!
-//! A bundle lives at `<registry>/<task>/<version>/` and holds [`MODEL_FILE`]
+//! A bundle lives at `<registry>/<model>/<version>/` (a registry holds any number of
+//! models by [`ModelName`]; a model's manifest says its task) and holds [`MODEL_FILE`]
 //! (the ONNX graph, one `float32[N, F]` input `features`), [`MANIFEST_FILE`]
 //! (a readable JSON [`Manifest`]: feature names, order and kinds, the fitted
 //! [`FeaturePlan`](features::FeaturePlan), the dataset spec and a fingerprint
@@ -18,11 +19,11 @@
 //! interrupted run leaves at most a `.tmp-*` directory, which readers ignore
 //! and [`clean_stale_temp_dirs`] removes; an existing version is never
 //! overwritten. [`Bundle::load`] reads a bundle back and checks it (format
-//! version, task and version against the folder, feature plan, explainer,
+//! version, model name and version against the folders, feature plan, explainer,
 //! `model.onnx` against the manifest's SHA-256 when it has one, and the ONNX
 //! input width against the features), naming the file and the problem
-//! when something is wrong. [`Registry`] lists the complete versions of a
-//! task, says which is live (`<task>/LIVE`), promotes and reverts under the
+//! when something is wrong. [`Registry`] lists its models and the complete versions of
+//! each, says which is live (`<model>/LIVE`), promotes and reverts under the
 //! registry's lock and logs every change (`history.jsonl`, see [`RegistryEvent`]).
 //! The serving crate reads bundles only through this module.
 
@@ -30,6 +31,7 @@ mod explain;
 mod fingerprint;
 mod live;
 mod manifest;
+mod name;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +47,7 @@ pub use manifest::{
     DatasetInfo, Explainer, ExplanationKind, FeatureDescription, FeatureKind, Grade, GradeBands,
     Manifest, ModelKind, Thresholds, ValidationSummary, describe_features,
 };
+pub use name::{MAX_MODEL_NAME_LEN, ModelName, check_model_name};
 pub use store::{
     Bundle, BundleContents, HoldoutRow, Registry, clean_stale_temp_dirs, onnx_input_width,
     write_bundle,
@@ -70,6 +73,10 @@ pub const TEMP_DIR_PREFIX: &str = ".tmp-";
 /// Prefix of the temporary file a new `LIVE` marker is written to before it
 /// is renamed into place.
 pub const LIVE_TEMP_PREFIX: &str = ".tmp-live-";
+
+/// The registry's routing file (`<registry>/routing.toml`): the segment routing tables a
+/// server on the registry reads by default; `train --segment-by` writes its table there.
+pub const ROUTING_FILE: &str = "routing.toml";
 
 /// Longest accepted version name.
 pub const MAX_VERSION_LEN: usize = 100;

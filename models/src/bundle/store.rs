@@ -6,7 +6,6 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use features::spec::Task;
 use prost::Message as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +13,8 @@ use serde::de::DeserializeOwned;
 use super::manifest::{Explainer, Manifest};
 use super::{
     BUNDLE_FORMAT_VERSION, BundleError, EXPLAINER_FILE, HOLDOUT_FILE, LIVE_TEMP_PREFIX,
-    MANIFEST_FILE, MODEL_FILE, REPORT_FILE, TEMP_DIR_PREFIX, check_version_name, random_u64,
+    MANIFEST_FILE, MODEL_FILE, ModelName, REPORT_FILE, TEMP_DIR_PREFIX, check_model_name,
+    check_version_name, random_u64,
 };
 use crate::onnx::proto::{ModelProto, tensor_proto, tensor_shape_proto, type_proto};
 use crate::onnx::{INPUT_NAME, OUTPUT_NAME};
@@ -22,7 +22,7 @@ use crate::onnx::{INPUT_NAME, OUTPUT_NAME};
 /// Everything a new bundle holds, as the training side assembles it.
 #[derive(Debug, Clone)]
 pub struct BundleContents {
-    /// Written as `manifest.json`; its task and version say where.
+    /// Written as `manifest.json`; its model name and version say where.
     pub manifest: Manifest,
     /// The serialised ONNX model, written as `model.onnx`.
     pub onnx: Vec<u8>,
@@ -50,36 +50,36 @@ pub struct HoldoutRow {
 /// Header line of `holdout.csv`.
 const HOLDOUT_HEADER: &str = "entity_id,cutoff,label,score";
 
-/// Writes a bundle to `<registry_root>/<task>/<version>/` (task and version
-/// from the manifest) and returns that directory.
+/// Writes a bundle to `<registry_root>/<model>/<version>/` (the model's name and version
+/// from the manifest, see [`Manifest::name`]) and returns that directory.
 ///
 /// Everything is checked first (manifest, explainer and ONNX input against
 /// the feature plan; the holdout rows as they are written). The files are
-/// written and synced into `<registry_root>/<task>/.tmp-<version>-<random>`
+/// written and synced into `<registry_root>/<model>/.tmp-<version>-<random>`
 /// with the manifest last, the directory is synced, then renamed into place
-/// and the task directory synced. On any error the temporary directory is
+/// and the model directory synced. On any error the temporary directory is
 /// removed. An existing `<version>` (even an empty directory or a file) is
 /// never replaced: [`BundleError::AlreadyExists`]. (Should only the final
-/// sync of the task directory fail, the bundle is already in place and
+/// sync of the model directory fail, the bundle is already in place and
 /// loads; the error is still returned since it may not survive a crash.)
 pub fn write_bundle(
     registry_root: &Path,
     contents: &BundleContents,
 ) -> Result<PathBuf, BundleError> {
     let manifest = &contents.manifest;
-    let task_dir = registry_root.join(manifest.task.as_str());
-    check_version_name(&manifest.version).map_err(|e| BundleError::invalid(&task_dir, e))?;
-    let target = task_dir.join(&manifest.version);
+    let model_dir = registry_root.join(manifest.name().as_str());
+    check_version_name(&manifest.version).map_err(|e| BundleError::invalid(&model_dir, e))?;
+    let target = model_dir.join(&manifest.version);
     check_contents(&target, contents)?;
     let manifest_json = to_checked_json::<Manifest>(&target.join(MANIFEST_FILE), manifest)?;
     let explainer_json =
         to_checked_json::<Explainer>(&target.join(EXPLAINER_FILE), &contents.explainer)?;
 
-    fs::create_dir_all(&task_dir).map_err(|e| BundleError::io(&task_dir, e))?;
+    fs::create_dir_all(&model_dir).map_err(|e| BundleError::io(&model_dir, e))?;
     if exists(&target)? {
         return Err(BundleError::AlreadyExists { path: target });
     }
-    let tmp = TempDir::create(&task_dir, &manifest.version)?;
+    let tmp = TempDir::create(&model_dir, &manifest.version)?;
     write_file(&tmp.path.join(MODEL_FILE), |w| {
         Ok(w.write_all(&contents.onnx)?)
     })?;
@@ -100,7 +100,7 @@ pub fn write_bundle(
     sync_dir(&tmp.path)?;
     publish(&tmp.path, &target)?;
     tmp.disarm();
-    sync_dir(&task_dir)?;
+    sync_dir(&model_dir)?;
     Ok(target)
 }
 
@@ -368,14 +368,14 @@ struct TempDir {
 }
 
 impl TempDir {
-    fn create(task_dir: &Path, version: &str) -> Result<TempDir, BundleError> {
+    fn create(model_dir: &Path, version: &str) -> Result<TempDir, BundleError> {
         let mut last = None;
         for _ in 0..8 {
             let name = format!(
                 "{TEMP_DIR_PREFIX}{version}-{:012x}",
                 random_u64() & 0xffff_ffff_ffff
             );
-            let path = task_dir.join(name);
+            let path = model_dir.join(name);
             match fs::create_dir(&path) {
                 Ok(()) => return Ok(TempDir { path, armed: true }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((path, e)),
@@ -384,7 +384,7 @@ impl TempDir {
         }
         let (path, e) = last.unwrap_or_else(|| {
             (
-                task_dir.to_path_buf(),
+                model_dir.to_path_buf(),
                 io::Error::other("no temporary directory name"),
             )
         });
@@ -404,7 +404,7 @@ impl Drop for TempDir {
     }
 }
 
-/// Removes what interrupted writes left in `<registry_root>/<task>/`:
+/// Removes what interrupted writes left in `<registry_root>/<model>/`:
 /// temporary `.tmp-*` directories, `.tmp-live-*` files (a promotion killed
 /// between writing the new `LIVE` and renaming it), and empty version
 /// directories (a claim the writer made just before its final rename), when nothing in them
@@ -414,19 +414,19 @@ impl Drop for TempDir {
 /// bundle. Complete bundles are never touched.
 pub fn clean_stale_temp_dirs(
     registry_root: &Path,
-    task: Task,
+    model: &ModelName,
     older_than: Duration,
 ) -> Result<Vec<PathBuf>, BundleError> {
-    let task_dir = registry_root.join(task.as_str());
-    let entries = match fs::read_dir(&task_dir) {
+    let model_dir = registry_root.join(model.as_str());
+    let entries = match fs::read_dir(&model_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(BundleError::io(&task_dir, e)),
+        Err(e) => return Err(BundleError::io(&model_dir, e)),
     };
     let now = SystemTime::now();
     let mut removed = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| BundleError::io(&task_dir, e))?;
+        let entry = entry.map_err(|e| BundleError::io(&model_dir, e))?;
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -509,9 +509,9 @@ struct FormatProbe {
 }
 
 impl Bundle {
-    /// Reads the bundle in `dir` (`<registry>/<task>/<version>`) and checks
+    /// Reads the bundle in `dir` (`<registry>/<model>/<version>`) and checks
     /// it: the manifest's format version (before anything else in it), its
-    /// content ([`Manifest::check`]), its task and version against the
+    /// content ([`Manifest::check`]), its model name and version against the
     /// folder names, the explainer against the features, `model.onnx`
     /// against the manifest's SHA-256 (when it has one: older bundles do not;
     /// see [`Bundle::has_model_digest`]), and that `model.onnx` is an ONNX
@@ -730,7 +730,7 @@ fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, BundleError> {
     }
 }
 
-/// The manifest's task and version must be the bundle's folder names
+/// The manifest's model name and version must be the bundle's folder names
 /// (after resolving links, so a link to a version folder loads).
 fn check_folder(dir: &Path, manifest_path: &Path, manifest: &Manifest) -> Result<(), BundleError> {
     let real = fs::canonicalize(dir).map_err(|e| BundleError::io(dir, e))?;
@@ -740,7 +740,7 @@ fn check_folder(dir: &Path, manifest_path: &Path, manifest: &Manifest) -> Result
             .unwrap_or_default()
     };
     let version = name(Some(&real));
-    let task = name(real.parent());
+    let folder = name(real.parent());
     if version != manifest.version {
         return Err(BundleError::invalid(
             manifest_path,
@@ -750,19 +750,22 @@ fn check_folder(dir: &Path, manifest_path: &Path, manifest: &Manifest) -> Result
             ),
         ));
     }
-    if task != manifest.task.as_str() {
+    let model = manifest.name();
+    if folder != model.as_str() {
+        let named = if manifest.model.is_some() {
+            format!("the model's name is {model}")
+        } else {
+            format!("the model's name is {model} (its task's: the manifest names no model)")
+        };
         return Err(BundleError::invalid(
             manifest_path,
-            format!(
-                "task is {} but the bundle is in the folder {task:?}",
-                manifest.task.as_str()
-            ),
+            format!("{named} but the bundle is in the folder {folder:?}"),
         ));
     }
     Ok(())
 }
 
-/// The registry folder: `<root>/<task>/<version>/` bundles.
+/// The registry folder: `<root>/<model>/<version>/` bundles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     root: PathBuf,
@@ -779,22 +782,43 @@ impl Registry {
         &self.root
     }
 
-    /// `<root>/<task>`.
-    pub fn task_dir(&self, task: Task) -> PathBuf {
-        self.root.join(task.as_str())
+    /// `<root>/<model>`.
+    pub fn model_dir(&self, model: &ModelName) -> PathBuf {
+        self.root.join(model.as_str())
     }
 
-    /// The versions of `task` that are complete bundles, sorted by name
+    /// The models of the registry, sorted by name: its folders whose name is a model name
+    /// (hidden entries, files and other names are skipped; a folder may hold no version
+    /// yet). No registry folder: no models.
+    pub fn models(&self) -> Result<Vec<ModelName>, BundleError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BundleError::io(&self.root, e)),
+        };
+        let mut models: Vec<ModelName> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_owned();
+                check_model_name(&name).ok()?;
+                entry.path().is_dir().then(|| ModelName::new(&name).ok())?
+            })
+            .collect();
+        models.sort();
+        Ok(models)
+    }
+
+    /// The versions of `model` that are complete bundles, sorted by name
     /// (which is by creation time for [`new_version_name`](super::new_version_name)
     /// names): directories with a valid version name and a manifest.
     /// Temporary `.tmp-*` directories, hidden and unreadable entries, files
-    /// and empty directories are skipped. No task folder: no versions.
-    pub fn versions(&self, task: Task) -> Result<Vec<String>, BundleError> {
-        let task_dir = self.task_dir(task);
-        let entries = match fs::read_dir(&task_dir) {
+    /// and empty directories are skipped. No model folder: no versions.
+    pub fn versions(&self, model: &ModelName) -> Result<Vec<String>, BundleError> {
+        let model_dir = self.model_dir(model);
+        let entries = match fs::read_dir(&model_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(BundleError::io(&task_dir, e)),
+            Err(e) => return Err(BundleError::io(&model_dir, e)),
         };
         let mut versions: Vec<String> = entries
             .flatten()
@@ -810,15 +834,15 @@ impl Registry {
     }
 
     /// The last of [`Registry::versions`], if any.
-    pub fn latest(&self, task: Task) -> Result<Option<String>, BundleError> {
-        Ok(self.versions(task)?.pop())
+    pub fn latest(&self, model: &ModelName) -> Result<Option<String>, BundleError> {
+        Ok(self.versions(model)?.pop())
     }
 
-    /// [`Bundle::load`] of `<root>/<task>/<version>`.
-    pub fn load(&self, task: Task, version: &str) -> Result<Bundle, BundleError> {
-        let task_dir = self.task_dir(task);
-        check_version_name(version).map_err(|e| BundleError::invalid(&task_dir, e))?;
-        Bundle::load(&task_dir.join(version))
+    /// [`Bundle::load`] of `<root>/<model>/<version>`.
+    pub fn load(&self, model: &ModelName, version: &str) -> Result<Bundle, BundleError> {
+        let model_dir = self.model_dir(model);
+        check_version_name(version).map_err(|e| BundleError::invalid(&model_dir, e))?;
+        Bundle::load(&model_dir.join(version))
     }
 
     /// [`write_bundle`] into this registry.
