@@ -22,10 +22,10 @@ use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, Val
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
+use training::report::SegmentRow;
 use training::requests::score_requests;
 use training::segments::{
-    SegmentParams, compare_on_holdout, decide, prepare_segment, replace_routing_table,
-    routing_table, segment_levels, segment_model_name,
+    self, RunSettings, SegmentOutcome, SegmentParams, replace_routing_table, routing_table,
 };
 use training::thresholds::capacity_report;
 use training::train::{
@@ -693,9 +693,11 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         evaluations,
         shipped,
     }];
+    let mut segment_rows = Vec::new();
     if let Some(params) = &segment_params {
-        let segments = train_segments(args, params, &trained[0])?;
+        let (segments, rows) = train_segments(args, params, &trained[0])?;
         trained.extend(segments);
+        segment_rows = rows;
     }
     let mut refusals = Vec::new();
     for (i, t) in trained.iter().enumerate() {
@@ -712,6 +714,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             created_at,
             code_version: code_version(),
             started,
+            segments: if i == 0 { &segment_rows } else { &[] },
         });
         let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
             let dir = registry.write(&contents)?;
@@ -770,18 +773,38 @@ struct TrainedModel {
 }
 
 /// Trains a model per level of the segment field and keeps those that beat the global
-/// model on their segment's held-out rows by more than the noise; prints the comparison.
+/// model on their segment's held-out rows by more than the noise; prints the comparison
+/// and returns it for the global model's report.
 fn train_segments(
     args: &TrainArgs,
     params: &SegmentParams,
     global: &TrainedModel,
-) -> Result<Vec<TrainedModel>> {
-    let levels = segment_levels(&global.prepared, &params.field)?;
-    let global_evaluation = &global.evaluations[global.shipped];
+) -> Result<(Vec<TrainedModel>, Vec<SegmentRow>)> {
+    let settings = RunSettings {
+        mode: match args.validation {
+            Validation::Auto => ValidationMode::Auto,
+            Validation::Kfold => ValidationMode::KFold,
+        },
+        folds: args.folds,
+        choice: args.family.choice(),
+        family_params: args.gbdt.family_params(),
+        seed: args.seed,
+    };
+    let bar = spinner(format!("segments by {}", params.field));
+    let runs = segments::train_segments(
+        &global.prepared,
+        &global.evaluations[global.shipped],
+        &global.model,
+        params,
+        &settings,
+        |level| bar.set_message(format!("training the {} segment's model", level.level)),
+    );
+    bar.finish_and_clear();
+    let runs = runs?;
     println!(
         "segments by {} ({} levels): each level's model against {} on the level's held-out rows",
         params.field,
-        levels.len(),
+        runs.len(),
         global.model
     );
     println!(
@@ -789,82 +812,59 @@ fn train_segments(
         "level", "rows", "positive", "held out", "segment", "global", "gain", "noise"
     );
     let mut shipped = Vec::new();
-    for level in &levels {
-        let line = |rest: String| {
-            println!(
-                "  {:<24} {:>8} {:>9} {}",
-                level.level, level.rows, level.positives, rest
-            );
+    let mut rows = Vec::new();
+    for run in runs {
+        let level = &run.level;
+        let mut row = SegmentRow {
+            field: params.field.clone(),
+            level: level.level.clone(),
+            rows: level.rows,
+            positives: level.positives,
+            comparison: None,
+            decision: String::new(),
         };
-        if level.positives < params.min_positives {
-            line(format!(
-                "{:>45}  none: fewer than {} positive rows",
-                "", params.min_positives
-            ));
-            continue;
-        }
-        let name = segment_model_name(&global.model, &level.level)?;
-        let bar = spinner(format!("training {name}"));
-        let attempt = (|| -> Result<_> {
-            let prepared = prepare_segment(&global.prepared, &params.field, &level.level)?;
-            let mode = match args.validation {
-                Validation::Auto => ValidationMode::Auto,
-                Validation::Kfold => ValidationMode::KFold,
-            };
-            let (plan, warnings) = validation_plan(&prepared, mode, args.folds, args.seed)?;
-            let evaluations = evaluate_families(
-                &prepared,
-                &plan,
-                args.family.choice(),
-                &args.gbdt.family_params(),
-                args.seed,
-                |_| {},
-            )?;
-            let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
-            let comparison = compare_on_holdout(
-                (&global.prepared, global_evaluation),
-                (&prepared, &evaluations[shipped]),
-                params.resamples,
-                params.seed,
-            )?;
-            Ok((prepared, plan, warnings, evaluations, shipped, comparison))
-        })();
-        bar.finish_and_clear();
-        let (prepared, plan, warnings, evaluations, chosen, comparison) = match attempt {
-            Ok(done) => done,
-            Err(e) => {
-                line(format!("{:>45}  none: {e:#}", ""));
-                continue;
+        let head = format!(
+            "  {:<24} {:>8} {:>9}",
+            level.level, level.rows, level.positives
+        );
+        match run.outcome {
+            SegmentOutcome::Skipped(why) => {
+                println!("{head} {:>45}  none: {why}", "");
+                row.decision = format!("none: {why}");
             }
-        };
-        let (ships, why) = decide(&comparison, params);
-        line(format!(
-            "{:>9} {:>8.4} {:>8.4} {:>+8.4} {:>7.4}  {}",
-            comparison.rows,
-            comparison.segment_roc_auc,
-            comparison.global_roc_auc,
-            comparison.gain,
-            comparison.noise,
-            if ships {
-                format!("ships as {name}")
-            } else {
-                "none: not better than the noise".to_string()
+            SegmentOutcome::Compared {
+                comparison: c,
+                ships,
+                why,
+                model,
+            } => {
+                let decision = match &model {
+                    Some(m) if ships => format!("ships as {}", m.name),
+                    _ => "none: not better than the noise".to_string(),
+                };
+                println!(
+                    "{head} {:>9} {:>8.4} {:>8.4} {:>+8.4} {:>7.4}  {decision}",
+                    c.rows, c.segment_roc_auc, c.global_roc_auc, c.gain, c.noise
+                );
+                println!("      {why}");
+                row.comparison = Some(c);
+                row.decision = format!("{decision}: {why}");
+                if let Some(m) = model {
+                    shipped.push(TrainedModel {
+                        model: m.name,
+                        segment: Some(level.level.clone()),
+                        prepared: m.prepared,
+                        plan: m.plan,
+                        warnings: m.warnings,
+                        evaluations: m.evaluations,
+                        shipped: m.shipped,
+                    });
+                }
             }
-        ));
-        println!("      {why}");
-        if ships {
-            shipped.push(TrainedModel {
-                model: name,
-                segment: Some(level.level.clone()),
-                prepared,
-                plan,
-                warnings,
-                evaluations,
-                shipped: chosen,
-            });
         }
+        rows.push(row);
     }
-    Ok(shipped)
+    Ok((shipped, rows))
 }
 
 /// Writes (or, when no segment shipped, removes) the table of `route` in the registry's

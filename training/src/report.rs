@@ -41,6 +41,23 @@ pub struct ReportInput<'a> {
     pub warnings: &'a [String],
     /// Seconds the whole run took up to the report.
     pub elapsed_seconds: f64,
+    /// The global model of a `train --segment-by` run: each segment's model against it.
+    pub segments: &'a [SegmentRow],
+}
+
+/// One level of a `--segment-by` run, for the global model's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRow {
+    /// The segment field and its level.
+    pub field: String,
+    pub level: String,
+    /// Rows and positive rows of the level in the global feature table.
+    pub rows: usize,
+    pub positives: usize,
+    /// The comparison on the level's held-out rows, when its model was trained.
+    pub comparison: Option<crate::segments::Comparison>,
+    /// What became of it, in words.
+    pub decision: String,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;\
@@ -80,6 +97,7 @@ pub fn render_report(input: &ReportInput<'_>) -> Result<String, TrainError> {
         html.push_str("</ul></div>");
     }
     comparison_section(&mut html, input.families, input.shipped);
+    segments_section(&mut html, input.segments);
     plots_section(
         &mut html,
         input.families,
@@ -154,6 +172,42 @@ fn summary_section(html: &mut String, input: &ReportInput<'_>) {
             "<tr><th class=\"l\">{}</th><td class=\"l\">{}</td></tr>",
             escape(name),
             escape(&value)
+        );
+    }
+    html.push_str("</table>");
+}
+
+fn segments_section(html: &mut String, segments: &[SegmentRow]) {
+    let Some(first) = segments.first() else {
+        return;
+    };
+    let _ = write!(
+        html,
+        "<h2>Segments by {}</h2><p>A model of each level's entities alone against this model, \
+         on the level's held-out rows (the same rows for both). A segment model ships when its \
+         ROC AUC gain is above the noise: a multiple of the gain's standard deviation over \
+         bootstrap resamples of those rows.</p><table><tr><th class=\"l\">level</th>\
+         <th>rows</th><th>positives</th><th>held out</th><th>segment ROC AUC</th>\
+         <th>this model's</th><th>gain</th><th>noise (sd)</th><th class=\"l\">decision</th></tr>",
+        escape(&first.field)
+    );
+    for row in segments {
+        let figures = row.comparison.as_ref().map_or_else(
+            || "<td>-</td><td>-</td><td>-</td><td>-</td><td>-</td>".to_string(),
+            |c| {
+                format!(
+                    "<td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:+.4}</td><td>{:.4}</td>",
+                    c.rows, c.segment_roc_auc, c.global_roc_auc, c.gain, c.noise
+                )
+            },
+        );
+        let _ = write!(
+            html,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td>{figures}<td class=\"l\">{}</td></tr>",
+            escape(&row.level),
+            row.rows,
+            row.positives,
+            escape(&row.decision)
         );
     }
     html.push_str("</table>");

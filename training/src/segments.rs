@@ -29,8 +29,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
-use crate::evaluate::Evaluation;
-use crate::pipeline::Prepared;
+use crate::evaluate::{Evaluation, FamilyParams, ValidationPlan};
+use crate::pipeline::{Prepared, ValidationMode, validation_plan};
+use crate::train::{FamilyChoice, choose_family, evaluate_families};
 
 /// How segments are trained and judged; checked by [`SegmentParams::check`].
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +327,127 @@ pub fn compare_on_holdout(
         gain: segment_roc_auc - global_roc_auc,
         noise: variance.sqrt(),
     })
+}
+
+/// How every model of a run is validated and fitted: the global model's settings, which
+/// each segment's model follows.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub mode: ValidationMode,
+    pub folds: usize,
+    pub choice: FamilyChoice,
+    pub family_params: FamilyParams,
+    pub seed: u64,
+}
+
+/// A segment's model as trained, ready to be assembled into a bundle.
+pub struct SegmentModel {
+    pub name: ModelName,
+    pub prepared: Prepared,
+    pub plan: ValidationPlan,
+    pub warnings: Vec<String>,
+    pub evaluations: Vec<Evaluation>,
+    /// Index into `evaluations` of the family shipped.
+    pub shipped: usize,
+}
+
+/// What became of one level.
+pub enum SegmentOutcome {
+    /// No model: too few positives, or the guards refused its data (the reason).
+    Skipped(String),
+    /// Trained and compared with the global model; `model` is `Some` when it ships.
+    Compared {
+        comparison: Comparison,
+        ships: bool,
+        why: String,
+        model: Option<SegmentModel>,
+    },
+}
+
+/// One level of a segmented run.
+pub struct SegmentRun {
+    pub level: SegmentLevel,
+    pub outcome: SegmentOutcome,
+}
+
+/// Trains a model per level of `params.field` (levels with enough positives), compares
+/// each with the global model (`global`, `global_evaluation`) on the level's held-out rows
+/// and keeps those that beat it by more than the noise ([`decide`]). `global_name` names
+/// the segment models (`<global_name>-<level>`). `on_level` is called before each level is
+/// trained (for progress). An error of one level's data (the guards) skips that level;
+/// other errors end the run.
+pub fn train_segments(
+    global: &Prepared,
+    global_evaluation: &Evaluation,
+    global_name: &ModelName,
+    params: &SegmentParams,
+    settings: &RunSettings,
+    mut on_level: impl FnMut(&SegmentLevel),
+) -> Result<Vec<SegmentRun>, TrainError> {
+    params.check(&global.data)?;
+    let mut runs = Vec::new();
+    for level in segment_levels(global, &params.field)? {
+        if level.positives < params.min_positives {
+            runs.push(SegmentRun {
+                outcome: SegmentOutcome::Skipped(format!(
+                    "fewer than {} positive rows",
+                    params.min_positives
+                )),
+                level,
+            });
+            continue;
+        }
+        on_level(&level);
+        let name = segment_model_name(global_name, &level.level)?;
+        let prepared = prepare_segment(global, &params.field, &level.level)?;
+        let (plan, warnings) =
+            match validation_plan(&prepared, settings.mode, settings.folds, settings.seed) {
+                Ok(planned) => planned,
+                Err(TrainError::Data(why)) => {
+                    runs.push(SegmentRun {
+                        outcome: SegmentOutcome::Skipped(why),
+                        level,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+        let evaluations = evaluate_families(
+            &prepared,
+            &plan,
+            settings.choice,
+            &settings.family_params,
+            settings.seed,
+            |_| {},
+        )?;
+        let shipped = choose_family(&evaluations)
+            .ok_or_else(|| TrainError::Data("no model family was evaluated".into()))?;
+        let comparison = compare_on_holdout(
+            (global, global_evaluation),
+            (&prepared, &evaluations[shipped]),
+            params.resamples,
+            params.seed,
+        )?;
+        let (ships, why) = decide(&comparison, params);
+        let model = ships.then(|| SegmentModel {
+            name,
+            prepared,
+            plan,
+            warnings,
+            evaluations,
+            shipped,
+        });
+        runs.push(SegmentRun {
+            level,
+            outcome: SegmentOutcome::Compared {
+                comparison,
+                ships,
+                why,
+                model,
+            },
+        });
+    }
+    Ok(runs)
 }
 
 /// Whether a segment model with `comparison` ships, and why, in words.

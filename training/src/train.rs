@@ -16,7 +16,7 @@ use models::onnx::{ScoringModel, ToOnnx};
 use crate::error::TrainError;
 use crate::evaluate::{Evaluation, FamilyParams, ModelFamily, ValidationPlan};
 use crate::pipeline::Prepared;
-use crate::report::{FamilyResult, ReportInput, render_report};
+use crate::report::{FamilyResult, ReportInput, SegmentRow, render_report};
 use crate::thresholds::default_thresholds;
 use crate::truth::GroundTruth;
 
@@ -76,6 +76,9 @@ pub struct BundleInputs<'a> {
     pub code_version: String,
     /// When the run started (for the report's run time).
     pub started: Instant,
+    /// For the global model of a `--segment-by` run: each segment against it (the report
+    /// shows them); empty otherwise.
+    pub segments: &'a [SegmentRow],
 }
 
 /// Assembles the bundle of `inputs.evaluations[inputs.shipped]`.
@@ -175,6 +178,7 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         shipped: inputs.shipped,
         warnings: &warnings,
         elapsed_seconds: inputs.started.elapsed().as_secs_f64(),
+        segments: inputs.segments,
     })?;
     Ok(BundleContents {
         manifest,

@@ -62,6 +62,7 @@ fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>)
                 created_at: chrono::Utc::now(),
                 code_version: "test".into(),
                 started,
+                segments: &[],
             })
             .expect("assemble");
             let dir = Registry::new(registry).write(&contents).expect("write");
