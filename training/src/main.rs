@@ -849,7 +849,7 @@ fn train_segments(
                 println!("      {why}");
                 row.comparison = Some(c);
                 row.decision = format!("{decision}: {why}");
-                if let Some(m) = model {
+                if let Some(m) = model.map(|m| *m) {
                     shipped.push(TrainedModel {
                         model: m.name,
                         segment: Some(level.level.clone()),

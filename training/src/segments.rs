@@ -360,7 +360,7 @@ pub enum SegmentOutcome {
         comparison: Comparison,
         ships: bool,
         why: String,
-        model: Option<SegmentModel>,
+        model: Option<Box<SegmentModel>>,
     },
 }
 
@@ -429,13 +429,15 @@ pub fn train_segments(
             params.seed,
         )?;
         let (ships, why) = decide(&comparison, params);
-        let model = ships.then(|| SegmentModel {
-            name,
-            prepared,
-            plan,
-            warnings,
-            evaluations,
-            shipped,
+        let model = ships.then(|| {
+            Box::new(SegmentModel {
+                name,
+                prepared,
+                plan,
+                warnings,
+                evaluations,
+                shipped,
+            })
         });
         runs.push(SegmentRun {
             level,
