@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, env = "LEADSCORE_THRESHOLDS")]
     thresholds: Option<PathBuf>,
     /// Routing file (TOML): routes that score each entity with the model of its segment
-    /// [default: `<registry>/routing.toml`, when there is one].
+    /// [default: routing.toml in the registry folder, when there is one].
     #[arg(long, env = "LEADSCORE_ROUTING")]
     routing: Option<PathBuf>,
     /// Serve without API keys (only for a server nobody else can reach).
