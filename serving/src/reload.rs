@@ -93,8 +93,8 @@ struct Failure {
     /// again only once this changes.
     fingerprint: u64,
     why: String,
-    /// The thresholds file in force does not fit it: tried again when another file is
-    /// applied.
+    /// The thresholds or routing file in force does not fit it: tried again when another
+    /// file is applied.
     thresholds_misfit: bool,
 }
 
@@ -464,6 +464,9 @@ impl Reloader {
         match applied {
             Ok(()) => {
                 tracing::info!(path = %path.display(), "routing file applied");
+                // A version refused because the previous table did not fit it gets another
+                // chance under this one (at the next reload: the models were looked at first).
+                memory.failed.retain(|_, f| !f.thresholds_misfit);
                 state.metrics().reloads.fetch_add(1, Ordering::Relaxed);
                 report.routing = Some("applied".into());
                 seen.applied = true;
