@@ -15,7 +15,7 @@
 //! dates): one monthly snapshot covers a month; leads scored at arrival cover the span of
 //! their arrivals. Tabular data has no dates: the caller gives the volume.
 //!
-//! The training binary's `thresholds` command and the server's `/v1/thresholds/{task}` both
+//! The training binary's `thresholds` command and the server's `/v1/thresholds/{model}` both
 //! answer from here, and the server resolves a thresholds file's capacities with
 //! [`HeldOutScores::thresholds_by_capacity`].
 

@@ -18,7 +18,7 @@
 //!   exactly) with exact TreeSHAP explanations.
 //! * [`calibration`]: Platt scaling and isotonic regression fitted on
 //!   held-out scores, with the exact `f32` formula an ONNX graph evaluates.
-//! * [`bundle`]: the model bundle on disk, `<registry>/<task>/<version>/`
+//! * [`bundle`]: the model bundle on disk, `<registry>/<model>/<version>/`
 //!   with `model.onnx`, a JSON manifest (features, feature plan, dataset and
 //!   its fingerprint, metrics, calibration, thresholds and grade bands), an
 //!   explainer, a report and the holdout scores; written atomically, read

@@ -1,11 +1,11 @@
-//! The `drift` command's reading of a server's drift answer (`GET /v1/drift/{task}`): the
+//! The `drift` command's reading of a server's drift answer (`GET /v1/drift/{model}`): the
 //! features and fields that moved most, and which of them cross the alert limits.
 
 use models::drift::{DriftReport, FieldDrift};
 use serde::Deserialize;
 use std::fmt::Write as _;
 
-/// The server's answer at `/v1/drift/{task}`.
+/// The server's answer at `/v1/drift/{model}`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DriftAnswer {
     pub model: ModelName,

@@ -1,5 +1,5 @@
 //! Score requests from a dataset: the JSON body the server's score route takes
-//! (`POST /v1/score/{task}`) for some entities of a loaded dataset, at a moment the spec
+//! (`POST /v1/score/{model}`) for some entities of a loaded dataset, at a moment the spec
 //! scores them (the last calendar cut-off, or each entity's creation plus the spec's
 //! offset), with its profile and the events before that moment only. What a CRM integration
 //! would send; `scripts/real-data` uses it to score rows of the real exports through the
