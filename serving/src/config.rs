@@ -25,6 +25,11 @@
 //! shutdown_grace_secs = 30     # requests in flight finish within this on SIGTERM
 //! max_auth_failures = 30       # wrong or missing keys an address may send a minute
 //! metrics_public = false       # /metrics without a key (behind the network boundary)
+//! store = "/srv/leadscore/store"   # entity store folder; default: `store` beside the registry
+//! no_store = false             # true: only the stateless score routes
+//! max_events_per_entity = 10000  # past it the oldest events are dropped
+//! retention_days = 730         # events older are dropped by the sweep; default: kept
+//! sweep_interval_secs = 300    # rescoring of recently active entities
 //! log_format = "json"          # or "text"
 //! log_level = "info"
 //! ```
@@ -62,6 +67,11 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub max_auth_failures: Option<u32>,
     pub metrics_public: Option<bool>,
+    pub store: Option<PathBuf>,
+    pub no_store: Option<bool>,
+    pub max_events_per_entity: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub sweep_interval_secs: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -88,6 +98,7 @@ impl FileConfig {
             &mut config.registry,
             &mut config.thresholds,
             &mut config.routing,
+            &mut config.store,
         ]
         .into_iter()
         .flatten()

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     TooManyRequests,
     NoHeldOutPredictions,
     NoDriftReference,
+    UnknownEntity,
+    NoStore,
+    EntityNotScored,
+    StoreUnavailable,
     NotReady,
     Internal,
 }
@@ -39,7 +43,11 @@ impl ErrorKind {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound | Self::UnknownModel => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownModel | Self::UnknownEntity | Self::NoStore => {
+                StatusCode::NOT_FOUND
+            }
+            Self::EntityNotScored => StatusCode::CONFLICT,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -101,6 +109,23 @@ pub enum ApiError {
          statistics were), so its drift cannot be measured; retrain to get one"
     )]
     NoDriftReference { model: String, version: String },
+    /// The entity store holds nothing under this id.
+    #[error("no entity {id:?} is stored")]
+    UnknownEntity { id: String },
+    /// The server was started without an entity store.
+    #[error("this server keeps no entity store (it was started with --no-store)")]
+    NoStore,
+    /// The entity is of a kind the model does not score.
+    #[error("entity {id:?} is a {kind}; the model {model} scores {scores}")]
+    EntityNotScored {
+        id: String,
+        kind: &'static str,
+        model: String,
+        scores: &'static str,
+    },
+    /// The entity store failed; nothing of the request was written. `message` is logged.
+    #[error("the entity store failed; nothing of this request was written")]
+    StoreUnavailable { message: String },
     #[error("method {method} not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The service cannot serve (yet): models not loaded, loading failed.
@@ -133,6 +158,10 @@ impl ApiError {
             Self::NoHeldOutPredictions { .. } => ErrorKind::NoHeldOutPredictions,
             Self::NoDriftReference { .. } => ErrorKind::NoDriftReference,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
+            Self::UnknownEntity { .. } => ErrorKind::UnknownEntity,
+            Self::NoStore => ErrorKind::NoStore,
+            Self::EntityNotScored { .. } => ErrorKind::EntityNotScored,
+            Self::StoreUnavailable { .. } => ErrorKind::StoreUnavailable,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,
         }
@@ -181,6 +210,9 @@ impl IntoResponse for ApiError {
         if let Self::Internal { message } = &self {
             tracing::error!(%message, "internal error");
         }
+        if let Self::StoreUnavailable { message } = &self {
+            tracing::error!(%message, "entity store error");
+        }
         use axum::http::{HeaderValue, header};
         let mut response = (self.kind().status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
@@ -199,6 +231,14 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        Self::StoreUnavailable {
+            message: e.to_string(),
+        }
     }
 }
 

@@ -38,6 +38,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::auth::Scope;
+use crate::entities;
 use crate::error::ApiError;
 use crate::model::{EntityScore, LoadedModel, ScoreOptions};
 use crate::request::{BatchRequest, CheckContext, CheckedEntity, EntityRequest, parse_json};
@@ -58,7 +59,21 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/score/{model}/batch", post(score_batch))
         .route("/v1/models", get(list_models))
         .route("/v1/thresholds/{model}", get(thresholds_for_capacity))
-        .route("/v1/drift/{model}", get(drift));
+        .route("/v1/drift/{model}", get(drift))
+        .route("/v1/events", post(entities::post_events))
+        .route("/v1/outcomes", post(entities::post_outcomes))
+        .route(
+            "/v1/entities/{id}",
+            get(entities::get_entity)
+                .put(entities::put_entity)
+                .patch(entities::patch_entity)
+                .delete(entities::delete_entity),
+        )
+        .route(
+            "/v1/entities/{id}/score/{model}",
+            get(entities::score_stored),
+        )
+        .route("/v1/leads/top/{model}", get(entities::top));
     let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -74,6 +89,7 @@ pub fn app(state: AppState) -> Router {
     ));
     let admin = Router::new()
         .route("/admin/reload", post(reload))
+        .route("/admin/store/reclaim", post(entities::reclaim))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Scope::Admin),
             require_key,
@@ -113,7 +129,13 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "models"] => "/v1/models",
         ["v1", "thresholds", _] => "/v1/thresholds/{model}",
         ["v1", "drift", _] => "/v1/drift/{model}",
+        ["v1", "events"] => "/v1/events",
+        ["v1", "outcomes"] => "/v1/outcomes",
+        ["v1", "entities", _] => "/v1/entities/{id}",
+        ["v1", "entities", _, "score", _] => "/v1/entities/{id}/score/{model}",
+        ["v1", "leads", "top", _] => "/v1/leads/top/{model}",
         ["admin", "reload"] => "/admin/reload",
+        ["admin", "store", "reclaim"] => "/admin/store/reclaim",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["metrics"] => "/metrics",
@@ -142,7 +164,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
 
 /// A query string's `key=value` pairs, percent-decoded (`%2B` is `+`; a `+` stays a `+`,
 /// as RFC 3986 has it, so `1e+2` and `1e%2B2` are the same number).
-fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(part)
             .decode_utf8()
@@ -166,7 +188,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// `?reasons=true|false` (default true); any other parameter is refused.
-fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
+pub(crate) fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
     let mut reasons = true;
     for (key, value) in query_pairs(query)? {
         match (key.as_str(), value.as_str()) {
@@ -192,7 +214,11 @@ fn wants_reasons(query: Option<&str>) -> Result<bool, ApiError> {
 /// The body of a JSON request: `Content-Type` JSON (or none), no `Content-Encoding` but
 /// `identity`, at most `max_body_bytes` (refused from `Content-Length` before reading when
 /// it says so), received within `body_timeout`. Called after the key check.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
             .to_str()
@@ -262,7 +288,7 @@ fn model_for(state: &AppState, name: &str) -> Result<ServedModel, ApiError> {
         .ok_or_else(|| unknown_model(&served, name))
 }
 
-fn unknown_model(served: &Served, name: &str) -> ApiError {
+pub(crate) fn unknown_model(served: &Served, name: &str) -> ApiError {
     let routes: Vec<&str> = served
         .routing()
         .routes()
@@ -284,7 +310,7 @@ fn unknown_model(served: &Served, name: &str) -> ApiError {
 pub const INLINE_BODY_MAX_BYTES: usize = 64 * 1024;
 
 /// Runs `work` inline for a small body, on the blocking pool for a large one.
-async fn off_worker_if_large<T: Send + 'static>(
+pub(crate) async fn off_worker_if_large<T: Send + 'static>(
     body_len: usize,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -308,7 +334,7 @@ async fn json_response<T: Send + 'static>(
     off_worker_if_large(body_len, move || Ok(render(payload))).await
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -316,10 +342,10 @@ fn now_ms() -> i64 {
 
 /// Which model answered: its name, task and version.
 #[derive(Debug, Serialize)]
-struct ModelRef<'a> {
-    name: &'a str,
-    task: &'static str,
-    version: &'a str,
+pub struct ModelRef<'a> {
+    pub name: &'a str,
+    pub task: &'static str,
+    pub version: &'a str,
 }
 
 impl<'a> From<&'a ServedModel> for ModelRef<'a> {
@@ -422,13 +448,13 @@ fn route_entity(
 
 /// The clock a request's times are checked against, read once per request.
 #[derive(Debug, Clone, Copy)]
-struct RequestClock {
-    now_ms: i64,
-    allowed_skew_ms: i64,
+pub(crate) struct RequestClock {
+    pub(crate) now_ms: i64,
+    pub(crate) allowed_skew_ms: i64,
 }
 
 impl RequestClock {
-    fn now(state: &AppState) -> Self {
+    pub(crate) fn now(state: &AppState) -> Self {
         RequestClock {
             now_ms: now_ms(),
             allowed_skew_ms: i64::try_from(state.limits().allowed_skew.as_millis())
@@ -828,7 +854,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             drift: m.model.drift().map(|d| d.report()),
         })
         .collect();
-    let text = state.metrics().render(&figures);
+    let mut text = state.metrics().render(&figures);
+    if let Ok(store) = state.store() {
+        let stats = store.stats().await.ok();
+        state.store_metrics().render(&mut text, stats);
+    }
     (
         [(
             header::CONTENT_TYPE,

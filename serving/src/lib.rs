@@ -19,6 +19,9 @@
 //! * [`metrics`]: Prometheus metrics in atomics.
 //! * [`drift`]: [`DriftMonitor`](drift::DriftMonitor), what each model scored over the last
 //!   hour against its training distribution (PSI, share missing, unknown levels).
+//! * [`entities`]: the routes of the entity store ([`store`]): events, profiles and
+//!   outcomes in, scores by id and the sales queue out, erasure; which models score an
+//!   entity. [`sweep`]: the background rescoring that keeps the queue fresh.
 //! * [`config`]: the configuration file.
 //! * [`serve`]: the accept loop: connection limit, header and idle timeouts, shutdown with
 //!   a grace period.
@@ -30,6 +33,7 @@
 pub mod auth;
 pub mod config;
 pub mod drift;
+pub mod entities;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -41,6 +45,7 @@ pub mod routing;
 pub mod runtime;
 pub mod serve;
 pub mod state;
+pub mod sweep;
 
 pub use auth::KeySet;
 pub use error::{ApiError, ErrorKind};

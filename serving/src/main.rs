@@ -51,6 +51,23 @@ struct Args {
     /// [default: routing.toml in the registry folder, when there is one].
     #[arg(long, env = "LEADSCORE_ROUTING")]
     routing: Option<PathBuf>,
+    /// Entity store folder: the server keeps each entity's profile, events, outcomes and
+    /// latest scores there [default: `store` beside the registry folder].
+    #[arg(long, env = "LEADSCORE_STORE")]
+    store: Option<PathBuf>,
+    /// Keep no entity store: only the stateless score routes.
+    #[arg(long, env = "LEADSCORE_NO_STORE", conflicts_with = "store")]
+    no_store: bool,
+    /// Events kept per entity; past it the oldest are dropped as new ones arrive
+    /// [default: 10000].
+    #[arg(long, env = "LEADSCORE_MAX_EVENTS_PER_ENTITY")]
+    max_events_per_entity: Option<u64>,
+    /// Days an event is kept; older ones are dropped by the sweep [default: forever].
+    #[arg(long, env = "LEADSCORE_RETENTION_DAYS")]
+    retention_days: Option<u32>,
+    /// Seconds between rescoring sweeps of the recently active entities [default: 300].
+    #[arg(long, env = "LEADSCORE_SWEEP_INTERVAL_SECS")]
+    sweep_interval_secs: Option<u64>,
     /// Serve without API keys (only for a server nobody else can reach).
     #[arg(long, env = "LEADSCORE_NO_AUTH")]
     no_auth: bool,
@@ -132,6 +149,10 @@ struct Settings {
     conn: ConnLimits,
     log_format: LogFormat,
     log_level: tracing::Level,
+    /// The entity store's folder and limits; `None` with `--no-store`.
+    store: Option<store::StoreOpen>,
+    sweep_interval: Duration,
+    retention: Option<Duration>,
 }
 
 fn settings(args: Args) -> anyhow::Result<Settings> {
@@ -255,6 +276,33 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         .registry
         .or(file.registry)
         .unwrap_or_else(|| PathBuf::from("registry"));
+    let store = if args.no_store || file.no_store == Some(true) {
+        None
+    } else {
+        let dir = args.store.or(file.store).unwrap_or_else(|| {
+            // Beside the registry: `<registry>/../store`.
+            let parent = registry.parent().unwrap_or(std::path::Path::new(""));
+            parent.join("store")
+        });
+        let mut open = store::StoreOpen::new(dir);
+        if let Some(n) = args.max_events_per_entity.or(file.max_events_per_entity) {
+            if n == 0 {
+                bail!("max_events_per_entity must be at least 1");
+            }
+            open.limits.max_events_per_entity = n;
+        }
+        Some(open)
+    };
+    let sweep_interval = seconds(
+        "sweep_interval_secs",
+        args.sweep_interval_secs.or(file.sweep_interval_secs),
+        Duration::from_secs(300),
+    )?;
+    let retention = match args.retention_days.or(file.retention_days) {
+        None => None,
+        Some(0) => bail!("retention_days must be at least 1"),
+        Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
+    };
     let log_level = level
         .parse::<tracing::Level>()
         .map_err(|_| anyhow::anyhow!("log level {level:?}: use error, warn, info or debug"))?;
@@ -286,6 +334,9 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             .or(file.log_format)
             .unwrap_or(LogFormat::Json),
         log_level,
+        store,
+        sweep_interval,
+        retention,
     })
 }
 
@@ -375,6 +426,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_routing(settings.routing.clone()),
     );
     state.set_reloader(Arc::clone(&reloader));
+    if let Some(open) = settings.store.clone() {
+        let dir = open.dir.clone();
+        let store = tokio::task::spawn_blocking(move || store::RedbStore::open(open))
+            .await
+            .context("opening the entity store")??;
+        tracing::info!(store = %dir.display(), "entity store open");
+        state.set_store(Arc::new(store));
+        serving::sweep::spawn(state.clone(), settings.sweep_interval, settings.retention);
+    }
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.
     tokio::spawn(Arc::clone(&reloader).watch(state.clone(), settings.reload_interval));
 

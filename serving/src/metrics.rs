@@ -13,6 +13,12 @@
 //! | `leadscore_feature_psi` | `model`, `task`, `version`, `feature` | population stability index against training over the window; `feature` is a numeric or history feature, or a categorical field |
 //! | `leadscore_feature_missing_share` / `..._training` | `model`, `task`, `version`, `feature` | share of rows missing the feature or field, over the window / in training |
 //! | `leadscore_unknown_level_share` | `model`, `task`, `version`, `field` | share of rows whose categorical level was never seen in training |
+//! | `leadscore_store_events_ingested_total` / `leadscore_store_duplicate_events_total` | | events stored / events not stored again because their client id was |
+//! | `leadscore_store_events_dropped_at_cap_total` | | oldest events dropped to keep an entity within the per-entity cap |
+//! | `leadscore_store_write_duration_seconds` | | time from handing a write to the store to its durable commit |
+//! | `leadscore_store_entities` / `leadscore_store_events` / `leadscore_store_bytes` | | what the entity store holds, and its file size |
+//! | `leadscore_sweep_duration_seconds` / `leadscore_sweep_entities` | | the last rescoring sweep's time and entities rescored |
+//! | `leadscore_sweeps_total` | | sweeps completed |
 //!
 //! Labels never carry request content: no ids, no profile values. Feature and field names
 //! come from the bundle.
@@ -25,13 +31,19 @@ use models::drift::DriftReport;
 
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 17] = [
     "/v1/score/{model}",
     "/v1/score/{model}/batch",
     "/v1/models",
     "/v1/thresholds/{model}",
     "/v1/drift/{model}",
+    "/v1/events",
+    "/v1/outcomes",
+    "/v1/entities/{id}",
+    "/v1/entities/{id}/score/{model}",
+    "/v1/leads/top/{model}",
     "/admin/reload",
+    "/admin/store/reclaim",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -132,6 +144,108 @@ impl ScoreHistogram {
 struct RouteMetrics {
     statuses: Vec<AtomicU64>,
     latency: Histogram,
+}
+
+/// What the entity store did.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    pub events_ingested: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dropped_at_cap: AtomicU64,
+    pub write_latency: Histogram,
+    pub sweeps: AtomicU64,
+    /// The last sweep's duration, as `f64` bits.
+    pub last_sweep_seconds: AtomicU64,
+    pub last_sweep_entities: AtomicU64,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            events_ingested: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dropped_at_cap: AtomicU64::new(0),
+            write_latency: Histogram::new(&LATENCY_BOUNDS),
+            sweeps: AtomicU64::new(0),
+            last_sweep_seconds: AtomicU64::new(0f64.to_bits()),
+            last_sweep_entities: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StoreMetrics {
+    /// The store's figures; `stats` is what it holds now.
+    pub fn render(&self, out: &mut String, stats: Option<store::StoreStats>) {
+        let counters = [
+            (
+                "leadscore_store_events_ingested_total",
+                "Events stored.",
+                &self.events_ingested,
+            ),
+            (
+                "leadscore_store_duplicate_events_total",
+                "Events not stored again because their client event id already was.",
+                &self.duplicates,
+            ),
+            (
+                "leadscore_store_events_dropped_at_cap_total",
+                "Oldest events dropped to keep an entity within the per-entity cap.",
+                &self.dropped_at_cap,
+            ),
+            (
+                "leadscore_sweeps_total",
+                "Rescoring sweeps completed.",
+                &self.sweeps,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out.push_str(
+            "# HELP leadscore_store_write_duration_seconds Time from handing a write to the entity store to its durable commit.\n",
+        );
+        out.push_str("# TYPE leadscore_store_write_duration_seconds histogram\n");
+        self.write_latency
+            .render(out, "leadscore_store_write_duration_seconds", "");
+        let mut gauges = vec![
+            (
+                "leadscore_sweep_duration_seconds",
+                "Time the last rescoring sweep took.",
+                f64::from_bits(self.last_sweep_seconds.load(Ordering::Relaxed)),
+            ),
+            (
+                "leadscore_sweep_entities",
+                "Entities the last rescoring sweep rescored.",
+                self.last_sweep_entities.load(Ordering::Relaxed) as f64,
+            ),
+        ];
+        if let Some(stats) = stats {
+            gauges.extend([
+                (
+                    "leadscore_store_entities",
+                    "Entities in the entity store.",
+                    stats.entities as f64,
+                ),
+                (
+                    "leadscore_store_events",
+                    "Events in the entity store.",
+                    stats.events as f64,
+                ),
+                (
+                    "leadscore_store_bytes",
+                    "Size of the entity store's files.",
+                    stats.bytes as f64,
+                ),
+            ]);
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+    }
 }
 
 /// The server's request metrics.

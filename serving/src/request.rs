@@ -55,7 +55,9 @@ pub struct EntityRequest {
 
 /// An optional field that, when given, must be a value: `"row": null` is refused like any
 /// other wrong type (`id`, `channel` and `value` take `null` for absent, as documented).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -463,7 +465,8 @@ fn feature_error_text(e: &features::plan::FeatureError) -> String {
     }
 }
 
-fn show_time(ms: TimestampMs) -> String {
+/// `ms` as RFC 3339 text in UTC with milliseconds.
+pub fn show_time(ms: TimestampMs) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| format!("{ms} ms"))

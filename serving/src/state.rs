@@ -173,6 +173,8 @@ struct Inner {
     throttle: AuthThrottle,
     metrics: Metrics,
     reloader: OnceLock<Arc<Reloader>>,
+    store: OnceLock<Arc<dyn store::EntityStore>>,
+    store_metrics: crate::metrics::StoreMetrics,
 }
 
 /// State shared by all handlers; cheap to clone.
@@ -193,6 +195,8 @@ impl AppState {
                 keys,
                 metrics: Metrics::default(),
                 reloader: OnceLock::new(),
+                store: OnceLock::new(),
+                store_metrics: Default::default(),
             }),
         }
     }
@@ -234,6 +238,26 @@ impl AppState {
     /// What `/admin/reload` runs; set once by whoever owns the registry.
     pub fn set_reloader(&self, reloader: Arc<Reloader>) {
         let _ = self.inner.reloader.set(reloader);
+    }
+
+    /// Keeps entities in `store` (set once, at start; without one the store routes answer
+    /// [`ApiError::NoStore`]).
+    pub fn set_store(&self, store: Arc<dyn store::EntityStore>) {
+        let _ = self.inner.store.set(store);
+    }
+
+    /// The entity store, or [`ApiError::NoStore`].
+    pub fn store(&self) -> Result<&Arc<dyn store::EntityStore>, ApiError> {
+        self.inner.store.get().ok_or(ApiError::NoStore)
+    }
+
+    /// Whether an entity store is kept.
+    pub fn has_store(&self) -> bool {
+        self.inner.store.get().is_some()
+    }
+
+    pub fn store_metrics(&self) -> &crate::metrics::StoreMetrics {
+        &self.inner.store_metrics
     }
 
     pub fn reloader(&self) -> Option<Arc<Reloader>> {

@@ -243,9 +243,10 @@ fn fixture_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "addr = \"127.0.0.1:0\"\nregistry = {:?}\napi_keys = [\"{CLIENT_KEY}\"]\n\
-             sessions = 1\n{extra}",
-            registry.display().to_string()
+            "addr = \"127.0.0.1:0\"\nregistry = {:?}\nstore = {:?}\n\
+             api_keys = [\"{CLIENT_KEY}\"]\nsessions = 1\n{extra}",
+            registry.display().to_string(),
+            dir.path().join("store").display().to_string()
         ),
     )
     .expect("write");

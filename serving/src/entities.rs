@@ -1,0 +1,969 @@
+//! The routes of the entity store ([`store`]): events, profiles and outcomes in; stored
+//! entities, scores by id and the sales queue out; erasure.
+//!
+//! | route | key | answer |
+//! | --- | --- | --- |
+//! | `POST /v1/events` | client | stores `{"events": [...]}` for any entities (all or nothing), rescores each touched entity with every model it qualifies for, answers the new scores |
+//! | `PUT` / `PATCH /v1/entities/{id}` | client | sets (replaces / merges) the profile, kind and creation time; rescores |
+//! | `GET /v1/entities/{id}` | client | what is stored: profile, event count, first and last event, outcomes, latest scores |
+//! | `DELETE /v1/entities/{id}` | client | erasure: profile, events, outcomes and scores gone (`204`) |
+//! | `POST /v1/outcomes` | client | `{"outcomes": [{"entity", "type": "converted" or "churned", "ts"}]}`: the labels of the next training |
+//! | `GET /v1/entities/{id}/score/{model}` | client | scored now from the stored history, with reasons |
+//! | `GET /v1/leads/top/{model}` | client | the sales queue: the open entities with the highest latest score (`?limit=N&grade=A`) |
+//! | `POST /admin/store/reclaim` | admin | rewrites the store's file so nothing erased remains in it |
+//!
+//! **Which models score an entity.** An entity's kind (`lead` by default, or `customer`)
+//! picks the task: leads are scored by the propensity models, customers by the churn
+//! models; an event-form model scores the stored profile and events, a tabular one the
+//! stored profile as its row. A model a route of the routing table names scores only the
+//! entities that route sends to it; a model no route names scores every entity of its
+//! task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use features::history::{ProfileValue, TimestampMs};
+use features::spec::Form;
+use serde::{Deserialize, Serialize};
+use store::{
+    EntityRecord, EntityStore, EntityWithEvents, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind,
+    ProfileChange, ScoreUpdate, StoredScore, WriteBatch, Written,
+};
+
+use crate::error::ApiError;
+use crate::http::{
+    ModelRef, RequestClock, off_worker_if_large, query_pairs, read_body, unknown_model,
+};
+use crate::model::{EntityScore, ScoreOptions};
+use crate::request::{CheckedEntity, Fields, Timestamp, parse_json, present, show_time};
+use crate::routing::RouteChoice;
+use crate::state::{AppState, Served, ServedModel};
+
+/// Longest entity or event id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// `POST /v1/events` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    pub events: Vec<EventItem>,
+}
+
+/// One event of `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventItem {
+    /// The entity's id; an unknown one is created.
+    pub entity: String,
+    /// The client's event id: sending it again is harmless.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub ts: Timestamp,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// Profile fields to merge into the entity's.
+    #[serde(default, deserialize_with = "present")]
+    pub profile: Option<Fields>,
+    /// The entity's kind, when this event creates it or changes it.
+    #[serde(default, deserialize_with = "present")]
+    pub kind: Option<Kind>,
+}
+
+/// `PUT`/`PATCH /v1/entities/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityBody {
+    #[serde(default, deserialize_with = "present")]
+    pub kind: Option<Kind>,
+    #[serde(default, deserialize_with = "present")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "present")]
+    pub profile: Option<Fields>,
+}
+
+/// `POST /v1/outcomes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesRequest {
+    pub outcomes: Vec<OutcomeItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeItem {
+    pub entity: String,
+    #[serde(rename = "type")]
+    pub outcome: OutcomeKind,
+    pub ts: Timestamp,
+}
+
+/// One model's fresh score of an entity.
+#[derive(Debug, Serialize)]
+pub struct ModelScore<'a> {
+    pub model: ModelRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a RouteChoice>,
+    #[serde(flatten)]
+    pub score: &'a EntityScore,
+}
+
+/// A written entity and its new scores.
+#[derive(Debug, Serialize)]
+struct WrittenEntity<'a> {
+    entity: &'a str,
+    kind: &'static str,
+    created: bool,
+    events_added: u32,
+    duplicates: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped_at_cap: u32,
+    scores: Vec<ModelScore<'a>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The models that score `record`, with the route choice that sent it to each (see the
+/// module's documentation).
+pub fn qualifying(
+    served: &Served,
+    record: &EntityRecord,
+) -> Vec<(ServedModel, Option<RouteChoice>)> {
+    let task = record.kind.task();
+    let fields = Fields(
+        record
+            .profile
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    let mut routed: BTreeMap<String, Option<RouteChoice>> = BTreeMap::new();
+    for route in served.routing().routes() {
+        for model in route.models() {
+            routed.entry(model.to_string()).or_insert(None);
+        }
+        // A route whose field the profile cannot give (a number expected) sends it nowhere.
+        if let Ok((model, choice)) = route.choose(Some(&fields), "", "profile") {
+            routed.insert(model.to_string(), Some(choice));
+        }
+    }
+    served
+        .models()
+        .filter(|m| m.model.task() == task)
+        .filter_map(|m| match routed.get(m.model.name().as_str()) {
+            None => Some((m.clone(), None)),
+            Some(Some(choice)) => Some((m.clone(), Some(choice.clone()))),
+            Some(None) => None,
+        })
+        .collect()
+}
+
+/// The stored entity as `model` reads it, scored at `at_ms` (or now: past its last event
+/// and creation).
+fn checked(
+    model: &ServedModel,
+    entity: &EntityWithEvents,
+    at_ms: Option<TimestampMs>,
+    now_ms: TimestampMs,
+) -> CheckedEntity {
+    let plan = &model.model.manifest().feature_plan;
+    let names: Vec<String> = plan
+        .profile_fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    let mut history = entity.to_history(&names);
+    let cutoff_ms = match (at_ms, plan.form()) {
+        (Some(t), _) => t,
+        (None, Form::Tabular) => now_ms,
+        (None, Form::Events) => {
+            let after_events = entity
+                .record
+                .last_event_ms
+                .map_or(i64::MIN, |t| t.saturating_add(1));
+            now_ms.max(after_events).max(entity.record.created_at_ms)
+        }
+    };
+    if plan.form() == Form::Tabular {
+        history.events.clear();
+    }
+    CheckedEntity {
+        id: Some(entity.id.clone()),
+        history,
+        cutoff_ms,
+        ignored_fields: Vec::new(),
+        path_prefix: String::new(),
+    }
+}
+
+/// One entity's fresh scores: by each model it qualifies for.
+pub struct Rescored {
+    pub entity: EntityWithEvents,
+    pub scores: Vec<(ServedModel, Option<RouteChoice>, EntityScore)>,
+}
+
+/// Scores each of `entities` now with every model it qualifies for, one scoring job per
+/// model, with reasons (the stored score keeps them).
+pub async fn rescore(
+    state: &AppState,
+    served: &Served,
+    entities: Vec<EntityWithEvents>,
+    now_ms: TimestampMs,
+) -> Result<Vec<Rescored>, ApiError> {
+    let limits = state.limits();
+    let mut jobs: Vec<(
+        ServedModel,
+        Vec<(usize, Option<RouteChoice>)>,
+        Vec<CheckedEntity>,
+    )> = Vec::new();
+    for (i, entity) in entities.iter().enumerate() {
+        for (model, choice) in qualifying(served, &entity.record) {
+            let job = match jobs
+                .iter()
+                .position(|(m, _, _)| Arc::ptr_eq(&m.model, &model.model))
+            {
+                Some(j) => j,
+                None => {
+                    jobs.push((model.clone(), Vec::new(), Vec::new()));
+                    jobs.len() - 1
+                }
+            };
+            jobs[job].2.push(checked(&model, entity, None, now_ms));
+            jobs[job].1.push((i, choice));
+        }
+    }
+    let mut out: Vec<Rescored> = entities
+        .into_iter()
+        .map(|entity| Rescored {
+            entity,
+            scores: Vec::new(),
+        })
+        .collect();
+    for (model, places, checked) in jobs {
+        let n = checked.len();
+        let options = ScoreOptions {
+            reasons: true,
+            max_reasons: limits.max_reasons,
+            small: n <= limits.inline_max_entities,
+        };
+        let scores = model
+            .model
+            .score(checked, Arc::clone(&model.thresholds), options)
+            .await?;
+        for ((i, choice), mut score) in places.into_iter().zip(scores) {
+            score.id = None;
+            out[i].scores.push((model.clone(), choice, score));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored form of a fresh score.
+pub(crate) fn to_stored(
+    model: &ServedModel,
+    entity: &EntityWithEvents,
+    score: &EntityScore,
+    at_ms: TimestampMs,
+) -> StoredScore {
+    StoredScore {
+        model: model.model.name().to_string(),
+        version: model.model.version().to_owned(),
+        probability: score.probability,
+        score: score.score,
+        grade: score.grade.as_str().to_owned(),
+        sales_ready: score.sales_ready,
+        scored_at_ms: at_ms,
+        events_seen: entity.record.events_appended,
+        reasons: score
+            .reasons
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok()),
+    }
+}
+
+/// Rescores what a write touched, keeps the scores and answers them.
+async fn rescore_and_keep(
+    state: &AppState,
+    served: &Served,
+    store: &Arc<dyn EntityStore>,
+    written: &[Written],
+    now_ms: TimestampMs,
+) -> Result<Vec<Rescored>, ApiError> {
+    let mut histories = Vec::with_capacity(written.len());
+    for w in written {
+        // Erased in between: nothing to score.
+        if let Some(h) = store.history(&w.id).await? {
+            histories.push(h);
+        }
+    }
+    let rescored = rescore(state, served, histories, now_ms).await?;
+    let updates: Vec<ScoreUpdate> = rescored
+        .iter()
+        .flat_map(|r| {
+            r.scores.iter().map(|(model, _, score)| ScoreUpdate {
+                entity: r.entity.id.clone(),
+                score: to_stored(model, &r.entity, score, now_ms),
+            })
+        })
+        .collect();
+    if !updates.is_empty() {
+        store.put_scores(updates).await?;
+    }
+    Ok(rescored)
+}
+
+fn check_id(id: &str, path: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ApiError::bad_request(
+            format!(
+                "{path}: an id is 1 to {MAX_ID_BYTES} bytes, got {}",
+                id.len()
+            ),
+            Some(path),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks profile values against every served model that uses the field.
+fn check_fields(served: &Served, fields: &Fields, path: &str) -> Result<(), ApiError> {
+    for (name, value) in &fields.0 {
+        for m in served.models() {
+            if let Some(&i) = m.model.profile_index().get(name) {
+                m.model
+                    .manifest()
+                    .feature_plan
+                    .encode_profile_value(i, value)
+                    .map_err(|e| {
+                        let field = format!("{path}.{name}");
+                        ApiError::bad_request(
+                            format!("{field}: {} (model {})", feature_text(&e), m.model.name()),
+                            Some(&field),
+                        )
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn feature_text(e: &features::plan::FeatureError) -> String {
+    use features::plan::FeatureError;
+    match e {
+        FeatureError::NotANumber { value, .. } => format!("expected a number, got {value:?}"),
+        FeatureError::NotFinite { value, .. } => format!("{value} is not a finite number"),
+        other => other.to_string(),
+    }
+}
+
+fn check_time(t: Timestamp, clock: RequestClock, path: &str) -> Result<TimestampMs, ApiError> {
+    if t.0 > clock.now_ms.saturating_add(clock.allowed_skew_ms) {
+        return Err(ApiError::bad_request(
+            format!("{path}: {} is in the future", show_time(t.0)),
+            Some(path),
+        ));
+    }
+    Ok(t.0)
+}
+
+/// The events body, checked: one write of every entity it names, in order of first
+/// appearance.
+fn events_batch(
+    served: &Served,
+    body: &[u8],
+    clock: RequestClock,
+    max_batch: usize,
+) -> Result<WriteBatch, ApiError> {
+    let request: EventsRequest = parse_json(body)?;
+    let n = request.events.len();
+    if n > max_batch {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!("events: {n} events, a request may have at most {max_batch}"),
+            field: Some("events".into()),
+        });
+    }
+    let mut writes: Vec<EntityWrite> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    for (i, item) in request.events.into_iter().enumerate() {
+        let at = format!("events[{i}]");
+        check_id(&item.entity, &format!("{at}.entity"))?;
+        if let Some(id) = &item.id {
+            check_id(id, &format!("{at}.id"))?;
+        }
+        if item.event_type.is_empty() {
+            return Err(ApiError::bad_request(
+                format!("{at}.type: an event type is not empty"),
+                Some(&format!("{at}.type")),
+            ));
+        }
+        let ts_ms = check_time(item.ts, clock, &format!("{at}.ts"))?;
+        if let Some(v) = item.value
+            && !features::plan::fits_f32(v)
+        {
+            let path = format!("{at}.value");
+            return Err(ApiError::bad_request(
+                format!("{path}: {v} is not a finite number within ±3.4e38"),
+                Some(&path),
+            ));
+        }
+        if let Some(profile) = &item.profile {
+            check_fields(served, profile, &format!("{at}.profile"))?;
+        }
+        let w = match index.get(&item.entity) {
+            Some(&w) => w,
+            None => {
+                index.insert(item.entity.clone(), writes.len());
+                writes.push(EntityWrite {
+                    id: item.entity.clone(),
+                    ..Default::default()
+                });
+                writes.len() - 1
+            }
+        };
+        let write = &mut writes[w];
+        if let Some(kind) = item.kind {
+            write.kind = Some(kind);
+        }
+        if let Some(profile) = item.profile {
+            write.profile.extend(profile.0);
+        }
+        write.events.push(NewEvent {
+            id: item.id,
+            ts_ms,
+            event_type: item.event_type,
+            channel: item.channel,
+            value: item.value,
+        });
+    }
+    Ok(WriteBatch {
+        entities: writes,
+        now_ms: clock.now_ms,
+    })
+}
+
+/// Writes `batch` and counts it.
+async fn write_counted(
+    state: &AppState,
+    store: &Arc<dyn EntityStore>,
+    batch: WriteBatch,
+) -> Result<Vec<Written>, ApiError> {
+    let start = Instant::now();
+    let written = store.write(batch).await?;
+    let m = state.store_metrics();
+    m.write_latency.observe(start.elapsed().as_secs_f64());
+    use std::sync::atomic::Ordering::Relaxed;
+    for w in &written {
+        m.events_ingested
+            .fetch_add(u64::from(w.events_added), Relaxed);
+        m.duplicates.fetch_add(u64::from(w.duplicates), Relaxed);
+        m.dropped_at_cap
+            .fetch_add(u64::from(w.dropped_at_cap), Relaxed);
+    }
+    Ok(written)
+}
+
+/// `?reasons=` of the store routes (default true).
+fn reasons_query(query: Option<&str>) -> Result<bool, ApiError> {
+    crate::http::wants_reasons(query)
+}
+
+fn written_response(written: &[Written], rescored: &[Rescored]) -> Response {
+    let by_id: std::collections::HashMap<&str, &Rescored> =
+        rescored.iter().map(|r| (r.entity.id.as_str(), r)).collect();
+    let entities: Vec<WrittenEntity<'_>> = written
+        .iter()
+        .map(|w| WrittenEntity {
+            entity: &w.id,
+            kind: w.record.kind.as_str(),
+            created: w.created,
+            events_added: w.events_added,
+            duplicates: w.duplicates,
+            dropped_at_cap: w.dropped_at_cap,
+            scores: by_id
+                .get(w.id.as_str())
+                .map(|r| model_scores(r))
+                .unwrap_or_default(),
+        })
+        .collect();
+    Json(serde_json::json!({ "entities": entities })).into_response()
+}
+
+fn model_scores(r: &Rescored) -> Vec<ModelScore<'_>> {
+    r.scores
+        .iter()
+        .map(|(model, choice, score)| ModelScore {
+            model: ModelRef::from(model),
+            route: choice.as_ref(),
+            score,
+        })
+        .collect()
+}
+
+/// Drops the reasons from the answer (`?reasons=false`); the stored scores keep them.
+fn strip_reasons(rescored: &mut [Rescored]) {
+    for r in rescored {
+        for (_, _, s) in &mut r.scores {
+            s.reasons = None;
+        }
+    }
+}
+
+/// `POST /v1/events`.
+pub async fn post_events(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let served = state.ready()?;
+    let reasons = reasons_query(query.as_deref())?;
+    let body = read_body(&state, &headers, body).await?;
+    let clock = RequestClock::now(&state);
+    let max_batch = state.limits().max_batch;
+    let body_len = body.len();
+    let snapshot = Arc::clone(&served);
+    let batch = off_worker_if_large(body_len, move || {
+        events_batch(&snapshot, &body, clock, max_batch)
+    })
+    .await?;
+    let written = write_counted(&state, &store, batch).await?;
+    let mut rescored = rescore_and_keep(&state, &served, &store, &written, clock.now_ms).await?;
+    if !reasons {
+        strip_reasons(&mut rescored);
+    }
+    Ok(written_response(&written, &rescored))
+}
+
+/// `PUT /v1/entities/{id}`: the profile is replaced.
+pub async fn put_entity(
+    state: State<AppState>,
+    path: Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    set_entity(state, path, query, headers, body, ProfileChange::Replace).await
+}
+
+/// `PATCH /v1/entities/{id}`: the profile is merged.
+pub async fn patch_entity(
+    state: State<AppState>,
+    path: Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    set_entity(state, path, query, headers, body, ProfileChange::Merge).await
+}
+
+async fn set_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+    change: ProfileChange,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let served = state.ready()?;
+    check_id(&id, "id")?;
+    let reasons = reasons_query(query.as_deref())?;
+    let body = read_body(&state, &headers, body).await?;
+    let clock = RequestClock::now(&state);
+    let snapshot = Arc::clone(&served);
+    let write = off_worker_if_large(body.len(), move || {
+        let request: EntityBody = parse_json(&body)?;
+        let created_at_ms = request
+            .created_at
+            .map(|t| check_time(t, clock, "created_at"))
+            .transpose()?;
+        let profile = request.profile.unwrap_or_default();
+        check_fields(&snapshot, &profile, "profile")?;
+        Ok(EntityWrite {
+            id,
+            kind: request.kind,
+            created_at_ms,
+            profile: profile.0,
+            profile_change: change,
+            ..Default::default()
+        })
+    })
+    .await?;
+    let batch = WriteBatch {
+        entities: vec![write],
+        now_ms: clock.now_ms,
+    };
+    let written = write_counted(&state, &store, batch).await?;
+    let mut rescored = rescore_and_keep(&state, &served, &store, &written, clock.now_ms).await?;
+    if !reasons {
+        strip_reasons(&mut rescored);
+    }
+    let status = if written.first().is_some_and(|w| w.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = written_response(&written, &rescored);
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// `POST /v1/outcomes`.
+pub async fn post_outcomes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let body = read_body(&state, &headers, body).await?;
+    let clock = RequestClock::now(&state);
+    let max_batch = state.limits().max_batch;
+    let request = off_worker_if_large(body.len(), move || {
+        let request: OutcomesRequest = parse_json(&body)?;
+        if request.outcomes.len() > max_batch {
+            return Err(ApiError::PayloadTooLarge {
+                message: format!(
+                    "outcomes: {} outcomes, a request may have at most {max_batch}",
+                    request.outcomes.len()
+                ),
+                field: Some("outcomes".into()),
+            });
+        }
+        Ok(request)
+    })
+    .await?;
+    let mut writes: Vec<EntityWrite> = Vec::new();
+    for (i, item) in request.outcomes.into_iter().enumerate() {
+        let at = format!("outcomes[{i}]");
+        check_id(&item.entity, &format!("{at}.entity"))?;
+        let at_ms = check_time(item.ts, clock, &format!("{at}.ts"))?;
+        if store.entity(&item.entity).await?.is_none() {
+            let path = format!("{at}.entity");
+            return Err(ApiError::bad_request(
+                format!(
+                    "{path}: no entity {:?} is stored; send its events or profile first",
+                    item.entity
+                ),
+                Some(&path),
+            ));
+        }
+        let outcome = Outcome {
+            kind: item.outcome,
+            at_ms,
+        };
+        match writes.iter_mut().find(|w| w.id == item.entity) {
+            Some(w) => w.outcomes.push(outcome),
+            None => writes.push(EntityWrite {
+                id: item.entity,
+                outcomes: vec![outcome],
+                ..Default::default()
+            }),
+        }
+    }
+    let written = write_counted(
+        &state,
+        &store,
+        WriteBatch {
+            entities: writes,
+            now_ms: clock.now_ms,
+        },
+    )
+    .await?;
+    let entities: Vec<serde_json::Value> = written
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "entity": w.id,
+                "kind": w.record.kind.as_str(),
+                "open": w.record.is_open(),
+                "outcomes": outcomes_json(&w.record),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "entities": entities })).into_response())
+}
+
+fn outcomes_json(record: &EntityRecord) -> Vec<serde_json::Value> {
+    record
+        .outcomes
+        .iter()
+        .map(|o| serde_json::json!({"type": o.kind.as_str(), "ts": show_time(o.at_ms)}))
+        .collect()
+}
+
+/// `GET /v1/entities/{id}`.
+pub async fn get_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.store()?;
+    let entity = store
+        .entity(&id)
+        .await?
+        .ok_or_else(|| ApiError::UnknownEntity { id: shorten(&id) })?;
+    let r = &entity.record;
+    let profile: serde_json::Map<String, serde_json::Value> = r
+        .profile
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                ProfileValue::Missing => serde_json::Value::Null,
+                ProfileValue::Number(n) => serde_json::json!(n),
+                ProfileValue::Text(t) => serde_json::json!(t),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    let scores: Vec<serde_json::Value> = entity
+        .scores
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "model": s.model,
+                "version": s.version,
+                "probability": s.probability,
+                "score": s.score,
+                "grade": s.grade,
+                "sales_ready": s.sales_ready,
+                "scored_at": show_time(s.scored_at_ms),
+                "reasons": s.reasons,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "id": entity.id,
+        "kind": r.kind.as_str(),
+        "created_at": show_time(r.created_at_ms),
+        "created_at_given": r.created_at_given,
+        "profile": profile,
+        "events": {
+            "count": r.event_count,
+            "first": r.first_event_ms.map(show_time),
+            "last": r.last_event_ms.map(show_time),
+        },
+        "outcomes": outcomes_json(r),
+        "open": r.is_open(),
+        "updated_at": show_time(r.updated_at_ms),
+        "scores": scores,
+    })))
+}
+
+fn shorten(id: &str) -> String {
+    id.chars().take(64).collect()
+}
+
+/// `DELETE /v1/entities/{id}`.
+pub async fn delete_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store()?;
+    if store.erase(&id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::UnknownEntity { id: shorten(&id) })
+    }
+}
+
+/// `GET /v1/entities/{id}/score/{model}`: scored now from what is stored.
+pub async fn score_stored(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let served = state.ready()?;
+    let reasons = reasons_query(query.as_deref())?;
+    let entity = store
+        .history(&id)
+        .await?
+        .ok_or_else(|| ApiError::UnknownEntity { id: shorten(&id) })?;
+    let (model, choice) = if let Some(route) = served.routing().get(&name) {
+        let fields = Fields(
+            entity
+                .record
+                .profile
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        let (model_name, choice) = route.choose(Some(&fields), "", "profile")?;
+        let model = served
+            .get(model_name.as_str())
+            .cloned()
+            .ok_or_else(|| unknown_model(&served, model_name.as_str()))?;
+        (model, Some(choice))
+    } else {
+        let model = served
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| unknown_model(&served, &name))?;
+        (model, None)
+    };
+    let task = model.model.task();
+    if entity.record.kind.task() != task {
+        return Err(ApiError::EntityNotScored {
+            id: shorten(&id),
+            kind: entity.record.kind.as_str(),
+            model: model.model.name().to_string(),
+            scores: match task {
+                features::spec::Task::Propensity => "leads",
+                features::spec::Task::Churn => "customers",
+            },
+        });
+    }
+    let now_ms = RequestClock::now(&state).now_ms;
+    let checked = checked(&model, &entity, None, now_ms);
+    let limits = state.limits();
+    let options = ScoreOptions {
+        reasons,
+        max_reasons: limits.max_reasons,
+        small: limits.inline_max_entities >= 1,
+    };
+    let mut scores = model
+        .model
+        .score(vec![checked], Arc::clone(&model.thresholds), options)
+        .await?;
+    let score = scores.pop().ok_or_else(|| ApiError::Internal {
+        message: "the model returned no score".into(),
+    })?;
+    Ok(Json(serde_json::json!({
+        "entity": entity.id,
+        "model": ModelRef::from(&model),
+        "route": choice,
+        "scored_at": show_time(checked_cutoff(&model, &entity, now_ms)),
+        "events": entity.record.event_count,
+        "probability": score.probability,
+        "score": score.score,
+        "grade": score.grade,
+        "sales_ready": score.sales_ready,
+        "reasons": score.reasons,
+    }))
+    .into_response())
+}
+
+fn checked_cutoff(
+    model: &ServedModel,
+    entity: &EntityWithEvents,
+    now_ms: TimestampMs,
+) -> TimestampMs {
+    checked(model, entity, None, now_ms).cutoff_ms
+}
+
+/// `?limit=N&grade=X` of the queue.
+fn queue_query(query: Option<&str>) -> Result<(usize, Option<models::bundle::Grade>), ApiError> {
+    use models::bundle::Grade;
+    let (mut limit, mut grade) = (20usize, None);
+    for (key, value) in query_pairs(query)? {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            format!("limit: expected a whole number from 1 to 1000, got {value:?}"),
+                            Some("limit"),
+                        )
+                    })?;
+            }
+            "grade" => {
+                grade = Some(match value.as_str() {
+                    "A" => Grade::A,
+                    "B" => Grade::B,
+                    "C" => Grade::C,
+                    "D" => Grade::D,
+                    other => {
+                        return Err(ApiError::bad_request(
+                            format!("grade: expected A, B, C or D, got {other:?}"),
+                            Some("grade"),
+                        ));
+                    }
+                });
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "unknown query parameter {other:?}; the parameters are `limit` and `grade`"
+                    ),
+                    Some(other),
+                ));
+            }
+        }
+    }
+    Ok((limit, grade))
+}
+
+/// `GET /v1/leads/top/{model}`: the sales queue.
+pub async fn top(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    use models::bundle::Grade;
+    let store = Arc::clone(state.store()?);
+    let served = state.ready()?;
+    let model = served
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| unknown_model(&served, &name))?;
+    let (limit, grade) = queue_query(query.as_deref())?;
+    let t = &*model.thresholds;
+    let g = &t.grades;
+    // Grades by the thresholds in force, not those of when the score was kept.
+    let band = grade.map(|grade| match grade {
+        Grade::A => (g.a, f64::INFINITY),
+        Grade::B => (g.b, g.a),
+        Grade::C => (g.c, g.b),
+        Grade::D => (0.0, g.c),
+    });
+    let top = store.top(model.model.name().as_str(), limit, band).await?;
+    let leads: Vec<serde_json::Value> = top
+        .into_iter()
+        .map(|(id, s)| {
+            serde_json::json!({
+                "entity": id,
+                "probability": s.probability,
+                "score": s.score,
+                "grade": t.grade(s.probability),
+                "sales_ready": t.is_sales_ready(s.probability),
+                "version": s.version,
+                "scored_at": show_time(s.scored_at_ms),
+                "reasons": s.reasons,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "model": ModelRef::from(&model),
+        "leads": leads,
+    }))
+    .into_response())
+}
+
+/// `POST /admin/store/reclaim`.
+pub async fn reclaim(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = state.store()?;
+    let start = Instant::now();
+    let before = store.stats().await?.bytes;
+    store.reclaim().await?;
+    let after = store.stats().await?.bytes;
+    Ok(Json(serde_json::json!({
+        "bytes_before": before,
+        "bytes_after": after,
+        "seconds": start.elapsed().as_secs_f64(),
+    }))
+    .into_response())
+}

@@ -1,0 +1,128 @@
+//! The rescoring sweep: scores move with time even without events (recency decays, a
+//! window empties), so the latest score of every entity active within a model's longest
+//! window is recomputed at an interval and kept, and the sales queue stays fresh. The same
+//! pass applies the event retention.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use features::history::DAY_MS;
+use features::spec::Form;
+use serde::Serialize;
+use store::ScoreUpdate;
+
+use crate::entities::{rescore, to_stored};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Entities read and rescored at a time.
+pub const SWEEP_PAGE: usize = 256;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SweepReport {
+    /// Entities rescored.
+    pub entities: u64,
+    /// Scores kept (an entity qualifies for one model or several).
+    pub scores: u64,
+    /// Events dropped by the retention.
+    pub expired_events: u64,
+    pub seconds: f64,
+}
+
+/// Rescores every entity active within the longest window of the event-form models
+/// served, at `now_ms`; with `retention`, first drops events older than that.
+pub async fn sweep_once(
+    state: &AppState,
+    now_ms: i64,
+    retention: Option<Duration>,
+) -> Result<SweepReport, ApiError> {
+    let start = Instant::now();
+    let store = Arc::clone(state.store()?);
+    let mut report = SweepReport::default();
+    if let Some(keep) = retention {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        report.expired_events = store.expire_events(now_ms.saturating_sub(keep_ms)).await?;
+    }
+    let served = state.ready()?;
+    // A tabular model's score moves only with the profile, which a write rescored.
+    let longest_days = served
+        .models()
+        .filter(|m| m.model.manifest().feature_plan.form() == Form::Events)
+        .flat_map(|m| m.model.manifest().feature_plan.data().windows_days.clone())
+        .max();
+    if let Some(days) = longest_days {
+        let since = now_ms.saturating_sub(i64::from(days).saturating_mul(DAY_MS));
+        let mut cursor = None;
+        loop {
+            let page = store
+                .active_since(since, cursor.clone(), SWEEP_PAGE)
+                .await?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            cursor = Some(last);
+            let mut histories = Vec::with_capacity(page.len());
+            for (_, id) in &page {
+                if let Some(h) = store.history(id).await? {
+                    histories.push(h);
+                }
+            }
+            let rescored = rescore(state, &served, histories, now_ms).await?;
+            let updates: Vec<ScoreUpdate> = rescored
+                .iter()
+                .flat_map(|r| {
+                    r.scores.iter().map(|(model, _, score)| ScoreUpdate {
+                        entity: r.entity.id.clone(),
+                        score: to_stored(model, &r.entity, score, now_ms),
+                    })
+                })
+                .collect();
+            report.entities += rescored.len() as u64;
+            report.scores += updates.len() as u64;
+            if !updates.is_empty() {
+                store.put_scores(updates).await?;
+            }
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    let m = state.store_metrics();
+    m.sweeps.fetch_add(1, Ordering::Relaxed);
+    m.last_sweep_seconds
+        .store(report.seconds.to_bits(), Ordering::Relaxed);
+    m.last_sweep_entities
+        .store(report.entities, Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Sweeps every `interval` until the process ends; a failed sweep is logged and the next
+/// one runs on time.
+pub fn spawn(
+    state: AppState,
+    interval: Duration,
+    retention: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if state.ready().is_err() {
+                continue;
+            }
+            let now_ms = crate::http::now_ms();
+            match sweep_once(&state, now_ms, retention).await {
+                Ok(r) => tracing::info!(
+                    entities = r.entities,
+                    scores = r.scores,
+                    expired_events = r.expired_events,
+                    seconds = r.seconds,
+                    "sweep"
+                ),
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+    })
+}

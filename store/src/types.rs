@@ -1,0 +1,281 @@
+//! What the store holds and what a write says.
+
+use std::collections::BTreeMap;
+
+use features::history::{EntityHistory, Event, ProfileValue, TimestampMs};
+use features::spec::Task;
+use serde::{Deserialize, Serialize};
+
+/// What an entity is, and so which models score it: a lead is scored by the propensity
+/// models, a customer by the churn models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Lead,
+    Customer,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Lead => "lead",
+            Kind::Customer => "customer",
+        }
+    }
+
+    /// The models of this task score entities of this kind.
+    pub fn task(self) -> Task {
+        match self {
+            Kind::Lead => Task::Propensity,
+            Kind::Customer => Task::Churn,
+        }
+    }
+
+    /// The outcome that closes an entity of this kind (it leaves the sales queue).
+    pub fn closing_outcome(self) -> OutcomeKind {
+        match self {
+            Kind::Lead => OutcomeKind::Converted,
+            Kind::Customer => OutcomeKind::Churned,
+        }
+    }
+}
+
+/// What happened to an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeKind {
+    Converted,
+    Churned,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Converted => "converted",
+            OutcomeKind::Churned => "churned",
+        }
+    }
+}
+
+/// An outcome and when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub at_ms: TimestampMs,
+}
+
+/// An event as sent: the client's id, when given, makes sending it again harmless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub ts_ms: TimestampMs,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+impl NewEvent {
+    /// The event as the feature kernel reads it.
+    pub fn to_event(&self) -> Event {
+        Event {
+            ts_ms: self.ts_ms,
+            event_type: self.event_type.clone(),
+            channel: self.channel.clone(),
+            value: self.value,
+        }
+    }
+}
+
+/// How a write changes an entity's profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProfileChange {
+    /// The fields given are set; a field given as missing (`null`) is removed; the rest
+    /// stay (`PATCH`, and profile fields sent with events).
+    #[default]
+    Merge,
+    /// The fields given become the whole profile (`PUT`).
+    Replace,
+}
+
+/// Everything one write does to one entity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityWrite {
+    pub id: String,
+    /// Set the kind (only when given; a new entity without one is a lead).
+    pub kind: Option<Kind>,
+    /// Set the creation time. A new entity without one is created at its earliest event
+    /// (or, with none, at `now_ms`), and moves back with any earlier event until a creation
+    /// time is given.
+    pub created_at_ms: Option<TimestampMs>,
+    pub profile: Vec<(String, ProfileValue)>,
+    pub profile_change: ProfileChange,
+    pub events: Vec<NewEvent>,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// One write: any number of entities, applied all or nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub entities: Vec<EntityWrite>,
+    /// The writer's clock: an entity's `updated_at`, and its creation time when nothing
+    /// else gives one.
+    pub now_ms: TimestampMs,
+}
+
+/// An entity as stored, without its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub kind: Kind,
+    pub created_at_ms: TimestampMs,
+    /// Whether the creation time was given (else it follows the earliest event).
+    pub created_at_given: bool,
+    pub profile: BTreeMap<String, ProfileValue>,
+    pub outcomes: Vec<Outcome>,
+    /// Events stored now.
+    pub event_count: u64,
+    pub first_event_ms: Option<TimestampMs>,
+    pub last_event_ms: Option<TimestampMs>,
+    /// Events ever appended (stored or dropped since): a score computed from more of them
+    /// is newer.
+    pub events_appended: u64,
+    pub updated_at_ms: TimestampMs,
+}
+
+impl EntityRecord {
+    /// Not yet converted (a lead) or churned (a customer): in the sales queue.
+    pub fn is_open(&self) -> bool {
+        let closing = self.kind.closing_outcome();
+        !self.outcomes.iter().any(|o| o.kind == closing)
+    }
+
+    /// When the entity last did something (its last event, else its creation).
+    pub fn last_active_ms(&self) -> TimestampMs {
+        self.last_event_ms.unwrap_or(self.created_at_ms)
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub ts_ms: TimestampMs,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+/// An entity with its whole stored history, events in time order (ties in arrival order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityWithEvents {
+    pub id: String,
+    pub record: EntityRecord,
+    pub events: Vec<StoredEvent>,
+}
+
+impl EntityWithEvents {
+    /// The history the feature kernel reads, with the profile in `fields`' order.
+    pub fn to_history(&self, fields: &[String]) -> EntityHistory {
+        EntityHistory {
+            created_at_ms: self.record.created_at_ms,
+            profile: fields
+                .iter()
+                .map(|f| {
+                    self.record
+                        .profile
+                        .get(f)
+                        .cloned()
+                        .unwrap_or(ProfileValue::Missing)
+                })
+                .collect(),
+            events: self
+                .events
+                .iter()
+                .map(|e| Event {
+                    ts_ms: e.ts_ms,
+                    event_type: e.event_type.clone(),
+                    channel: e.channel.clone(),
+                    value: e.value,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A model's latest score of an entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredScore {
+    pub model: String,
+    pub version: String,
+    pub probability: f64,
+    pub score: u8,
+    pub grade: String,
+    pub sales_ready: bool,
+    /// The moment it was scored at.
+    pub scored_at_ms: TimestampMs,
+    /// [`EntityRecord::events_appended`] when it was scored.
+    pub events_seen: u64,
+    /// The reasons, as the server gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<serde_json::Value>,
+}
+
+/// A score to keep as an entity's latest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreUpdate {
+    pub entity: String,
+    pub score: StoredScore,
+}
+
+/// An entity and its latest scores, by model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEntity {
+    pub id: String,
+    pub record: EntityRecord,
+    pub scores: Vec<StoredScore>,
+}
+
+/// What one write did to one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub id: String,
+    /// The write created it.
+    pub created: bool,
+    pub events_added: u32,
+    /// Events whose client id was already stored (or repeated in the batch).
+    pub duplicates: u32,
+    /// The oldest events dropped to keep the entity within the per-entity cap.
+    pub dropped_at_cap: u32,
+    pub record: EntityRecord,
+}
+
+/// Counts and sizes of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StoreStats {
+    pub entities: u64,
+    pub events: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// What a store keeps at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Events per entity: past it, the oldest are dropped as new ones arrive (the feature
+    /// windows look at recent activity; the count over the whole history is capped).
+    pub max_events_per_entity: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_events_per_entity: 10_000,
+        }
+    }
+}
