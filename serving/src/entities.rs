@@ -45,8 +45,8 @@ use crate::request::{CheckedEntity, Fields, Timestamp, parse_json, present, show
 use crate::routing::RouteChoice;
 use crate::state::{AppState, Served, ServedModel};
 
-/// Longest entity or event id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest entity or event id, in characters.
+pub const MAX_ID_CHARS: usize = 256;
 
 /// `POST /v1/events` body.
 #[derive(Debug, Deserialize)]
@@ -324,12 +324,10 @@ async fn rescore_and_keep(
 }
 
 fn check_id(id: &str, path: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_ID_CHARS {
         return Err(ApiError::bad_request(
-            format!(
-                "{path}: an id is 1 to {MAX_ID_BYTES} bytes, got {}",
-                id.len()
-            ),
+            format!("{path}: an id is 1 to {MAX_ID_CHARS} characters, got {n}"),
             Some(path),
         ));
     }
@@ -650,14 +648,10 @@ pub async fn post_outcomes(
         check_id(&item.entity, &format!("{at}.entity"))?;
         let at_ms = check_time(item.ts, clock, &format!("{at}.ts"))?;
         if store.entity(&item.entity).await?.is_none() {
-            let path = format!("{at}.entity");
-            return Err(ApiError::bad_request(
-                format!(
-                    "{path}: no entity {:?} is stored; send its events or profile first",
-                    item.entity
-                ),
-                Some(&path),
-            ));
+            return Err(ApiError::UnknownEntity {
+                id: shorten(&item.entity),
+                field: Some(format!("{at}.entity")),
+            });
         }
         let outcome = Outcome {
             kind: item.outcome,
@@ -712,7 +706,10 @@ pub async fn get_entity(
     let entity = store
         .entity(&id)
         .await?
-        .ok_or_else(|| ApiError::UnknownEntity { id: shorten(&id) })?;
+        .ok_or_else(|| ApiError::UnknownEntity {
+            id: shorten(&id),
+            field: None,
+        })?;
     let r = &entity.record;
     let profile: serde_json::Map<String, serde_json::Value> = r
         .profile
@@ -773,7 +770,10 @@ pub async fn delete_entity(
     if store.erase(&id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::UnknownEntity { id: shorten(&id) })
+        Err(ApiError::UnknownEntity {
+            id: shorten(&id),
+            field: None,
+        })
     }
 }
 
@@ -789,7 +789,10 @@ pub async fn score_stored(
     let entity = store
         .history(&id)
         .await?
-        .ok_or_else(|| ApiError::UnknownEntity { id: shorten(&id) })?;
+        .ok_or_else(|| ApiError::UnknownEntity {
+            id: shorten(&id),
+            field: None,
+        })?;
     let (model, choice) = if let Some(route) = served.routing().get(&name) {
         let fields = Fields(
             entity

@@ -109,9 +109,10 @@ pub enum ApiError {
          statistics were), so its drift cannot be measured; retrain to get one"
     )]
     NoDriftReference { model: String, version: String },
-    /// The entity store holds nothing under this id.
-    #[error("no entity {id:?} is stored")]
-    UnknownEntity { id: String },
+    /// The entity store holds nothing under this id; `field` names where the request gave
+    /// it, when it was in the body.
+    #[error("{}no entity {id:?} is stored", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    UnknownEntity { id: String, field: Option<String> },
     /// The server was started without an entity store.
     #[error("this server keeps no entity store (it was started with --no-store)")]
     NoStore,
@@ -169,9 +170,9 @@ impl ApiError {
 
     fn field(&self) -> Option<&str> {
         match self {
-            Self::BadRequest { field, .. } | Self::PayloadTooLarge { field, .. } => {
-                field.as_deref()
-            }
+            Self::BadRequest { field, .. }
+            | Self::PayloadTooLarge { field, .. }
+            | Self::UnknownEntity { field, .. } => field.as_deref(),
             _ => None,
         }
     }
