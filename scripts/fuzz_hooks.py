@@ -67,6 +67,36 @@ def _fix_entity(entity, now, rng):
         entity["created_at"] = entity["as_of"]
 
 
+# The store routes keep CRM times and refuse those before 1900 (they answer times as RFC 3339
+# text, which has no year before 0000).
+STORE_EARLIEST_MS = -2_208_988_800_000
+STORE_PATHS = ("/v1/events", "/v1/entities", "/v1/outcomes")
+
+
+def _not_before_1900(value, rng):
+    """`value` moved after 1900 (kept in its own form) when it is a valid earlier time."""
+    ms = _as_ms(value)
+    if ms is None or ms >= STORE_EARLIEST_MS:
+        return value
+    later = STORE_EARLIEST_MS + rng.randrange(0, 100 * 365 * 86_400_000)
+    if isinstance(value, (int, float)):
+        return later
+    return datetime.datetime.fromtimestamp(later / 1000, datetime.timezone.utc).isoformat()
+
+
+def _floor_store_times(body, rng):
+    if not isinstance(body, dict):
+        return
+    if "created_at" in body:
+        body["created_at"] = _not_before_1900(body["created_at"], rng)
+    for key in ("events", "outcomes"):
+        items = body.get(key)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and "ts" in item:
+                    item["ts"] = _not_before_1900(item["ts"], rng)
+
+
 @schemathesis.hook
 def map_body(ctx, body):
     now = _now_ms()
@@ -76,5 +106,15 @@ def map_body(ctx, body):
             for entity in body["entities"]:
                 _fix_entity(entity, now, rng)
         else:
+            # A score request's entity, `PUT`/`PATCH /v1/entities/{id}` (`created_at`) and
+            # `POST /v1/events` (`events[*].ts`).
             _fix_entity(body, now, rng)
+        outcomes = body.get("outcomes")
+        if isinstance(outcomes, list):
+            for outcome in outcomes:
+                if isinstance(outcome, dict) and "ts" in outcome:
+                    outcome["ts"] = _past(outcome["ts"], now, rng)
+    path = getattr(getattr(ctx, "operation", None), "path", "") or ""
+    if path.startswith(STORE_PATHS):
+        _floor_store_times(body, rng)
     return body

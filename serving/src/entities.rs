@@ -365,7 +365,17 @@ fn feature_text(e: &features::plan::FeatureError) -> String {
     }
 }
 
+/// 1900-01-01T00:00:00Z: the store refuses earlier times (a CRM time before it is a
+/// mistake, and RFC 3339 text, which the store answers, has no year before 0000).
+pub const EARLIEST_STORED_MS: TimestampMs = -2_208_988_800_000;
+
 fn check_time(t: Timestamp, clock: RequestClock, path: &str) -> Result<TimestampMs, ApiError> {
+    if t.0 < EARLIEST_STORED_MS {
+        return Err(ApiError::bad_request(
+            format!("{path}: {} is before 1900", show_time(t.0)),
+            Some(path),
+        ));
+    }
     if t.0 > clock.now_ms.saturating_add(clock.allowed_skew_ms) {
         return Err(ApiError::bad_request(
             format!("{path}: {} is in the future", show_time(t.0)),
@@ -386,10 +396,10 @@ fn events_batch(
     let request: EventsRequest = parse_json(body)?;
     let n = request.events.len();
     if n > max_batch {
-        return Err(ApiError::PayloadTooLarge {
-            message: format!("events: {n} events, a request may have at most {max_batch}"),
-            field: Some("events".into()),
-        });
+        return Err(ApiError::bad_request(
+            format!("events: {n} events, a request may have at most {max_batch}"),
+            Some("events"),
+        ));
     }
     let mut writes: Vec<EntityWrite> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = Default::default();
@@ -631,13 +641,13 @@ pub async fn post_outcomes(
     let request = off_worker_if_large(body.len(), move || {
         let request: OutcomesRequest = parse_json(&body)?;
         if request.outcomes.len() > max_batch {
-            return Err(ApiError::PayloadTooLarge {
-                message: format!(
+            return Err(ApiError::bad_request(
+                format!(
                     "outcomes: {} outcomes, a request may have at most {max_batch}",
                     request.outcomes.len()
                 ),
-                field: Some("outcomes".into()),
-            });
+                Some("outcomes"),
+            ));
         }
         Ok(request)
     })

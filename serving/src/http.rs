@@ -906,7 +906,10 @@ async fn openapi(State(state): State<AppState>) -> Response {
             "$ref": format!("#/components/schemas/{form}"),
         });
     }
-    schemas["Batch"]["properties"]["entities"]["maxItems"] = state.limits().max_batch.into();
+    let max_batch = state.limits().max_batch;
+    schemas["Batch"]["properties"]["entities"]["maxItems"] = max_batch.into();
+    schemas["EventsRequest"]["properties"]["events"]["maxItems"] = max_batch.into();
+    schemas["OutcomesRequest"]["properties"]["outcomes"]["maxItems"] = max_batch.into();
     // The names this server answers to: its models, and for the score routes its routes.
     let models: Vec<String> = served
         .models()

@@ -463,7 +463,8 @@ async fn bad_input_is_refused_naming_the_field_and_writes_nothing() {
         Some(&json!({"events": many})),
     )
     .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["field"], "events");
     let (status, err) = call(
         &s.app,
         "PUT",

@@ -9,12 +9,15 @@
 //! * [`RedbStore`]: the embedded backend, a [redb](https://www.redb.org) file with group
 //!   commit (one writer thread commits every write that queued while it flushed).
 //! * [`contract`]: the contract tests every backend passes, unchanged.
+//! * [`files`]: a dataset spec's history imported into a store, and a store exported as the
+//!   files and spec the trainer reads.
 //!
 //! The store knows nothing of models beyond their names: the server decides which models
 //! an entity qualifies for, scores it, and hands the scores back with
 //! [`EntityStore::put_scores`].
 
 pub mod contract;
+pub mod files;
 mod redb_store;
 mod types;
 

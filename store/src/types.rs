@@ -1,7 +1,5 @@
 //! What the store holds and what a write says.
 
-use std::collections::BTreeMap;
-
 use features::history::{EntityHistory, Event, ProfileValue, TimestampMs};
 use features::spec::Task;
 use serde::{Deserialize, Serialize};
@@ -133,7 +131,7 @@ pub struct EntityRecord {
     pub created_at_ms: TimestampMs,
     /// Whether the creation time was given (else it follows the earliest event).
     pub created_at_given: bool,
-    pub profile: BTreeMap<String, ProfileValue>,
+    pub profile: Profile,
     pub outcomes: Vec<Outcome>,
     /// Events stored now.
     pub event_count: u64,
@@ -155,6 +153,51 @@ impl EntityRecord {
     /// When the entity last did something (its last event, else its creation).
     pub fn last_active_ms(&self) -> TimestampMs {
         self.last_event_ms.unwrap_or(self.created_at_ms)
+    }
+}
+
+/// Profile fields in the order they were first sent (an export writes its columns in that
+/// order, and a feature plan's column order follows the file's).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Profile(Vec<(String, ProfileValue)>);
+
+impl Profile {
+    pub fn get(&self, name: &str) -> Option<&ProfileValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Sets `name`; a new field goes last.
+    pub fn insert(&mut self, name: String, value: ProfileValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Fields in the order they were first sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ProfileValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(n, _)| n)
     }
 }
 

@@ -2,6 +2,8 @@
 //! libraries: it parses the command line, reports progress and turns library errors into
 //! readable messages.
 
+mod cli_store;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -109,6 +111,40 @@ enum Command {
         registry: PathBuf,
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+    /// Load a dataset's history (entities, events, outcomes) into an entity store, so the
+    /// server's sales queue is right the day it starts. Stop the server first (the store is
+    /// one process's); running it twice stores nothing twice.
+    Import {
+        /// Dataset spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Folder the spec's relative file paths are read from (default: the spec's own
+        /// folder).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Entity store folder (the server's `--store`).
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Write what an entity store holds as entities, events and outcomes files with a
+    /// dataset spec that `train` reads (a running server does the same at
+    /// `POST /admin/store/export`).
+    Export {
+        /// Entity store folder (the server's `--store`).
+        #[arg(long)]
+        store: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// The entities to write: propensity (leads) or churn (customers) [default: the
+        /// task of `--like`, else propensity].
+        #[arg(long, value_parser = parse_task)]
+        task: Option<features::spec::Task>,
+        /// The spec the model was trained from: the export keeps its name, label, cutoffs,
+        /// feature options and column kinds.
+        #[arg(long)]
+        like: Option<PathBuf>,
     },
     /// Write score requests (the server's JSON body, one per line) for entities of a
     /// dataset, at the moment its spec scores them, with the events before it only.
@@ -486,6 +522,17 @@ fn main() -> Result<ExitCode> {
         Command::Thresholds(args) => thresholds_command(&args)?,
         Command::Registry { registry, command } => registry_command(&registry, command)?,
         Command::Drift(args) => return drift_command(&args),
+        Command::Import {
+            spec,
+            data_dir,
+            store,
+        } => cli_store::import(&spec, data_dir, &store)?,
+        Command::Export {
+            store,
+            out,
+            task,
+            like,
+        } => cli_store::export(&store, &out, task, like.as_deref())?,
         Command::Requests {
             spec,
             data_dir,
@@ -906,6 +953,14 @@ fn write_routing(
         ),
     }
     Ok(())
+}
+
+fn parse_task(text: &str) -> Result<features::spec::Task, String> {
+    match text {
+        "propensity" => Ok(features::spec::Task::Propensity),
+        "churn" => Ok(features::spec::Task::Churn),
+        other => Err(format!("{other:?}: use propensity or churn")),
+    }
 }
 
 fn parse_segments(text: &str) -> Result<Segments, String> {
