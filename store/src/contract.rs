@@ -120,10 +120,11 @@ pub async fn profiles_merge_and_replace(store: &dyn EntityStore) {
     assert_eq!(
         profile,
         vec![
-            ("country", &ProfileValue::Text("DE".into())),
             ("employees", &ProfileValue::Number(150.0)),
+            ("country", &ProfileValue::Text("DE".into())),
         ],
-        "a merge sets what it gives, removes what it gives as null, keeps the rest"
+        "a merge sets what it gives, removes what it gives as null, keeps the rest, \
+         in the order first sent"
     );
     store
         .write(write(
