@@ -426,8 +426,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_routing(settings.routing.clone()),
     );
     state.set_reloader(Arc::clone(&reloader));
-    if let Some(open) = settings.store.clone() {
+    if let Some(mut open) = settings.store.clone() {
         let dir = open.dir.clone();
+        // Commits use quick repair: a file a crash left opens without the full repair walk.
+        // Should one ever be needed, it is said, once.
+        let said = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        open.on_repair = Some(Arc::new(move || {
+            if !said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("the entity store's file needed a full repair on opening");
+            }
+        }));
         let store = tokio::task::spawn_blocking(move || store::RedbStore::open(open))
             .await
             .context("opening the entity store")??;
