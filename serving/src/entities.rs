@@ -11,6 +11,8 @@
 //! | `GET /v1/entities/{id}/score/{model}` | client | scored now from the stored history, with reasons |
 //! | `GET /v1/leads/top/{model}` | client | the sales queue: the open entities with the highest latest score (`?limit=N&grade=A`) |
 //! | `POST /admin/store/reclaim` | admin | rewrites the store's file so nothing erased remains in it |
+//! | `POST /admin/store/sweep` | admin | runs the rescoring sweep now ([`crate::sweep`]) and says what it did |
+//! | `POST /admin/store/export` | admin | writes what the store holds as files `leadscore-train train` reads ([`store::files::export`]), in a new folder on the server's disk |
 //!
 //! **Which models score an entity.** An entity's kind (`lead` by default, or `customer`)
 //! picks the task: leads are scored by the propensity models, customers by the churn
@@ -976,6 +978,116 @@ pub async fn reclaim(State(state): State<AppState>) -> Result<Response, ApiError
     Ok(Json(serde_json::json!({
         "bytes_before": before,
         "bytes_after": after,
+        "seconds": start.elapsed().as_secs_f64(),
+    }))
+    .into_response())
+}
+
+/// `POST /admin/store/sweep`: one rescoring sweep now (the retention is the background
+/// sweep's business).
+pub async fn sweep_now(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.store()?;
+    let report = crate::sweep::sweep_once(&state, crate::http::now_ms(), None).await?;
+    Ok(Json(report).into_response())
+}
+
+/// `POST /admin/store/export` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// The new folder's name in the server's export folder (`<store>/exports`): letters,
+    /// digits, `.`, `_` and `-`, not starting with a dot.
+    pub name: String,
+    /// `propensity` (leads, the default) or `churn` (customers).
+    #[serde(default)]
+    pub task: Option<features::spec::Task>,
+    /// The spec the model was trained from, on the server's disk: the export keeps its name,
+    /// label, cutoffs, feature options and column kinds.
+    #[serde(default)]
+    pub like: Option<std::path::PathBuf>,
+}
+
+fn check_export_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            format!(
+                "name: {:?} is not a folder name: 1 to 100 letters, digits, `.`, `_` or `-`, \
+                 not starting with a dot",
+                name.chars().take(100).collect::<String>()
+            ),
+            Some("name"),
+        ))
+    }
+}
+
+/// `POST /admin/store/export`: the loop closes from a running server.
+pub async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let root = state.export_dir().ok_or(ApiError::NoStore)?.to_path_buf();
+    let body = read_body(&state, &headers, body).await?;
+    let request: ExportRequest = parse_json(&body)?;
+    check_export_name(&request.name)?;
+    let out = root.join(&request.name);
+    if out.exists() {
+        return Err(ApiError::bad_request(
+            format!("name: {} exists already; name a new folder", request.name),
+            Some("name"),
+        ));
+    }
+    let like = match &request.like {
+        None => None,
+        Some(path) => Some(features::spec::DatasetSpec::from_file(path).map_err(|e| {
+            // The reason may quote the file: logged, not answered.
+            tracing::warn!(error = %e, "export: the like spec cannot be read");
+            ApiError::bad_request(
+                format!(
+                    "like: {} is not a dataset spec this server reads (its log says why)",
+                    path.display()
+                ),
+                Some("like"),
+            )
+        })?),
+    };
+    let task = request
+        .task
+        .or(like.as_ref().map(|s| s.task))
+        .unwrap_or(features::spec::Task::Propensity);
+    let start = Instant::now();
+    let runtime = tokio::runtime::Handle::current();
+    let folder = out.clone();
+    // Writing Parquet files is blocking work: off the async workers.
+    let report = tokio::task::spawn_blocking(move || {
+        runtime.block_on(store::files::export(
+            store.as_ref(),
+            &folder,
+            task,
+            like.as_ref(),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal {
+        message: format!("export task failed: {e}"),
+    })?
+    .map_err(|e| ApiError::Internal {
+        message: format!("export to {}: {e}", out.display()),
+    })?;
+    Ok(Json(serde_json::json!({
+        "spec": report.spec,
+        "entities": report.entities,
+        "events": report.events,
+        "outcomes": report.outcomes,
         "seconds": start.elapsed().as_secs_f64(),
     }))
     .into_response())

@@ -90,6 +90,8 @@ pub fn app(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/reload", post(reload))
         .route("/admin/store/reclaim", post(entities::reclaim))
+        .route("/admin/store/sweep", post(entities::sweep_now))
+        .route("/admin/store/export", post(entities::export))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Scope::Admin),
             require_key,
@@ -136,6 +138,8 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "leads", "top", _] => "/v1/leads/top/{model}",
         ["admin", "reload"] => "/admin/reload",
         ["admin", "store", "reclaim"] => "/admin/store/reclaim",
+        ["admin", "store", "sweep"] => "/admin/store/sweep",
+        ["admin", "store", "export"] => "/admin/store/export",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["metrics"] => "/metrics",

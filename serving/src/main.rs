@@ -441,6 +441,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .context("opening the entity store")??;
         tracing::info!(store = %dir.display(), "entity store open");
         state.set_store(Arc::new(store));
+        state.set_export_dir(dir.join("exports"));
         serving::sweep::spawn(state.clone(), settings.sweep_interval, settings.retention);
     }
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.

@@ -31,7 +31,7 @@ use models::drift::DriftReport;
 
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 19] = [
     "/v1/score/{model}",
     "/v1/score/{model}/batch",
     "/v1/models",
@@ -44,6 +44,8 @@ pub const ROUTES: [&str; 17] = [
     "/v1/leads/top/{model}",
     "/admin/reload",
     "/admin/store/reclaim",
+    "/admin/store/sweep",
+    "/admin/store/export",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -174,6 +174,7 @@ struct Inner {
     metrics: Metrics,
     reloader: OnceLock<Arc<Reloader>>,
     store: OnceLock<Arc<dyn store::EntityStore>>,
+    export_dir: OnceLock<std::path::PathBuf>,
     store_metrics: crate::metrics::StoreMetrics,
 }
 
@@ -196,6 +197,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 reloader: OnceLock::new(),
                 store: OnceLock::new(),
+                export_dir: OnceLock::new(),
                 store_metrics: Default::default(),
             }),
         }
@@ -249,6 +251,15 @@ impl AppState {
     /// The entity store, or [`ApiError::NoStore`].
     pub fn store(&self) -> Result<&Arc<dyn store::EntityStore>, ApiError> {
         self.inner.store.get().ok_or(ApiError::NoStore)
+    }
+
+    /// Where `POST /admin/store/export` writes (set once, at start).
+    pub fn set_export_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.inner.export_dir.set(dir);
+    }
+
+    pub fn export_dir(&self) -> Option<&std::path::Path> {
+        self.inner.export_dir.get().map(std::path::PathBuf::as_path)
     }
 
     /// Whether an entity store is kept.

@@ -61,6 +61,7 @@ fn server(with_store: bool) -> Server {
     if with_store {
         let store = RedbStore::open(StoreOpen::new(store_dir.path())).expect("store");
         state.set_store(Arc::new(store));
+        state.set_export_dir(store_dir.path().join("exports"));
     }
     Server {
         app: app(state.clone()),
@@ -609,4 +610,91 @@ async fn an_erased_entity_leaves_the_store_file_once_reclaimed() {
     let (status, entity) = call(&s.app, "GET", "/v1/entities/keep-3", CLIENT_KEY, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(entity["events"]["count"], 3);
+}
+
+#[tokio::test]
+async fn a_running_server_exports_what_it_holds_for_training() {
+    if !ort_available() {
+        return;
+    }
+    let s = server(true);
+    let now = now_ms();
+    for i in 0..3 {
+        let mut events = lead_events(&format!("L-{i}"), 4, now);
+        events[0]["profile"] = lead_profile("webinar");
+        call(
+            &s.app,
+            "POST",
+            "/v1/events",
+            CLIENT_KEY,
+            Some(&json!({"events": events})),
+        )
+        .await;
+    }
+    let converted = json!({"outcomes": [{"entity": "L-1", "type": "converted", "ts": now - 10}]});
+    call(&s.app, "POST", "/v1/outcomes", CLIENT_KEY, Some(&converted)).await;
+    let (status, body) = call(
+        &s.app,
+        "POST",
+        "/admin/store/export",
+        ADMIN_KEY,
+        Some(&json!({"name": "nightly-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["entities"].as_u64(),
+            body["events"].as_u64(),
+            body["outcomes"].as_u64()
+        ),
+        (Some(3), Some(12), Some(1))
+    );
+    let spec_path = s.store_dir.path().join("exports/nightly-1/spec.toml");
+    let spec = features::spec::DatasetSpec::from_file(&spec_path).expect("the exported spec reads");
+    let data = features::load::load_dataset(&spec).expect("the exported files load");
+    assert_eq!(data.entities.height(), 3);
+    assert_eq!(data.outcomes.as_ref().map(|o| o.height()), Some(1));
+    assert_eq!(
+        data.profile_columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        // `json!` writes an object's keys in alphabetical order: the order they were sent.
+        [
+            "annual_revenue_musd",
+            "country",
+            "employee_band",
+            "industry",
+            "job_title",
+            "lead_source",
+            "seniority"
+        ],
+        "the columns in the order first sent"
+    );
+    for (body, field) in [
+        (json!({"name": "nightly-1"}), "name"),
+        (json!({"name": "../escape"}), "name"),
+        (json!({"name": "x", "like": "/nowhere/spec.toml"}), "like"),
+    ] {
+        let (status, err) = call(
+            &s.app,
+            "POST",
+            "/admin/store/export",
+            ADMIN_KEY,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["error"]["field"], field);
+    }
+    let (status, _) = call(
+        &s.app,
+        "POST",
+        "/admin/store/export",
+        CLIENT_KEY,
+        Some(&json!({"name": "y"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
