@@ -215,6 +215,14 @@ pub struct Rescored {
     pub scores: Vec<(ServedModel, Option<RouteChoice>, EntityScore)>,
 }
 
+/// The entities one model scores in one call: where each came from in the request, by
+/// which route, and its checked row.
+type ScoringJob = (
+    ServedModel,
+    Vec<(usize, Option<RouteChoice>)>,
+    Vec<CheckedEntity>,
+);
+
 /// Scores each of `entities` now with every model it qualifies for, one scoring job per
 /// model, with reasons (the stored score keeps them).
 pub async fn rescore(
@@ -224,11 +232,7 @@ pub async fn rescore(
     now_ms: TimestampMs,
 ) -> Result<Vec<Rescored>, ApiError> {
     let limits = state.limits();
-    let mut jobs: Vec<(
-        ServedModel,
-        Vec<(usize, Option<RouteChoice>)>,
-        Vec<CheckedEntity>,
-    )> = Vec::new();
+    let mut jobs: Vec<ScoringJob> = Vec::new();
     for (i, entity) in entities.iter().enumerate() {
         for (model, choice) in qualifying(served, &entity.record) {
             let job = match jobs

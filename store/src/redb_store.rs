@@ -730,7 +730,7 @@ fn apply_write(
                 record.event_count -= 1;
                 dropped += 1;
             }
-            record.first_event_ms = first_event(&events, &id).map_err(|e| err(e))?;
+            record.first_event_ms = first_event(&events, &id).map_err(&err)?;
         }
         for outcome in outcomes {
             if !record.outcomes.contains(&outcome) {
