@@ -1045,10 +1045,9 @@ pub async fn export(
     check_export_name(&request.name)?;
     let out = root.join(&request.name);
     if out.exists() {
-        return Err(ApiError::bad_request(
-            format!("name: {} exists already; name a new folder", request.name),
-            Some("name"),
-        ));
+        return Err(ApiError::ExportExists {
+            name: request.name.clone(),
+        });
     }
     let like = match &request.like {
         None => None,

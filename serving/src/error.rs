@@ -31,6 +31,7 @@ pub enum ErrorKind {
     UnknownEntity,
     NoStore,
     EntityNotScored,
+    ExportExists,
     StoreUnavailable,
     NotReady,
     Internal,
@@ -46,7 +47,7 @@ impl ErrorKind {
             Self::NotFound | Self::UnknownModel | Self::UnknownEntity | Self::NoStore => {
                 StatusCode::NOT_FOUND
             }
-            Self::EntityNotScored => StatusCode::CONFLICT,
+            Self::EntityNotScored | Self::ExportExists => StatusCode::CONFLICT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -124,6 +125,9 @@ pub enum ApiError {
         model: String,
         scores: &'static str,
     },
+    /// An export of this name was made already (its folder exists); nothing was written.
+    #[error("name: an export {name:?} exists already; name a new one")]
+    ExportExists { name: String },
     /// The entity store failed; nothing of the request was written. `message` is logged.
     #[error("the entity store failed; nothing of this request was written")]
     StoreUnavailable { message: String },
@@ -162,6 +166,7 @@ impl ApiError {
             Self::UnknownEntity { .. } => ErrorKind::UnknownEntity,
             Self::NoStore => ErrorKind::NoStore,
             Self::EntityNotScored { .. } => ErrorKind::EntityNotScored,
+            Self::ExportExists { .. } => ErrorKind::ExportExists,
             Self::StoreUnavailable { .. } => ErrorKind::StoreUnavailable,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,
@@ -173,6 +178,7 @@ impl ApiError {
             Self::BadRequest { field, .. }
             | Self::PayloadTooLarge { field, .. }
             | Self::UnknownEntity { field, .. } => field.as_deref(),
+            Self::ExportExists { .. } => Some("name"),
             _ => None,
         }
     }

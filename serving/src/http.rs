@@ -9,7 +9,7 @@
 //! | `GET /v1/drift/{model}` | client | what the served model scored over the drift window (the last hour by default) against its training distribution: PSI, share missing, unknown levels |
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
-//! | `GET /readyz` | none | `200` with the models once one is loaded, else `503` with the reason |
+//! | `GET /readyz` | none | `200` with the models once the registry's first load has ended with one loaded, else `503` |
 //! | `GET /metrics` | client (none with `metrics_public`) | Prometheus text ([`crate::metrics`]) |
 //! | `GET /openapi.json` | none | the OpenAPI document of this API (`serving/openapi.json`, with the served models' entity form and `max_batch`) |
 //!
@@ -830,9 +830,15 @@ struct Ready {
     models: Vec<String>,
 }
 
-/// Keyless: a load balancer's probe. While nothing is served it says so without the reason
-/// (which names files of the server); the server's log gives it.
+/// Keyless: a load balancer's probe. While nothing is served, or the first pass over the
+/// registry is still loading models, it says so without the reason (which names files of
+/// the server); the server's log gives it.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    if state.first_load_pending() {
+        return Err(ApiError::NotReady {
+            reason: "the registry's models are still loading".into(),
+        });
+    }
     let served = state.ready().map_err(|_| ApiError::NotReady {
         reason: "no model is served yet; the server's log says why".into(),
     })?;

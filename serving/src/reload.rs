@@ -196,6 +196,7 @@ impl Reloader {
                 self.registry.root().display()
             ));
         }
+        state.set_first_load_done();
         report
     }
 

@@ -173,6 +173,10 @@ struct Inner {
     throttle: AuthThrottle,
     metrics: Metrics,
     reloader: OnceLock<Arc<Reloader>>,
+    /// The reloader's first pass over the registry has ended (every model it found is
+    /// loaded or failed): until then `/readyz` does not say ready, so that a balancer never
+    /// sends a request for a model still loading.
+    first_load_done: std::sync::atomic::AtomicBool,
     store: OnceLock<Arc<dyn store::EntityStore>>,
     export_dir: OnceLock<std::path::PathBuf>,
     store_metrics: crate::metrics::StoreMetrics,
@@ -196,6 +200,7 @@ impl AppState {
                 keys,
                 metrics: Metrics::default(),
                 reloader: OnceLock::new(),
+                first_load_done: std::sync::atomic::AtomicBool::new(false),
                 store: OnceLock::new(),
                 export_dir: OnceLock::new(),
                 store_metrics: Default::default(),
@@ -273,6 +278,23 @@ impl AppState {
 
     pub fn reloader(&self) -> Option<Arc<Reloader>> {
         self.inner.reloader.get().cloned()
+    }
+
+    /// Says that the reloader's first pass over the registry has ended.
+    pub fn set_first_load_done(&self) {
+        self.inner
+            .first_load_done
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Models are still being loaded for the first time: a reloader is attached and its
+    /// first pass has not ended.
+    pub fn first_load_pending(&self) -> bool {
+        self.inner.reloader.get().is_some()
+            && !self
+                .inner
+                .first_load_done
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current snapshot.

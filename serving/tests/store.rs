@@ -672,8 +672,21 @@ async fn a_running_server_exports_what_it_holds_for_training() {
         ],
         "the columns in the order first sent"
     );
+    // A second export of the same name: 409, the first left as it was.
+    let (status, err) = call(
+        &s.app,
+        "POST",
+        "/admin/store/export",
+        ADMIN_KEY,
+        Some(&json!({"name": "nightly-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(
+        (&err["error"]["kind"], &err["error"]["field"]),
+        (&json!("export_exists"), &json!("name"))
+    );
     for (body, field) in [
-        (json!({"name": "nightly-1"}), "name"),
         (json!({"name": "../escape"}), "name"),
         (json!({"name": "x", "like": "/nowhere/spec.toml"}), "like"),
     ] {
