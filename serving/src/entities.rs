@@ -21,7 +21,7 @@
 //! entities that route sends to it; a model no route names scores every entity of its
 //! task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -171,6 +171,27 @@ pub fn qualifying(
         .collect()
 }
 
+/// The moment `model` scores the stored `entity` at: `at_ms`, or now (past its last event
+/// and creation).
+fn cutoff_ms(
+    model: &ServedModel,
+    entity: &EntityWithEvents,
+    at_ms: Option<TimestampMs>,
+    now_ms: TimestampMs,
+) -> TimestampMs {
+    match (at_ms, model.model.manifest().feature_plan.form()) {
+        (Some(t), _) => t,
+        (None, Form::Tabular) => now_ms,
+        (None, Form::Events) => {
+            let after_events = entity
+                .record
+                .last_event_ms
+                .map_or(i64::MIN, |t| t.saturating_add(1));
+            now_ms.max(after_events).max(entity.record.created_at_ms)
+        }
+    }
+}
+
 /// The stored entity as `model` reads it, scored at `at_ms` (or now: past its last event
 /// and creation).
 fn checked(
@@ -186,17 +207,7 @@ fn checked(
         .map(|f| f.name.clone())
         .collect();
     let mut history = entity.to_history(&names);
-    let cutoff_ms = match (at_ms, plan.form()) {
-        (Some(t), _) => t,
-        (None, Form::Tabular) => now_ms,
-        (None, Form::Events) => {
-            let after_events = entity
-                .record
-                .last_event_ms
-                .map_or(i64::MIN, |t| t.saturating_add(1));
-            now_ms.max(after_events).max(entity.record.created_at_ms)
-        }
-    };
+    let cutoff_ms = cutoff_ms(model, entity, at_ms, now_ms);
     if plan.form() == Form::Tabular {
         history.events.clear();
     }
@@ -224,12 +235,13 @@ type ScoringJob = (
 );
 
 /// Scores each of `entities` now with every model it qualifies for, one scoring job per
-/// model, with reasons (the stored score keeps them).
+/// model; with `reasons` (only when they are answered: they are not stored).
 pub async fn rescore(
     state: &AppState,
     served: &Served,
     entities: Vec<EntityWithEvents>,
     now_ms: TimestampMs,
+    reasons: bool,
 ) -> Result<Vec<Rescored>, ApiError> {
     let limits = state.limits();
     let mut jobs: Vec<ScoringJob> = Vec::new();
@@ -259,7 +271,7 @@ pub async fn rescore(
     for (model, places, checked) in jobs {
         let n = checked.len();
         let options = ScoreOptions {
-            reasons: true,
+            reasons,
             max_reasons: limits.max_reasons,
             small: n <= limits.inline_max_entities,
         };
@@ -275,12 +287,25 @@ pub async fn rescore(
     Ok(out)
 }
 
-/// The stored form of a fresh score.
-pub(crate) fn to_stored(
+/// The scores of `rescored` to keep as the entities' latest.
+pub(crate) fn score_updates(rescored: &[Rescored], now_ms: TimestampMs) -> Vec<ScoreUpdate> {
+    rescored
+        .iter()
+        .flat_map(|r| {
+            r.scores.iter().map(|(model, _, score)| ScoreUpdate {
+                entity: r.entity.id.clone(),
+                score: to_stored(model, &r.entity, score, now_ms),
+            })
+        })
+        .collect()
+}
+
+/// The stored form of a fresh score, scored now.
+fn to_stored(
     model: &ServedModel,
     entity: &EntityWithEvents,
     score: &EntityScore,
-    at_ms: TimestampMs,
+    now_ms: TimestampMs,
 ) -> StoredScore {
     StoredScore {
         model: model.model.name().to_string(),
@@ -289,22 +314,88 @@ pub(crate) fn to_stored(
         score: score.score,
         grade: score.grade.as_str().to_owned(),
         sales_ready: score.sales_ready,
-        scored_at_ms: at_ms,
+        scored_at_ms: cutoff_ms(model, entity, None, now_ms),
         events_seen: entity.record.events_appended,
-        reasons: score
-            .reasons
-            .as_ref()
-            .and_then(|r| serde_json::to_value(r).ok()),
     }
 }
 
-/// Rescores what a write touched, keeps the scores and answers them.
+/// The reasons of stored scores, given back: each entity's stored history scored again at
+/// the score's moment by the same version, when that version is still served and gives the
+/// same probability (else `None`: the history or the model changed since; the next event or
+/// sweep rescores it). One scoring job per model.
+async fn stored_reasons(
+    state: &AppState,
+    served: &Served,
+    store: &Arc<dyn EntityStore>,
+    scores: &[(String, StoredScore)],
+) -> Result<Vec<Option<serde_json::Value>>, ApiError> {
+    let limits = state.limits();
+    let mut out = vec![None; scores.len()];
+    let mut histories: HashMap<&str, Option<EntityWithEvents>> = HashMap::new();
+    for (id, _) in scores {
+        if !histories.contains_key(id.as_str()) {
+            histories.insert(id.as_str(), store.history(id).await?);
+        }
+    }
+    let mut jobs: Vec<(ServedModel, Vec<usize>, Vec<CheckedEntity>)> = Vec::new();
+    for (i, (id, stored)) in scores.iter().enumerate() {
+        let Some(Some(entity)) = histories.get(id.as_str()) else {
+            continue;
+        };
+        let Some(model) = served
+            .get(&stored.model)
+            .filter(|m| m.model.version() == stored.version)
+        else {
+            continue;
+        };
+        let job = match jobs
+            .iter()
+            .position(|(m, _, _)| Arc::ptr_eq(&m.model, &model.model))
+        {
+            Some(j) => j,
+            None => {
+                jobs.push((model.clone(), Vec::new(), Vec::new()));
+                jobs.len() - 1
+            }
+        };
+        jobs[job].2.push(checked(
+            model,
+            entity,
+            Some(stored.scored_at_ms),
+            stored.scored_at_ms,
+        ));
+        jobs[job].1.push(i);
+    }
+    for (model, places, checked) in jobs {
+        let options = ScoreOptions {
+            reasons: true,
+            max_reasons: limits.max_reasons,
+            small: checked.len() <= limits.inline_max_entities,
+        };
+        let again = model
+            .model
+            .score(checked, Arc::clone(&model.thresholds), options)
+            .await?;
+        for (i, score) in places.into_iter().zip(again) {
+            if score.probability.to_bits() == scores[i].1.probability.to_bits() {
+                out[i] = score
+                    .reasons
+                    .as_ref()
+                    .and_then(|r| serde_json::to_value(r).ok());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rescores what a write touched, keeps the scores and answers them (with `reasons`).
 async fn rescore_and_keep(
     state: &AppState,
     served: &Served,
     store: &Arc<dyn EntityStore>,
     written: &[Written],
     now_ms: TimestampMs,
+    reasons: bool,
 ) -> Result<Vec<Rescored>, ApiError> {
     let mut histories = Vec::with_capacity(written.len());
     for w in written {
@@ -313,18 +404,22 @@ async fn rescore_and_keep(
             histories.push(h);
         }
     }
-    let rescored = rescore(state, served, histories, now_ms).await?;
-    let updates: Vec<ScoreUpdate> = rescored
-        .iter()
-        .flat_map(|r| {
-            r.scores.iter().map(|(model, _, score)| ScoreUpdate {
-                entity: r.entity.id.clone(),
-                score: to_stored(model, &r.entity, score, now_ms),
-            })
-        })
-        .collect();
+    let rescored = rescore(state, served, histories, now_ms, reasons).await?;
+    let updates = score_updates(&rescored, now_ms);
     if !updates.is_empty() {
-        store.put_scores(updates).await?;
+        // Queued now, durable with the writer's next commit; not awaited: the answer does not
+        // wait for a second commit. Reads of stored scores settle the store first.
+        let pending = store.put_scores(updates);
+        let metrics = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pending.await {
+                metrics
+                    .store_metrics()
+                    .score_write_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "keeping fresh scores failed; the next event or sweep rescores");
+            }
+        });
     }
     Ok(rescored)
 }
@@ -524,15 +619,6 @@ fn model_scores(r: &Rescored) -> Vec<ModelScore<'_>> {
         .collect()
 }
 
-/// Drops the reasons from the answer (`?reasons=false`); the stored scores keep them.
-fn strip_reasons(rescored: &mut [Rescored]) {
-    for r in rescored {
-        for (_, _, s) in &mut r.scores {
-            s.reasons = None;
-        }
-    }
-}
-
 /// `POST /v1/events`.
 pub async fn post_events(
     State(state): State<AppState>,
@@ -553,10 +639,8 @@ pub async fn post_events(
     })
     .await?;
     let written = write_counted(&state, &store, batch).await?;
-    let mut rescored = rescore_and_keep(&state, &served, &store, &written, clock.now_ms).await?;
-    if !reasons {
-        strip_reasons(&mut rescored);
-    }
+    let rescored =
+        rescore_and_keep(&state, &served, &store, &written, clock.now_ms, reasons).await?;
     Ok(written_response(&written, &rescored))
 }
 
@@ -620,10 +704,8 @@ async fn set_entity(
         now_ms: clock.now_ms,
     };
     let written = write_counted(&state, &store, batch).await?;
-    let mut rescored = rescore_and_keep(&state, &served, &store, &written, clock.now_ms).await?;
-    if !reasons {
-        strip_reasons(&mut rescored);
-    }
+    let rescored =
+        rescore_and_keep(&state, &served, &store, &written, clock.now_ms, reasons).await?;
     let status = if written.first().is_some_and(|w| w.created) {
         StatusCode::CREATED
     } else {
@@ -718,7 +800,9 @@ pub async fn get_entity(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let store = state.store()?;
+    let store = Arc::clone(state.store()?);
+    // The scores of writes answered before this request are kept first.
+    store.settle().await?;
     let entity = store
         .entity(&id)
         .await?
@@ -726,6 +810,15 @@ pub async fn get_entity(
             id: shorten(&id),
             field: None,
         })?;
+    let stored: Vec<(String, StoredScore)> = entity
+        .scores
+        .iter()
+        .map(|s| (entity.id.clone(), s.clone()))
+        .collect();
+    let reasons = match state.ready() {
+        Ok(served) => stored_reasons(&state, &served, &store, &stored).await?,
+        Err(_) => vec![None; stored.len()],
+    };
     let r = &entity.record;
     let profile: serde_json::Map<String, serde_json::Value> = r
         .profile
@@ -742,7 +835,8 @@ pub async fn get_entity(
     let scores: Vec<serde_json::Value> = entity
         .scores
         .iter()
-        .map(|s| {
+        .zip(reasons)
+        .map(|(s, reasons)| {
             serde_json::json!({
                 "model": s.model,
                 "version": s.version,
@@ -751,7 +845,7 @@ pub async fn get_entity(
                 "grade": s.grade,
                 "sales_ready": s.sales_ready,
                 "scored_at": show_time(s.scored_at_ms),
-                "reasons": s.reasons,
+                "reasons": reasons,
             })
         })
         .collect();
@@ -949,10 +1043,14 @@ pub async fn top(
         Grade::C => (g.c, g.b),
         Grade::D => (0.0, g.c),
     });
+    // The scores of writes answered before this request are kept first.
+    store.settle().await?;
     let top = store.top(model.model.name().as_str(), limit, band).await?;
+    let reasons = stored_reasons(&state, &served, &store, &top).await?;
     let leads: Vec<serde_json::Value> = top
         .into_iter()
-        .map(|(id, s)| {
+        .zip(reasons)
+        .map(|((id, s), reasons)| {
             serde_json::json!({
                 "entity": id,
                 "probability": s.probability,
@@ -961,7 +1059,7 @@ pub async fn top(
                 "sales_ready": t.is_sales_ready(s.probability),
                 "version": s.version,
                 "scored_at": show_time(s.scored_at_ms),
-                "reasons": s.reasons,
+                "reasons": reasons,
             })
         })
         .collect();

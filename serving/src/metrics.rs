@@ -15,6 +15,7 @@
 //! | `leadscore_unknown_level_share` | `model`, `task`, `version`, `field` | share of rows whose categorical level was never seen in training |
 //! | `leadscore_store_events_ingested_total` / `leadscore_store_duplicate_events_total` | | events stored / events not stored again because their client id was |
 //! | `leadscore_store_events_dropped_at_cap_total` | | oldest events dropped to keep an entity within the per-entity cap |
+//! | `leadscore_store_score_write_failures_total` | | fresh scores answered but not kept as the latest (the store failed) |
 //! | `leadscore_store_write_duration_seconds` | | time from handing a write to the store to its durable commit |
 //! | `leadscore_store_entities` / `leadscore_store_events` / `leadscore_store_bytes` | | what the entity store holds, and its file size |
 //! | `leadscore_sweep_duration_seconds` / `leadscore_sweep_entities` | | the last rescoring sweep's time and entities rescored |
@@ -154,6 +155,8 @@ pub struct StoreMetrics {
     pub events_ingested: AtomicU64,
     pub duplicates: AtomicU64,
     pub dropped_at_cap: AtomicU64,
+    /// Fresh scores the store failed to keep (answered, not kept as the latest).
+    pub score_write_failures: AtomicU64,
     pub write_latency: Histogram,
     pub sweeps: AtomicU64,
     /// The last sweep's duration, as `f64` bits.
@@ -167,6 +170,7 @@ impl Default for StoreMetrics {
             events_ingested: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dropped_at_cap: AtomicU64::new(0),
+            score_write_failures: AtomicU64::new(0),
             write_latency: Histogram::new(&LATENCY_BOUNDS),
             sweeps: AtomicU64::new(0),
             last_sweep_seconds: AtomicU64::new(0f64.to_bits()),
@@ -193,6 +197,11 @@ impl StoreMetrics {
                 "leadscore_store_events_dropped_at_cap_total",
                 "Oldest events dropped to keep an entity within the per-entity cap.",
                 &self.dropped_at_cap,
+            ),
+            (
+                "leadscore_store_score_write_failures_total",
+                "Fresh scores answered but not kept as the entity's latest (the store failed).",
+                &self.score_write_failures,
             ),
             (
                 "leadscore_sweeps_total",

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use features::history::DAY_MS;
 use features::spec::Form;
 use serde::Serialize;
-use store::ScoreUpdate;
 
-use crate::entities::{rescore, to_stored};
+use crate::entities::{rescore, score_updates};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -69,16 +68,8 @@ pub async fn sweep_once(
                     histories.push(h);
                 }
             }
-            let rescored = rescore(state, &served, histories, now_ms).await?;
-            let updates: Vec<ScoreUpdate> = rescored
-                .iter()
-                .flat_map(|r| {
-                    r.scores.iter().map(|(model, _, score)| ScoreUpdate {
-                        entity: r.entity.id.clone(),
-                        score: to_stored(model, &r.entity, score, now_ms),
-                    })
-                })
-                .collect();
+            let rescored = rescore(state, &served, histories, now_ms, false).await?;
+            let updates = score_updates(&rescored, now_ms);
             report.entities += rescored.len() as u64;
             report.scores += updates.len() as u64;
             if !updates.is_empty() {

@@ -226,7 +226,7 @@ async fn events_in_scores_out_the_same_as_the_stateless_route() {
     assert_eq!(entity["events"]["count"], 7);
     assert!(
         entity["scores"][0]["reasons"].is_object(),
-        "the stored score keeps its reasons"
+        "the stored score's reasons are given back"
     );
 
     // Scored now from the stored history: the stateless route given it all at that moment.

@@ -54,7 +54,6 @@ fn score(model: &str, probability: f64, events_seen: u64) -> StoredScore {
         sales_ready: probability > 0.5,
         scored_at_ms: NOW,
         events_seen,
-        reasons: None,
     }
 }
 
@@ -525,6 +524,42 @@ pub async fn queued_writes_are_each_applied_once(store: &dyn EntityStore) {
     assert_eq!(stats.events, expected as u64);
 }
 
+/// Scores left to a task of their own (not awaited by the caller) are kept once `settle`
+/// resolves, in the order asked: what the server does after answering a write.
+pub async fn settle_waits_for_scores_not_awaited(store: &dyn EntityStore) {
+    for i in 0..20u32 {
+        store
+            .write(events_of(
+                &format!("S-{i}"),
+                vec![event(None, NOW - HOUR, "web_visit")],
+            ))
+            .await
+            .expect("write");
+    }
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        // Two scores of one entity asked in order: the later one is kept.
+        for p in [0.2, 0.4 + f64::from(i) / 100.0] {
+            let pending = store.put_scores(vec![ScoreUpdate {
+                entity: format!("S-{i}"),
+                score: score("propensity", p, 1),
+            }]);
+            tasks.push(tokio::spawn(pending));
+        }
+    }
+    store.settle().await.expect("settle");
+    let top = store.top("propensity", 100, None).await.expect("top");
+    assert_eq!(top.len(), 20, "every score asked before settle is kept");
+    assert_eq!(top[0].0, "S-19");
+    assert!(
+        top.iter().all(|(_, s)| s.probability >= 0.4),
+        "the later score of each entity is its latest"
+    );
+    for task in tasks {
+        task.await.expect("task").expect("put_scores");
+    }
+}
+
 /// One `#[tokio::test]` per contract rule, for the backend `make(limits)` opens fresh.
 #[macro_export]
 macro_rules! contract_tests {
@@ -539,6 +574,7 @@ macro_rules! contract_tests {
             paging_through_active_and_all_entities,
             retention_expires_old_events,
             queued_writes_are_each_applied_once,
+            settle_waits_for_scores_not_awaited,
         );
         #[tokio::test]
         async fn cap_drops_the_oldest_events() {

@@ -70,7 +70,15 @@ pub trait EntityStore: Send + Sync + std::fmt::Debug {
     /// Keeps each score as its entity's latest for its model, unless a score already
     /// stored was computed from more of the entity's events (a slower writer racing a
     /// faster one never moves a score back). Scores of erased entities are dropped.
-    fn put_scores(&self, scores: Vec<ScoreUpdate>) -> StoreFuture<'_, ()>;
+    ///
+    /// The change is queued at the call, not at the future's first poll: a caller may
+    /// leave the future to a task of its own, and a later [`settle`](EntityStore::settle)
+    /// still waits for it.
+    fn put_scores(&self, scores: Vec<ScoreUpdate>) -> StoreFuture<'static, ()>;
+
+    /// Resolves once every change asked for before this call (writes, scores, erasures)
+    /// is durable or has failed: a read after it sees them.
+    fn settle(&self) -> StoreFuture<'_, ()>;
 
     /// The open entities (leads not converted, customers not churned) with the highest
     /// latest score of `model`, best first, at most `limit`; with `band` `(lo, hi)`, only

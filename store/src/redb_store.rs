@@ -4,16 +4,19 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `entities` | id | [`EntityRecord`] as JSON |
+//! | `entities` | id | one byte (1: open, 0: closed by an outcome), then [`EntityRecord`] as JSON |
 //! | `events` | (id, ts, seq) | the event's id, type, channel and value as JSON |
 //! | `event_ids` | (id, client event id) | (ts, seq) of the stored event |
-//! | `scores` | (id, model) | [`StoredScore`] as JSON |
+//! | `scores` | (id, model) | `events_seen` and the probability's bits (8 bytes each, little-endian), then [`StoredScore`] as JSON |
 //! | `queue` | (model, rank, id) | nothing: rank is the probability's bits inverted, so a range scan reads the best first |
 //! | `active` | (last active ts, id) | nothing: the sweep's index of recent activity |
 //!
 //! One entity's history is one range scan of `events`. Writes go to one writer thread,
 //! which takes every write queued while it committed the last ones and commits them
 //! together (group commit): one fsync for many requests, each answered only after it.
+//! The writer thread only moves bytes: scores are encoded before they reach it, and the
+//! prefixes above let it decide whether a score replaces the stored one and whether the
+//! entity is in the queue without decoding JSON.
 //! Commits use quick repair, so a file left by a crash opens at once, without the full
 //! repair walk (the crash test checks that no repair runs).
 
@@ -42,7 +45,7 @@ const ACTIVE: TableDefinition<(i64, &str), ()> = TableDefinition::new("active");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The layout version written in `meta`; a file of another version is refused.
-const LAYOUT_VERSION: u64 = 1;
+const LAYOUT_VERSION: u64 = 2;
 
 /// The file inside the store folder.
 pub const STORE_FILE: &str = "entities.redb";
@@ -118,9 +121,68 @@ impl Shared {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A score as the `scores` table keeps it, encoded before it reaches the writer.
+struct EncodedScore {
+    entity: String,
+    model: String,
+    events_seen: u64,
+    probability: f64,
+    bytes: Vec<u8>,
+}
+
+/// Bytes before a score's JSON: `events_seen`, then the probability's bits.
+const SCORE_PREFIX: usize = 16;
+
+fn encode_score(entity: String, score: &StoredScore) -> Result<EncodedScore, serde_json::Error> {
+    let mut bytes = Vec::with_capacity(SCORE_PREFIX + 160);
+    bytes.extend_from_slice(&score.events_seen.to_le_bytes());
+    bytes.extend_from_slice(&score.probability.to_bits().to_le_bytes());
+    serde_json::to_writer(&mut bytes, score)?;
+    Ok(EncodedScore {
+        entity,
+        model: score.model.clone(),
+        events_seen: score.events_seen,
+        probability: score.probability,
+        bytes,
+    })
+}
+
+/// `events_seen` and the probability of a stored score, from its prefix.
+fn score_prefix(bytes: &[u8]) -> Option<(u64, f64)> {
+    let seen = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let bits = u64::from_le_bytes(bytes.get(8..SCORE_PREFIX)?.try_into().ok()?);
+    Some((seen, f64::from_bits(bits)))
+}
+
+fn decode_score(bytes: &[u8]) -> Result<StoredScore, String> {
+    let json = bytes
+        .get(SCORE_PREFIX..)
+        .ok_or_else(|| format!("{} bytes are too few for a score", bytes.len()))?;
+    serde_json::from_slice(json).map_err(|e| e.to_string())
+}
+
+fn encode_record(record: &EntityRecord) -> Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(u8::from(record.is_open()));
+    serde_json::to_writer(&mut bytes, record)?;
+    Ok(bytes)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<EntityRecord, String> {
+    let json = bytes.get(1..).ok_or("an empty record")?;
+    serde_json::from_slice(json).map_err(|e| e.to_string())
+}
+
+/// Whether a stored record is open, from its first byte.
+fn record_is_open(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&1)
+}
+
 enum Job {
     Write(WriteBatch, Reply<Vec<Written>>),
-    Scores(Vec<ScoreUpdate>, Reply<()>),
+    Scores(Vec<EncodedScore>, Reply<()>),
+    /// Answered once every job queued before it is committed.
+    Settle(Reply<()>),
     Erase(String, Reply<bool>),
     Expire(TimestampMs, Reply<u64>),
     Reclaim(Reply<()>),
@@ -199,7 +261,11 @@ impl RedbStore {
         &self.shared.path
     }
 
-    fn send<T: Send + 'static>(&self, job: impl FnOnce(Reply<T>) -> Job) -> StoreFuture<'_, T> {
+    /// Queues the job at the call (not at the first poll), so jobs commit in call order.
+    fn send<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Reply<T>) -> Job,
+    ) -> StoreFuture<'static, T> {
         let (tx, rx) = oneshot::channel();
         let sent = self
             .jobs
@@ -237,8 +303,8 @@ impl RedbStore {
         let Some(record) = entities.get(id).map_err(|e| shared.err(e))? else {
             return Ok(None);
         };
-        let record: EntityRecord = serde_json::from_slice(record.value())
-            .map_err(|e| shared.corrupt(id, "the record", e))?;
+        let record: EntityRecord =
+            decode_record(record.value()).map_err(|e| shared.corrupt(id, "the record", e))?;
         let scores_table = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
         let end = after_id(id);
         let mut scores = Vec::new();
@@ -247,10 +313,7 @@ impl RedbStore {
             .map_err(|e| shared.err(e))?
         {
             let (_, value) = item.map_err(|e| shared.err(e))?;
-            scores.push(
-                serde_json::from_slice(value.value())
-                    .map_err(|e| shared.corrupt(id, "a score", e))?,
-            );
+            scores.push(decode_score(value.value()).map_err(|e| shared.corrupt(id, "a score", e))?);
         }
         Ok(Some(StoredEntity {
             id: id.to_owned(),
@@ -268,8 +331,8 @@ impl RedbStore {
         let Some(record) = entities.get(id).map_err(|e| shared.err(e))? else {
             return Ok(None);
         };
-        let record: EntityRecord = serde_json::from_slice(record.value())
-            .map_err(|e| shared.corrupt(id, "the record", e))?;
+        let record: EntityRecord =
+            decode_record(record.value()).map_err(|e| shared.corrupt(id, "the record", e))?;
         let mut out = Vec::with_capacity(usize::try_from(record.event_count).unwrap_or(0));
         for item in events
             .range((id, i64::MIN, 0)..=(id, i64::MAX, u64::MAX))
@@ -337,8 +400,8 @@ impl RedbStore {
             let Some(value) = scores.get((id, model)).map_err(|e| shared.err(e))? else {
                 continue;
             };
-            let score: StoredScore = serde_json::from_slice(value.value())
-                .map_err(|e| shared.corrupt(id, "a score", e))?;
+            let score =
+                decode_score(value.value()).map_err(|e| shared.corrupt(id, "a score", e))?;
             out.push((id.to_owned(), score));
         }
         Ok(out)
@@ -537,7 +600,7 @@ fn answer(job: Job, result: Result<Done, StoreError>) {
         (Job::Write(_, reply), Ok(Done::Write(w))) => {
             let _ = reply.send(Ok(w));
         }
-        (Job::Scores(_, reply), Ok(Done::Scores)) => {
+        (Job::Scores(_, reply) | Job::Settle(reply), Ok(Done::Scores)) => {
             let _ = reply.send(Ok(()));
         }
         (Job::Erase(_, reply), Ok(Done::Erase(b))) => {
@@ -549,7 +612,7 @@ fn answer(job: Job, result: Result<Done, StoreError>) {
         (Job::Write(_, reply), Err(e)) => {
             let _ = reply.send(Err(e));
         }
-        (Job::Scores(_, reply), Err(e)) => {
+        (Job::Scores(_, reply) | Job::Settle(reply), Err(e)) => {
             let _ = reply.send(Err(e));
         }
         (Job::Erase(_, reply), Err(e)) => {
@@ -580,7 +643,7 @@ fn apply_job(
         }
         Job::Erase(id, _) => Done::Erase(apply_erase(shared, txn, id)?),
         Job::Expire(before, _) => Done::Expire(apply_expire(shared, txn, *before)?),
-        Job::Reclaim(_) => Done::Scores,
+        Job::Reclaim(_) | Job::Settle(_) => Done::Scores,
     })
 }
 
@@ -592,7 +655,7 @@ fn read_record(
     entities
         .get(id)
         .map_err(|e| shared.err(e))?
-        .map(|v| serde_json::from_slice(v.value()).map_err(|e| shared.corrupt(id, "the record", e)))
+        .map(|v| decode_record(v.value()).map_err(|e| shared.corrupt(id, "the record", e)))
         .transpose()
 }
 
@@ -754,8 +817,7 @@ fn apply_write(
                 .insert((new_active, id.as_str()), ())
                 .map_err(|e| err(e.into()))?;
         }
-        let bytes =
-            serde_json::to_vec(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
+        let bytes = encode_record(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
         entities
             .insert(id.as_str(), bytes.as_slice())
             .map_err(|e| err(e.into()))?;
@@ -797,9 +859,9 @@ fn drop_scores(
         .map_err(|e| shared.err(e))?
     {
         let (key, value) = item.map_err(|e| shared.err(e))?;
-        let score: StoredScore =
-            serde_json::from_slice(value.value()).map_err(|e| shared.corrupt(id, "a score", e))?;
-        held.push((key.value().1.to_owned(), score.probability));
+        let (_, probability) = score_prefix(value.value())
+            .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?;
+        held.push((key.value().1.to_owned(), probability));
     }
     for (model, probability) in held {
         queue
@@ -817,40 +879,42 @@ fn drop_scores(
 fn apply_scores(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
-    updates: &[ScoreUpdate],
+    updates: &[EncodedScore],
 ) -> Result<(), StoreError> {
     let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
     let mut scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
     let mut queue = txn.open_table(QUEUE).map_err(|e| shared.err(e))?;
     for update in updates {
         let id = update.entity.as_str();
-        let Some(record) = read_record(shared, &entities, id)? else {
+        let Some(open) = entities
+            .get(id)
+            .map_err(|e| shared.err(e))?
+            .map(|v| record_is_open(v.value()))
+        else {
             continue;
         };
-        let model = update.score.model.as_str();
-        let old: Option<StoredScore> = scores
-            .get((id, model))
-            .map_err(|e| shared.err(e))?
-            .map(|v| {
-                serde_json::from_slice(v.value()).map_err(|e| shared.corrupt(id, "a score", e))
-            })
-            .transpose()?;
-        if let Some(old) = &old {
-            if old.events_seen > update.score.events_seen {
+        let model = update.model.as_str();
+        let old = match scores.get((id, model)).map_err(|e| shared.err(e))? {
+            None => None,
+            Some(v) => Some(
+                score_prefix(v.value())
+                    .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?,
+            ),
+        };
+        if let Some((old_seen, old_probability)) = old {
+            if old_seen > update.events_seen {
                 continue;
             }
             queue
-                .remove((model, rank(old.probability), id))
+                .remove((model, rank(old_probability), id))
                 .map_err(|e| shared.err(e))?;
         }
-        let bytes =
-            serde_json::to_vec(&update.score).map_err(|e| shared.corrupt(id, "a score", e))?;
         scores
-            .insert((id, model), bytes.as_slice())
+            .insert((id, model), update.bytes.as_slice())
             .map_err(|e| shared.err(e))?;
-        if record.is_open() {
+        if open {
             queue
-                .insert((model, rank(update.score.probability), id), ())
+                .insert((model, rank(update.probability), id), ())
                 .map_err(|e| shared.err(e))?;
         }
     }
@@ -925,8 +989,7 @@ fn apply_expire(
         if record.event_count == 0 {
             record.first_event_ms = None;
         }
-        let bytes =
-            serde_json::to_vec(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
+        let bytes = encode_record(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
         entities
             .insert(id.as_str(), bytes.as_slice())
             .map_err(|e| shared.err(e))?;
@@ -995,8 +1058,22 @@ impl EntityStore for RedbStore {
         Box::pin(async move { result })
     }
 
-    fn put_scores(&self, scores: Vec<ScoreUpdate>) -> StoreFuture<'_, ()> {
-        self.send(|reply| Job::Scores(scores, reply))
+    fn put_scores(&self, scores: Vec<ScoreUpdate>) -> StoreFuture<'static, ()> {
+        let encoded: Result<Vec<EncodedScore>, StoreError> = scores
+            .into_iter()
+            .map(|u| {
+                encode_score(u.entity.clone(), &u.score)
+                    .map_err(|e| self.shared.corrupt(&u.entity, "a score", e))
+            })
+            .collect();
+        match encoded {
+            Ok(encoded) => self.send(|reply| Job::Scores(encoded, reply)),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn settle(&self) -> StoreFuture<'_, ()> {
+        self.send(Job::Settle)
     }
 
     fn top(
