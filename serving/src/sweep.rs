@@ -58,17 +58,11 @@ pub async fn sweep_once(
             let page = store
                 .active_since(since, cursor.clone(), SWEEP_PAGE)
                 .await?;
-            let Some(last) = page.last().cloned() else {
+            let Some(last) = page.last() else {
                 break;
             };
-            cursor = Some(last);
-            let mut histories = Vec::with_capacity(page.len());
-            for (_, id) in &page {
-                if let Some(h) = store.history(id).await? {
-                    histories.push(h);
-                }
-            }
-            let rescored = rescore(state, &served, histories, now_ms, false).await?;
+            cursor = Some(last.id.clone());
+            let rescored = rescore(state, &served, page, now_ms, false).await?;
             let updates = score_updates(&rescored, now_ms);
             report.entities += rescored.len() as u64;
             report.scores += updates.len() as u64;

@@ -382,7 +382,7 @@ pub async fn erasure_removes_everything(store: &dyn EntityStore) {
         .active_since(i64::MIN, None, 10)
         .await
         .expect("active");
-    assert!(active.iter().all(|(_, id)| id != "L-1"));
+    assert!(active.iter().all(|e| e.id != "L-1"));
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.entities, stats.events), (1, 1));
     // The client event id is free again.
@@ -454,12 +454,18 @@ pub async fn paging_through_active_and_all_entities(store: &dyn EntityStore) {
             break;
         }
         assert!(page.len() <= 4);
-        cursor = page.last().cloned();
-        seen.extend(page.into_iter().map(|(_, id)| id));
+        cursor = page.last().map(|e| e.id.clone());
+        assert!(
+            page.iter().all(|e| e.events.len() == 1),
+            "with their events"
+        );
+        seen.extend(page.into_iter().map(|e| e.id));
     }
-    seen.sort();
     let expected: Vec<String> = (0..10).map(|i| format!("L-{i:02}")).collect();
-    assert_eq!(seen, expected, "active at or after the time, each once");
+    assert_eq!(
+        seen, expected,
+        "active at or after the time, each once, in id order"
+    );
     let mut all = Vec::new();
     let mut after = None;
     loop {

@@ -99,14 +99,14 @@ pub trait EntityStore: Send + Sync + std::fmt::Debug {
     fn reclaim(&self) -> StoreFuture<'_, ()>;
 
     /// Up to `limit` entities last active (their last event, else their creation) at or
-    /// after `since_ms`, as `(last active, id)` in that order, after the cursor `after`:
-    /// the rescoring sweep pages through them.
+    /// after `since_ms`, with their events, in id order after the id `after`: the
+    /// rescoring sweep pages through them.
     fn active_since(
         &self,
         since_ms: i64,
-        after: Option<(i64, String)>,
+        after: Option<String>,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<(i64, String)>>;
+    ) -> StoreFuture<'_, Vec<EntityWithEvents>>;
 
     /// Up to `limit` entities with their events in id order after `after`: the export pages
     /// through the whole store.

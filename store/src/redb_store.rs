@@ -1,22 +1,33 @@
 //! The embedded backend: one redb file, `<dir>/entities.redb`.
 //!
-//! Tables (keys sort as tuples, element by element; strings by their bytes):
+//! Tables (keys sort as tuples, element by element; strings and bytes by their bytes):
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `entities` | id | one byte (1: open, 0: closed by an outcome), then [`EntityRecord`] as JSON |
-//! | `events` | (id, ts, seq) | the event's id, type, channel and value as JSON |
-//! | `event_ids` | (id, client event id) | (ts, seq) of the stored event |
-//! | `scores` | (id, model) | `events_seen` and the probability's bits (8 bytes each, little-endian), then [`StoredScore`] as JSON |
-//! | `queue` | (model, rank, id) | nothing: rank is the probability's bits inverted, so a range scan reads the best first |
-//! | `active` | (last active ts, id) | nothing: the sweep's index of recent activity |
+//! | `entity_data` | (id, 0, empty) | the record: 1 if open (0: closed by an outcome), last active time (8 bytes), then [`EntityRecord`] as JSON |
+//! | `entity_data` | (id, 1, time and sequence, 16 bytes big-endian) | an event: its id, type, channel and value as JSON |
+//! | `entity_data` | (id, 2, client event id) | time and sequence of the stored event (idempotency) |
+//! | `scores` | (id, model) | the latest score: `events_seen` and the probability's bits (8 bytes each), then [`StoredScore`] as JSON |
+//! | `meta` | name | layout version, entity and event counts |
 //!
-//! One entity's history is one range scan of `events`. Writes go to one writer thread,
-//! which takes every write queued while it committed the last ones and commits them
-//! together (group commit): one fsync for many requests, each answered only after it.
-//! The writer thread only moves bytes: scores are encoded before they reach it, and the
-//! prefixes above let it decide whether a score replaces the stored one and whether the
-//! entity is in the queue without decoding JSON.
+//! Everything of one entity's history sits together in `entity_data`: its history is one
+//! range scan, and a write of one event changes one or two pages of it (the record and the
+//! log's end), where a table each would change a page in each. Every page a commit changes
+//! is written whole, so the pages changed per event decide how many events a second the
+//! disk takes. The sweep pages through the records and jumps over the entities not
+//! recently active.
+//!
+//! The sales queue is not a table: it is an index in memory (per model, the open entities
+//! by probability), built from `scores` when the file opens and changed by the writer after
+//! each commit. A table ordered by probability would change two pages at random (the old
+//! rank and the new) with every score; in memory it costs about 60 bytes per scored open
+//! entity and model, and a crash loses nothing, since it is rebuilt from what was committed.
+//!
+//! Writes go to one writer thread, which takes every write queued while it committed the
+//! last ones and commits them together (group commit): one fsync for many requests, each
+//! answered only after it. The writer thread only moves bytes: scores are encoded before
+//! they reach it, and the prefixes above let it decide whether a score replaces the stored
+//! one and whether the entity is in the queue without decoding JSON.
 //! Commits use quick repair, so a file left by a crash opens at once, without the full
 //! repair walk (the crash test checks that no repair runs).
 
@@ -26,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use features::history::{ProfileValue, TimestampMs};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -36,16 +47,24 @@ use crate::{
     WriteBatch, Written,
 };
 
-const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
-const EVENTS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("events");
-const EVENT_IDS: TableDefinition<(&str, &str), (i64, u64)> = TableDefinition::new("event_ids");
+/// `(entity id, part, key within the part)`; the parts below.
+type DataKey<'a> = (&'a str, u8, &'a [u8]);
+const DATA: TableDefinition<DataKey<'static>, &[u8]> = TableDefinition::new("entity_data");
 const SCORES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("scores");
-const QUEUE: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("queue");
-const ACTIVE: TableDefinition<(i64, &str), ()> = TableDefinition::new("active");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The parts of an entity in `entity_data`, in their key order.
+const RECORD: u8 = 0;
+const EVENT: u8 = 1;
+const CLIENT_ID: u8 = 2;
+
+/// `meta` keys.
+const META_LAYOUT: &str = "layout";
+const META_ENTITIES: &str = "entities";
+const META_EVENTS: &str = "events";
+
 /// The layout version written in `meta`; a file of another version is refused.
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 
 /// The file inside the store folder.
 pub const STORE_FILE: &str = "entities.redb";
@@ -95,6 +114,45 @@ struct Shared {
     db: RwLock<Arc<Database>>,
     path: PathBuf,
     limits: StoreLimits,
+    /// The sales queue as of the last commit.
+    queue: RwLock<Queue>,
+}
+
+/// The sales queue: per model, the open entities' latest scores as `(rank, id)`, best first.
+#[derive(Debug, Default)]
+struct Queue {
+    by_model: std::collections::HashMap<String, std::collections::BTreeSet<(u64, String)>>,
+}
+
+/// A change to the queue, made once the commit that caused it is durable.
+enum QueueChange {
+    Remove {
+        model: String,
+        rank: u64,
+        id: String,
+    },
+    Insert {
+        model: String,
+        rank: u64,
+        id: String,
+    },
+}
+
+impl Queue {
+    fn apply(&mut self, changes: Vec<QueueChange>) {
+        for change in changes {
+            match change {
+                QueueChange::Remove { model, rank, id } => {
+                    if let Some(set) = self.by_model.get_mut(&model) {
+                        set.remove(&(rank, id));
+                    }
+                }
+                QueueChange::Insert { model, rank, id } => {
+                    self.by_model.entry(model).or_default().insert((rank, id));
+                }
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -161,21 +219,67 @@ fn decode_score(bytes: &[u8]) -> Result<StoredScore, String> {
     serde_json::from_slice(json).map_err(|e| e.to_string())
 }
 
+/// Bytes before a record's JSON: open or not, then the last active time.
+const RECORD_PREFIX: usize = 9;
+
 fn encode_record(record: &EntityRecord) -> Result<Vec<u8>, serde_json::Error> {
     let mut bytes = Vec::with_capacity(256);
     bytes.push(u8::from(record.is_open()));
+    bytes.extend_from_slice(&record.last_active_ms().to_le_bytes());
     serde_json::to_writer(&mut bytes, record)?;
     Ok(bytes)
 }
 
 fn decode_record(bytes: &[u8]) -> Result<EntityRecord, String> {
-    let json = bytes.get(1..).ok_or("an empty record")?;
+    let json = bytes
+        .get(RECORD_PREFIX..)
+        .ok_or_else(|| format!("{} bytes are too few for a record", bytes.len()))?;
     serde_json::from_slice(json).map_err(|e| e.to_string())
 }
 
 /// Whether a stored record is open, from its first byte.
 fn record_is_open(bytes: &[u8]) -> bool {
     bytes.first() == Some(&1)
+}
+
+/// A stored record's last active time, from its prefix.
+fn record_last_active(bytes: &[u8]) -> Option<TimestampMs> {
+    Some(i64::from_le_bytes(
+        bytes.get(1..RECORD_PREFIX)?.try_into().ok()?,
+    ))
+}
+
+/// An event's key within its entity: time, then sequence, big-endian (the time's sign bit
+/// flipped), so the bytes sort as the numbers do.
+fn event_key(ts_ms: TimestampMs, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&((ts_ms as u64) ^ (1 << 63)).to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode_event_key(key: &[u8]) -> Option<(TimestampMs, u64)> {
+    let ts = u64::from_be_bytes(key.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let seq = u64::from_be_bytes(key.get(8..16)?.try_into().ok()?);
+    Some((ts as i64, seq))
+}
+
+/// A client event id's value: where its event is (time and sequence, little-endian).
+fn encode_place(ts_ms: TimestampMs, seq: u64) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&ts_ms.to_le_bytes());
+    value[8..].copy_from_slice(&seq.to_le_bytes());
+    value
+}
+
+/// The first key of `id`'s `part` and the first key after it.
+fn part_range(id: &str, part: u8) -> std::ops::Range<DataKey<'_>> {
+    (id, part, &[][..])..(id, part + 1, &[][..])
+}
+
+/// Every key of `id`.
+fn entity_range(id: &str) -> std::ops::Range<DataKey<'_>> {
+    (id, RECORD, &[][..])..(id, u8::MAX, &[][..])
 }
 
 enum Job {
@@ -238,10 +342,12 @@ impl RedbStore {
         }
         let db = builder.create(&path).map_err(|e| err(&e))?;
         init_tables(&db).map_err(|e| err(&e))?;
+        let queue = build_queue(&db).map_err(|e| err(&e))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Arc::new(db)),
             path,
             limits: open.limits,
+            queue: RwLock::new(queue),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -291,20 +397,24 @@ impl RedbStore {
         let shared = &self.shared;
         let db = shared.db();
         let mut txn = begin_write(shared, &db)?;
-        let written = apply_write(shared, &mut txn, batch)?;
+        let mut changes = Vec::new();
+        let written = apply_write(shared, &mut txn, batch, &mut changes)?;
         txn.commit().map_err(|e| shared.err(e))?;
+        shared
+            .queue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(changes);
         Ok(written)
     }
 
     fn read_entity(&self, id: &str) -> Result<Option<StoredEntity>, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-        let Some(record) = entities.get(id).map_err(|e| shared.err(e))? else {
+        let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
+        let Some(record) = read_record(shared, &data, id)? else {
             return Ok(None);
         };
-        let record: EntityRecord =
-            decode_record(record.value()).map_err(|e| shared.corrupt(id, "the record", e))?;
         let scores_table = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
         let end = after_id(id);
         let mut scores = Vec::new();
@@ -322,47 +432,14 @@ impl RedbStore {
         }))
     }
 
-    fn read_history(
-        shared: &Shared,
-        entities: &impl ReadableTable<&'static str, &'static [u8]>,
-        events: &impl ReadableTable<(&'static str, i64, u64), &'static [u8]>,
-        id: &str,
-    ) -> Result<Option<EntityWithEvents>, StoreError> {
-        let Some(record) = entities.get(id).map_err(|e| shared.err(e))? else {
-            return Ok(None);
-        };
-        let record: EntityRecord =
-            decode_record(record.value()).map_err(|e| shared.corrupt(id, "the record", e))?;
-        let mut out = Vec::with_capacity(usize::try_from(record.event_count).unwrap_or(0));
-        for item in events
-            .range((id, i64::MIN, 0)..=(id, i64::MAX, u64::MAX))
-            .map_err(|e| shared.err(e))?
-        {
-            let (key, value) = item.map_err(|e| shared.err(e))?;
-            let (_, ts_ms, _) = key.value();
-            let v: EventValue = serde_json::from_slice(value.value())
-                .map_err(|e| shared.corrupt(id, "an event", e))?;
-            out.push(StoredEvent {
-                id: v.id,
-                ts_ms,
-                event_type: v.event_type,
-                channel: v.channel,
-                value: v.value,
-            });
-        }
-        Ok(Some(EntityWithEvents {
-            id: id.to_owned(),
-            record,
-            events: out,
-        }))
-    }
-
     fn history_now(&self, id: &str) -> Result<Option<EntityWithEvents>, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
-        Self::read_history(shared, &entities, &events, id)
+        let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
+        let mut range = data
+            .range((id, RECORD, &[][..])..(id, EVENT + 1, &[][..]))
+            .map_err(|e| shared.err(e))?;
+        read_entity_at(shared, &mut range, None)
     }
 
     fn top_now(
@@ -372,93 +449,85 @@ impl RedbStore {
         band: Option<(f64, f64)>,
     ) -> Result<Vec<(String, StoredScore)>, StoreError> {
         let shared = &self.shared;
-        let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let queue = txn.open_table(QUEUE).map_err(|e| shared.err(e))?;
-        let scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
         // A band [lo, hi): ranks from hi (exclusive) down to lo (inclusive).
         let (first, last) = match band {
             Some((lo, hi)) => (rank(hi).saturating_add(1), rank(lo)),
             None => (0, u64::MAX),
         };
-        let end = after_id(model);
-        let range = if first <= last {
-            queue.range((model, first, "")..(end.as_str(), 0, ""))
-        } else {
+        if first > last {
             return Ok(Vec::new());
         }
-        .map_err(|e| shared.err(e))?;
-        let mut out = Vec::with_capacity(limit.min(1000));
-        for item in range {
-            if out.len() >= limit {
-                break;
+        // The queue first, then the file: a score the queue names is committed, and the
+        // transaction begun after it sees it (or its entity's erasure).
+        let ids: Vec<String> = {
+            let queue = shared.queue.read().unwrap_or_else(PoisonError::into_inner);
+            match queue.by_model.get(model) {
+                Some(set) => set
+                    .range((first, String::new())..)
+                    .take_while(|(r, _)| *r <= last)
+                    .take(limit)
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+                None => Vec::new(),
             }
-            let (key, _) = item.map_err(|e| shared.err(e))?;
-            let (_, r, id) = key.value();
-            if r > last {
-                break;
-            }
-            let Some(value) = scores.get((id, model)).map_err(|e| shared.err(e))? else {
+        };
+        let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
+        let scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(value) = scores
+                .get((id.as_str(), model))
+                .map_err(|e| shared.err(e))?
+            else {
                 continue;
             };
             let score =
-                decode_score(value.value()).map_err(|e| shared.corrupt(id, "a score", e))?;
-            out.push((id.to_owned(), score));
+                decode_score(value.value()).map_err(|e| shared.corrupt(&id, "a score", e))?;
+            out.push((id, score));
         }
+        // A commit between the two reads may have moved a score: the order and the band are
+        // those of the scores read.
+        out.retain(|(_, s)| (first..=last).contains(&rank(s.probability)));
+        out.sort_by_key(|(id, s)| (rank(s.probability), id.clone()));
         Ok(out)
     }
 
-    fn active_now(
+    /// Up to `limit` entities with their events, in id order after `after`, of those whose
+    /// record passes `keep` (given the stored record's bytes).
+    fn page_now(
         &self,
-        since_ms: i64,
-        after: Option<(i64, String)>,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let shared = &self.shared;
-        let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let active = txn.open_table(ACTIVE).map_err(|e| shared.err(e))?;
-        let mut out = Vec::with_capacity(limit.min(10_000));
-        let range = match &after {
-            Some((ts, id)) => {
-                let next = after_id(id);
-                active.range((*ts, next.as_str())..)
-            }
-            None => active.range((since_ms, "")..),
-        }
-        .map_err(|e| shared.err(e))?;
-        for item in range.take(limit) {
-            let (key, _) = item.map_err(|e| shared.err(e))?;
-            let (ts, id) = key.value();
-            out.push((ts, id.to_owned()));
-        }
-        Ok(out)
-    }
-
-    fn scan_now(
-        &self,
-        after: Option<String>,
-        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<EntityWithEvents>, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
-        let ids: Vec<String> = {
-            let range = match &after {
-                Some(id) => entities.range(after_id(id).as_str()..),
-                None => entities.range::<&str>(..),
+        let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
+        let mut out = Vec::with_capacity(limit.min(10_000));
+        let mut next = after.map(after_id).unwrap_or_default();
+        while out.len() < limit {
+            // The next entity's record is the first key at or after `(next, ..)`.
+            let mut range = data
+                .range((next.as_str(), RECORD, &[][..])..)
+                .map_err(|e| shared.err(e))?;
+            let Some(item) = range.next() else {
+                break;
+            };
+            let (key, value) = item.map_err(|e| shared.err(e))?;
+            let (id, part, _) = key.value();
+            let id = id.to_owned();
+            next = after_id(&id);
+            if part != RECORD {
+                return Err(shared.corrupt(&id, "the record", "missing before its other keys"));
             }
-            .map_err(|e| shared.err(e))?;
-            let mut ids = Vec::new();
-            for item in range.take(limit) {
-                let (key, _) = item.map_err(|e| shared.err(e))?;
-                ids.push(key.value().to_owned());
+            if !keep(value.value()) {
+                continue;
             }
-            ids
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = Self::read_history(shared, &entities, &events, &id)? {
-                out.push(e);
+            let record =
+                decode_record(value.value()).map_err(|e| shared.corrupt(&id, "the record", e))?;
+            drop((key, value));
+            if let Some(entity) = read_entity_at(shared, &mut range, Some((id, record)))? {
+                out.push(entity);
             }
         }
         Ok(out)
@@ -467,15 +536,65 @@ impl RedbStore {
     fn stats_now(&self) -> Result<StoreStats, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| shared.err(e))?;
+        let count = |name: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(name)
+                .map_err(|e| shared.err(e))?
+                .map_or(0, |v| v.value()))
+        };
         let bytes = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
         Ok(StoreStats {
-            entities: entities.len().map_err(|e| shared.err(e))?,
-            events: events.len().map_err(|e| shared.err(e))?,
+            entities: count(META_ENTITIES)?,
+            events: count(META_EVENTS)?,
             bytes,
         })
     }
+}
+
+/// Reads one entity and its events from `range`, which starts at its record (or, when the
+/// record is given, just after it); stops at the first key that is not one of its events.
+fn read_entity_at(
+    shared: &Shared,
+    range: &mut redb::Range<'_, DataKey<'static>, &'static [u8]>,
+    record: Option<(String, EntityRecord)>,
+) -> Result<Option<EntityWithEvents>, StoreError> {
+    let (id, record) = match record {
+        Some(r) => r,
+        None => {
+            let Some(item) = range.next() else {
+                return Ok(None);
+            };
+            let (key, value) = item.map_err(|e| shared.err(e))?;
+            let (id, part, _) = key.value();
+            if part != RECORD {
+                return Ok(None);
+            }
+            let record =
+                decode_record(value.value()).map_err(|e| shared.corrupt(id, "the record", e))?;
+            (id.to_owned(), record)
+        }
+    };
+    let mut events = Vec::with_capacity(usize::try_from(record.event_count).unwrap_or(0));
+    for item in range {
+        let (key, value) = item.map_err(|e| shared.err(e))?;
+        let (key_id, part, sub) = key.value();
+        if key_id != id || part != EVENT {
+            break;
+        }
+        let (ts_ms, _) =
+            decode_event_key(sub).ok_or_else(|| shared.corrupt(&id, "an event", "a short key"))?;
+        let v: EventValue = serde_json::from_slice(value.value())
+            .map_err(|e| shared.corrupt(&id, "an event", e))?;
+        events.push(StoredEvent {
+            id: v.id,
+            ts_ms,
+            event_type: v.event_type,
+            channel: v.channel,
+            value: v.value,
+        });
+    }
+    Ok(Some(EntityWithEvents { id, record, events }))
 }
 
 impl Drop for RedbStore {
@@ -501,30 +620,62 @@ fn init_tables(db: &Database) -> Result<(), String> {
     {
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
         let version = meta
-            .get("layout")
+            .get(META_LAYOUT)
             .map_err(|e| e.to_string())?
             .map(|v| v.value());
         match version {
             None => {
-                meta.insert("layout", LAYOUT_VERSION)
+                meta.insert(META_LAYOUT, LAYOUT_VERSION)
                     .map_err(|e| e.to_string())?;
             }
             Some(LAYOUT_VERSION) => {}
             Some(other) => {
                 return Err(format!(
                     "the file has layout version {other}; this server reads version \
-                     {LAYOUT_VERSION}"
+                     {LAYOUT_VERSION} (export the store with the server that wrote it, then \
+                     import the export into a new store)"
                 ));
             }
         }
-        txn.open_table(ENTITIES).map_err(|e| e.to_string())?;
-        txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-        txn.open_table(EVENT_IDS).map_err(|e| e.to_string())?;
+        txn.open_table(DATA).map_err(|e| e.to_string())?;
         txn.open_table(SCORES).map_err(|e| e.to_string())?;
-        txn.open_table(QUEUE).map_err(|e| e.to_string())?;
-        txn.open_table(ACTIVE).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())
+}
+
+/// The sales queue from the committed scores: those of open entities.
+fn build_queue(db: &Database) -> Result<Queue, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let data = txn.open_table(DATA).map_err(|e| e.to_string())?;
+    let scores = txn.open_table(SCORES).map_err(|e| e.to_string())?;
+    let mut queue = Queue::default();
+    let mut open: Option<(String, bool)> = None;
+    for item in scores.iter().map_err(|e| e.to_string())? {
+        let (key, value) = item.map_err(|e| e.to_string())?;
+        let (id, model) = key.value();
+        let is_open = match &open {
+            Some((last, is_open)) if last == id => *is_open,
+            _ => {
+                let is_open = data
+                    .get((id, RECORD, &[][..]))
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|v| record_is_open(v.value()));
+                open = Some((id.to_owned(), is_open));
+                is_open
+            }
+        };
+        if !is_open {
+            continue;
+        }
+        let (_, probability) = score_prefix(value.value())
+            .ok_or_else(|| format!("a score of entity {id:?} has too few bytes"))?;
+        queue
+            .by_model
+            .entry(model.to_owned())
+            .or_default()
+            .insert((rank(probability), id.to_owned()));
+    }
+    Ok(queue)
 }
 
 fn begin_write(shared: &Shared, db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -569,10 +720,16 @@ fn commit_group(shared: &Shared, jobs: Vec<Job>) {
     let attempt = |jobs: &[Job]| -> Result<Vec<Done>, StoreError> {
         let mut txn = begin_write(shared, &db)?;
         let mut done = Vec::with_capacity(jobs.len());
+        let mut changes = Vec::new();
         for job in jobs {
-            done.push(apply_job(shared, &mut txn, job)?);
+            done.push(apply_job(shared, &mut txn, job, &mut changes)?);
         }
         txn.commit().map_err(|e| shared.err(e))?;
+        shared
+            .queue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(changes);
         Ok(done)
     };
     match attempt(&jobs) {
@@ -634,14 +791,15 @@ fn apply_job(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
     job: &Job,
+    changes: &mut Vec<QueueChange>,
 ) -> Result<Done, StoreError> {
     Ok(match job {
-        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch.clone())?),
+        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch.clone(), changes)?),
         Job::Scores(scores, _) => {
-            apply_scores(shared, txn, scores)?;
+            apply_scores(shared, txn, scores, changes)?;
             Done::Scores
         }
-        Job::Erase(id, _) => Done::Erase(apply_erase(shared, txn, id)?),
+        Job::Erase(id, _) => Done::Erase(apply_erase(shared, txn, id, changes)?),
         Job::Expire(before, _) => Done::Expire(apply_expire(shared, txn, *before)?),
         Job::Reclaim(_) | Job::Settle(_) => Done::Scores,
     })
@@ -649,30 +807,46 @@ fn apply_job(
 
 fn read_record(
     shared: &Shared,
-    entities: &impl ReadableTable<&'static str, &'static [u8]>,
+    data: &impl ReadableTable<DataKey<'static>, &'static [u8]>,
     id: &str,
 ) -> Result<Option<EntityRecord>, StoreError> {
-    entities
-        .get(id)
+    data.get((id, RECORD, &[][..]))
         .map_err(|e| shared.err(e))?
         .map(|v| decode_record(v.value()).map_err(|e| shared.corrupt(id, "the record", e)))
         .transpose()
+}
+
+/// Adds `delta` to a count in `meta`.
+fn add_count(
+    shared: &Shared,
+    meta: &mut redb::Table<'_, &'static str, u64>,
+    name: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let now = meta
+        .get(name)
+        .map_err(|e| shared.err(e))?
+        .map_or(0, |v| v.value());
+    let next = now.saturating_add_signed(delta);
+    meta.insert(name, next).map_err(|e| shared.err(e))?;
+    Ok(())
 }
 
 fn apply_write(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
     batch: WriteBatch,
+    changes: &mut Vec<QueueChange>,
 ) -> Result<Vec<Written>, StoreError> {
     let err = |e: redb::Error| shared.err(e);
-    let mut entities = txn.open_table(ENTITIES).map_err(|e| err(e.into()))?;
-    let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-    let mut event_ids = txn.open_table(EVENT_IDS).map_err(|e| err(e.into()))?;
+    let mut data = txn.open_table(DATA).map_err(|e| err(e.into()))?;
     let mut scores = txn.open_table(SCORES).map_err(|e| err(e.into()))?;
-    let mut queue = txn.open_table(QUEUE).map_err(|e| err(e.into()))?;
-    let mut active = txn.open_table(ACTIVE).map_err(|e| err(e.into()))?;
     let max_events = shared.limits.max_events_per_entity.max(1);
     let mut out = Vec::with_capacity(batch.entities.len());
+    let (mut new_entities, mut new_events) = (0i64, 0i64);
     for write in batch.entities {
         let EntityWrite {
             id,
@@ -680,15 +854,15 @@ fn apply_write(
             created_at_ms,
             profile,
             profile_change,
-            events: new_events,
+            events: added_events,
             outcomes,
         } = write;
-        let existing = read_record(shared, &entities, &id)?;
+        let existing = read_record(shared, &data, &id)?;
         let created = existing.is_none();
         let mut record = existing.clone().unwrap_or_else(|| EntityRecord {
             kind: kind.unwrap_or_default(),
             created_at_ms: created_at_ms
-                .or_else(|| new_events.iter().map(|e| e.ts_ms).min())
+                .or_else(|| added_events.iter().map(|e| e.ts_ms).min())
                 .unwrap_or(batch.now_ms),
             created_at_given: created_at_ms.is_some(),
             profile: Default::default(),
@@ -700,7 +874,6 @@ fn apply_write(
             updated_at_ms: batch.now_ms,
         });
         let was_open = existing.as_ref().is_some_and(EntityRecord::is_open);
-        let old_active = existing.as_ref().map(EntityRecord::last_active_ms);
         // A new kind means other models: the scores of the old ones go.
         let kind_changed = kind.is_some_and(|k| k != record.kind);
         if let Some(k) = kind {
@@ -722,10 +895,10 @@ fn apply_write(
         }
         let mut added = 0u32;
         let mut duplicates = 0u32;
-        for event in new_events {
+        for event in added_events {
             if let Some(client_id) = &event.id
-                && event_ids
-                    .get((id.as_str(), client_id.as_str()))
+                && data
+                    .get((id.as_str(), CLIENT_ID, client_id.as_bytes()))
                     .map_err(|e| err(e.into()))?
                     .is_some()
             {
@@ -741,13 +914,17 @@ fn apply_write(
                 value: event.value,
             })
             .map_err(|e| shared.corrupt(&id, "an event", e))?;
-            events
-                .insert((id.as_str(), event.ts_ms, seq), value.as_slice())
-                .map_err(|e| err(e.into()))?;
+            data.insert(
+                (id.as_str(), EVENT, &event_key(event.ts_ms, seq)[..]),
+                value.as_slice(),
+            )
+            .map_err(|e| err(e.into()))?;
             if let Some(client_id) = &event.id {
-                event_ids
-                    .insert((id.as_str(), client_id.as_str()), (event.ts_ms, seq))
-                    .map_err(|e| err(e.into()))?;
+                data.insert(
+                    (id.as_str(), CLIENT_ID, client_id.as_bytes()),
+                    &encode_place(event.ts_ms, seq)[..],
+                )
+                .map_err(|e| err(e.into()))?;
             }
             record.event_count += 1;
             added += 1;
@@ -769,31 +946,18 @@ fn apply_write(
         let mut dropped = 0u32;
         if record.event_count > max_events {
             let excess = usize::try_from(record.event_count - max_events).unwrap_or(usize::MAX);
-            let mut oldest = Vec::with_capacity(excess);
-            for item in events
-                .range((id.as_str(), i64::MIN, 0)..=(id.as_str(), i64::MAX, u64::MAX))
-                .map_err(|e| err(e.into()))?
-                .take(excess)
-            {
-                let (key, value) = item.map_err(|e| err(e.into()))?;
-                let (_, ts, seq) = key.value();
-                let v: EventValue = serde_json::from_slice(value.value())
-                    .map_err(|e| shared.corrupt(&id, "an event", e))?;
-                oldest.push((ts, seq, v.id));
-            }
-            for (ts, seq, client_id) in oldest {
-                events
-                    .remove((id.as_str(), ts, seq))
+            let oldest = first_events(shared, &data, &id, excess)?;
+            for (key, client_id) in oldest {
+                data.remove((id.as_str(), EVENT, &key[..]))
                     .map_err(|e| err(e.into()))?;
                 if let Some(c) = client_id {
-                    event_ids
-                        .remove((id.as_str(), c.as_str()))
+                    data.remove((id.as_str(), CLIENT_ID, c.as_bytes()))
                         .map_err(|e| err(e.into()))?;
                 }
                 record.event_count -= 1;
                 dropped += 1;
             }
-            record.first_event_ms = first_event(&events, &id).map_err(&err)?;
+            record.first_event_ms = first_event_time(shared, &data, &id)?;
         }
         for outcome in outcomes {
             if !record.outcomes.contains(&outcome) {
@@ -804,23 +968,13 @@ fn apply_write(
         record.updated_at_ms = batch.now_ms;
         // Leaving the queue: closed by an outcome, or scored by other models now.
         if kind_changed || (was_open && !record.is_open()) {
-            drop_scores(shared, &mut scores, &mut queue, &id, kind_changed)?;
-        }
-        let new_active = record.last_active_ms();
-        if old_active != Some(new_active) {
-            if let Some(old) = old_active {
-                active
-                    .remove((old, id.as_str()))
-                    .map_err(|e| err(e.into()))?;
-            }
-            active
-                .insert((new_active, id.as_str()), ())
-                .map_err(|e| err(e.into()))?;
+            drop_scores(shared, &mut scores, changes, &id, kind_changed)?;
         }
         let bytes = encode_record(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
-        entities
-            .insert(id.as_str(), bytes.as_slice())
+        data.insert((id.as_str(), RECORD, &[][..]), bytes.as_slice())
             .map_err(|e| err(e.into()))?;
+        new_entities += i64::from(created);
+        new_events += i64::from(added) - i64::from(dropped);
         out.push(Written {
             id,
             created,
@@ -830,25 +984,61 @@ fn apply_write(
             record,
         });
     }
+    let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+    add_count(shared, &mut meta, META_ENTITIES, new_entities)?;
+    add_count(shared, &mut meta, META_EVENTS, new_events)?;
     Ok(out)
 }
 
-fn first_event(
-    events: &impl ReadableTable<(&'static str, i64, u64), &'static [u8]>,
+/// An event's key within its entity and its client id.
+type EventPlace = (Vec<u8>, Option<String>);
+
+/// The keys and client ids of `id`'s first `n` events.
+fn first_events(
+    shared: &Shared,
+    data: &impl ReadableTable<DataKey<'static>, &'static [u8]>,
     id: &str,
-) -> Result<Option<i64>, redb::Error> {
-    let mut range = events.range((id, i64::MIN, 0)..=(id, i64::MAX, u64::MAX))?;
-    Ok(match range.next() {
-        Some(item) => Some(item?.0.value().1),
-        None => None,
-    })
+    n: usize,
+) -> Result<Vec<EventPlace>, StoreError> {
+    let mut out = Vec::with_capacity(n.min(10_000));
+    for item in data
+        .range(part_range(id, EVENT))
+        .map_err(|e| shared.err(e))?
+        .take(n)
+    {
+        let (key, value) = item.map_err(|e| shared.err(e))?;
+        let v: EventValue =
+            serde_json::from_slice(value.value()).map_err(|e| shared.corrupt(id, "an event", e))?;
+        out.push((key.value().2.to_vec(), v.id));
+    }
+    Ok(out)
+}
+
+/// The time of `id`'s first stored event.
+fn first_event_time(
+    shared: &Shared,
+    data: &impl ReadableTable<DataKey<'static>, &'static [u8]>,
+    id: &str,
+) -> Result<Option<TimestampMs>, StoreError> {
+    let mut range = data
+        .range(part_range(id, EVENT))
+        .map_err(|e| shared.err(e))?;
+    match range.next() {
+        None => Ok(None),
+        Some(item) => {
+            let (key, _) = item.map_err(|e| shared.err(e))?;
+            let (ts, _) = decode_event_key(key.value().2)
+                .ok_or_else(|| shared.corrupt(id, "an event", "a short key"))?;
+            Ok(Some(ts))
+        }
+    }
 }
 
 /// Takes `id` out of every queue; with `delete`, drops its scores too.
 fn drop_scores(
     shared: &Shared,
-    scores: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
-    queue: &mut redb::Table<(&'static str, u64, &'static str), ()>,
+    scores: &mut redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+    changes: &mut Vec<QueueChange>,
     id: &str,
     delete: bool,
 ) -> Result<(), StoreError> {
@@ -864,14 +1054,16 @@ fn drop_scores(
         held.push((key.value().1.to_owned(), probability));
     }
     for (model, probability) in held {
-        queue
-            .remove((model.as_str(), rank(probability), id))
-            .map_err(|e| shared.err(e))?;
         if delete {
             scores
                 .remove((id, model.as_str()))
                 .map_err(|e| shared.err(e))?;
         }
+        changes.push(QueueChange::Remove {
+            model,
+            rank: rank(probability),
+            id: id.to_owned(),
+        });
     }
     Ok(())
 }
@@ -880,14 +1072,14 @@ fn apply_scores(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
     updates: &[EncodedScore],
+    changes: &mut Vec<QueueChange>,
 ) -> Result<(), StoreError> {
-    let entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
+    let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     let mut scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
-    let mut queue = txn.open_table(QUEUE).map_err(|e| shared.err(e))?;
     for update in updates {
         let id = update.entity.as_str();
-        let Some(open) = entities
-            .get(id)
+        let Some(open) = data
+            .get((id, RECORD, &[][..]))
             .map_err(|e| shared.err(e))?
             .map(|v| record_is_open(v.value()))
         else {
@@ -905,17 +1097,21 @@ fn apply_scores(
             if old_seen > update.events_seen {
                 continue;
             }
-            queue
-                .remove((model, rank(old_probability), id))
-                .map_err(|e| shared.err(e))?;
+            changes.push(QueueChange::Remove {
+                model: model.to_owned(),
+                rank: rank(old_probability),
+                id: id.to_owned(),
+            });
         }
         scores
             .insert((id, model), update.bytes.as_slice())
             .map_err(|e| shared.err(e))?;
         if open {
-            queue
-                .insert((model, rank(update.probability), id), ())
-                .map_err(|e| shared.err(e))?;
+            changes.push(QueueChange::Insert {
+                model: model.to_owned(),
+                rank: rank(update.probability),
+                id: id.to_owned(),
+            });
         }
     }
     Ok(())
@@ -925,28 +1121,20 @@ fn apply_erase(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
     id: &str,
+    changes: &mut Vec<QueueChange>,
 ) -> Result<bool, StoreError> {
-    let mut entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-    let Some(record) = read_record(shared, &entities, id)? else {
+    let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
+    let Some(record) = read_record(shared, &data, id)? else {
         return Ok(false);
     };
-    let mut events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
-    let mut event_ids = txn.open_table(EVENT_IDS).map_err(|e| shared.err(e))?;
     let mut scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
-    let mut queue = txn.open_table(QUEUE).map_err(|e| shared.err(e))?;
-    let mut active = txn.open_table(ACTIVE).map_err(|e| shared.err(e))?;
-    drop_scores(shared, &mut scores, &mut queue, id, true)?;
-    events
-        .retain_in((id, i64::MIN, 0)..=(id, i64::MAX, u64::MAX), |_, _| false)
+    drop_scores(shared, &mut scores, changes, id, true)?;
+    data.retain_in(entity_range(id), |_, _| false)
         .map_err(|e| shared.err(e))?;
-    let end = after_id(id);
-    event_ids
-        .retain_in((id, "")..(end.as_str(), ""), |_, _| false)
-        .map_err(|e| shared.err(e))?;
-    active
-        .remove((record.last_active_ms(), id))
-        .map_err(|e| shared.err(e))?;
-    entities.remove(id).map_err(|e| shared.err(e))?;
+    let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
+    add_count(shared, &mut meta, META_ENTITIES, -1)?;
+    let events = i64::try_from(record.event_count).unwrap_or(i64::MAX);
+    add_count(shared, &mut meta, META_EVENTS, -events)?;
     Ok(true)
 }
 
@@ -955,45 +1143,62 @@ fn apply_expire(
     txn: &mut redb::WriteTransaction,
     before_ms: TimestampMs,
 ) -> Result<u64, StoreError> {
-    let mut entities = txn.open_table(ENTITIES).map_err(|e| shared.err(e))?;
-    let mut events = txn.open_table(EVENTS).map_err(|e| shared.err(e))?;
-    let mut event_ids = txn.open_table(EVENT_IDS).map_err(|e| shared.err(e))?;
-    let mut expired: Vec<(String, i64, u64, Option<String>)> = Vec::new();
-    for item in events.iter().map_err(|e| shared.err(e))? {
-        let (key, value) = item.map_err(|e| shared.err(e))?;
-        let (id, ts, seq) = key.value();
-        if ts < before_ms {
+    let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
+    // Each entity's events older than the time: the first of its log.
+    let mut expired: Vec<(String, Vec<u8>, Option<String>)> = Vec::new();
+    let mut next = String::new();
+    loop {
+        let mut range = data
+            .range((next.as_str(), RECORD, &[][..])..)
+            .map_err(|e| shared.err(e))?;
+        let Some(item) = range.next() else {
+            break;
+        };
+        let (key, _) = item.map_err(|e| shared.err(e))?;
+        let id = key.value().0.to_owned();
+        next = after_id(&id);
+        for item in range {
+            let (key, value) = item.map_err(|e| shared.err(e))?;
+            let (key_id, part, sub) = key.value();
+            if key_id != id || part != EVENT {
+                break;
+            }
+            let (ts, _) = decode_event_key(sub)
+                .ok_or_else(|| shared.corrupt(&id, "an event", "a short key"))?;
+            if ts >= before_ms {
+                break;
+            }
             let v: EventValue = serde_json::from_slice(value.value())
-                .map_err(|e| shared.corrupt(id, "an event", e))?;
-            expired.push((id.to_owned(), ts, seq, v.id));
+                .map_err(|e| shared.corrupt(&id, "an event", e))?;
+            expired.push((id.clone(), sub.to_vec(), v.id));
         }
     }
     let mut touched: std::collections::BTreeMap<String, u64> = Default::default();
-    for (id, ts, seq, client_id) in &expired {
-        events
-            .remove((id.as_str(), *ts, *seq))
+    for (id, key, client_id) in &expired {
+        data.remove((id.as_str(), EVENT, key.as_slice()))
             .map_err(|e| shared.err(e))?;
         if let Some(c) = client_id {
-            event_ids
-                .remove((id.as_str(), c.as_str()))
+            data.remove((id.as_str(), CLIENT_ID, c.as_bytes()))
                 .map_err(|e| shared.err(e))?;
         }
         *touched.entry(id.clone()).or_default() += 1;
     }
     for (id, n) in touched {
-        let Some(mut record) = read_record(shared, &entities, &id)? else {
+        let Some(mut record) = read_record(shared, &data, &id)? else {
             continue;
         };
         record.event_count = record.event_count.saturating_sub(n);
-        record.first_event_ms = first_event(&events, &id).map_err(|e| shared.err(e))?;
+        record.first_event_ms = first_event_time(shared, &data, &id)?;
         if record.event_count == 0 {
             record.first_event_ms = None;
         }
         let bytes = encode_record(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
-        entities
-            .insert(id.as_str(), bytes.as_slice())
+        data.insert((id.as_str(), RECORD, &[][..]), bytes.as_slice())
             .map_err(|e| shared.err(e))?;
     }
+    let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
+    let n = i64::try_from(expired.len()).unwrap_or(i64::MAX);
+    add_count(shared, &mut meta, META_EVENTS, -n)?;
     Ok(expired.len() as u64)
 }
 
@@ -1010,12 +1215,8 @@ fn reclaim(shared: &Shared) -> Result<(), StoreError> {
         let read = old.begin_read().map_err(|e| shared.err(e))?;
         let mut txn = begin_write(shared, &fresh)?;
         copy_table(shared, &read, &mut txn, META)?;
-        copy_table(shared, &read, &mut txn, ENTITIES)?;
-        copy_table(shared, &read, &mut txn, EVENTS)?;
-        copy_table(shared, &read, &mut txn, EVENT_IDS)?;
+        copy_table(shared, &read, &mut txn, DATA)?;
         copy_table(shared, &read, &mut txn, SCORES)?;
-        copy_table(shared, &read, &mut txn, QUEUE)?;
-        copy_table(shared, &read, &mut txn, ACTIVE)?;
         txn.commit().map_err(|e| shared.err(e))?;
     }
     std::fs::rename(&fresh_path, &shared.path).map_err(|e| shared.err(e))?;
@@ -1098,15 +1299,17 @@ impl EntityStore for RedbStore {
     fn active_since(
         &self,
         since_ms: i64,
-        after: Option<(i64, String)>,
+        after: Option<String>,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<(i64, String)>> {
-        let result = self.active_now(since_ms, after, limit);
+    ) -> StoreFuture<'_, Vec<EntityWithEvents>> {
+        let result = self.page_now(after.as_deref(), limit, |record| {
+            record_last_active(record).is_some_and(|t| t >= since_ms)
+        });
         Box::pin(async move { result })
     }
 
     fn scan(&self, after: Option<String>, limit: usize) -> StoreFuture<'_, Vec<EntityWithEvents>> {
-        let result = self.scan_now(after, limit);
+        let result = self.page_now(after.as_deref(), limit, |_| true);
         Box::pin(async move { result })
     }
 

@@ -56,3 +56,79 @@ async fn acknowledged_writes_are_there_after_reopening() {
     assert_eq!(h.events[0].value, Some(3.5));
     assert_eq!(h.record.created_at_ms, 1_000);
 }
+
+/// The embedded backend keeps the sales queue in memory: opening the file rebuilds it from
+/// the committed scores, open entities only, best first.
+#[tokio::test]
+async fn the_queue_is_rebuilt_when_the_file_opens() {
+    use store::{Outcome, OutcomeKind, ScoreUpdate, StoredScore};
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let score = |entity: &str, model: &str, probability: f64| ScoreUpdate {
+        entity: entity.into(),
+        score: StoredScore {
+            model: model.into(),
+            version: "v1".into(),
+            probability,
+            score: (probability * 100.0).round() as u8,
+            grade: "B".into(),
+            sales_ready: false,
+            scored_at_ms: 2_000,
+            events_seen: 0,
+        },
+    };
+    {
+        let store = RedbStore::open(StoreOpen::new(dir.path())).expect("open");
+        let entities = ["L-1", "L-2", "L-3"]
+            .into_iter()
+            .map(|id| EntityWrite {
+                id: id.into(),
+                ..Default::default()
+            })
+            .collect();
+        store
+            .write(WriteBatch {
+                entities,
+                now_ms: 2_000,
+            })
+            .await
+            .expect("write");
+        store
+            .put_scores(vec![
+                score("L-1", "p", 0.4),
+                score("L-2", "p", 0.7),
+                score("L-3", "p", 0.9),
+                score("L-1", "q", 0.1),
+            ])
+            .await
+            .expect("scores");
+        let converted = EntityWrite {
+            id: "L-3".into(),
+            outcomes: vec![Outcome {
+                kind: OutcomeKind::Converted,
+                at_ms: 2_500,
+            }],
+            ..Default::default()
+        };
+        store
+            .write(WriteBatch {
+                entities: vec![converted],
+                now_ms: 3_000,
+            })
+            .await
+            .expect("write");
+    }
+    let store = RedbStore::open(StoreOpen::new(dir.path())).expect("reopen");
+    let ids =
+        |top: Vec<(String, StoredScore)>| top.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.top("p", 10, None).await.expect("top")),
+        ["L-2", "L-1"]
+    );
+    assert_eq!(ids(store.top("q", 10, None).await.expect("top")), ["L-1"]);
+    assert_eq!(
+        ids(store.top("p", 10, Some((0.5, 0.8))).await.expect("top")),
+        ["L-2"]
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.entities, stats.events), (3, 0));
+}

@@ -5,7 +5,8 @@
 //! * `seed`: `--entities` leads of `--events` events each, recent, through `POST /v1/events`.
 //! * `ingest`: closed loop, `--batch` new events a request for random entities.
 //! * `single`: one new event a request (rescored, score returned); with `--rate`, an open
-//!   loop at that many requests a second, latency counted from when each request was due.
+//!   loop at that many requests a second, latency counted from when each request was due if
+//!   its connection was still busy then (else from when it was sent).
 //! * `by-id`: `GET /v1/entities/{id}/score/propensity` of seeded leads (closed loop).
 //! * `stateless`: `POST /v1/score/propensity` of the same leads given in full (closed loop).
 
@@ -310,13 +311,21 @@ fn run(args: &Args, c: usize, base: i64, start: Instant, stop: &AtomicBool) -> T
         let due = interval.map(|iv| {
             start + iv.mul_f64(i as f64) + iv.mul_f64(c as f64 / args.connections as f64)
         });
+        // Latency counts from when the request was due while the connection was still busy
+        // with the one before (the server made it wait); once the connection was free, from
+        // when it was sent: a load thread woken late by the scheduler (client and server
+        // share the cores) is not the server's delay.
+        let busy = due.is_some_and(|d| Instant::now() > d);
         if let Some(due) = due {
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
         }
-        let began = due.unwrap_or_else(Instant::now);
+        let began = match due {
+            Some(due) if busy => due,
+            _ => Instant::now(),
+        };
         let k = rng.below(args.entities);
         let ts = now_ms() - 1000;
         let (method, path, body, events) = match args.mode.as_str() {
