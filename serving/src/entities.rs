@@ -226,13 +226,58 @@ pub struct Rescored {
     pub scores: Vec<(ServedModel, Option<RouteChoice>, EntityScore)>,
 }
 
-/// The entities one model scores in one call: where each came from in the request, by
-/// which route, and its checked row.
-type ScoringJob = (
-    ServedModel,
-    Vec<(usize, Option<RouteChoice>)>,
-    Vec<CheckedEntity>,
-);
+/// Checked entities grouped into one scoring call per model, each with `P`, where its
+/// answer goes.
+struct ScoringJobs<P> {
+    jobs: Vec<(ServedModel, Vec<P>, Vec<CheckedEntity>)>,
+}
+
+impl<P> ScoringJobs<P> {
+    fn new() -> Self {
+        ScoringJobs { jobs: Vec::new() }
+    }
+
+    fn push(&mut self, model: &ServedModel, place: P, entity: CheckedEntity) {
+        let job = match self
+            .jobs
+            .iter()
+            .position(|(m, _, _)| Arc::ptr_eq(&m.model, &model.model))
+        {
+            Some(j) => j,
+            None => {
+                self.jobs.push((model.clone(), Vec::new(), Vec::new()));
+                self.jobs.len() - 1
+            }
+        };
+        self.jobs[job].1.push(place);
+        self.jobs[job].2.push(entity);
+    }
+
+    /// Scores every job (with `reasons` or not): each answer with its model and place.
+    async fn run(
+        self,
+        state: &AppState,
+        reasons: bool,
+    ) -> Result<Vec<(ServedModel, P, EntityScore)>, ApiError> {
+        let limits = state.limits();
+        let mut out = Vec::new();
+        for (model, places, checked) in self.jobs {
+            let options = ScoreOptions {
+                reasons,
+                max_reasons: limits.max_reasons,
+                small: checked.len() <= limits.inline_max_entities,
+            };
+            let scores = model
+                .model
+                .score(checked, Arc::clone(&model.thresholds), options)
+                .await?;
+            for (place, score) in places.into_iter().zip(scores) {
+                out.push((model.clone(), place, score));
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// Scores each of `entities` now with every model it qualifies for, one scoring job per
 /// model; with `reasons` (only when they are answered: they are not stored).
@@ -243,24 +288,13 @@ pub async fn rescore(
     now_ms: TimestampMs,
     reasons: bool,
 ) -> Result<Vec<Rescored>, ApiError> {
-    let limits = state.limits();
-    let mut jobs: Vec<ScoringJob> = Vec::new();
+    let mut jobs = ScoringJobs::new();
     for (i, entity) in entities.iter().enumerate() {
         for (model, choice) in qualifying(served, &entity.record) {
-            let job = match jobs
-                .iter()
-                .position(|(m, _, _)| Arc::ptr_eq(&m.model, &model.model))
-            {
-                Some(j) => j,
-                None => {
-                    jobs.push((model.clone(), Vec::new(), Vec::new()));
-                    jobs.len() - 1
-                }
-            };
-            jobs[job].2.push(checked(&model, entity, None, now_ms));
-            jobs[job].1.push((i, choice));
+            jobs.push(&model, (i, choice), checked(&model, entity, None, now_ms));
         }
     }
+    let scored = jobs.run(state, reasons).await?;
     let mut out: Vec<Rescored> = entities
         .into_iter()
         .map(|entity| Rescored {
@@ -268,21 +302,9 @@ pub async fn rescore(
             scores: Vec::new(),
         })
         .collect();
-    for (model, places, checked) in jobs {
-        let n = checked.len();
-        let options = ScoreOptions {
-            reasons,
-            max_reasons: limits.max_reasons,
-            small: n <= limits.inline_max_entities,
-        };
-        let scores = model
-            .model
-            .score(checked, Arc::clone(&model.thresholds), options)
-            .await?;
-        for ((i, choice), mut score) in places.into_iter().zip(scores) {
-            score.id = None;
-            out[i].scores.push((model.clone(), choice, score));
-        }
+    for (model, (i, choice), mut score) in scored {
+        score.id = None;
+        out[i].scores.push((model, choice, score));
     }
     Ok(out)
 }
@@ -329,7 +351,6 @@ async fn stored_reasons(
     store: &Arc<dyn EntityStore>,
     scores: &[(String, StoredScore)],
 ) -> Result<Vec<Option<serde_json::Value>>, ApiError> {
-    let limits = state.limits();
     let mut out = vec![None; scores.len()];
     let mut histories: HashMap<&str, Option<EntityWithEvents>> = HashMap::new();
     for (id, _) in scores {
@@ -337,7 +358,7 @@ async fn stored_reasons(
             histories.insert(id.as_str(), store.history(id).await?);
         }
     }
-    let mut jobs: Vec<(ServedModel, Vec<usize>, Vec<CheckedEntity>)> = Vec::new();
+    let mut jobs = ScoringJobs::new();
     for (i, (id, stored)) in scores.iter().enumerate() {
         let Some(Some(entity)) = histories.get(id.as_str()) else {
             continue;
@@ -348,41 +369,20 @@ async fn stored_reasons(
         else {
             continue;
         };
-        let job = match jobs
-            .iter()
-            .position(|(m, _, _)| Arc::ptr_eq(&m.model, &model.model))
-        {
-            Some(j) => j,
-            None => {
-                jobs.push((model.clone(), Vec::new(), Vec::new()));
-                jobs.len() - 1
-            }
-        };
-        jobs[job].2.push(checked(
+        let again = checked(
             model,
             entity,
             Some(stored.scored_at_ms),
             stored.scored_at_ms,
-        ));
-        jobs[job].1.push(i);
+        );
+        jobs.push(model, i, again);
     }
-    for (model, places, checked) in jobs {
-        let options = ScoreOptions {
-            reasons: true,
-            max_reasons: limits.max_reasons,
-            small: checked.len() <= limits.inline_max_entities,
-        };
-        let again = model
-            .model
-            .score(checked, Arc::clone(&model.thresholds), options)
-            .await?;
-        for (i, score) in places.into_iter().zip(again) {
-            if score.probability.to_bits() == scores[i].1.probability.to_bits() {
-                out[i] = score
-                    .reasons
-                    .as_ref()
-                    .and_then(|r| serde_json::to_value(r).ok());
-            }
+    for (_, i, score) in jobs.run(state, true).await? {
+        if score.probability.to_bits() == scores[i].1.probability.to_bits() {
+            out[i] = score
+                .reasons
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok());
         }
     }
     Ok(out)
