@@ -431,8 +431,8 @@ pub async fn cap_drops_the_oldest_events(store: &dyn EntityStore) {
     assert!(h.events.iter().all(|e| e.event_type == "v"));
 }
 
-/// The sweep's index pages through recently active entities; the export's scan pages
-/// through all, in id order.
+/// The sweep pages through the recently active entities with their events, the export
+/// through all, both in id order.
 pub async fn paging_through_active_and_all_entities(store: &dyn EntityStore) {
     for i in 0..25 {
         store
