@@ -21,7 +21,7 @@
 //! entities that route sends to it; a model no route names scores every entity of its
 //! task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ use features::spec::Form;
 use serde::{Deserialize, Serialize};
 use store::{
     EntityRecord, EntityStore, EntityWithEvents, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind,
-    ProfileChange, ScoreUpdate, StoredScore, WriteBatch, Written,
+    ProfileChange, ScoreUpdate, ScoresIf, StoredScore, WriteBatch, Written,
 };
 
 use crate::error::ApiError;
@@ -388,24 +388,71 @@ async fn stored_reasons(
     Ok(out)
 }
 
-/// Rescores what a write touched, keeps the scores and answers them (with `reasons`).
-async fn rescore_and_keep(
+/// Writes `batch` and answers each entity's fresh scores (with `reasons`).
+///
+/// Each entity's history after the write is predicted from what is stored now
+/// ([`store::predict`]: the function the store applies writes with) and scored before the
+/// write, and the scores go with it ([`ScoresIf`]): kept in the same commit when nothing else
+/// wrote the entity in between. Then one event changes the entity's page once, not twice.
+/// Where something did write in between, the entity is scored again from its stored history
+/// after the commit and those scores are kept in a commit of their own.
+async fn write_and_score(
     state: &AppState,
     served: &Served,
     store: &Arc<dyn EntityStore>,
-    written: &[Written],
-    now_ms: TimestampMs,
+    mut batch: WriteBatch,
     reasons: bool,
-) -> Result<Vec<Rescored>, ApiError> {
-    let mut histories = Vec::with_capacity(written.len());
-    for w in written {
+) -> Result<(Vec<Written>, Vec<Rescored>), ApiError> {
+    let now_ms = batch.now_ms;
+    let limits = store.limits();
+    let mut ids = HashSet::with_capacity(batch.entities.len());
+    let unique = batch.entities.iter().all(|w| ids.insert(w.id.as_str()));
+    let mut predicted = Vec::with_capacity(batch.entities.len());
+    let mut before = Vec::with_capacity(batch.entities.len());
+    if unique {
+        for write in &batch.entities {
+            let history = store.history(&write.id).await?;
+            before.push(history.as_ref().map(|h| h.record.clone()));
+            predicted.push(store::predict(history, write, now_ms, &limits));
+        }
+    }
+    let mut rescored = rescore(state, served, predicted, now_ms, reasons).await?;
+    for ((write, record_before), r) in batch.entities.iter_mut().zip(before).zip(&rescored) {
+        let scores = r
+            .scores
+            .iter()
+            .map(|(model, _, score)| to_stored(model, &r.entity, score, now_ms))
+            .collect();
+        write.scores_if = Some(ScoresIf {
+            record_before,
+            scores,
+        });
+    }
+    let written = write_counted(state, store, batch).await?;
+    let mut again = Vec::new();
+    for (i, w) in written.iter().enumerate() {
+        let held = rescored
+            .get(i)
+            .is_some_and(|r| w.scores_kept && r.entity.record == w.record);
+        if !held {
+            if w.scores_kept {
+                tracing::error!(entity = %w.id, "a write left another record than predicted; rescored");
+            }
+            again.push(w);
+        }
+    }
+    if again.is_empty() {
+        return Ok((written, rescored));
+    }
+    let mut histories = Vec::with_capacity(again.len());
+    for w in again {
         // Erased in between: nothing to score.
         if let Some(h) = store.history(&w.id).await? {
             histories.push(h);
         }
     }
-    let rescored = rescore(state, served, histories, now_ms, reasons).await?;
-    let updates = score_updates(&rescored, now_ms);
+    let fresh = rescore(state, served, histories, now_ms, reasons).await?;
+    let updates = score_updates(&fresh, now_ms);
     if !updates.is_empty() {
         // Queued now, durable with the writer's next commit; not awaited: the answer does not
         // wait for a second commit. Reads of stored scores settle the store first.
@@ -421,7 +468,10 @@ async fn rescore_and_keep(
             }
         });
     }
-    Ok(rescored)
+    let fresh_ids: HashSet<&str> = fresh.iter().map(|r| r.entity.id.as_str()).collect();
+    rescored.retain(|r| !fresh_ids.contains(r.entity.id.as_str()));
+    rescored.extend(fresh);
+    Ok((written, rescored))
 }
 
 fn check_id(id: &str, path: &str) -> Result<(), ApiError> {
@@ -638,9 +688,7 @@ pub async fn post_events(
         events_batch(&snapshot, &body, clock, max_batch)
     })
     .await?;
-    let written = write_counted(&state, &store, batch).await?;
-    let rescored =
-        rescore_and_keep(&state, &served, &store, &written, clock.now_ms, reasons).await?;
+    let (written, rescored) = write_and_score(&state, &served, &store, batch, reasons).await?;
     Ok(written_response(&written, &rescored))
 }
 
@@ -703,9 +751,7 @@ async fn set_entity(
         entities: vec![write],
         now_ms: clock.now_ms,
     };
-    let written = write_counted(&state, &store, batch).await?;
-    let rescored =
-        rescore_and_keep(&state, &served, &store, &written, clock.now_ms, reasons).await?;
+    let (written, rescored) = write_and_score(&state, &served, &store, batch, reasons).await?;
     let status = if written.first().is_some_and(|w| w.created) {
         StatusCode::CREATED
     } else {

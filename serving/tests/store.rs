@@ -711,3 +711,65 @@ async fn a_running_server_exports_what_it_holds_for_training() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Many single events for one lead at once: each answer is scored from the history its write
+/// left (a write that found the lead changed since it was read is scored again after the
+/// commit), and the score kept is that of the whole history: its reasons come back, which
+/// they do only when the stored history gives the stored probability again.
+#[tokio::test]
+async fn concurrent_events_for_one_lead_keep_the_score_of_the_whole_history() {
+    if !ort_available() {
+        return;
+    }
+    let s = server(true);
+    let now = now_ms();
+    let mut first = lead_events("L-1", 1, now);
+    first[0]["profile"] = lead_profile("webinar");
+    let (status, body) = call(
+        &s.app,
+        "POST",
+        "/v1/events",
+        CLIENT_KEY,
+        Some(&json!({"events": first})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sends = (0..24).map(|i| {
+        let app = s.app.clone();
+        let event_type = ["web_visit", "pricing_page_view", "demo_request"][i as usize % 3];
+        let event = json!({"events": [{
+            "entity": "L-1",
+            "id": format!("c-{i}"),
+            "ts": now - 1000 - i,
+            "type": event_type,
+            "channel": "web",
+        }]});
+        tokio::spawn(
+            async move { call(&app, "POST", "/v1/events", CLIENT_KEY, Some(&event)).await },
+        )
+    });
+    let mut answered = Vec::new();
+    for send in sends.collect::<Vec<_>>() {
+        let (status, body) = send.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let probability = body["entities"][0]["scores"][0]["probability"]
+            .as_f64()
+            .expect("a probability");
+        answered.push(probability);
+    }
+    let (status, entity) = call(&s.app, "GET", "/v1/entities/L-1", CLIENT_KEY, None).await;
+    assert_eq!(status, StatusCode::OK, "{entity}");
+    assert_eq!(entity["events"]["count"], 25);
+    let stored = &entity["scores"][0];
+    assert!(
+        stored["reasons"]["positive"].is_array(),
+        "the stored score is the whole history's: {entity}"
+    );
+    let probability = stored["probability"].as_f64().expect("a probability");
+    assert!(
+        answered
+            .iter()
+            .any(|p| p.to_bits() == probability.to_bits()),
+        "the last answer's score is the one kept: {probability} not in {answered:?}"
+    );
+}

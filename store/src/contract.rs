@@ -12,7 +12,7 @@ use features::history::ProfileValue;
 
 use crate::{
     EntityStore, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind, ProfileChange, ScoreUpdate,
-    StoreLimits, StoredScore, WriteBatch,
+    ScoresIf, StoreLimits, StoredScore, WriteBatch,
 };
 
 /// The limits [`cap_drops_the_oldest_events`] runs under.
@@ -567,6 +567,154 @@ pub async fn settle_waits_for_scores_not_awaited(store: &dyn EntityStore) {
 }
 
 /// One `#[tokio::test]` per contract rule, for the backend `make(limits)` opens fresh.
+/// [`predict`](crate::predict) gives, write after write, the history the store is left with:
+/// merges, replaces and removed fields, duplicates within and across writes, events out of
+/// order and at the same time, a new kind, outcomes, and (under [`SMALL_CAP`]) the cap.
+pub async fn predict_agrees_with_the_store(store: &dyn EntityStore) {
+    let field = |name: &str, value: ProfileValue| (name.to_owned(), value);
+    let writes = vec![
+        EntityWrite {
+            id: "L-1".into(),
+            profile: vec![field("source", ProfileValue::Text("web".into()))],
+            events: vec![
+                event(Some("a"), NOW - 5 * HOUR, "web_visit"),
+                event(Some("a"), NOW - 5 * HOUR, "web_visit"),
+                event(None, NOW - 7 * HOUR, "email_open"),
+            ],
+            ..Default::default()
+        },
+        EntityWrite {
+            id: "L-1".into(),
+            profile: vec![
+                field("employees", ProfileValue::Number(40.0)),
+                field("source", ProfileValue::Missing),
+            ],
+            events: vec![
+                event(Some("b"), NOW - 5 * HOUR, "pricing_page_view"),
+                event(Some("a"), NOW - 4 * HOUR, "web_visit"),
+                event(None, NOW - 9 * HOUR, "email_open"),
+            ],
+            ..Default::default()
+        },
+        EntityWrite {
+            id: "L-1".into(),
+            created_at_ms: Some(NOW - 20 * HOUR),
+            profile: vec![field("industry", ProfileValue::Text("retail".into()))],
+            profile_change: ProfileChange::Replace,
+            events: vec![event(Some("c"), NOW - 30 * HOUR, "form_submit")],
+            outcomes: vec![Outcome {
+                kind: OutcomeKind::Converted,
+                at_ms: NOW - HOUR,
+            }],
+            ..Default::default()
+        },
+        EntityWrite {
+            id: "L-1".into(),
+            kind: Some(Kind::Customer),
+            events: vec![
+                event(Some("d"), NOW - 2 * HOUR, "purchase"),
+                event(Some("e"), NOW - 2 * HOUR, "purchase"),
+            ],
+            ..Default::default()
+        },
+        EntityWrite {
+            id: "L-2".into(),
+            kind: Some(Kind::Customer),
+            ..Default::default()
+        },
+    ];
+    let limits = store.limits();
+    for (i, write) in writes.into_iter().enumerate() {
+        let before = store.history(&write.id).await.expect("read");
+        let predicted = crate::predict(before, &write, NOW + i as i64, &limits);
+        let id = write.id.clone();
+        store
+            .write(WriteBatch {
+                entities: vec![write],
+                now_ms: NOW + i as i64,
+            })
+            .await
+            .expect("write");
+        let after = store.history(&id).await.expect("read").expect("stored");
+        assert_eq!(
+            predicted, after,
+            "write {i}: predicted and stored histories"
+        );
+    }
+}
+
+/// Scores sent with a write ([`ScoresIf`]) are kept in its commit when the entity is still
+/// as the caller read it, and not otherwise.
+pub async fn scores_go_with_a_write_only_if_the_entity_is_as_read(store: &dyn EntityStore) {
+    let limits = store.limits();
+    let with_scores = |write: EntityWrite, before: Option<crate::EntityRecord>, p: f64| {
+        let seen = before.as_ref().map_or(0, |r| r.events_appended) + write.events.len() as u64;
+        EntityWrite {
+            scores_if: Some(ScoresIf {
+                record_before: before,
+                scores: vec![score("propensity", p, seen)],
+            }),
+            ..write
+        }
+    };
+    // A new entity, read as absent.
+    let first = EntityWrite {
+        id: "L-1".into(),
+        events: vec![event(Some("e-1"), NOW - HOUR, "web_visit")],
+        ..Default::default()
+    };
+    let w = store
+        .write(WriteBatch {
+            entities: vec![with_scores(first, None, 0.4)],
+            now_ms: NOW,
+        })
+        .await
+        .expect("write");
+    assert!(w[0].scores_kept, "a new entity read as absent");
+    // The next event, read as it is.
+    let before = store.history("L-1").await.expect("read").expect("stored");
+    let read = before.record.clone();
+    let second = EntityWrite {
+        id: "L-1".into(),
+        events: vec![event(Some("e-2"), NOW - HOUR / 2, "demo_request")],
+        ..Default::default()
+    };
+    let predicted = crate::predict(Some(before), &second, NOW + 1, &limits);
+    let w = store
+        .write(WriteBatch {
+            entities: vec![with_scores(second, Some(read.clone()), 0.7)],
+            now_ms: NOW + 1,
+        })
+        .await
+        .expect("write");
+    assert!(w[0].scores_kept);
+    assert_eq!(w[0].record, predicted.record);
+    let e = store.entity("L-1").await.expect("read").expect("stored");
+    assert_eq!(e.scores.len(), 1);
+    assert_eq!(e.scores[0].probability, 0.7);
+    let top = store.top("propensity", 10, None).await.expect("top");
+    assert_eq!(top.len(), 1);
+    assert_eq!((top[0].0.as_str(), top[0].1.probability), ("L-1", 0.7));
+    // Read before the last write: the write goes, its scores do not.
+    let third = EntityWrite {
+        id: "L-1".into(),
+        events: vec![event(Some("e-3"), NOW - HOUR / 4, "web_visit")],
+        ..Default::default()
+    };
+    let w = store
+        .write(WriteBatch {
+            entities: vec![with_scores(third, Some(read), 0.9)],
+            now_ms: NOW + 2,
+        })
+        .await
+        .expect("write");
+    assert!(!w[0].scores_kept, "the entity changed since it was read");
+    assert_eq!(w[0].events_added, 1);
+    let e = store.entity("L-1").await.expect("read").expect("stored");
+    assert_eq!(e.scores[0].probability, 0.7, "the stored score stays");
+    assert_eq!(e.record.event_count, 3);
+}
+
 #[macro_export]
 macro_rules! contract_tests {
     ($make:expr) => {
@@ -581,11 +729,18 @@ macro_rules! contract_tests {
             retention_expires_old_events,
             queued_writes_are_each_applied_once,
             settle_waits_for_scores_not_awaited,
+            predict_agrees_with_the_store,
+            scores_go_with_a_write_only_if_the_entity_is_as_read,
         );
         #[tokio::test]
         async fn cap_drops_the_oldest_events() {
             let store = ($make)($crate::contract::SMALL_CAP);
             $crate::contract::cap_drops_the_oldest_events(&*store).await;
+        }
+        #[tokio::test]
+        async fn predict_agrees_with_the_store_at_the_cap() {
+            let store = ($make)($crate::contract::SMALL_CAP);
+            $crate::contract::predict_agrees_with_the_store(&*store).await;
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

@@ -9,6 +9,8 @@
 //! * [`RedbStore`]: the embedded backend, a [redb](https://www.redb.org) file with group
 //!   commit (one writer thread commits every write that queued while it flushed).
 //! * [`contract`]: the contract tests every backend passes, unchanged.
+//! * [`predict`]: the history a write will leave, computed in memory by the same function
+//!   the backends apply writes with, so a caller can score it before the write commits.
 //! * [`files`]: a dataset spec's history imported into a store, and a store exported as the
 //!   files and spec the trainer reads.
 //!
@@ -18,12 +20,14 @@
 
 pub mod contract;
 pub mod files;
+mod merge;
 mod redb_store;
 mod types;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use merge::predict;
 pub use redb_store::{RedbStore, StoreOpen};
 pub use types::*;
 
@@ -60,6 +64,9 @@ pub trait EntityStore: Send + Sync + std::fmt::Debug {
     /// (a client event id already stored is counted as a duplicate, not stored again),
     /// outcomes recorded. Returns each written entity as it now stands.
     fn write(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Written>>;
+
+    /// The limits writes are applied under (what [`predict`] needs to agree with them).
+    fn limits(&self) -> StoreLimits;
 
     /// The entity `id` with its latest scores, or `None`.
     fn entity(&self, id: &str) -> StoreFuture<'_, Option<StoredEntity>>;

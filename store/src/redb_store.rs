@@ -5,21 +5,22 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `entity_data` | (id, 0, empty) | the record: 1 if open (0: closed by an outcome), last active time (8 bytes), then [`EntityRecord`] as JSON |
-//! | `entity_data` | (id, 1, time and sequence, 16 bytes big-endian) | an event: its id, type, channel and value as JSON |
-//! | `entity_data` | (id, 2, client event id) | time and sequence of the stored event (idempotency) |
-//! | `scores` | (id, model) | the latest score: `events_seen` and the probability's bits (8 bytes each), then [`StoredScore`] as JSON |
+//! | `entity_data` | (id, 1, model) | the latest score: `events_seen` and the probability's bits (8 bytes each), then [`StoredScore`] as JSON |
+//! | `entity_data` | (id, 2, time and sequence, 16 bytes big-endian) | an event: its id, type, channel and value as JSON |
+//! | `entity_data` | (id, 3, client event id) | time and sequence of the stored event (idempotency) |
 //! | `meta` | name | layout version, entity and event counts |
 //!
-//! Everything of one entity's history sits together in `entity_data`: its history is one
-//! range scan, and a write of one event changes one or two pages of it (the record and the
+//! Everything of one entity sits together in `entity_data`: its history is one range scan,
+//! and a write of one event, with the scores computed for it ([`crate::ScoresIf`]), changes
+//! one page of it when the entity is small (the record and the scores side by side, the
 //! log's end), where a table each would change a page in each. Every page a commit changes
 //! is written whole, so the pages changed per event decide how many events a second the
 //! disk takes. The sweep pages through the records and jumps over the entities not
 //! recently active.
 //!
 //! The sales queue is not a table: it is an index in memory (per model, the open entities
-//! by probability), built from `scores` when the file opens and changed by the writer after
-//! each commit. A table ordered by probability would change two pages at random (the old
+//! by probability), built from the scores when the file opens and changed by the writer
+//! after each commit. A table ordered by probability would change two pages at random (the old
 //! rank and the new) with every score; in memory it costs about 60 bytes per scored open
 //! entity and model, and a crash loses nothing, since it is rebuilt from what was committed.
 //!
@@ -36,27 +37,27 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use features::history::{ProfileValue, TimestampMs};
+use features::history::TimestampMs;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::merge::{EventLog, merge};
 use crate::{
-    EntityRecord, EntityStore, EntityWithEvents, EntityWrite, ProfileChange, ScoreUpdate,
-    StoreError, StoreFuture, StoreLimits, StoreStats, StoredEntity, StoredEvent, StoredScore,
-    WriteBatch, Written,
+    EntityRecord, EntityStore, EntityWithEvents, NewEvent, ScoreUpdate, StoreError, StoreFuture,
+    StoreLimits, StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 /// `(entity id, part, key within the part)`; the parts below.
 type DataKey<'a> = (&'a str, u8, &'a [u8]);
 const DATA: TableDefinition<DataKey<'static>, &[u8]> = TableDefinition::new("entity_data");
-const SCORES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("scores");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The parts of an entity in `entity_data`, in their key order.
 const RECORD: u8 = 0;
-const EVENT: u8 = 1;
-const CLIENT_ID: u8 = 2;
+const SCORE: u8 = 1;
+const EVENT: u8 = 2;
+const CLIENT_ID: u8 = 3;
 
 /// `meta` keys.
 const META_LAYOUT: &str = "layout";
@@ -415,11 +416,9 @@ impl RedbStore {
         let Some(record) = read_record(shared, &data, id)? else {
             return Ok(None);
         };
-        let scores_table = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
-        let end = after_id(id);
         let mut scores = Vec::new();
-        for item in scores_table
-            .range((id, "")..(end.as_str(), ""))
+        for item in data
+            .range(part_range(id, SCORE))
             .map_err(|e| shared.err(e))?
         {
             let (_, value) = item.map_err(|e| shared.err(e))?;
@@ -472,11 +471,11 @@ impl RedbStore {
             }
         };
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
+        let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(value) = scores
-                .get((id.as_str(), model))
+            let Some(value) = data
+                .get((id.as_str(), SCORE, model.as_bytes()))
                 .map_err(|e| shared.err(e))?
             else {
                 continue;
@@ -553,7 +552,7 @@ impl RedbStore {
 }
 
 /// Reads one entity and its events from `range`, which starts at its record (or, when the
-/// record is given, just after it); stops at the first key that is not one of its events.
+/// record is given, just after it); passes over its scores, stops after its events.
 fn read_entity_at(
     shared: &Shared,
     range: &mut redb::Range<'_, DataKey<'static>, &'static [u8]>,
@@ -579,8 +578,11 @@ fn read_entity_at(
     for item in range {
         let (key, value) = item.map_err(|e| shared.err(e))?;
         let (key_id, part, sub) = key.value();
-        if key_id != id || part != EVENT {
+        if key_id != id || part > EVENT {
             break;
+        }
+        if part != EVENT {
+            continue;
         }
         let (ts_ms, _) =
             decode_event_key(sub).ok_or_else(|| shared.corrupt(&id, "an event", "a short key"))?;
@@ -638,7 +640,6 @@ fn init_tables(db: &Database) -> Result<(), String> {
             }
         }
         txn.open_table(DATA).map_err(|e| e.to_string())?;
-        txn.open_table(SCORES).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())
 }
@@ -647,33 +648,36 @@ fn init_tables(db: &Database) -> Result<(), String> {
 fn build_queue(db: &Database) -> Result<Queue, String> {
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let data = txn.open_table(DATA).map_err(|e| e.to_string())?;
-    let scores = txn.open_table(SCORES).map_err(|e| e.to_string())?;
     let mut queue = Queue::default();
-    let mut open: Option<(String, bool)> = None;
-    for item in scores.iter().map_err(|e| e.to_string())? {
-        let (key, value) = item.map_err(|e| e.to_string())?;
-        let (id, model) = key.value();
-        let is_open = match &open {
-            Some((last, is_open)) if last == id => *is_open,
-            _ => {
-                let is_open = data
-                    .get((id, RECORD, &[][..]))
-                    .map_err(|e| e.to_string())?
-                    .is_some_and(|v| record_is_open(v.value()));
-                open = Some((id.to_owned(), is_open));
-                is_open
-            }
+    let mut next = String::new();
+    loop {
+        // The next entity's record, then its scores; its events are jumped over.
+        let mut range = data
+            .range((next.as_str(), RECORD, &[][..])..)
+            .map_err(|e| e.to_string())?;
+        let Some(item) = range.next() else {
+            break;
         };
-        if !is_open {
+        let (key, value) = item.map_err(|e| e.to_string())?;
+        let id = key.value().0.to_owned();
+        next = after_id(&id);
+        if !record_is_open(value.value()) {
             continue;
         }
-        let (_, probability) = score_prefix(value.value())
-            .ok_or_else(|| format!("a score of entity {id:?} has too few bytes"))?;
-        queue
-            .by_model
-            .entry(model.to_owned())
-            .or_default()
-            .insert((rank(probability), id.to_owned()));
+        for item in range {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            let (key_id, part, model) = key.value();
+            if key_id != id || part != SCORE {
+                break;
+            }
+            let (_, probability) = score_prefix(value.value())
+                .ok_or_else(|| format!("a score of entity {id:?} has too few bytes"))?;
+            queue
+                .by_model
+                .entry(String::from_utf8_lossy(model).into_owned())
+                .or_default()
+                .insert((rank(probability), id.clone()));
+        }
     }
     Ok(queue)
 }
@@ -841,153 +845,122 @@ fn apply_write(
     batch: WriteBatch,
     changes: &mut Vec<QueueChange>,
 ) -> Result<Vec<Written>, StoreError> {
-    let err = |e: redb::Error| shared.err(e);
-    let mut data = txn.open_table(DATA).map_err(|e| err(e.into()))?;
-    let mut scores = txn.open_table(SCORES).map_err(|e| err(e.into()))?;
-    let max_events = shared.limits.max_events_per_entity.max(1);
+    let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     let mut out = Vec::with_capacity(batch.entities.len());
     let (mut new_entities, mut new_events) = (0i64, 0i64);
     for write in batch.entities {
-        let EntityWrite {
-            id,
-            kind,
-            created_at_ms,
-            profile,
-            profile_change,
-            events: added_events,
-            outcomes,
-        } = write;
-        let existing = read_record(shared, &data, &id)?;
-        let created = existing.is_none();
-        let mut record = existing.clone().unwrap_or_else(|| EntityRecord {
-            kind: kind.unwrap_or_default(),
-            created_at_ms: created_at_ms
-                .or_else(|| added_events.iter().map(|e| e.ts_ms).min())
-                .unwrap_or(batch.now_ms),
-            created_at_given: created_at_ms.is_some(),
-            profile: Default::default(),
-            outcomes: Vec::new(),
-            event_count: 0,
-            first_event_ms: None,
-            last_event_ms: None,
-            events_appended: 0,
-            updated_at_ms: batch.now_ms,
-        });
-        let was_open = existing.as_ref().is_some_and(EntityRecord::is_open);
-        // A new kind means other models: the scores of the old ones go.
-        let kind_changed = kind.is_some_and(|k| k != record.kind);
-        if let Some(k) = kind {
-            record.kind = k;
-        }
-        if let Some(t) = created_at_ms {
-            record.created_at_ms = t;
-            record.created_at_given = true;
-        }
-        if profile_change == ProfileChange::Replace {
-            record.profile.clear();
-        }
-        for (name, value) in profile {
-            if value == ProfileValue::Missing {
-                record.profile.remove(&name);
-            } else {
-                record.profile.insert(name, value);
-            }
-        }
-        let mut added = 0u32;
-        let mut duplicates = 0u32;
-        for event in added_events {
-            if let Some(client_id) = &event.id
-                && data
-                    .get((id.as_str(), CLIENT_ID, client_id.as_bytes()))
-                    .map_err(|e| err(e.into()))?
-                    .is_some()
-            {
-                duplicates += 1;
-                continue;
-            }
-            let seq = record.events_appended;
-            record.events_appended += 1;
-            let value = serde_json::to_vec(&EventValue {
-                id: event.id.clone(),
-                event_type: event.event_type,
-                channel: event.channel,
-                value: event.value,
-            })
-            .map_err(|e| shared.corrupt(&id, "an event", e))?;
-            data.insert(
-                (id.as_str(), EVENT, &event_key(event.ts_ms, seq)[..]),
-                value.as_slice(),
-            )
-            .map_err(|e| err(e.into()))?;
-            if let Some(client_id) = &event.id {
-                data.insert(
-                    (id.as_str(), CLIENT_ID, client_id.as_bytes()),
-                    &encode_place(event.ts_ms, seq)[..],
-                )
-                .map_err(|e| err(e.into()))?;
-            }
-            record.event_count += 1;
-            added += 1;
-            record.first_event_ms = Some(
-                record
-                    .first_event_ms
-                    .map_or(event.ts_ms, |f| f.min(event.ts_ms)),
-            );
-            record.last_event_ms = Some(
-                record
-                    .last_event_ms
-                    .map_or(event.ts_ms, |l| l.max(event.ts_ms)),
-            );
-            if !record.created_at_given && event.ts_ms < record.created_at_ms {
-                record.created_at_ms = event.ts_ms;
-            }
-        }
-        // The cap: the oldest events go.
-        let mut dropped = 0u32;
-        if record.event_count > max_events {
-            let excess = usize::try_from(record.event_count - max_events).unwrap_or(usize::MAX);
-            let oldest = first_events(shared, &data, &id, excess)?;
-            for (key, client_id) in oldest {
-                data.remove((id.as_str(), EVENT, &key[..]))
-                    .map_err(|e| err(e.into()))?;
-                if let Some(c) = client_id {
-                    data.remove((id.as_str(), CLIENT_ID, c.as_bytes()))
-                        .map_err(|e| err(e.into()))?;
-                }
-                record.event_count -= 1;
-                dropped += 1;
-            }
-            record.first_event_ms = first_event_time(shared, &data, &id)?;
-        }
-        for outcome in outcomes {
-            if !record.outcomes.contains(&outcome) {
-                record.outcomes.push(outcome);
-            }
-        }
-        record.outcomes.sort_by_key(|o| (o.at_ms, o.kind.as_str()));
-        record.updated_at_ms = batch.now_ms;
+        let id = write.id.as_str();
+        let existing = read_record(shared, &data, id)?;
+        let merged = {
+            let mut log = RedbLog {
+                shared,
+                data: &mut data,
+                id,
+            };
+            merge(
+                existing.as_ref(),
+                &write,
+                batch.now_ms,
+                &shared.limits,
+                &mut log,
+            )?
+        };
+        let record = merged.record;
         // Leaving the queue: closed by an outcome, or scored by other models now.
-        if kind_changed || (was_open && !record.is_open()) {
-            drop_scores(shared, &mut scores, changes, &id, kind_changed)?;
+        if merged.kind_changed || (merged.was_open && !record.is_open()) {
+            drop_scores(shared, &mut data, changes, id, merged.kind_changed)?;
         }
-        let bytes = encode_record(&record).map_err(|e| shared.corrupt(&id, "the record", e))?;
-        data.insert((id.as_str(), RECORD, &[][..]), bytes.as_slice())
-            .map_err(|e| err(e.into()))?;
-        new_entities += i64::from(created);
-        new_events += i64::from(added) - i64::from(dropped);
+        let bytes = encode_record(&record).map_err(|e| shared.corrupt(id, "the record", e))?;
+        data.insert((id, RECORD, &[][..]), bytes.as_slice())
+            .map_err(|e| shared.err(e))?;
+        // The caller's scores, when they were computed from the history this write leaves.
+        let scores_kept = match &write.scores_if {
+            Some(scores_if) if scores_if.record_before == existing => {
+                for score in &scores_if.scores {
+                    let encoded = encode_score(write.id.clone(), score)
+                        .map_err(|e| shared.corrupt(id, "a score", e))?;
+                    keep_score(shared, &mut data, changes, &encoded, record.is_open())?;
+                }
+                true
+            }
+            _ => false,
+        };
+        new_entities += i64::from(merged.created);
+        new_events += i64::from(merged.added) - i64::from(merged.dropped);
         out.push(Written {
-            id,
-            created,
-            events_added: added,
-            duplicates,
-            dropped_at_cap: dropped,
+            id: write.id,
+            created: merged.created,
+            events_added: merged.added,
+            duplicates: merged.duplicates,
+            dropped_at_cap: merged.dropped,
             record,
+            scores_kept,
         });
     }
-    let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+    let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
     add_count(shared, &mut meta, META_ENTITIES, new_entities)?;
     add_count(shared, &mut meta, META_EVENTS, new_events)?;
     Ok(out)
+}
+
+/// One entity's events in `entity_data`, as [`merge`] appends to them.
+struct RedbLog<'a, 't> {
+    shared: &'a Shared,
+    data: &'a mut redb::Table<'t, DataKey<'static>, &'static [u8]>,
+    id: &'a str,
+}
+
+impl EventLog for RedbLog<'_, '_> {
+    type Error = StoreError;
+
+    fn has_client_id(&mut self, client_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .data
+            .get((self.id, CLIENT_ID, client_id.as_bytes()))
+            .map_err(|e| self.shared.err(e))?
+            .is_some())
+    }
+
+    fn append(&mut self, seq: u64, event: NewEvent) -> Result<(), StoreError> {
+        let (id, shared) = (self.id, self.shared);
+        let value = serde_json::to_vec(&EventValue {
+            id: event.id.clone(),
+            event_type: event.event_type,
+            channel: event.channel,
+            value: event.value,
+        })
+        .map_err(|e| shared.corrupt(id, "an event", e))?;
+        self.data
+            .insert(
+                (id, EVENT, &event_key(event.ts_ms, seq)[..]),
+                value.as_slice(),
+            )
+            .map_err(|e| shared.err(e))?;
+        if let Some(client_id) = &event.id {
+            self.data
+                .insert(
+                    (id, CLIENT_ID, client_id.as_bytes()),
+                    &encode_place(event.ts_ms, seq)[..],
+                )
+                .map_err(|e| shared.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn drop_oldest(&mut self, n: usize) -> Result<Option<TimestampMs>, StoreError> {
+        let (id, shared) = (self.id, self.shared);
+        for (key, client_id) in first_events(shared, &*self.data, id, n)? {
+            self.data
+                .remove((id, EVENT, &key[..]))
+                .map_err(|e| shared.err(e))?;
+            if let Some(c) = client_id {
+                self.data
+                    .remove((id, CLIENT_ID, c.as_bytes()))
+                    .map_err(|e| shared.err(e))?;
+            }
+        }
+        first_event_time(shared, &*self.data, id)
+    }
 }
 
 /// An event's key within its entity and its client id.
@@ -1037,31 +1010,69 @@ fn first_event_time(
 /// Takes `id` out of every queue; with `delete`, drops its scores too.
 fn drop_scores(
     shared: &Shared,
-    scores: &mut redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+    data: &mut redb::Table<'_, DataKey<'static>, &'static [u8]>,
     changes: &mut Vec<QueueChange>,
     id: &str,
     delete: bool,
 ) -> Result<(), StoreError> {
-    let end = after_id(id);
     let mut held = Vec::new();
-    for item in scores
-        .range((id, "")..(end.as_str(), ""))
+    for item in data
+        .range(part_range(id, SCORE))
         .map_err(|e| shared.err(e))?
     {
         let (key, value) = item.map_err(|e| shared.err(e))?;
         let (_, probability) = score_prefix(value.value())
             .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?;
-        held.push((key.value().1.to_owned(), probability));
+        held.push((key.value().2.to_vec(), probability));
     }
     for (model, probability) in held {
         if delete {
-            scores
-                .remove((id, model.as_str()))
+            data.remove((id, SCORE, model.as_slice()))
                 .map_err(|e| shared.err(e))?;
         }
         changes.push(QueueChange::Remove {
-            model,
+            model: String::from_utf8_lossy(&model).into_owned(),
             rank: rank(probability),
+            id: id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Keeps `score` as its entity's latest for its model, unless the stored one saw more events.
+fn keep_score(
+    shared: &Shared,
+    data: &mut redb::Table<'_, DataKey<'static>, &'static [u8]>,
+    changes: &mut Vec<QueueChange>,
+    score: &EncodedScore,
+    open: bool,
+) -> Result<(), StoreError> {
+    let id = score.entity.as_str();
+    let model = score.model.as_str();
+    let key = (id, SCORE, model.as_bytes());
+    let old = match data.get(key).map_err(|e| shared.err(e))? {
+        None => None,
+        Some(v) => Some(
+            score_prefix(v.value())
+                .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?,
+        ),
+    };
+    if let Some((old_seen, old_probability)) = old {
+        if old_seen > score.events_seen {
+            return Ok(());
+        }
+        changes.push(QueueChange::Remove {
+            model: model.to_owned(),
+            rank: rank(old_probability),
+            id: id.to_owned(),
+        });
+    }
+    data.insert(key, score.bytes.as_slice())
+        .map_err(|e| shared.err(e))?;
+    if open {
+        changes.push(QueueChange::Insert {
+            model: model.to_owned(),
+            rank: rank(score.probability),
             id: id.to_owned(),
         });
     }
@@ -1074,45 +1085,16 @@ fn apply_scores(
     updates: &[EncodedScore],
     changes: &mut Vec<QueueChange>,
 ) -> Result<(), StoreError> {
-    let data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
-    let mut scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
+    let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     for update in updates {
-        let id = update.entity.as_str();
         let Some(open) = data
-            .get((id, RECORD, &[][..]))
+            .get((update.entity.as_str(), RECORD, &[][..]))
             .map_err(|e| shared.err(e))?
             .map(|v| record_is_open(v.value()))
         else {
             continue;
         };
-        let model = update.model.as_str();
-        let old = match scores.get((id, model)).map_err(|e| shared.err(e))? {
-            None => None,
-            Some(v) => Some(
-                score_prefix(v.value())
-                    .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?,
-            ),
-        };
-        if let Some((old_seen, old_probability)) = old {
-            if old_seen > update.events_seen {
-                continue;
-            }
-            changes.push(QueueChange::Remove {
-                model: model.to_owned(),
-                rank: rank(old_probability),
-                id: id.to_owned(),
-            });
-        }
-        scores
-            .insert((id, model), update.bytes.as_slice())
-            .map_err(|e| shared.err(e))?;
-        if open {
-            changes.push(QueueChange::Insert {
-                model: model.to_owned(),
-                rank: rank(update.probability),
-                id: id.to_owned(),
-            });
-        }
+        keep_score(shared, &mut data, changes, update, open)?;
     }
     Ok(())
 }
@@ -1127,8 +1109,7 @@ fn apply_erase(
     let Some(record) = read_record(shared, &data, id)? else {
         return Ok(false);
     };
-    let mut scores = txn.open_table(SCORES).map_err(|e| shared.err(e))?;
-    drop_scores(shared, &mut scores, changes, id, true)?;
+    drop_scores(shared, &mut data, changes, id, true)?;
     data.retain_in(entity_range(id), |_, _| false)
         .map_err(|e| shared.err(e))?;
     let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
@@ -1160,8 +1141,11 @@ fn apply_expire(
         for item in range {
             let (key, value) = item.map_err(|e| shared.err(e))?;
             let (key_id, part, sub) = key.value();
-            if key_id != id || part != EVENT {
+            if key_id != id || part > EVENT {
                 break;
+            }
+            if part != EVENT {
+                continue;
             }
             let (ts, _) = decode_event_key(sub)
                 .ok_or_else(|| shared.corrupt(&id, "an event", "a short key"))?;
@@ -1216,7 +1200,6 @@ fn reclaim(shared: &Shared) -> Result<(), StoreError> {
         let mut txn = begin_write(shared, &fresh)?;
         copy_table(shared, &read, &mut txn, META)?;
         copy_table(shared, &read, &mut txn, DATA)?;
-        copy_table(shared, &read, &mut txn, SCORES)?;
         txn.commit().map_err(|e| shared.err(e))?;
     }
     std::fs::rename(&fresh_path, &shared.path).map_err(|e| shared.err(e))?;
@@ -1247,6 +1230,10 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 impl EntityStore for RedbStore {
     fn write(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Written>> {
         self.send(|reply| Job::Write(batch, reply))
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.shared.limits
     }
 
     fn entity(&self, id: &str) -> StoreFuture<'_, Option<StoredEntity>> {

@@ -113,6 +113,19 @@ pub struct EntityWrite {
     pub profile_change: ProfileChange,
     pub events: Vec<NewEvent>,
     pub outcomes: Vec<Outcome>,
+    /// Scores to keep in the same commit, if the entity is still as the caller read it.
+    pub scores_if: Option<ScoresIf>,
+}
+
+/// Scores a caller computed from the entity's history as [`predict`](crate::predict) says
+/// the write leaves it: kept with the write only when the stored record is still
+/// `record_before` (then the history after the write is the predicted one); else the write
+/// goes alone and [`Written::scores_kept`] says so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoresIf {
+    /// The entity's record when the caller read its history; `None`: it was not stored.
+    pub record_before: Option<EntityRecord>,
+    pub scores: Vec<StoredScore>,
 }
 
 /// One write: any number of entities, applied all or nothing.
@@ -296,6 +309,8 @@ pub struct Written {
     /// The oldest events dropped to keep the entity within the per-entity cap.
     pub dropped_at_cap: u32,
     pub record: EntityRecord,
+    /// The write's [`EntityWrite::scores_if`] were kept with it.
+    pub scores_kept: bool,
 }
 
 /// Counts and sizes of a store.
