@@ -301,16 +301,29 @@ enum Done {
     Expire(u64),
 }
 
+/// An event's stored value, as written (the same JSON as [`EventValue`]).
+#[derive(Serialize)]
+struct EventValueRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+}
+
 /// An event's stored value (its time and sequence are in the key).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct EventValue {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     id: Option<String>,
     #[serde(rename = "type")]
     event_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     channel: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     value: Option<f64>,
 }
 
@@ -399,7 +412,7 @@ impl RedbStore {
         let db = shared.db();
         let mut txn = begin_write(shared, &db)?;
         let mut changes = Vec::new();
-        let written = apply_write(shared, &mut txn, batch, &mut changes)?;
+        let written = apply_write(shared, &mut txn, &batch, &mut changes)?;
         txn.commit().map_err(|e| shared.err(e))?;
         shared
             .queue
@@ -798,7 +811,7 @@ fn apply_job(
     changes: &mut Vec<QueueChange>,
 ) -> Result<Done, StoreError> {
     Ok(match job {
-        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch.clone(), changes)?),
+        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch, changes)?),
         Job::Scores(scores, _) => {
             apply_scores(shared, txn, scores, changes)?;
             Done::Scores
@@ -842,13 +855,13 @@ fn add_count(
 fn apply_write(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
-    batch: WriteBatch,
+    batch: &WriteBatch,
     changes: &mut Vec<QueueChange>,
 ) -> Result<Vec<Written>, StoreError> {
     let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     let mut out = Vec::with_capacity(batch.entities.len());
     let (mut new_entities, mut new_events) = (0i64, 0i64);
-    for write in batch.entities {
+    for write in &batch.entities {
         let id = write.id.as_str();
         let existing = read_record(shared, &data, id)?;
         let merged = {
@@ -859,7 +872,7 @@ fn apply_write(
             };
             merge(
                 existing.as_ref(),
-                &write,
+                write,
                 batch.now_ms,
                 &shared.limits,
                 &mut log,
@@ -888,7 +901,7 @@ fn apply_write(
         new_entities += i64::from(merged.created);
         new_events += i64::from(merged.added) - i64::from(merged.dropped);
         out.push(Written {
-            id: write.id,
+            id: write.id.clone(),
             created: merged.created,
             events_added: merged.added,
             duplicates: merged.duplicates,
@@ -921,12 +934,12 @@ impl EventLog for RedbLog<'_, '_> {
             .is_some())
     }
 
-    fn append(&mut self, seq: u64, event: NewEvent) -> Result<(), StoreError> {
+    fn append(&mut self, seq: u64, event: &NewEvent) -> Result<(), StoreError> {
         let (id, shared) = (self.id, self.shared);
-        let value = serde_json::to_vec(&EventValue {
-            id: event.id.clone(),
-            event_type: event.event_type,
-            channel: event.channel,
+        let value = serde_json::to_vec(&EventValueRef {
+            id: event.id.as_deref(),
+            event_type: &event.event_type,
+            channel: event.channel.as_deref(),
             value: event.value,
         })
         .map_err(|e| shared.corrupt(id, "an event", e))?;
