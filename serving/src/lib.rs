@@ -46,6 +46,7 @@ pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod sweep;
+pub mod webhooks;
 
 pub use auth::KeySet;
 pub use error::{ApiError, ErrorKind};
