@@ -11,8 +11,8 @@
 use features::history::ProfileValue;
 
 use crate::{
-    EntityStore, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind, ProfileChange, ScoreUpdate,
-    ScoresIf, StoreLimits, StoredScore, WriteBatch,
+    Attempt, EndpointFilter, EntityStore, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind,
+    ProfileChange, ScoreUpdate, ScoresIf, StoreLimits, StoredScore, Transition, WriteBatch,
 };
 
 /// The limits [`cap_drops_the_oldest_events`] runs under.
@@ -715,6 +715,288 @@ pub async fn scores_go_with_a_write_only_if_the_entity_is_as_read(store: &dyn En
     assert_eq!(e.record.event_count, 3);
 }
 
+fn graded(model: &str, ready: bool, grade: &str, events_seen: u64) -> StoredScore {
+    StoredScore {
+        sales_ready: ready,
+        grade: grade.into(),
+        ..score(model, if ready { 0.8 } else { 0.2 }, events_seen)
+    }
+}
+
+fn every(endpoint: &str) -> EndpointFilter {
+    EndpointFilter {
+        endpoint: endpoint.into(),
+        models: None,
+        transitions: None,
+    }
+}
+
+/// A kept score that crosses the sales-ready line, leaves it or changes grade writes its
+/// transitions to the outbox with it, in order; a score not kept, a closed entity and an
+/// unchanged score write none. A write's own scores ([`ScoresIf`]) do the same.
+pub async fn score_changes_write_their_transitions(store: &dyn EntityStore) {
+    let customer = WriteBatch {
+        entities: vec![EntityWrite {
+            id: "C-1".into(),
+            kind: Some(Kind::Customer),
+            ..Default::default()
+        }],
+        now_ms: NOW,
+    };
+    store.write(customer).await.expect("write");
+    store
+        .write(events_of("L-1", vec![event(None, NOW - HOUR, "web_visit")]))
+        .await
+        .expect("write");
+    put(store, "L-1", graded("propensity", false, "C", 1)).await;
+    put(store, "L-1", graded("propensity", true, "A", 1)).await;
+    put(store, "L-1", graded("propensity", true, "A", 1)).await;
+    // Fewer events seen than the stored score: not kept, no transition.
+    put(store, "L-1", graded("propensity", false, "D", 0)).await;
+    put(store, "L-1", graded("propensity", false, "A", 1)).await;
+    put(store, "C-1", graded("churn", true, "A", 0)).await;
+    // Through a write: the event and the scores computed for it, in one commit.
+    let record_before = store.entity("L-1").await.expect("read").map(|e| e.record);
+    let mut write = events_of("L-1", vec![event(None, NOW - 1, "demo_request")]);
+    write.entities[0].scores_if = Some(ScoresIf {
+        record_before,
+        scores: vec![graded("propensity", true, "B", 2)],
+    });
+    let w = store.write(write).await.expect("write");
+    assert!(w[0].scores_kept);
+    let deliveries = store
+        .fan_out(vec![every("crm")], NOW, 100)
+        .await
+        .expect("fan out");
+    let seen: Vec<(&str, Transition, Option<&str>, &str)> = deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.message.entity.as_str(),
+                d.message.transition,
+                d.message.previous_grade.as_deref(),
+                d.message.score.grade.as_str(),
+            )
+        })
+        .collect();
+    use Transition::*;
+    assert_eq!(
+        seen,
+        vec![
+            ("L-1", LeadSalesReady, Some("C"), "A"),
+            ("L-1", LeadGradeChanged, Some("C"), "A"),
+            ("L-1", LeadCooled, Some("A"), "A"),
+            ("C-1", CustomerChurnRisk, None, "A"),
+            ("L-1", LeadSalesReady, Some("A"), "B"),
+            ("L-1", LeadGradeChanged, Some("A"), "B"),
+        ],
+        "transitions in commit order, each against the score it replaced"
+    );
+    let seqs: Vec<u64> = deliveries.iter().map(|d| d.message.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let mut ids: Vec<&str> = deliveries.iter().map(|d| d.message.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), deliveries.len(), "message ids are unique");
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.attempts == 0 && d.next_at_ms == NOW)
+    );
+    // A closed lead makes no transitions.
+    let converted = WriteBatch {
+        entities: vec![EntityWrite {
+            id: "L-1".into(),
+            outcomes: vec![Outcome {
+                kind: OutcomeKind::Converted,
+                at_ms: NOW,
+            }],
+            ..Default::default()
+        }],
+        now_ms: NOW,
+    };
+    store.write(converted).await.expect("write");
+    put(store, "L-1", graded("propensity", false, "D", 3)).await;
+    let after = store
+        .fan_out(vec![every("crm")], NOW, 100)
+        .await
+        .expect("fan out");
+    assert!(after.is_empty(), "{after:?}");
+}
+
+/// Fan-out files a delivery per endpoint that wants the message; attempts move it (retry,
+/// delivered, dead); replay brings dead letters back; erasure drops an entity's messages.
+pub async fn deliveries_move_through_attempts(store: &dyn EntityStore) {
+    for id in ["L-1", "L-2"] {
+        store
+            .write(events_of(id, vec![event(None, NOW - HOUR, "web_visit")]))
+            .await
+            .expect("write");
+        put(store, id, graded("propensity", true, "A", 1)).await;
+    }
+    put(store, "L-1", graded("other", true, "A", 1)).await;
+    let endpoints = vec![
+        every("all"),
+        EndpointFilter {
+            endpoint: "only-other".into(),
+            models: Some(vec!["other".into()]),
+            transitions: None,
+        },
+        EndpointFilter {
+            endpoint: "only-cooled".into(),
+            models: None,
+            transitions: Some(vec![Transition::LeadCooled]),
+        },
+    ];
+    let made = store
+        .fan_out(endpoints.clone(), NOW, 100)
+        .await
+        .expect("fan out");
+    let filed: Vec<(&str, &str, &str)> = made
+        .iter()
+        .map(|d| {
+            (
+                d.endpoint.as_str(),
+                d.message.entity.as_str(),
+                d.message.score.model.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        filed,
+        vec![
+            ("all", "L-1", "propensity"),
+            ("all", "L-2", "propensity"),
+            ("all", "L-1", "other"),
+            ("only-other", "L-1", "other"),
+        ]
+    );
+    assert!(
+        store
+            .fan_out(endpoints, NOW, 100)
+            .await
+            .expect("fan out")
+            .is_empty(),
+        "a message is fanned out once"
+    );
+    let stats = store.outbox_stats().await.expect("stats");
+    assert_eq!(stats.unrouted, 0);
+    assert_eq!(
+        stats.pending,
+        vec![("all".to_string(), 3), ("only-other".to_string(), 1)]
+    );
+    let pending = store.pending(None, 100).await.expect("pending");
+    assert_eq!(pending.len(), 4);
+    let page = store
+        .pending(Some(("all".into(), made[1].message.seq)), 1)
+        .await
+        .expect("pending");
+    assert_eq!(page, vec![made[2].clone()], "paging after a key");
+    let (first, second) = (&made[0], &made[1]);
+    store
+        .record_attempt(
+            "all".into(),
+            first.message.seq,
+            Attempt::Retry {
+                attempts: 1,
+                next_at_ms: NOW + 5_000,
+                error: "503".into(),
+            },
+        )
+        .await
+        .expect("attempt");
+    let again = store
+        .delivery("all", first.message.seq)
+        .await
+        .expect("read")
+        .expect("pending");
+    assert_eq!((again.attempts, again.next_at_ms), (1, NOW + 5_000));
+    assert_eq!(again.last_error.as_deref(), Some("503"));
+    assert_eq!(again.message, first.message, "the message is kept as made");
+    store
+        .record_attempt("all".into(), first.message.seq, Attempt::Delivered)
+        .await
+        .expect("attempt");
+    assert!(
+        store
+            .delivery("all", first.message.seq)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    store
+        .record_attempt(
+            "all".into(),
+            second.message.seq,
+            Attempt::Dead {
+                attempts: 8,
+                at_ms: NOW + 1,
+                error: "timeout".into(),
+            },
+        )
+        .await
+        .expect("attempt");
+    let dead = store
+        .dead_letters(Some("all".into()), None, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].attempts, dead[0].dead_at_ms), (8, Some(NOW + 1)));
+    assert!(
+        store
+            .dead_letters(Some("only-other".into()), None, 10)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+    // Recording an attempt of what is no longer pending changes nothing.
+    store
+        .record_attempt("all".into(), second.message.seq, Attempt::Delivered)
+        .await
+        .expect("attempt");
+    assert_eq!(
+        store
+            .dead_letters(None, None, 10)
+            .await
+            .expect("dead")
+            .len(),
+        1
+    );
+    let replayed = store
+        .replay("all".into(), None, NOW + 9)
+        .await
+        .expect("replay");
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(
+        (
+            replayed[0].attempts,
+            replayed[0].next_at_ms,
+            replayed[0].dead_at_ms
+        ),
+        (0, NOW + 9, None)
+    );
+    assert_eq!(replayed[0].message, second.message);
+    assert!(
+        store
+            .dead_letters(None, None, 10)
+            .await
+            .expect("dead")
+            .is_empty()
+    );
+    // Erasing L-1 drops its deliveries (and messages not fanned out yet).
+    put(store, "L-1", graded("propensity", false, "C", 2)).await;
+    assert!(store.erase("L-1").await.expect("erase"));
+    let left: Vec<String> = store
+        .pending(None, 100)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|d| d.message.entity)
+        .collect();
+    assert_eq!(left, vec!["L-2".to_string()]);
+    assert_eq!(store.outbox_stats().await.expect("stats").unrouted, 0);
+}
+
 #[macro_export]
 macro_rules! contract_tests {
     ($make:expr) => {
@@ -731,6 +1013,8 @@ macro_rules! contract_tests {
             settle_waits_for_scores_not_awaited,
             predict_agrees_with_the_store,
             scores_go_with_a_write_only_if_the_entity_is_as_read,
+            score_changes_write_their_transitions,
+            deliveries_move_through_attempts,
         );
         #[tokio::test]
         async fn cap_drops_the_oldest_events() {

@@ -11,6 +11,9 @@
 //! * [`contract`]: the contract tests every backend passes, unchanged.
 //! * [`predict`]: the history a write will leave, computed in memory by the same function
 //!   the backends apply writes with, so a caller can score it before the write commits.
+//! * [`Outbox`]: the webhook outbox, in the same store: transitions of a score (a lead
+//!   turned sales-ready, cooled, changed grade; a customer at risk of churn) written with
+//!   the score that caused them, then fanned out to endpoints and delivered.
 //! * [`files`]: a dataset spec's history imported into a store, and a store exported as the
 //!   files and spec the trainer reads.
 //!
@@ -21,6 +24,7 @@
 pub mod contract;
 pub mod files;
 mod merge;
+mod outbox;
 mod redb_store;
 mod types;
 
@@ -28,6 +32,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use merge::predict;
+pub use outbox::{
+    Attempt, Delivery, EndpointFilter, Message, Outbox, OutboxStats, Transition, transitions,
+};
 pub use redb_store::{RedbStore, StoreOpen};
 pub use types::*;
 
@@ -59,7 +66,10 @@ pub enum StoreError {
 /// **Invariant:** a future of [`write`](EntityStore::write), [`put_scores`](EntityStore::put_scores)
 /// or [`erase`](EntityStore::erase) resolves `Ok` only once its change is durable: a crash
 /// after that never loses it, and a failed write left nothing of itself behind.
-pub trait EntityStore: Send + Sync + std::fmt::Debug {
+///
+/// Every backend is an [`Outbox`] too: a score change and the messages of its transitions
+/// commit together.
+pub trait EntityStore: Outbox + Send + Sync + std::fmt::Debug {
     /// Applies `batch` all or nothing: profiles merged or replaced, events appended
     /// (a client event id already stored is counted as a duplicate, not stored again),
     /// outcomes recorded. Returns each written entity as it now stands.

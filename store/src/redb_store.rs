@@ -8,7 +8,10 @@
 //! | `entity_data` | (id, 1, model) | the latest score: `events_seen` and the probability's bits (8 bytes each), then [`StoredScore`] as JSON |
 //! | `entity_data` | (id, 2, time and sequence, 16 bytes big-endian) | an event: its id, type, channel and value as JSON |
 //! | `entity_data` | (id, 3, client event id) | time and sequence of the stored event (idempotency) |
-//! | `meta` | name | layout version, entity and event counts |
+//! | `meta` | name | layout version, entity and event counts, the outbox's next sequence and random epoch |
+//! | `outbox` | sequence | a [`Message`](crate::Message) not yet fanned out, as JSON |
+//! | `deliveries` | (endpoint, sequence) | a pending [`Delivery`](crate::Delivery), as JSON |
+//! | `dead_letters` | (endpoint, sequence) | a [`Delivery`](crate::Delivery) whose schedule ran out, as JSON |
 //!
 //! Everything of one entity sits together in `entity_data`: its history is one range scan,
 //! and a write of one event, with the scores computed for it ([`crate::ScoresIf`]), changes
@@ -29,6 +32,9 @@
 //! answered only after it. The writer thread only moves bytes: scores are encoded before
 //! they reach it, and the prefixes above let it decide whether a score replaces the stored
 //! one and whether the entity is in the queue without decoding JSON.
+//! A score kept replaces the entity's stored one for its model; the writer compares the two
+//! ([`crate::transitions`]) and writes the transitions' messages into `outbox` in the same
+//! commit, then notifies [`Outbox::outbox_signal`].
 //! Commits use quick repair, so a file left by a crash opens at once, without the full
 //! repair walk (the crash test checks that no repair runs).
 
@@ -38,20 +44,26 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use features::history::TimestampMs;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::merge::{EventLog, merge};
 use crate::{
-    EntityRecord, EntityStore, EntityWithEvents, NewEvent, ScoreUpdate, StoreError, StoreFuture,
-    StoreLimits, StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
+    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
+    NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture, StoreLimits, StoreStats,
+    StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 /// `(entity id, part, key within the part)`; the parts below.
 type DataKey<'a> = (&'a str, u8, &'a [u8]);
 const DATA: TableDefinition<DataKey<'static>, &[u8]> = TableDefinition::new("entity_data");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// `(endpoint, outbox sequence)`.
+type DeliveryKey<'a> = (&'a str, u64);
+const DELIVERIES: TableDefinition<DeliveryKey<'static>, &[u8]> = TableDefinition::new("deliveries");
+const DEAD: TableDefinition<DeliveryKey<'static>, &[u8]> = TableDefinition::new("dead_letters");
 
 /// The parts of an entity in `entity_data`, in their key order.
 const RECORD: u8 = 0;
@@ -63,6 +75,8 @@ const CLIENT_ID: u8 = 3;
 const META_LAYOUT: &str = "layout";
 const META_ENTITIES: &str = "entities";
 const META_EVENTS: &str = "events";
+const META_OUTBOX_SEQ: &str = "outbox_next";
+const META_EPOCH: &str = "outbox_epoch";
 
 /// The layout version written in `meta`; a file of another version is refused.
 const LAYOUT_VERSION: u64 = 3;
@@ -117,6 +131,10 @@ struct Shared {
     limits: StoreLimits,
     /// The sales queue as of the last commit.
     queue: RwLock<Queue>,
+    /// Part of every message id: random, drawn when the file was created.
+    epoch: u64,
+    /// Notified after a commit that added outbox messages.
+    signal: Arc<tokio::sync::Notify>,
 }
 
 /// The sales queue: per model, the open entities' latest scores as `(rank, id)`, best first.
@@ -187,6 +205,8 @@ struct EncodedScore {
     events_seen: u64,
     probability: f64,
     bytes: Vec<u8>,
+    /// As given (an outbox message carries it).
+    score: StoredScore,
 }
 
 /// Bytes before a score's JSON: `events_seen`, then the probability's bits.
@@ -203,6 +223,7 @@ fn encode_score(entity: String, score: &StoredScore) -> Result<EncodedScore, ser
         events_seen: score.events_seen,
         probability: score.probability,
         bytes,
+        score: score.clone(),
     })
 }
 
@@ -291,6 +312,14 @@ enum Job {
     Erase(String, Reply<bool>),
     Expire(TimestampMs, Reply<u64>),
     Reclaim(Reply<()>),
+    FanOut(
+        Vec<EndpointFilter>,
+        TimestampMs,
+        usize,
+        Reply<Vec<Delivery>>,
+    ),
+    Attempt(String, u64, Attempt, Reply<()>),
+    Replay(String, Option<Vec<u64>>, TimestampMs, Reply<Vec<Delivery>>),
 }
 
 /// What a job gives back once its group is committed.
@@ -299,6 +328,7 @@ enum Done {
     Scores,
     Erase(bool),
     Expire(u64),
+    Deliveries(Vec<Delivery>),
 }
 
 /// An event's stored value, as written (the same JSON as [`EventValue`]).
@@ -355,13 +385,15 @@ impl RedbStore {
             builder.set_repair_callback(move |_| callback());
         }
         let db = builder.create(&path).map_err(|e| err(&e))?;
-        init_tables(&db).map_err(|e| err(&e))?;
+        let epoch = init_tables(&db).map_err(|e| err(&e))?;
         let queue = build_queue(&db).map_err(|e| err(&e))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Arc::new(db)),
             path,
             limits: open.limits,
             queue: RwLock::new(queue),
+            epoch,
+            signal: Arc::new(tokio::sync::Notify::new()),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -412,8 +444,14 @@ impl RedbStore {
         let db = shared.db();
         let mut txn = begin_write(shared, &db)?;
         let mut changes = Vec::new();
-        let written = apply_write(shared, &mut txn, &batch, &mut changes)?;
+        let mut outbox = Vec::new();
+        let written = apply_write(shared, &mut txn, &batch, &mut changes, &mut outbox)?;
+        let signal = !outbox.is_empty();
+        write_messages(shared, &mut txn, outbox)?;
         txn.commit().map_err(|e| shared.err(e))?;
+        if signal {
+            shared.signal.notify_one();
+        }
         shared
             .queue
             .write()
@@ -630,8 +668,11 @@ impl Drop for RedbStore {
     }
 }
 
-fn init_tables(db: &Database) -> Result<(), String> {
+/// Creates the tables a new file lacks and checks the layout of an old one; returns the
+/// outbox epoch (drawn now for a new file).
+fn init_tables(db: &Database) -> Result<u64, String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
+    let epoch;
     {
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
         let version = meta
@@ -652,9 +693,42 @@ fn init_tables(db: &Database) -> Result<(), String> {
                 ));
             }
         }
+        let stored = meta
+            .get(META_EPOCH)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value());
+        epoch = match stored {
+            Some(v) => v,
+            None => {
+                let drawn = random_epoch();
+                meta.insert(META_EPOCH, drawn).map_err(|e| e.to_string())?;
+                drawn
+            }
+        };
         txn.open_table(DATA).map_err(|e| e.to_string())?;
+        txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+        txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
+        txn.open_table(DEAD).map_err(|e| e.to_string())?;
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(epoch)
+}
+
+/// 64 random bits from the system (a message id must not repeat when a store is recreated:
+/// receivers drop a message whose id they have seen).
+fn random_epoch() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let drawn = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if drawn.is_err() {
+        // No /dev/urandom: the clock's nanoseconds and the process id, mixed.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mixed = nanos ^ (u64::from(std::process::id()) << 32);
+        bytes = mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// The sales queue from the committed scores: those of open entities.
@@ -738,15 +812,21 @@ fn commit_group(shared: &Shared, jobs: Vec<Job>) {
         let mut txn = begin_write(shared, &db)?;
         let mut done = Vec::with_capacity(jobs.len());
         let mut changes = Vec::new();
+        let mut outbox = Vec::new();
         for job in jobs {
-            done.push(apply_job(shared, &mut txn, job, &mut changes)?);
+            done.push(apply_job(shared, &mut txn, job, &mut changes, &mut outbox)?);
         }
+        let signal = !outbox.is_empty();
+        write_messages(shared, &mut txn, outbox)?;
         txn.commit().map_err(|e| shared.err(e))?;
         shared
             .queue
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(changes);
+        if signal {
+            shared.signal.notify_one();
+        }
         Ok(done)
     };
     match attempt(&jobs) {
@@ -783,6 +863,18 @@ fn answer(job: Job, result: Result<Done, StoreError>) {
         (Job::Expire(_, reply), Ok(Done::Expire(n))) => {
             let _ = reply.send(Ok(n));
         }
+        (Job::FanOut(.., reply) | Job::Replay(.., reply), Ok(Done::Deliveries(d))) => {
+            let _ = reply.send(Ok(d));
+        }
+        (Job::Attempt(.., reply), Ok(Done::Scores)) => {
+            let _ = reply.send(Ok(()));
+        }
+        (Job::FanOut(.., reply) | Job::Replay(.., reply), Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (Job::Attempt(.., reply), Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
         (Job::Write(_, reply), Err(e)) => {
             let _ = reply.send(Err(e));
         }
@@ -809,16 +901,35 @@ fn apply_job(
     txn: &mut redb::WriteTransaction,
     job: &Job,
     changes: &mut Vec<QueueChange>,
+    outbox: &mut Vec<Message>,
 ) -> Result<Done, StoreError> {
     Ok(match job {
-        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch, changes)?),
+        Job::Write(batch, _) => Done::Write(apply_write(shared, txn, batch, changes, outbox)?),
         Job::Scores(scores, _) => {
-            apply_scores(shared, txn, scores, changes)?;
+            apply_scores(shared, txn, scores, changes, outbox)?;
             Done::Scores
         }
-        Job::Erase(id, _) => Done::Erase(apply_erase(shared, txn, id, changes)?),
+        Job::Erase(id, _) => {
+            // Messages of this group not yet written go with the entity too.
+            outbox.retain(|m| m.entity != *id);
+            Done::Erase(apply_erase(shared, txn, id, changes)?)
+        }
         Job::Expire(before, _) => Done::Expire(apply_expire(shared, txn, *before)?),
         Job::Reclaim(_) | Job::Settle(_) => Done::Scores,
+        Job::FanOut(endpoints, now_ms, limit, _) => {
+            Done::Deliveries(apply_fan_out(shared, txn, endpoints, *now_ms, *limit)?)
+        }
+        Job::Attempt(endpoint, seq, attempt, _) => {
+            apply_attempt(shared, txn, endpoint, *seq, attempt)?;
+            Done::Scores
+        }
+        Job::Replay(endpoint, seqs, now_ms, _) => Done::Deliveries(apply_replay(
+            shared,
+            txn,
+            endpoint,
+            seqs.as_deref(),
+            *now_ms,
+        )?),
     })
 }
 
@@ -857,6 +968,7 @@ fn apply_write(
     txn: &mut redb::WriteTransaction,
     batch: &WriteBatch,
     changes: &mut Vec<QueueChange>,
+    outbox: &mut Vec<Message>,
 ) -> Result<Vec<Written>, StoreError> {
     let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     let mut out = Vec::with_capacity(batch.entities.len());
@@ -892,7 +1004,16 @@ fn apply_write(
                 for score in &scores_if.scores {
                     let encoded = encode_score(write.id.clone(), score)
                         .map_err(|e| shared.corrupt(id, "a score", e))?;
-                    keep_score(shared, &mut data, changes, &encoded, record.is_open())?;
+                    keep_score(
+                        shared,
+                        &mut data,
+                        changes,
+                        outbox,
+                        &encoded,
+                        record.is_open(),
+                        Some(record.kind),
+                        batch.now_ms,
+                    )?;
                 }
                 true
             }
@@ -1052,23 +1173,35 @@ fn drop_scores(
     Ok(())
 }
 
-/// Keeps `score` as its entity's latest for its model, unless the stored one saw more events.
+/// Keeps `score` as its entity's latest for its model, unless the stored one saw more events;
+/// the transitions from the score it replaces go to `outbox` when the entity is `open` (its
+/// kind read from its record when not given).
+#[allow(clippy::too_many_arguments)]
 fn keep_score(
     shared: &Shared,
     data: &mut redb::Table<'_, DataKey<'static>, &'static [u8]>,
     changes: &mut Vec<QueueChange>,
+    outbox: &mut Vec<Message>,
     score: &EncodedScore,
     open: bool,
+    kind: Option<Kind>,
+    now_ms: TimestampMs,
 ) -> Result<(), StoreError> {
     let id = score.entity.as_str();
     let model = score.model.as_str();
     let key = (id, SCORE, model.as_bytes());
-    let old = match data.get(key).map_err(|e| shared.err(e))? {
-        None => None,
-        Some(v) => Some(
-            score_prefix(v.value())
-                .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?,
-        ),
+    let (old, old_score) = match data.get(key).map_err(|e| shared.err(e))? {
+        None => (None, None),
+        Some(v) => {
+            let prefix = score_prefix(v.value())
+                .ok_or_else(|| shared.corrupt(id, "a score", "too few bytes"))?;
+            let decoded = if open && prefix.0 <= score.events_seen {
+                Some(decode_score(v.value()).map_err(|e| shared.corrupt(id, "a score", e))?)
+            } else {
+                None
+            };
+            (Some(prefix), decoded)
+        }
     };
     if let Some((old_seen, old_probability)) = old {
         if old_seen > score.events_seen {
@@ -1088,7 +1221,62 @@ fn keep_score(
             rank: rank(score.probability),
             id: id.to_owned(),
         });
+        // Both kinds' rules first: only a possible transition reads the record.
+        let new = &score.score;
+        let old = old_score.as_ref();
+        let possible = !crate::transitions(Kind::Lead, old, new).is_empty()
+            || !crate::transitions(Kind::Customer, old, new).is_empty();
+        if possible {
+            let kind = match kind {
+                Some(k) => k,
+                None => read_record(shared, data, id)?
+                    .map(|r| r.kind)
+                    .ok_or_else(|| shared.corrupt(id, "the record", "missing beside a score"))?,
+            };
+            for transition in crate::transitions(kind, old, new) {
+                outbox.push(Message {
+                    id: String::new(),
+                    seq: 0,
+                    transition,
+                    entity: id.to_owned(),
+                    kind,
+                    score: new.clone(),
+                    previous_grade: old.map(|o| o.grade.clone()),
+                    at_ms: now_ms,
+                });
+            }
+        }
     }
+    Ok(())
+}
+
+/// Gives `messages` their sequences and ids and writes them into the outbox.
+fn write_messages(
+    shared: &Shared,
+    txn: &mut redb::WriteTransaction,
+    messages: Vec<Message>,
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
+    let mut seq = meta
+        .get(META_OUTBOX_SEQ)
+        .map_err(|e| shared.err(e))?
+        .map_or(1, |v| v.value());
+    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
+    for mut message in messages {
+        message.seq = seq;
+        message.id = format!("msg_{:016x}{seq:016x}", shared.epoch);
+        let bytes = serde_json::to_vec(&message)
+            .map_err(|e| shared.corrupt(&message.entity, "an outbox message", e))?;
+        outbox
+            .insert(seq, bytes.as_slice())
+            .map_err(|e| shared.err(e))?;
+        seq += 1;
+    }
+    meta.insert(META_OUTBOX_SEQ, seq)
+        .map_err(|e| shared.err(e))?;
     Ok(())
 }
 
@@ -1097,7 +1285,9 @@ fn apply_scores(
     txn: &mut redb::WriteTransaction,
     updates: &[EncodedScore],
     changes: &mut Vec<QueueChange>,
+    outbox: &mut Vec<Message>,
 ) -> Result<(), StoreError> {
+    let now_ms = wall_clock_ms();
     let mut data = txn.open_table(DATA).map_err(|e| shared.err(e))?;
     for update in updates {
         let Some(open) = data
@@ -1107,9 +1297,18 @@ fn apply_scores(
         else {
             continue;
         };
-        keep_score(shared, &mut data, changes, update, open)?;
+        keep_score(
+            shared, &mut data, changes, outbox, update, open, None, now_ms,
+        )?;
     }
     Ok(())
+}
+
+/// Now, by the system clock: when a transition happened.
+fn wall_clock_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn apply_erase(
@@ -1125,6 +1324,8 @@ fn apply_erase(
     drop_scores(shared, &mut data, changes, id, true)?;
     data.retain_in(entity_range(id), |_, _| false)
         .map_err(|e| shared.err(e))?;
+    drop(data);
+    erase_messages(shared, txn, id)?;
     let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
     add_count(shared, &mut meta, META_ENTITIES, -1)?;
     let events = i64::try_from(record.event_count).unwrap_or(i64::MAX);
@@ -1199,6 +1400,171 @@ fn apply_expire(
     Ok(expired.len() as u64)
 }
 
+/// Moves up to `limit` outbox messages into deliveries, one per endpoint that wants each.
+fn apply_fan_out(
+    shared: &Shared,
+    txn: &mut redb::WriteTransaction,
+    endpoints: &[EndpointFilter],
+    now_ms: TimestampMs,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
+    let mut messages = Vec::new();
+    for item in outbox.iter().map_err(|e| shared.err(e))?.take(limit) {
+        let (seq, value) = item.map_err(|e| shared.err(e))?;
+        let message: Message = serde_json::from_slice(value.value())
+            .map_err(|e| shared.corrupt("", "an outbox message", e))?;
+        messages.push((seq.value(), message));
+    }
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
+    let mut out = Vec::new();
+    for (seq, message) in messages {
+        outbox.remove(seq).map_err(|e| shared.err(e))?;
+        for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
+            let delivery = Delivery {
+                endpoint: endpoint.endpoint.clone(),
+                message: message.clone(),
+                attempts: 0,
+                next_at_ms: now_ms,
+                last_error: None,
+                dead_at_ms: None,
+            };
+            put_delivery(shared, &mut deliveries, &delivery)?;
+            out.push(delivery);
+        }
+    }
+    Ok(out)
+}
+
+fn put_delivery(
+    shared: &Shared,
+    table: &mut redb::Table<'_, DeliveryKey<'static>, &'static [u8]>,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(delivery)
+        .map_err(|e| shared.corrupt(&delivery.message.entity, "a delivery", e))?;
+    table
+        .insert(
+            (delivery.endpoint.as_str(), delivery.message.seq),
+            bytes.as_slice(),
+        )
+        .map_err(|e| shared.err(e))?;
+    Ok(())
+}
+
+fn decode_delivery(shared: &Shared, bytes: &[u8]) -> Result<Delivery, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| shared.corrupt("", "a delivery", e))
+}
+
+fn apply_attempt(
+    shared: &Shared,
+    txn: &mut redb::WriteTransaction,
+    endpoint: &str,
+    seq: u64,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
+    let Some(bytes) = deliveries
+        .remove((endpoint, seq))
+        .map_err(|e| shared.err(e))?
+        .map(|v| v.value().to_vec())
+    else {
+        return Ok(());
+    };
+    let mut delivery = decode_delivery(shared, &bytes)?;
+    match attempt {
+        Attempt::Delivered => {}
+        Attempt::Retry {
+            attempts,
+            next_at_ms,
+            error,
+        } => {
+            delivery.attempts = *attempts;
+            delivery.next_at_ms = *next_at_ms;
+            delivery.last_error = Some(error.clone());
+            put_delivery(shared, &mut deliveries, &delivery)?;
+        }
+        Attempt::Dead {
+            attempts,
+            at_ms,
+            error,
+        } => {
+            delivery.attempts = *attempts;
+            delivery.last_error = Some(error.clone());
+            delivery.dead_at_ms = Some(*at_ms);
+            let mut dead = txn.open_table(DEAD).map_err(|e| shared.err(e))?;
+            put_delivery(shared, &mut dead, &delivery)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_replay(
+    shared: &Shared,
+    txn: &mut redb::WriteTransaction,
+    endpoint: &str,
+    seqs: Option<&[u64]>,
+    now_ms: TimestampMs,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut dead = txn.open_table(DEAD).map_err(|e| shared.err(e))?;
+    let mut moved = Vec::new();
+    match seqs {
+        Some(seqs) => {
+            for seq in seqs {
+                if let Some(v) = dead.remove((endpoint, *seq)).map_err(|e| shared.err(e))? {
+                    moved.push(decode_delivery(shared, v.value())?);
+                }
+            }
+        }
+        None => {
+            for item in dead
+                .extract_from_if((endpoint, 0)..=(endpoint, u64::MAX), |_, _| true)
+                .map_err(|e| shared.err(e))?
+            {
+                let (_, v) = item.map_err(|e| shared.err(e))?;
+                moved.push(decode_delivery(shared, v.value())?);
+            }
+        }
+    }
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
+    for d in &mut moved {
+        d.attempts = 0;
+        d.next_at_ms = now_ms;
+        d.dead_at_ms = None;
+        put_delivery(shared, &mut deliveries, d)?;
+    }
+    moved.sort_by_key(|d| d.message.seq);
+    Ok(moved)
+}
+
+/// Drops the outbox messages, deliveries and dead letters of entity `id` (its erasure).
+fn erase_messages(
+    shared: &Shared,
+    txn: &mut redb::WriteTransaction,
+    id: &str,
+) -> Result<(), StoreError> {
+    #[derive(Deserialize)]
+    struct Entity<'a> {
+        #[serde(borrow)]
+        entity: &'a str,
+    }
+    #[derive(Deserialize)]
+    struct Of<'a> {
+        #[serde(borrow)]
+        message: Entity<'a>,
+    }
+    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
+    outbox
+        .retain(|_, v| serde_json::from_slice::<Entity>(v).map_or(true, |m| m.entity != id))
+        .map_err(|e| shared.err(e))?;
+    for table in [DELIVERIES, DEAD] {
+        let mut t = txn.open_table(table).map_err(|e| shared.err(e))?;
+        t.retain(|_, v| serde_json::from_slice::<Of>(v).map_or(true, |d| d.message.entity != id))
+            .map_err(|e| shared.err(e))?;
+    }
+    Ok(())
+}
+
 /// Rewrites the file with only what is live: copies every table into a new file beside it,
 /// commits it durably, renames it over the old one and serves from it. Freed pages of the
 /// old file (where erased entities' bytes stay until overwritten: redb does not zero them)
@@ -1213,6 +1579,9 @@ fn reclaim(shared: &Shared) -> Result<(), StoreError> {
         let mut txn = begin_write(shared, &fresh)?;
         copy_table(shared, &read, &mut txn, META)?;
         copy_table(shared, &read, &mut txn, DATA)?;
+        copy_table(shared, &read, &mut txn, OUTBOX)?;
+        copy_table(shared, &read, &mut txn, DELIVERIES)?;
+        copy_table(shared, &read, &mut txn, DEAD)?;
         txn.commit().map_err(|e| shared.err(e))?;
     }
     std::fs::rename(&fresh_path, &shared.path).map_err(|e| shared.err(e))?;
@@ -1238,6 +1607,133 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         to.insert(k.value(), v.value()).map_err(|e| shared.err(e))?;
     }
     Ok(())
+}
+
+impl RedbStore {
+    /// Rows of a delivery table in key order after `after`, of `endpoint` when given.
+    fn deliveries_now(
+        &self,
+        table: TableDefinition<DeliveryKey<'static>, &'static [u8]>,
+        endpoint: Option<&str>,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let shared = &self.shared;
+        let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
+        let t = txn.open_table(table).map_err(|e| shared.err(e))?;
+        let start = match (&after, endpoint) {
+            (Some((e, seq)), _) => (e.clone(), seq.saturating_add(1)),
+            (None, Some(e)) => (e.to_owned(), 0),
+            (None, None) => (String::new(), 0),
+        };
+        let mut out = Vec::new();
+        for item in t
+            .range((start.0.as_str(), start.1)..)
+            .map_err(|e| shared.err(e))?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|e| shared.err(e))?;
+            if endpoint.is_some_and(|e| e != key.value().0) {
+                break;
+            }
+            out.push(decode_delivery(shared, value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn outbox_stats_now(&self) -> Result<OutboxStats, StoreError> {
+        let shared = &self.shared;
+        let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
+        let outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
+        let mut stats = OutboxStats {
+            unrouted: outbox.len().map_err(|e| shared.err(e))?,
+            ..OutboxStats::default()
+        };
+        for (table, into) in [(DELIVERIES, &mut stats.pending), (DEAD, &mut stats.dead)] {
+            let t = txn.open_table(table).map_err(|e| shared.err(e))?;
+            for item in t.iter().map_err(|e| shared.err(e))? {
+                let (key, _) = item.map_err(|e| shared.err(e))?;
+                let endpoint = key.value().0;
+                match into.last_mut() {
+                    Some((e, n)) if e == endpoint => *n += 1,
+                    _ => into.push((endpoint.to_owned(), 1)),
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+impl Outbox for RedbStore {
+    fn fan_out(
+        &self,
+        endpoints: Vec<EndpointFilter>,
+        now_ms: TimestampMs,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Delivery>> {
+        self.send(|reply| Job::FanOut(endpoints, now_ms, limit, reply))
+    }
+
+    fn pending(
+        &self,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Delivery>> {
+        let result = self.deliveries_now(DELIVERIES, None, after, limit);
+        Box::pin(async move { result })
+    }
+
+    fn delivery(&self, endpoint: &str, seq: u64) -> StoreFuture<'_, Option<Delivery>> {
+        let shared = &self.shared;
+        let result = (|| {
+            let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
+            let t = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
+            t.get((endpoint, seq))
+                .map_err(|e| shared.err(e))?
+                .map(|v| decode_delivery(shared, v.value()))
+                .transpose()
+        })();
+        Box::pin(async move { result })
+    }
+
+    fn record_attempt(
+        &self,
+        endpoint: String,
+        seq: u64,
+        attempt: Attempt,
+    ) -> StoreFuture<'static, ()> {
+        self.send(|reply| Job::Attempt(endpoint, seq, attempt, reply))
+    }
+
+    fn dead_letters(
+        &self,
+        endpoint: Option<String>,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Delivery>> {
+        let result = self.deliveries_now(DEAD, endpoint.as_deref(), after, limit);
+        Box::pin(async move { result })
+    }
+
+    fn replay(
+        &self,
+        endpoint: String,
+        seqs: Option<Vec<u64>>,
+        now_ms: TimestampMs,
+    ) -> StoreFuture<'_, Vec<Delivery>> {
+        self.send(|reply| Job::Replay(endpoint, seqs, now_ms, reply))
+    }
+
+    fn outbox_stats(&self) -> StoreFuture<'_, OutboxStats> {
+        let result = self.outbox_stats_now();
+        Box::pin(async move { result })
+    }
+
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.shared.signal)
+    }
 }
 
 impl EntityStore for RedbStore {

@@ -132,3 +132,66 @@ async fn the_queue_is_rebuilt_when_the_file_opens() {
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.entities, stats.events), (3, 0));
 }
+
+/// Delivery state is in the file: pending deliveries and messages not yet fanned out are
+/// there after reopening, and message ids go on from where they were (same epoch, next
+/// sequence).
+#[tokio::test]
+async fn the_outbox_survives_reopening() {
+    use store::{EndpointFilter, Outbox, ScoreUpdate, StoredScore};
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let ready = |ready: bool, seen: u64| StoredScore {
+        model: "propensity".into(),
+        version: "v1".into(),
+        probability: 0.5,
+        score: 50,
+        grade: if ready { "A" } else { "B" }.into(),
+        sales_ready: ready,
+        scored_at_ms: 1_000,
+        events_seen: seen,
+    };
+    let crm = vec![EndpointFilter {
+        endpoint: "crm".into(),
+        models: None,
+        transitions: None,
+    }];
+    let first_id;
+    {
+        let store = RedbStore::open(StoreOpen::new(dir.path())).expect("open");
+        let batch = WriteBatch {
+            entities: vec![EntityWrite {
+                id: "L-1".into(),
+                ..Default::default()
+            }],
+            now_ms: 2_000,
+        };
+        store.write(batch).await.expect("write");
+        let put = |s| {
+            store.put_scores(vec![ScoreUpdate {
+                entity: "L-1".into(),
+                score: s,
+            }])
+        };
+        put(ready(true, 0)).await.expect("scores");
+        let made = store
+            .fan_out(crm.clone(), 3_000, 10)
+            .await
+            .expect("fan out");
+        assert_eq!(made.len(), 1);
+        first_id = made[0].message.id.clone();
+        put(ready(false, 1)).await.expect("scores");
+    }
+    let store = RedbStore::open(StoreOpen::new(dir.path())).expect("reopen");
+    let pending = store.pending(None, 10).await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].message.id, first_id);
+    let made = store.fan_out(crm, 4_000, 10).await.expect("fan out");
+    assert_eq!(
+        made.len(),
+        2,
+        "cooled and grade changed, kept before the restart"
+    );
+    assert_eq!(&made[0].message.id[..20], &first_id[..20], "same epoch");
+    assert!(made[0].message.seq > pending[0].message.seq);
+    assert_ne!(made[0].message.id, first_id);
+}
