@@ -4,10 +4,12 @@ The document says a time may be at most the allowed clock skew ahead of the serv
 and that `created_at` is not after `as_of`; a schema has no "now". So in every generated body
 each time that is valid by the schema (an RFC 3339 text or an integer in range) and lies in
 the future is moved back into the past, and a valid `created_at` after a valid `as_of` is
-moved back to it. Values that are not valid times are left alone, so a request that was
+moved back to it. A webhook endpoint's `url` and `secret` given as text are made valid (see
+`_webhook_fields`). Values that are not valid times are left alone, so a request that was
 invalid by the schema stays invalid, and the negative checks still see it.
 """
 
+import base64
 import datetime
 import os
 import random
@@ -103,6 +105,22 @@ def _floor_store_times(body, rng):
 LIKE_SPEC = os.environ.get("FUZZ_LIKE_SPEC")
 
 
+# A webhook endpoint's `url` must parse as an http(s) URL of a public host and its `secret`
+# must be a Standard Webhooks secret: rules of parsers, not of a schema. A text value is
+# replaced by a valid one (a public name under example.com: never reached, as nothing
+# resolves here); a value of another type is left, so the negative checks still see it.
+def _webhook_fields(path, body, rng):
+    if not isinstance(body, dict):
+        return
+    if path == "/admin/webhooks" and isinstance(body.get("url"), str):
+        body["url"] = f"https://hooks-{rng.randrange(10**6)}.example.com/leadscore"
+    if path in ("/admin/webhooks", "/admin/webhooks/{id}/rotate") and isinstance(
+        body.get("secret"), str
+    ):
+        key = bytes(rng.randrange(256) for _ in range(32))
+        body["secret"] = "whsec_" + base64.b64encode(key).decode()
+
+
 @schemathesis.hook
 def map_body(ctx, body):
     now = _now_ms()
@@ -123,6 +141,7 @@ def map_body(ctx, body):
     path = getattr(getattr(ctx, "operation", None), "path", "") or ""
     if path.startswith(STORE_PATHS):
         _floor_store_times(body, rng)
+    _webhook_fields(path, body, rng)
     if path == "/admin/store/export" and LIKE_SPEC and isinstance(body, dict):
         if isinstance(body.get("like"), str):
             body["like"] = LIKE_SPEC

@@ -32,6 +32,14 @@
 //! sweep_interval_secs = 300    # rescoring of recently active entities
 //! log_format = "json"          # or "text"
 //! log_level = "info"
+//! webhook_retry_secs = [5, 300, 1800, 7200, 18000, 36000, 36000]  # waits before each retry
+//! webhook_timeout_secs = 15     # one delivery attempt
+//! webhook_concurrency = 16      # attempts in flight per endpoint
+//! webhook_rotation_hours = 24   # the old secret signs too this long after a rotation
+//!
+//! [[webhooks]]                  # see serving::webhooks::endpoints; read again at the reload interval
+//! url = "https://crm.example.com/hooks/leadscore"
+//! secret = "whsec_..."
 //! ```
 
 use std::net::SocketAddr;
@@ -74,6 +82,12 @@ pub struct FileConfig {
     pub sweep_interval_secs: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub webhook_retry_secs: Option<Vec<u64>>,
+    pub webhook_timeout_secs: Option<u64>,
+    pub webhook_concurrency: Option<usize>,
+    pub webhook_rotation_hours: Option<u64>,
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::endpoints::WebhookConfig>,
 }
 
 /// How log lines look.

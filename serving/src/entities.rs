@@ -317,9 +317,18 @@ pub(crate) fn score_updates(rescored: &[Rescored], now_ms: TimestampMs) -> Vec<S
             r.scores.iter().map(|(model, _, score)| ScoreUpdate {
                 entity: r.entity.id.clone(),
                 score: to_stored(model, &r.entity, score, now_ms),
+                reasons: reasons_json(score),
             })
         })
         .collect()
+}
+
+/// A score's reasons as a webhook message carries them.
+fn reasons_json(score: &EntityScore) -> Option<serde_json::Value> {
+    score
+        .reasons
+        .as_ref()
+        .and_then(|r| serde_json::to_value(r).ok())
 }
 
 /// The stored form of a fresh score, scored now.
@@ -416,17 +425,29 @@ async fn write_and_score(
             predicted.push(store::predict(history, write, now_ms, &limits));
         }
     }
-    let mut rescored = rescore(state, served, predicted, now_ms, reasons).await?;
+    // With webhooks, a transition's message carries the reasons of its score: computed
+    // whether or not the answer shows them.
+    let with_reasons = reasons || state.webhooks_active();
+    let mut rescored = rescore(state, served, predicted, now_ms, with_reasons).await?;
     for ((write, record_before), r) in batch.entities.iter_mut().zip(before).zip(&rescored) {
         let scores = r
             .scores
             .iter()
             .map(|(model, _, score)| to_stored(model, &r.entity, score, now_ms))
             .collect();
+        let reasons = r.scores.iter().map(|(_, _, s)| reasons_json(s)).collect();
         write.scores_if = Some(ScoresIf {
             record_before,
             scores,
+            reasons,
         });
+    }
+    if !reasons {
+        for r in &mut rescored {
+            for (_, _, score) in &mut r.scores {
+                score.reasons = None;
+            }
+        }
     }
     let written = write_counted(state, store, batch).await?;
     let mut again = Vec::new();
@@ -451,8 +472,15 @@ async fn write_and_score(
             histories.push(h);
         }
     }
-    let fresh = rescore(state, served, histories, now_ms, reasons).await?;
+    let mut fresh = rescore(state, served, histories, now_ms, with_reasons).await?;
     let updates = score_updates(&fresh, now_ms);
+    if !reasons {
+        for r in &mut fresh {
+            for (_, _, score) in &mut r.scores {
+                score.reasons = None;
+            }
+        }
+    }
     if !updates.is_empty() {
         // Queued now, durable with the writer's next commit; not awaited: the answer does not
         // wait for a second commit. Reads of stored scores settle the store first.

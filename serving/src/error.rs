@@ -32,6 +32,8 @@ pub enum ErrorKind {
     NoStore,
     EntityNotScored,
     ExportExists,
+    UnknownWebhook,
+    WebhooksReadOnly,
     StoreUnavailable,
     NotReady,
     Internal,
@@ -47,7 +49,10 @@ impl ErrorKind {
             Self::NotFound | Self::UnknownModel | Self::UnknownEntity | Self::NoStore => {
                 StatusCode::NOT_FOUND
             }
-            Self::EntityNotScored | Self::ExportExists => StatusCode::CONFLICT,
+            Self::EntityNotScored | Self::ExportExists | Self::WebhooksReadOnly => {
+                StatusCode::CONFLICT
+            }
+            Self::UnknownWebhook => StatusCode::NOT_FOUND,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -128,6 +133,13 @@ pub enum ApiError {
     /// An export of this name was made already (its folder exists); nothing was written.
     #[error("name: an export {name:?} exists already; name a new one")]
     ExportExists { name: String },
+    /// No webhook endpoint is filed under this key.
+    #[error("no webhook endpoint {key:?}; GET /admin/webhooks lists them")]
+    UnknownWebhook { key: String },
+    /// The webhook endpoints cannot be changed (no configuration file, or it cannot be
+    /// written); nothing was changed.
+    #[error("{message}")]
+    WebhooksReadOnly { message: String },
     /// The entity store failed; nothing of the request was written. `message` is logged.
     #[error("the entity store failed; nothing of this request was written")]
     StoreUnavailable { message: String },
@@ -167,6 +179,8 @@ impl ApiError {
             Self::NoStore => ErrorKind::NoStore,
             Self::EntityNotScored { .. } => ErrorKind::EntityNotScored,
             Self::ExportExists { .. } => ErrorKind::ExportExists,
+            Self::UnknownWebhook { .. } => ErrorKind::UnknownWebhook,
+            Self::WebhooksReadOnly { .. } => ErrorKind::WebhooksReadOnly,
             Self::StoreUnavailable { .. } => ErrorKind::StoreUnavailable,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,

@@ -44,6 +44,7 @@ use crate::model::{EntityScore, LoadedModel, ScoreOptions};
 use crate::request::{BatchRequest, CheckContext, CheckedEntity, EntityRequest, parse_json};
 use crate::routing::RouteChoice;
 use crate::state::{AppState, Served, ServedModel};
+use crate::webhooks;
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -92,6 +93,30 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/store/reclaim", post(entities::reclaim))
         .route("/admin/store/sweep", post(entities::sweep_now))
         .route("/admin/store/export", post(entities::export))
+        .route(
+            "/admin/webhooks",
+            get(webhooks::routes::list).post(webhooks::routes::add),
+        )
+        .route(
+            "/admin/webhooks/{id}/disable",
+            post(webhooks::routes::disable),
+        )
+        .route(
+            "/admin/webhooks/{id}/enable",
+            post(webhooks::routes::enable),
+        )
+        .route(
+            "/admin/webhooks/{id}/rotate",
+            post(webhooks::routes::rotate),
+        )
+        .route(
+            "/admin/webhooks/{id}/dead-letters",
+            get(webhooks::routes::dead_letters),
+        )
+        .route(
+            "/admin/webhooks/{id}/dead-letters/replay",
+            post(webhooks::routes::replay),
+        )
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Scope::Admin),
             require_key,
@@ -140,6 +165,14 @@ fn route_label(path: &str) -> &'static str {
         ["admin", "store", "reclaim"] => "/admin/store/reclaim",
         ["admin", "store", "sweep"] => "/admin/store/sweep",
         ["admin", "store", "export"] => "/admin/store/export",
+        ["admin", "webhooks"] => "/admin/webhooks",
+        ["admin", "webhooks", _, "disable"] => "/admin/webhooks/{id}/disable",
+        ["admin", "webhooks", _, "enable"] => "/admin/webhooks/{id}/enable",
+        ["admin", "webhooks", _, "rotate"] => "/admin/webhooks/{id}/rotate",
+        ["admin", "webhooks", _, "dead-letters"] => "/admin/webhooks/{id}/dead-letters",
+        ["admin", "webhooks", _, "dead-letters", "replay"] => {
+            "/admin/webhooks/{id}/dead-letters/replay"
+        }
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["metrics"] => "/metrics",
@@ -868,6 +901,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(store) = state.store() {
         let stats = store.stats().await.ok();
         state.store_metrics().render(&mut text, stats);
+    }
+    if let Ok(hub) = state.webhooks() {
+        hub.render(&mut text);
     }
     (
         [(

@@ -153,6 +153,10 @@ struct Settings {
     store: Option<store::StoreOpen>,
     sweep_interval: Duration,
     retention: Option<Duration>,
+    /// The configuration file (its `[[webhooks]]` are read again at the reload interval).
+    config: Option<PathBuf>,
+    webhooks: Vec<serving::webhooks::endpoints::WebhookConfig>,
+    delivery: serving::webhooks::DeliverySettings,
 }
 
 fn settings(args: Args) -> anyhow::Result<Settings> {
@@ -303,6 +307,30 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         Some(0) => bail!("retention_days must be at least 1"),
         Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
     };
+    let mut delivery = serving::webhooks::DeliverySettings::default();
+    if let Some(schedule) = &file.webhook_retry_secs {
+        delivery.schedule = schedule.iter().map(|s| Duration::from_secs(*s)).collect();
+    }
+    delivery.timeout = seconds(
+        "webhook_timeout_secs",
+        file.webhook_timeout_secs,
+        delivery.timeout,
+    )?;
+    if let Some(n) = file.webhook_concurrency {
+        if n == 0 {
+            bail!("webhook_concurrency must be at least 1");
+        }
+        delivery.concurrency = n;
+    }
+    if let Some(hours) = file.webhook_rotation_hours {
+        delivery.rotation_overlap = Duration::from_secs(hours.saturating_mul(3600));
+    }
+    if store.is_none() && !file.webhooks.is_empty() {
+        bail!(
+            "webhooks are delivered from the entity store's outbox: remove no_store (or \
+             --no-store), or the [[webhooks]] tables"
+        );
+    }
     let log_level = level
         .parse::<tracing::Level>()
         .map_err(|_| anyhow::anyhow!("log level {level:?}: use error, warn, info or debug"))?;
@@ -337,6 +365,9 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         store,
         sweep_interval,
         retention,
+        config: args.config,
+        webhooks: file.webhooks,
+        delivery,
     })
 }
 
@@ -443,6 +474,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         state.set_store(Arc::new(store));
         state.set_export_dir(dir.join("exports"));
         serving::sweep::spawn(state.clone(), settings.sweep_interval, settings.retention);
+        // Endpoints that do not check are an error at start, not a silent default.
+        let hub = Arc::new(
+            serving::webhooks::Webhooks::new(
+                settings.config.clone(),
+                &settings.webhooks,
+                settings.delivery.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        tracing::info!(endpoints = hub.endpoints().len(), "webhooks");
+        state.set_webhooks(Arc::clone(&hub))?;
+        serving::webhooks::spawn_reload(hub, settings.reload_interval);
     }
     // The first load runs in the watcher, so /healthz and /readyz answer meanwhile.
     tokio::spawn(Arc::clone(&reloader).watch(state.clone(), settings.reload_interval));

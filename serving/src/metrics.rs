@@ -32,7 +32,7 @@ use models::drift::DriftReport;
 
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 25] = [
     "/v1/score/{model}",
     "/v1/score/{model}/batch",
     "/v1/models",
@@ -47,6 +47,12 @@ pub const ROUTES: [&str; 19] = [
     "/admin/store/reclaim",
     "/admin/store/sweep",
     "/admin/store/export",
+    "/admin/webhooks",
+    "/admin/webhooks/{id}/disable",
+    "/admin/webhooks/{id}/enable",
+    "/admin/webhooks/{id}/rotate",
+    "/admin/webhooks/{id}/dead-letters",
+    "/admin/webhooks/{id}/dead-letters/replay",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -55,8 +61,8 @@ pub const ROUTES: [&str; 19] = [
 ];
 
 /// The statuses counted one by one; any other is counted as `other`.
-const STATUSES: [u16; 14] = [
-    200, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 503, 0,
+const STATUSES: [u16; 15] = [
+    200, 201, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 503, 0,
 ];
 
 /// Latency buckets, seconds.
@@ -78,7 +84,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
+    pub(crate) fn new(bounds: &'static [f64]) -> Self {
         Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -102,7 +108,7 @@ impl Histogram {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, count) in self.counts.iter().enumerate() {
@@ -309,7 +315,7 @@ impl ModelFigures<'_> {
 }
 
 /// `text` as a Prometheus label value: backslash, double quote and newline escaped.
-fn label_value(text: &str) -> String {
+pub(crate) fn label_value(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

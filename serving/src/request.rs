@@ -276,6 +276,15 @@ impl<'de> Visitor<'de> for FieldValueVisitor {
 /// Reads a JSON body into `T`; a problem is a 400 naming its JSON path (or 415 for a body
 /// that is not UTF-8 JSON at all is still a 400: the content is the problem).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would also read a struct from an array.
+    if let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        return Err(ApiError::bad_request(
+            "the body is a JSON object ({...})",
+            None,
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

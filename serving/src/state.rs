@@ -180,6 +180,7 @@ struct Inner {
     store: OnceLock<Arc<dyn store::EntityStore>>,
     export_dir: OnceLock<std::path::PathBuf>,
     store_metrics: crate::metrics::StoreMetrics,
+    webhooks: OnceLock<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// State shared by all handlers; cheap to clone.
@@ -204,6 +205,7 @@ impl AppState {
                 store: OnceLock::new(),
                 export_dir: OnceLock::new(),
                 store_metrics: Default::default(),
+                webhooks: OnceLock::new(),
             }),
         }
     }
@@ -256,6 +258,30 @@ impl AppState {
     /// The entity store, or [`ApiError::NoStore`].
     pub fn store(&self) -> Result<&Arc<dyn store::EntityStore>, ApiError> {
         self.inner.store.get().ok_or(ApiError::NoStore)
+    }
+
+    /// Delivers the store's webhook messages to `hub`'s endpoints (set once, at start, with
+    /// the store): starts the delivery worker.
+    pub fn set_webhooks(&self, hub: Arc<crate::webhooks::Webhooks>) -> Result<(), ApiError> {
+        let store = Arc::clone(self.store()?);
+        if self.inner.webhooks.set(Arc::clone(&hub)).is_ok() {
+            crate::webhooks::deliver::spawn(hub, store);
+        }
+        Ok(())
+    }
+
+    /// Whether any webhook endpoint is configured (then scores are computed with their
+    /// reasons where a transition's message may need them).
+    pub fn webhooks_active(&self) -> bool {
+        self.inner
+            .webhooks
+            .get()
+            .is_some_and(|h| !h.endpoints().is_empty())
+    }
+
+    /// The webhooks' state, when the store (and so the outbox) is kept.
+    pub fn webhooks(&self) -> Result<&Arc<crate::webhooks::Webhooks>, ApiError> {
+        self.inner.webhooks.get().ok_or(ApiError::NoStore)
     }
 
     /// Where `POST /admin/store/export` writes (set once, at start).

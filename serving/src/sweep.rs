@@ -11,9 +11,11 @@ use features::history::DAY_MS;
 use features::spec::Form;
 use serde::Serialize;
 
-use crate::entities::{rescore, score_updates};
+use store::EntityStore;
+
+use crate::entities::{Rescored, rescore, score_updates};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Served};
 
 /// Entities read and rescored at a time.
 pub const SWEEP_PAGE: usize = 256;
@@ -63,6 +65,8 @@ pub async fn sweep_once(
             };
             cursor = Some(last.id.clone());
             let rescored = rescore(state, &served, page, now_ms, false).await?;
+            let rescored =
+                with_transition_reasons(state, &served, &store, rescored, now_ms).await?;
             let updates = score_updates(&rescored, now_ms);
             report.entities += rescored.len() as u64;
             report.scores += updates.len() as u64;
@@ -79,6 +83,46 @@ pub async fn sweep_once(
     m.last_sweep_entities
         .store(report.entities, Ordering::Relaxed);
     Ok(report)
+}
+
+/// With webhook endpoints configured, the entities whose fresh score crosses a line
+/// (sales-ready, a grade) against the stored one are scored again with reasons: the
+/// transition's message carries them. The rest keep their scores without (most of a sweep).
+async fn with_transition_reasons(
+    state: &AppState,
+    served: &Served,
+    store: &Arc<dyn EntityStore>,
+    rescored: Vec<Rescored>,
+    now_ms: i64,
+) -> Result<Vec<Rescored>, ApiError> {
+    if !state.webhooks_active() {
+        return Ok(rescored);
+    }
+    let mut kept = Vec::with_capacity(rescored.len());
+    let mut again = Vec::new();
+    for r in rescored {
+        let stored = store.entity(&r.entity.id).await?;
+        let crosses = r.scores.iter().any(|(model, _, fresh)| {
+            let old = stored.as_ref().and_then(|e| {
+                e.scores
+                    .iter()
+                    .find(|s| s.model == model.model.name().as_str())
+            });
+            match old {
+                None => fresh.sales_ready,
+                Some(o) => o.sales_ready != fresh.sales_ready || o.grade != fresh.grade.as_str(),
+            }
+        });
+        if crosses {
+            again.push(r.entity);
+        } else {
+            kept.push(r);
+        }
+    }
+    if !again.is_empty() {
+        kept.extend(rescore(state, served, again, now_ms, true).await?);
+    }
+    Ok(kept)
 }
 
 /// Sweeps every `interval` until the process ends; a failed sweep is logged and the next

@@ -6,18 +6,18 @@
 //! a repair.
 
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{copy_dir, ort_available, repo_root};
 use models::gbdt::SplitMix64;
+use process::Server;
 use serde_json::json;
 use store::{EntityStore, RedbStore, StoreOpen};
 
@@ -27,79 +27,6 @@ const EVENTS: usize = 50_000;
 const BATCH: usize = 100;
 const ENTITIES: usize = 200;
 const KILLS: usize = 5;
-
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore-serve"))
-        .arg("--config")
-        .arg(config)
-        .env_remove("LEADSCORE_API_KEYS")
-        .env_remove("LEADSCORE_ADMIN_KEYS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lines = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line.clone());
-            }
-            lines.lock().expect("log").push(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server says it listens");
-    let parsed: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-    let addr = parsed["fields"]["addr"].as_str().expect("addr").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while request(&addr, "GET", "/readyz", "").map(|(s, _)| s) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "not ready: {:#?}",
-            log.lock().expect("log")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, addr, log }
-}
-
-/// One request on a fresh connection; `None` when the server is not there or went away.
-fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
 
 #[test]
 fn every_acknowledged_event_survives_sigkill_exactly_once() {
@@ -142,7 +69,7 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
         "pricing_page_view",
         "demo_request",
     ];
-    let mut server = start(&config);
+    let mut server = Server::start(&config);
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
     let mut logs = Vec::new();
     let kills = Arc::new(AtomicUsize::new(0));
@@ -178,7 +105,7 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
             })
         });
         loop {
-            match request(&server.addr, "POST", "/v1/events?reasons=false", &body) {
+            match process::request(&server.addr, "POST", "/v1/events?reasons=false", KEY, &body) {
                 Some((200, answer)) => {
                     let answer: serde_json::Value =
                         serde_json::from_str(&answer).expect("JSON answer");
@@ -205,7 +132,7 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
                     }
                     let _ = server.child.wait();
                     logs.extend(server.log.lock().expect("log").drain(..));
-                    server = start(&config);
+                    server = Server::start(&config);
                     resent += 1;
                 }
             }
@@ -214,11 +141,11 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
             k.join().expect("killer");
             // Killed after the answer came back: the next request finds it gone.
             if server.child.try_wait().expect("wait").is_some()
-                || request(&server.addr, "GET", "/healthz", "").is_none()
+                || process::request(&server.addr, "GET", "/healthz", KEY, "").is_none()
             {
                 let _ = server.child.wait();
                 logs.extend(server.log.lock().expect("log").drain(..));
-                server = start(&config);
+                server = Server::start(&config);
             }
         }
     }

@@ -33,7 +33,8 @@ use std::pin::Pin;
 
 pub use merge::predict;
 pub use outbox::{
-    Attempt, Delivery, EndpointFilter, Message, Outbox, OutboxStats, Transition, transitions,
+    Attempt, Delivery, EndpointFilter, FannedOut, Message, Outbox, OutboxStats, Transition,
+    transitions,
 };
 pub use redb_store::{RedbStore, StoreOpen};
 pub use types::*;

@@ -102,6 +102,9 @@ pub struct Message {
     pub score: StoredScore,
     /// The grade of the score it replaced.
     pub previous_grade: Option<String>,
+    /// The score's reasons, when the writer of the score gave them.
+    #[serde(default)]
+    pub reasons: Option<serde_json::Value>,
     /// When the transition was committed.
     pub at_ms: TimestampMs,
 }
@@ -127,6 +130,15 @@ impl EndpointFilter {
                 .as_ref()
                 .is_none_or(|t| t.contains(&message.transition))
     }
+}
+
+/// What one [`Outbox::fan_out`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FannedOut {
+    /// Messages taken from the outbox.
+    pub messages: usize,
+    /// The deliveries filed, in outbox order.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// One message on its way to one endpoint.
@@ -180,14 +192,14 @@ pub struct OutboxStats {
 pub trait Outbox: Send + Sync {
     /// Takes up to `limit` messages not yet fanned out, in outbox order, and files a
     /// delivery of each for every endpoint of `endpoints` that wants it, next attempt at
-    /// once (`now_ms`); a message no endpoint wants is dropped. Returns the deliveries
-    /// created, in outbox order.
+    /// once (`now_ms`); a message no endpoint wants is dropped. Fewer than `limit` messages
+    /// taken: the outbox is empty.
     fn fan_out(
         &self,
         endpoints: Vec<EndpointFilter>,
         now_ms: TimestampMs,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<Delivery>>;
+    ) -> StoreFuture<'_, FannedOut>;
 
     /// Pending deliveries in (endpoint, outbox) order after `after`, at most `limit`.
     fn pending(&self, after: Option<(String, u64)>, limit: usize)

@@ -50,9 +50,9 @@ use tokio::sync::oneshot;
 
 use crate::merge::{EventLog, merge};
 use crate::{
-    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
-    NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture, StoreLimits, StoreStats,
-    StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
+    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, FannedOut,
+    Kind, Message, NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture,
+    StoreLimits, StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 /// `(entity id, part, key within the part)`; the parts below.
@@ -205,14 +205,19 @@ struct EncodedScore {
     events_seen: u64,
     probability: f64,
     bytes: Vec<u8>,
-    /// As given (an outbox message carries it).
+    /// As given (an outbox message carries it, with its reasons).
     score: StoredScore,
+    reasons: Option<serde_json::Value>,
 }
 
 /// Bytes before a score's JSON: `events_seen`, then the probability's bits.
 const SCORE_PREFIX: usize = 16;
 
-fn encode_score(entity: String, score: &StoredScore) -> Result<EncodedScore, serde_json::Error> {
+fn encode_score(
+    entity: String,
+    score: &StoredScore,
+    reasons: Option<serde_json::Value>,
+) -> Result<EncodedScore, serde_json::Error> {
     let mut bytes = Vec::with_capacity(SCORE_PREFIX + 160);
     bytes.extend_from_slice(&score.events_seen.to_le_bytes());
     bytes.extend_from_slice(&score.probability.to_bits().to_le_bytes());
@@ -224,6 +229,7 @@ fn encode_score(entity: String, score: &StoredScore) -> Result<EncodedScore, ser
         probability: score.probability,
         bytes,
         score: score.clone(),
+        reasons,
     })
 }
 
@@ -312,12 +318,7 @@ enum Job {
     Erase(String, Reply<bool>),
     Expire(TimestampMs, Reply<u64>),
     Reclaim(Reply<()>),
-    FanOut(
-        Vec<EndpointFilter>,
-        TimestampMs,
-        usize,
-        Reply<Vec<Delivery>>,
-    ),
+    FanOut(Vec<EndpointFilter>, TimestampMs, usize, Reply<FannedOut>),
     Attempt(String, u64, Attempt, Reply<()>),
     Replay(String, Option<Vec<u64>>, TimestampMs, Reply<Vec<Delivery>>),
 }
@@ -328,6 +329,7 @@ enum Done {
     Scores,
     Erase(bool),
     Expire(u64),
+    FannedOut(FannedOut),
     Deliveries(Vec<Delivery>),
 }
 
@@ -863,13 +865,19 @@ fn answer(job: Job, result: Result<Done, StoreError>) {
         (Job::Expire(_, reply), Ok(Done::Expire(n))) => {
             let _ = reply.send(Ok(n));
         }
-        (Job::FanOut(.., reply) | Job::Replay(.., reply), Ok(Done::Deliveries(d))) => {
+        (Job::FanOut(.., reply), Ok(Done::FannedOut(f))) => {
+            let _ = reply.send(Ok(f));
+        }
+        (Job::Replay(.., reply), Ok(Done::Deliveries(d))) => {
             let _ = reply.send(Ok(d));
         }
         (Job::Attempt(.., reply), Ok(Done::Scores)) => {
             let _ = reply.send(Ok(()));
         }
-        (Job::FanOut(.., reply) | Job::Replay(.., reply), Err(e)) => {
+        (Job::FanOut(.., reply), Err(e)) => {
+            let _ = reply.send(Err(e));
+        }
+        (Job::Replay(.., reply), Err(e)) => {
             let _ = reply.send(Err(e));
         }
         (Job::Attempt(.., reply), Err(e)) => {
@@ -917,7 +925,7 @@ fn apply_job(
         Job::Expire(before, _) => Done::Expire(apply_expire(shared, txn, *before)?),
         Job::Reclaim(_) | Job::Settle(_) => Done::Scores,
         Job::FanOut(endpoints, now_ms, limit, _) => {
-            Done::Deliveries(apply_fan_out(shared, txn, endpoints, *now_ms, *limit)?)
+            Done::FannedOut(apply_fan_out(shared, txn, endpoints, *now_ms, *limit)?)
         }
         Job::Attempt(endpoint, seq, attempt, _) => {
             apply_attempt(shared, txn, endpoint, *seq, attempt)?;
@@ -1001,8 +1009,9 @@ fn apply_write(
         // The caller's scores, when they were computed from the history this write leaves.
         let scores_kept = match &write.scores_if {
             Some(scores_if) if scores_if.record_before == existing => {
-                for score in &scores_if.scores {
-                    let encoded = encode_score(write.id.clone(), score)
+                for (i, score) in scores_if.scores.iter().enumerate() {
+                    let reasons = scores_if.reasons.get(i).cloned().flatten();
+                    let encoded = encode_score(write.id.clone(), score, reasons)
                         .map_err(|e| shared.corrupt(id, "a score", e))?;
                     keep_score(
                         shared,
@@ -1242,6 +1251,7 @@ fn keep_score(
                     kind,
                     score: new.clone(),
                     previous_grade: old.map(|o| o.grade.clone()),
+                    reasons: score.reasons.clone(),
                     at_ms: now_ms,
                 });
             }
@@ -1407,7 +1417,7 @@ fn apply_fan_out(
     endpoints: &[EndpointFilter],
     now_ms: TimestampMs,
     limit: usize,
-) -> Result<Vec<Delivery>, StoreError> {
+) -> Result<FannedOut, StoreError> {
     let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
     let mut messages = Vec::new();
     for item in outbox.iter().map_err(|e| shared.err(e))?.take(limit) {
@@ -1417,7 +1427,10 @@ fn apply_fan_out(
         messages.push((seq.value(), message));
     }
     let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
-    let mut out = Vec::new();
+    let mut out = FannedOut {
+        messages: messages.len(),
+        deliveries: Vec::new(),
+    };
     for (seq, message) in messages {
         outbox.remove(seq).map_err(|e| shared.err(e))?;
         for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
@@ -1430,7 +1443,7 @@ fn apply_fan_out(
                 dead_at_ms: None,
             };
             put_delivery(shared, &mut deliveries, &delivery)?;
-            out.push(delivery);
+            out.deliveries.push(delivery);
         }
     }
     Ok(out)
@@ -1672,7 +1685,7 @@ impl Outbox for RedbStore {
         endpoints: Vec<EndpointFilter>,
         now_ms: TimestampMs,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<Delivery>> {
+    ) -> StoreFuture<'_, FannedOut> {
         self.send(|reply| Job::FanOut(endpoints, now_ms, limit, reply))
     }
 
@@ -1759,7 +1772,7 @@ impl EntityStore for RedbStore {
         let encoded: Result<Vec<EncodedScore>, StoreError> = scores
             .into_iter()
             .map(|u| {
-                encode_score(u.entity.clone(), &u.score)
+                encode_score(u.entity.clone(), &u.score, u.reasons)
                     .map_err(|e| self.shared.corrupt(&u.entity, "a score", e))
             })
             .collect();

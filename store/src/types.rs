@@ -126,6 +126,9 @@ pub struct ScoresIf {
     /// The entity's record when the caller read its history; `None`: it was not stored.
     pub record_before: Option<EntityRecord>,
     pub scores: Vec<StoredScore>,
+    /// The reasons of `scores[i]` at `i`, where the caller has them (missing past the end):
+    /// a transition's webhook message carries them (they are not kept with the score).
+    pub reasons: Vec<Option<serde_json::Value>>,
 }
 
 /// One write: any number of entities, applied all or nothing.
@@ -287,6 +290,8 @@ pub struct StoredScore {
 pub struct ScoreUpdate {
     pub entity: String,
     pub score: StoredScore,
+    /// Its reasons, where the caller has them: a transition's webhook message carries them.
+    pub reasons: Option<serde_json::Value>,
 }
 
 /// An entity and its latest scores, by model.

@@ -75,6 +75,7 @@ async fn the_queue_is_rebuilt_when_the_file_opens() {
             scored_at_ms: 2_000,
             events_seen: 0,
         },
+        reasons: None,
     };
     {
         let store = RedbStore::open(StoreOpen::new(dir.path())).expect("open");
@@ -170,13 +171,15 @@ async fn the_outbox_survives_reopening() {
             store.put_scores(vec![ScoreUpdate {
                 entity: "L-1".into(),
                 score: s,
+                reasons: None,
             }])
         };
         put(ready(true, 0)).await.expect("scores");
         let made = store
             .fan_out(crm.clone(), 3_000, 10)
             .await
-            .expect("fan out");
+            .expect("fan out")
+            .deliveries;
         assert_eq!(made.len(), 1);
         first_id = made[0].message.id.clone();
         put(ready(false, 1)).await.expect("scores");
@@ -185,7 +188,11 @@ async fn the_outbox_survives_reopening() {
     let pending = store.pending(None, 10).await.expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].message.id, first_id);
-    let made = store.fan_out(crm, 4_000, 10).await.expect("fan out");
+    let made = store
+        .fan_out(crm, 4_000, 10)
+        .await
+        .expect("fan out")
+        .deliveries;
     assert_eq!(
         made.len(),
         2,

@@ -82,7 +82,7 @@ impl Secret {
 }
 
 /// The `webhook-signature` header of a message: one signature per secret, space-separated.
-pub fn signature_header(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header(secrets: &[&Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
         .iter()
         .map(|s| s.signature(id, timestamp, body))
@@ -117,7 +117,7 @@ mod tests {
     fn one_signature_per_secret_during_a_rotation() {
         let old = Secret::parse(SECRET).expect("secret");
         let new = Secret::parse(&Secret::generate().expect("random")).expect("generated");
-        let header = signature_header(&[old, new.clone()], ID, TIMESTAMP, BODY);
+        let header = signature_header(&[&old, &new], ID, TIMESTAMP, BODY);
         let parts: Vec<&str> = header.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], SIGNATURE);
