@@ -22,6 +22,8 @@
 //! * [`entities`]: the routes of the entity store ([`store`]): events, profiles and
 //!   outcomes in, scores by id and the sales queue out, erasure; which models score an
 //!   entity. [`sweep`]: the background rescoring that keeps the queue fresh.
+//! * [`webhooks`]: the store's outbox delivered to the CRM's endpoints, signed (Standard
+//!   Webhooks), at least once and in order per entity; the endpoints and their admin routes.
 //! * [`config`]: the configuration file.
 //! * [`serve`]: the accept loop: connection limit, header and idle timeouts, shutdown with
 //!   a grace period.

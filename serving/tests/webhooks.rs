@@ -712,3 +712,140 @@ fn dead_letters_are_replayed_and_gone_endpoints_disabled() {
     let text = std::fs::read_to_string(&config).expect("config");
     assert_eq!(text.matches("[[webhooks]]").count(), 2, "{text}");
 }
+
+/// A lead cools down with silence: no event, only time, and the rescoring sweep says so to
+/// the CRM (`lead.cooled`, with the reasons of the score that cooled it). In process: the
+/// sweep is run at a moment weeks ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_tells_when_a_lead_cools_down_with_silence() {
+    use serving::webhooks::endpoints::WebhookConfig;
+    use serving::webhooks::{DeliverySettings, Webhooks};
+    if !ort_available() {
+        return;
+    }
+    // The receiver, in this runtime.
+    let inbox = Arc::new(Inbox::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(Arc::clone(&inbox));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    // The server's state: the fixture models, a store, one endpoint.
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(
+        &repo_root().join("serving/tests/fixtures/registry"),
+        &dir.path().join("registry"),
+    );
+    let state = serving::AppState::new(
+        serving::Limits::default(),
+        serving::KeySet::new(&[KEY.into()], &[ADMIN.into()]).expect("keys"),
+        "loading",
+    );
+    let reloader = serving::Reloader::new(
+        models::bundle::Registry::new(dir.path().join("registry")),
+        None,
+        serving::PoolConfig {
+            sessions: 1,
+            intra_threads: 1,
+        },
+    );
+    assert!(reloader.reload_once(&state).refused.is_empty());
+    let store =
+        store::RedbStore::open(store::StoreOpen::new(dir.path().join("store"))).expect("store");
+    state.set_store(Arc::new(store));
+    let table = WebhookConfig {
+        id: Some("crm".into()),
+        url,
+        secret: SECRET.into(),
+        models: None,
+        events: None,
+        allow_private: true,
+        disabled: false,
+        disabled_reason: None,
+        previous_secret: None,
+        previous_secret_until: None,
+    };
+    let hub = Webhooks::new(None, &[table], DeliverySettings::default()).expect("endpoints");
+    state.set_webhooks(Arc::new(hub)).expect("webhooks");
+    let app = serving::app(state.clone());
+    // A lead busy over the last days: sales-ready.
+    let now = now_ms();
+    let types = [
+        "web_visit",
+        "pricing_page_view",
+        "demo_request",
+        "email_open",
+    ];
+    let events: Vec<Value> = (0..8)
+        .map(|i| {
+            json!({"entity": "T-1", "id": format!("t{i}"), "ts": now - (8 - i) * DAY_MS / 4,
+                   "type": types[i as usize % 4], "channel": "web"})
+        })
+        .collect();
+    let mut first = events[0].clone();
+    first["profile"] = json!({"industry": "Retail", "employee_band": "51-200", "country": "Germany",
+        "job_title": "Marketing Manager", "seniority": "Manager", "lead_source": "webinar",
+        "annual_revenue_musd": 12.5});
+    let mut events = events;
+    events[0] = first;
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/events")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(axum::body::Body::from(
+            json!({"events": events}).to_string(),
+        ))
+        .expect("request");
+    let response = tower::ServiceExt::oneshot(app, request)
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let answer: Value = serde_json::from_slice(&body).expect("JSON");
+    let score = &answer["entities"][0]["scores"][0];
+    assert_eq!(score["sales_ready"], true, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inbox.got.lock().expect("inbox").is_empty() {
+        assert!(Instant::now() < deadline, "no lead.sales_ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Weeks of silence, then the sweep.
+    let later = now + 40 * DAY_MS;
+    let report = serving::sweep::sweep_once(&state, later, None)
+        .await
+        .expect("sweep");
+    assert_eq!(report.entities, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cooled = loop {
+        let got = inbox.got.lock().expect("inbox").clone();
+        if let Some(g) = got.iter().find(|g| g.body.contains("lead.cooled")) {
+            break g.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lead.cooled after the sweep: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let message: Value = serde_json::from_str(&cooled.body).expect("JSON");
+    assert_eq!(message["data"]["id"], "T-1");
+    assert_eq!(message["data"]["sales_ready"], false);
+    assert!(
+        message["data"]["reasons"]["negative"].is_array(),
+        "the reasons of the cooled score: {message}"
+    );
+    assert_eq!(
+        message["data"]["scored_at"],
+        chrono::DateTime::from_timestamp_millis(later)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+}

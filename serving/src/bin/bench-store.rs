@@ -9,6 +9,11 @@
 //!   its connection was still busy then (else from when it was sent).
 //! * `by-id`: `GET /v1/entities/{id}/score/propensity` of seeded leads (closed loop).
 //! * `stateless`: `POST /v1/score/propensity` of the same leads given in full (closed loop).
+//! * `webhooks`: the `single` open loop at `--rate`, every `--hot-every`th event the first of
+//!   a new lead on a strong profile, with a webhook receiver on `--receiver` in this process
+//!   that checks each message's signature (`--secret`): for every new lead the answer says is
+//!   sales-ready, the time from its event's request (counted as in `single`) to the receiver
+//!   holding its verified `lead.sales_ready`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -46,6 +51,15 @@ struct Args {
     /// Id prefix of the entities written or read.
     #[arg(long, default_value = "B")]
     prefix: String,
+    /// `webhooks`: where the receiver listens (the server's endpoint points there).
+    #[arg(long)]
+    receiver: Option<String>,
+    /// `webhooks`: the endpoint's secret.
+    #[arg(long)]
+    secret: Option<String>,
+    /// `webhooks`: one event in this many is a new hot lead's first.
+    #[arg(long, default_value_t = 10)]
+    hot_every: u64,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -162,6 +176,74 @@ struct Tally {
     errors: u64,
     events: u64,
     first_error: Option<String>,
+    /// `webhooks`: new leads answered sales-ready, with when their request began.
+    hot: Vec<(String, Instant)>,
+}
+
+/// What the webhook receiver saw.
+#[derive(Default)]
+struct Inbox {
+    /// `lead.sales_ready` messages by entity: when they arrived (the first time).
+    ready: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    verified: std::sync::atomic::AtomicU64,
+    bad: std::sync::atomic::AtomicU64,
+}
+
+async fn receive(
+    axum::extract::State((inbox, secret)): axum::extract::State<(
+        Arc<Inbox>,
+        Arc<serving::webhooks::sign::Secret>,
+    )>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let arrived = Instant::now();
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
+    let expected = timestamp
+        .parse::<i64>()
+        .map(|ts| secret.signature(id, ts, &body))
+        .unwrap_or_default();
+    if !header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+    {
+        inbox.bad.fetch_add(1, Ordering::Relaxed);
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    inbox.verified.fetch_add(1, Ordering::Relaxed);
+    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&body)
+        && message["type"] == "lead.sales_ready"
+        && let Some(entity) = message["data"]["id"].as_str()
+    {
+        inbox
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(entity.to_owned())
+            .or_insert(arrived);
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// Starts the receiver on `addr`, on a runtime of its own (kept running by the handle).
+fn start_receiver(addr: &str, secret: &str) -> Result<(tokio::runtime::Runtime, Arc<Inbox>)> {
+    let secret = serving::webhooks::sign::Secret::parse(secret).map_err(anyhow::Error::msg)?;
+    let inbox = Arc::new(Inbox::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("receiver on {addr}"))?;
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state((Arc::clone(&inbox), Arc::new(secret)));
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((runtime, inbox))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -178,6 +260,11 @@ fn main() -> Result<()> {
     if args.mode == "seed" {
         return seed(&args, base);
     }
+    let receiver = match (args.mode.as_str(), &args.receiver, &args.secret) {
+        ("webhooks", Some(addr), Some(secret)) => Some(start_receiver(addr, secret)?),
+        ("webhooks", _, _) => bail!("webhooks: give --receiver and --secret"),
+        _ => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let threads: Vec<_> = (0..args.connections)
@@ -197,11 +284,15 @@ fn main() -> Result<()> {
         all.latencies.extend(t.latencies);
         all.errors += t.errors;
         all.events += t.events;
+        all.hot.extend(t.hot);
         if all.first_error.is_none() {
             all.first_error = t.first_error;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    if let Some((_runtime, inbox)) = &receiver {
+        return report_webhooks(&args, &all, inbox, elapsed);
+    }
     all.latencies.sort_unstable();
     let n = all.latencies.len() as f64;
     println!(
@@ -221,6 +312,61 @@ fn main() -> Result<()> {
     );
     if all.errors > 0 {
         bail!("{} requests failed", all.errors);
+    }
+    Ok(())
+}
+
+/// Waits (up to 10 s) for the webhooks of the hot leads, then prints their latencies.
+fn report_webhooks(args: &Args, all: &Tally, inbox: &Inbox, elapsed: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let arrived = |inbox: &Inbox| {
+        inbox
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    let mut ready = arrived(inbox);
+    while all.hot.iter().any(|(e, _)| !ready.contains_key(e)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        ready = arrived(inbox);
+    }
+    let mut latencies: Vec<u64> = all
+        .hot
+        .iter()
+        .filter_map(|(e, began)| {
+            ready
+                .get(e)
+                .map(|at| at.saturating_duration_since(*began).as_micros() as u64)
+        })
+        .collect();
+    latencies.sort_unstable();
+    let missing = all.hot.len() - latencies.len();
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "webhooks",
+            "rate": args.rate,
+            "requests_per_s": all.events as f64 / elapsed,
+            "hot_leads": all.hot.len(),
+            "delivered": latencies.len(),
+            "missing": missing,
+            "verified": inbox.verified.load(Ordering::Relaxed),
+            "bad_signatures": inbox.bad.load(Ordering::Relaxed),
+            "p50_ms": percentile(&latencies, 0.50),
+            "p95_ms": percentile(&latencies, 0.95),
+            "p99_ms": percentile(&latencies, 0.99),
+            "max_ms": percentile(&latencies, 1.0),
+            "errors": all.errors,
+            "first_error": all.first_error,
+        })
+    );
+    if all.errors > 0 || missing > 0 || all.hot.is_empty() {
+        bail!(
+            "{} requests failed, {missing} webhooks missing of {}",
+            all.errors,
+            all.hot.len()
+        );
     }
     Ok(())
 }
@@ -348,7 +494,14 @@ fn run(args: &Args, c: usize, base: i64, start: Instant, stop: &AtomicBool) -> T
                     args.batch,
                 )
             }
-            "single" => {
+            "webhooks" if i.is_multiple_of(args.hot_every.max(1)) => {
+                // A new lead's first event, on the strong profile.
+                let body = format!(
+                    "{{\"events\": [{{\"entity\": \"H-{base}-{c}-{i}\", \"id\": \"h\", \"ts\": {ts}, \"type\": \"demo_request\", \"channel\": \"web\", \"profile\": {PROFILE}}}]}}"
+                );
+                ("POST", "/v1/events".to_owned(), body, 1)
+            }
+            "single" | "webhooks" => {
                 let (t, ch) = TYPES[(k + i as usize) % TYPES.len()];
                 let body = format!(
                     "{{\"events\": [{{\"entity\": \"{}-{k}\", \"id\": \"x{c}-{i}\", \"ts\": {ts}, \"type\": \"{t}\", \"channel\": \"{ch}\"}}]}}",
@@ -375,9 +528,20 @@ fn run(args: &Args, c: usize, base: i64, start: Instant, stop: &AtomicBool) -> T
             }
         };
         match conn.send(method, &path, &body) {
-            Ok((200, _)) => {
+            Ok((200, answer)) => {
                 tally.latencies.push(began.elapsed().as_micros() as u64);
                 tally.events += events as u64;
+                if args.mode == "webhooks" && i.is_multiple_of(args.hot_every.max(1)) {
+                    let answer: serde_json::Value =
+                        serde_json::from_slice(&answer).unwrap_or_default();
+                    let e = &answer["entities"][0];
+                    let ready = e["scores"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["sales_ready"] == true));
+                    if e["created"] == true && ready {
+                        tally.hot.push((format!("H-{base}-{c}-{i}"), began));
+                    }
+                }
             }
             Ok((status, b)) => {
                 tally.errors += 1;

@@ -136,6 +136,69 @@ mod tests {
         );
     }
 
+    /// The README's receiver example, as written there (keep the two the same).
+    mod readme_receiver {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        use hmac::{Hmac, KeyInit, Mac};
+
+        /// Whether a message is from leadscore: the endpoint's `whsec_` secret, the three headers,
+        /// the body as received, and now (Unix seconds).
+        pub fn verify(
+            secret: &str,
+            id: &str,
+            timestamp: &str,
+            signatures: &str,
+            body: &[u8],
+            now: i64,
+        ) -> bool {
+            let Some(key) = secret
+                .strip_prefix("whsec_")
+                .and_then(|k| STANDARD.decode(k).ok())
+            else {
+                return false;
+            };
+            match timestamp.parse::<i64>() {
+                Ok(t) if (now - t).abs() <= 300 => {} // older or newer than 5 minutes: a replay
+                _ => return false,
+            }
+            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+                return false;
+            };
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(body);
+            // Several signatures during a secret rotation: one must match (compared in constant time).
+            signatures
+                .split(' ')
+                .filter_map(|s| s.strip_prefix("v1,"))
+                .filter_map(|s| STANDARD.decode(s).ok())
+                .any(|s| mac.clone().verify_slice(&s).is_ok())
+        }
+    }
+
+    #[test]
+    fn the_readme_receiver_verifies_what_the_server_signs() {
+        use readme_receiver::verify;
+        let ts = TIMESTAMP.to_string();
+        let now = TIMESTAMP + 10;
+        assert!(verify(SECRET, ID, &ts, SIGNATURE, BODY, now));
+        let new = Secret::parse(&Secret::generate().expect("random")).expect("generated");
+        let old = Secret::parse(SECRET).expect("secret");
+        let both = signature_header(&[&new, &old], ID, TIMESTAMP, BODY);
+        assert!(
+            verify(SECRET, ID, &ts, &both, BODY, now),
+            "during a rotation"
+        );
+        assert!(!verify(SECRET, ID, &ts, SIGNATURE, b"{\"test\": 1}", now));
+        assert!(!verify(SECRET, "msg_other", &ts, SIGNATURE, BODY, now));
+        assert!(
+            !verify(SECRET, ID, &ts, SIGNATURE, BODY, TIMESTAMP + 301),
+            "stale"
+        );
+        let other = Secret::generate().expect("random");
+        assert!(!verify(&other, ID, &ts, SIGNATURE, BODY, now));
+    }
+
     #[test]
     fn bad_secrets_are_refused_without_showing_them() {
         for bad in [
