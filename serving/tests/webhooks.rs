@@ -43,6 +43,10 @@ const OK: u8 = 0;
 const UNAVAILABLE: u8 = 1;
 const FAILING: u8 = 2;
 const GONE: u8 = 3;
+/// 429 with `Retry-After: 1`, once; then 200.
+const TOO_MANY_ONCE: u8 = 4;
+/// 307 to `/elsewhere` (which would take it).
+const REDIRECT: u8 = 5;
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
@@ -58,6 +62,8 @@ struct Got {
 struct Inbox {
     mode: AtomicU8,
     got: Mutex<Vec<Got>>,
+    /// Requests to `/elsewhere`.
+    followed: std::sync::atomic::AtomicUsize,
 }
 
 /// A webhook receiver on 127.0.0.1 that records every request, answering as `mode` says
@@ -90,6 +96,11 @@ async fn receive(
         OK => StatusCode::OK,
         UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         FAILING => StatusCode::INTERNAL_SERVER_ERROR,
+        TOO_MANY_ONCE => {
+            inbox.mode.store(OK, Ordering::SeqCst);
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        REDIRECT => StatusCode::TEMPORARY_REDIRECT,
         _ => StatusCode::GONE,
     };
     got.push(Got {
@@ -99,11 +110,20 @@ async fn receive(
         body: String::from_utf8_lossy(&body).into_owned(),
         answered: status.as_u16(),
     });
-    if mode == UNAVAILABLE && got.len() % 2 == 0 {
+    if (mode == UNAVAILABLE && got.len() % 2 == 0) || mode == TOO_MANY_ONCE {
         return (status, [("retry-after", "1")], "try later").into_response();
+    }
+    if mode == REDIRECT {
+        return (status, [("location", "/elsewhere")], "moved").into_response();
     }
     // A body the server must never log.
     (status, "receiver-secret-body-never-logged").into_response()
+}
+
+/// Where a redirect points: a request here is a redirect followed.
+async fn elsewhere(axum::extract::State(inbox): axum::extract::State<Arc<Inbox>>) -> StatusCode {
+    inbox.followed.fetch_add(1, Ordering::SeqCst);
+    StatusCode::OK
 }
 
 impl Receiver {
@@ -130,6 +150,7 @@ impl Receiver {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/hook", axum::routing::post(receive))
+            .route("/elsewhere", axum::routing::post(elsewhere))
             .with_state(Arc::clone(&self.inbox));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = self.runtime.spawn(async move {
@@ -486,6 +507,32 @@ fn every_transition_arrives_through_an_outage_in_order() {
     verify_with_reference(&got, dir.path());
     let log = server.log.lock().expect("log").join("\n");
     assert!(!log.contains("receiver-secret-body-never-logged"));
+    let (_, metrics) = request(&server.addr, "GET", "/metrics", KEY, "").expect("metrics");
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{endpoint=\"crm\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let taken = got.iter().filter(|g| g.answered == 200).count() as u64;
+    assert_eq!(figure("leadscore_webhook_delivered_total"), taken);
+    let failed = figure("leadscore_webhook_failed_attempts_total");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log.lock().expect("log").join("\n");
+    assert_eq!(
+        failed,
+        log.matches("webhook attempt failed").count() as u64,
+        "every failed attempt is counted (and logged once)"
+    );
+    assert!(
+        failed > got.len() as u64 - taken,
+        "the 503s and the refused connections while the receiver was down"
+    );
+    assert!(figure("leadscore_webhook_retried_total") > 0);
+    assert_eq!(figure("leadscore_webhook_dead_lettered_total"), 0);
+    assert_eq!(figure("leadscore_webhook_pending"), 0);
+    assert!(metrics.contains("leadscore_webhook_delivery_seconds_count{endpoint=\"crm\"}"));
     eprintln!(
         "{} transitions, {} requests ({} answered 503)",
         expected.messages.len(),
@@ -711,6 +758,76 @@ fn dead_letters_are_replayed_and_gone_endpoints_disabled() {
     );
     let text = std::fs::read_to_string(&config).expect("config");
     assert_eq!(text.matches("[[webhooks]]").count(), 2, "{text}");
+}
+
+/// `Retry-After` on a 429 is honoured (the schedule alone would wait a minute), and a
+/// redirect is not followed: it is a failed attempt like any other answer but 2xx.
+#[test]
+fn retry_after_is_honoured_and_redirects_are_not_followed() {
+    if !ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start();
+    receiver.set(TOO_MANY_ONCE);
+    let config = setup(dir.path(), &receiver.url(), "[60, 60]");
+    let server = Server::start(&config);
+    let mut expected = Expectation::default();
+    let event = json!({"entity": "R-0", "id": "R-0-e0", "ts": now_ms() - 60_000,
+        "type": "demo_request", "channel": "web", "profile": profile(true)});
+    let (status, answer) = request(
+        &server.addr,
+        "POST",
+        "/v1/events",
+        KEY,
+        &json!({"events": [event]}).to_string(),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "{answer}");
+    expected.saw("R-0", &serde_json::from_str(&answer).expect("JSON"));
+    assert_eq!(expected.messages.len(), 1);
+    let began = Instant::now();
+    wait_for_delivered(&receiver, 1, Duration::from_secs(10));
+    let took = began.elapsed();
+    let got = receiver.got();
+    assert_eq!(
+        got.iter().map(|g| g.answered).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?}: Retry-After: 1 was not honoured"
+    );
+    // A 307: not followed, tried again on the schedule (a minute later).
+    receiver.set(REDIRECT);
+    patch_profile(&server, "R-0", false, &mut expected);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.got().len() < 3 {
+        assert!(Instant::now() < deadline, "no attempt");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.got()[2].answered, 307);
+    assert_eq!(
+        receiver.inbox.followed.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
+    let (_, listed) = request(&server.addr, "GET", "/admin/webhooks", ADMIN, "").expect("list");
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    assert!(
+        listed["endpoints"][0]["pending"].as_u64() >= Some(1),
+        "{listed}"
+    );
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("HTTP 307"),
+        "the attempt's error is logged: {log}"
+    );
+    assert!(
+        !log.contains("moved"),
+        "the receiver's answer is not logged"
+    );
 }
 
 /// A lead cools down with silence: no event, only time, and the rescoring sweep says so to

@@ -189,6 +189,9 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let mut lanes: HashMap<String, Lanes> = HashMap::new();
     load_pending(&store, &mut lanes).await;
+    // Messages may wait in the outbox (written before a restart): look once at the start,
+    // then whenever the store says a commit wrote some (a fan-out is a commit of its own).
+    let mut unrouted = true;
     loop {
         while let Ok(report) = rx.try_recv() {
             finish(&hub, &mut lanes, report);
@@ -199,9 +202,12 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
             let (endpoint, entity, p) = pending(d);
             lanes.entry(endpoint).or_default().add(&entity, p);
         }
-        fan_out(&store, &hub, &endpoints, &mut lanes).await;
+        if unrouted {
+            unrouted = !fan_out(&store, &hub, &endpoints, &mut lanes).await;
+        }
         let now = now_ms();
-        let mut next_due: Option<i64> = None;
+        // A fan-out that failed is tried again within a second.
+        let mut next_due: Option<i64> = unrouted.then_some(now + 1_000);
         for endpoint in endpoints.iter().filter(|e| !e.config.disabled) {
             let Some(l) = lanes.get_mut(endpoint.key()) else {
                 continue;
@@ -249,7 +255,7 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
         }
         let wait_ms = next_due.map_or(60_000, |t| (t - now).clamp(1, 60_000));
         tokio::select! {
-            _ = signal.notified() => {}
+            _ = signal.notified() => unrouted = true,
             _ = hub.wake.notified() => {}
             Some(report) = rx.recv() => finish(&hub, &mut lanes, report),
             _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
@@ -302,13 +308,14 @@ async fn load_pending(store: &Arc<dyn EntityStore>, lanes: &mut HashMap<String, 
     }
 }
 
-/// Moves every message in the outbox into deliveries for the endpoints in force.
+/// Moves every message in the outbox into deliveries for the endpoints in force; `false`
+/// when the store failed (some may be left).
 async fn fan_out(
     store: &Arc<dyn EntityStore>,
     hub: &Webhooks,
     endpoints: &[Arc<Endpoint>],
     lanes: &mut HashMap<String, Lanes>,
-) {
+) -> bool {
     let filters: Vec<store::EndpointFilter> = endpoints
         .iter()
         .filter(|e| !e.config.disabled)
@@ -323,15 +330,15 @@ async fn fan_out(
                 }
                 if out.messages < FAN_OUT_PAGE {
                     hub.unrouted.store(0, Ordering::Relaxed);
-                    break;
+                    return true;
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "webhook fan-out failed; trying again at the next wake");
+                tracing::error!(error = %e, "webhook fan-out failed; trying again in a second");
                 if let Ok(stats) = store.outbox_stats().await {
                     hub.unrouted.store(stats.unrouted, Ordering::Relaxed);
                 }
-                break;
+                return false;
             }
         }
     }

@@ -7,7 +7,7 @@
 //! models = ["propensity"]             # default: every model
 //! events = ["lead.sales_ready"]       # default: every event type
 //! allow_private = false               # true: the receiver may be on this machine or network
-//! id = "crm"                          # default: the URL; deliveries are filed under it
+//! id = "crm"                          # default: the host and a digest of the URL; deliveries are filed under it
 //! disabled = false                    # set by the server on 410 Gone or by the admin route
 //! previous_secret = "whsec_..."       # during a rotation: messages signed with both...
 //! previous_secret_until = "2026-12-04T10:00:00Z"   # ...until then
@@ -53,9 +53,31 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// The key its deliveries are filed under.
-    pub fn key(&self) -> &str {
-        self.id.as_deref().unwrap_or(&self.url)
+    /// The key its deliveries are filed under, its metrics labelled with and its admin routes
+    /// name: its `id`, else its URL's host and a digest of the URL (a URL may carry a token,
+    /// and keys go into logs and metrics).
+    pub fn key(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.url.as_bytes());
+        let host: String = reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{host}-{hex}")
     }
 }
 
@@ -70,6 +92,7 @@ struct WebhooksSection {
 #[derive(Clone)]
 pub struct Endpoint {
     pub config: WebhookConfig,
+    key: String,
     pub url: reqwest::Url,
     pub secret: Secret,
     pub previous: Option<(Secret, DateTime<Utc>)>,
@@ -88,7 +111,7 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     pub fn key(&self) -> &str {
-        self.config.key()
+        &self.key
     }
 
     /// The secrets to sign with now: the current one, and the previous one during a rotation.
@@ -167,11 +190,12 @@ pub fn endpoints(
                 at("id")
             ));
         }
-        if let Some(other) = out.iter().find(|e| e.key() == table.key()) {
+        let key = table.key();
+        if let Some(other) = out.iter().find(|e| e.key() == key) {
             return Err(format!(
                 "{}: {:?} is also the key of {} (give each an `id`)",
                 at("url"),
-                table.key(),
+                key,
                 other.url
             ));
         }
@@ -187,6 +211,7 @@ pub fn endpoints(
             .map_err(|e| format!("{}: cannot build its HTTP client: {e}", at("url")))?;
         out.push(Arc::new(Endpoint {
             config: table.clone(),
+            key,
             url,
             secret,
             previous,
@@ -346,7 +371,12 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.len(), 1);
-        assert_eq!(ok[0].key(), "https://crm.example.com/h");
+        let key = ok[0].key();
+        assert!(
+            key.starts_with("crm.example.com-") && key.len() == "crm.example.com-".len() + 8,
+            "{key}"
+        );
+        assert!(!key.contains('/'), "a path segment as it is: {key}");
         assert_eq!(ok[0].events, Some(vec![Transition::LeadSalesReady]));
         let err = parse(&format!(
             "[[webhooks]]\nurl = \"https://a.example.com\"\nsecret = \"{SECRET}\"\n[[webhooks]]\nurl = \"https://b.example.com\"\nsecret = \"{SECRET}\"\nevents = [\"lead.hot\"]\n"

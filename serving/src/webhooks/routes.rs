@@ -44,7 +44,7 @@ const MAX_LIST: usize = 1000;
 fn endpoint_json(e: &Endpoint, pending: u64, dead: u64) -> serde_json::Value {
     let c = &e.config;
     json!({
-        "id": c.key(),
+        "id": e.key(),
         "url": c.url,
         "models": c.models,
         "events": c.events,
