@@ -316,6 +316,22 @@ fn lead_story(server: &Server, entity: &str, expected: &mut Expectation) {
     }
 }
 
+/// A new lead's first event, on the strong profile: sales-ready at once.
+fn hot_lead(server: &Server, entity: &str, expected: &mut Expectation) {
+    let event = json!({"entity": entity, "id": format!("{entity}-e0"), "ts": now_ms() - 60_000,
+        "type": "demo_request", "channel": "web", "profile": profile(true)});
+    let (status, answer) = request(
+        &server.addr,
+        "POST",
+        "/v1/events",
+        KEY,
+        &json!({"events": [event]}).to_string(),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "{answer}");
+    expected.saw(entity, &serde_json::from_str(&answer).expect("JSON"));
+}
+
 /// `PATCH`es the lead's profile (see [`profile`]); the answer's score goes to `expected`.
 fn patch_profile(server: &Server, entity: &str, strong: bool, expected: &mut Expectation) {
     let body = json!({"profile": profile(strong)}).to_string();
@@ -634,19 +650,7 @@ fn dead_letters_are_replayed_and_gone_endpoints_disabled() {
     // 410 Gone: the endpoint is disabled, in the file too. The message that met the 410
     // waits for it; transitions while it is disabled are not filed for it.
     receiver.set(GONE);
-    // A new lead's first event, on the strong profile: sales-ready at once.
-    let event = json!({"entity": "D-1", "id": "D-1-e0", "ts": now_ms() - 60_000,
-        "type": "demo_request", "channel": "web", "profile": profile(true)});
-    let (status, answer) = request(
-        &server.addr,
-        "POST",
-        "/v1/events",
-        KEY,
-        &json!({"events": [event]}).to_string(),
-    )
-    .expect("answer");
-    assert_eq!(status, 200, "{answer}");
-    expected.saw("D-1", &serde_json::from_str(&answer).expect("JSON"));
+    hot_lead(&server, "D-1", &mut expected);
     assert_eq!(
         expected.messages.last().map(|m| m.1.as_str()),
         Some("lead.sales_ready")
@@ -773,18 +777,7 @@ fn retry_after_is_honoured_and_redirects_are_not_followed() {
     let config = setup(dir.path(), &receiver.url(), "[60, 60]");
     let server = Server::start(&config);
     let mut expected = Expectation::default();
-    let event = json!({"entity": "R-0", "id": "R-0-e0", "ts": now_ms() - 60_000,
-        "type": "demo_request", "channel": "web", "profile": profile(true)});
-    let (status, answer) = request(
-        &server.addr,
-        "POST",
-        "/v1/events",
-        KEY,
-        &json!({"events": [event]}).to_string(),
-    )
-    .expect("answer");
-    assert_eq!(status, 200, "{answer}");
-    expected.saw("R-0", &serde_json::from_str(&answer).expect("JSON"));
+    hot_lead(&server, "R-0", &mut expected);
     assert_eq!(expected.messages.len(), 1);
     let began = Instant::now();
     wait_for_delivered(&receiver, 1, Duration::from_secs(10));
