@@ -265,6 +265,7 @@ impl AppState {
     pub fn set_webhooks(&self, hub: Arc<crate::webhooks::Webhooks>) -> Result<(), ApiError> {
         let store = Arc::clone(self.store()?);
         if self.inner.webhooks.set(Arc::clone(&hub)).is_ok() {
+            hub.attach(Arc::clone(&store));
             crate::webhooks::deliver::spawn(hub, store);
         }
         Ok(())

@@ -13,7 +13,7 @@
 //!   the backends apply writes with, so a caller can score it before the write commits.
 //! * [`Outbox`]: the webhook outbox, in the same store: transitions of a score (a lead
 //!   turned sales-ready, cooled, changed grade; a customer at risk of churn) written with
-//!   the score that caused them, then fanned out to endpoints and delivered.
+//!   the score that caused them, a delivery for each endpoint that wants them.
 //! * [`files`]: a dataset spec's history imported into a store, and a store exported as the
 //!   files and spec the trainer reads.
 //!
@@ -33,8 +33,7 @@ use std::pin::Pin;
 
 pub use merge::predict;
 pub use outbox::{
-    Attempt, Delivery, EndpointFilter, FannedOut, Message, Outbox, OutboxStats, Transition,
-    transitions,
+    Attempt, Delivery, EndpointFilter, Message, Outbox, OutboxStats, Transition, transitions,
 };
 pub use redb_store::{RedbStore, StoreOpen};
 pub use types::*;

@@ -1,19 +1,20 @@
 //! The webhook outbox: what a score change tells the outside world, kept with the change.
 //!
 //! When a backend keeps an entity's new latest score for a model, it compares it with the
-//! score it replaces ([`transitions`]) and writes a [`Message`] for each transition into the
-//! outbox **in the same transaction**: a transition committed has its message, and a message
-//! exists only for a committed transition. The server's delivery worker then
-//!
-//! 1. fans the new messages out ([`Outbox::fan_out`]): one [`Delivery`] per message and per
-//!    endpoint subscribed to it, each with its own attempt count and next attempt time;
-//! 2. sends each endpoint's deliveries, in outbox order per entity, and records every
-//!    attempt ([`Outbox::record_attempt`]): delivered (the row goes), to be retried, or dead
-//!    (moved to the endpoint's dead letters, which [`Outbox::replay`] moves back).
+//! score it replaces ([`transitions`]) and files a [`Delivery`] of each transition's
+//! [`Message`] for every endpoint that wants it ([`Outbox::set_endpoints`]) **in the same
+//! transaction**: a transition committed has its deliveries, and a delivery exists only for
+//! a committed transition. The pending deliveries are the outbox. The server's delivery
+//! worker takes the new ones after each commit ([`Outbox::take_new`]), sends each endpoint's
+//! deliveries, in outbox order per entity, and records every attempt
+//! ([`Outbox::record_attempt`]): delivered (the row goes), to be retried (attempts and next
+//! time kept), or dead (moved to the endpoint's dead letters, which [`Outbox::replay`]
+//! moves back).
 //!
 //! Every step is a store commit, so delivery state survives a restart: after a crash the
 //! worker reads the pending deliveries ([`Outbox::pending`]) and goes on (at least once: an
-//! attempt whose answer was not yet recorded is made again, with the same message id).
+//! attempt whose answer was not yet recorded is made again, with the same message id). The
+//! first attempt of a message waits for no commit but its transition's.
 
 use features::history::TimestampMs;
 use serde::{Deserialize, Serialize};
@@ -132,15 +133,6 @@ impl EndpointFilter {
     }
 }
 
-/// What one [`Outbox::fan_out`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FannedOut {
-    /// Messages taken from the outbox.
-    pub messages: usize,
-    /// The deliveries filed, in outbox order.
-    pub deliveries: Vec<Delivery>,
-}
-
 /// One message on its way to one endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -179,8 +171,6 @@ pub enum Attempt {
 /// How much is waiting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxStats {
-    /// Messages not yet fanned out.
-    pub unrouted: u64,
     /// Deliveries pending, by endpoint.
     pub pending: Vec<(String, u64)>,
     /// Dead letters, by endpoint.
@@ -190,16 +180,15 @@ pub struct OutboxStats {
 /// The outbox side of a store: every [`EntityStore`](crate::EntityStore) backend is one, and
 /// the contract tests check it the same way.
 pub trait Outbox: Send + Sync {
-    /// Takes up to `limit` messages not yet fanned out, in outbox order, and files a
-    /// delivery of each for every endpoint of `endpoints` that wants it, next attempt at
-    /// once (`now_ms`); a message no endpoint wants is dropped. Fewer than `limit` messages
-    /// taken: the outbox is empty.
-    fn fan_out(
-        &self,
-        endpoints: Vec<EndpointFilter>,
-        now_ms: TimestampMs,
-        limit: usize,
-    ) -> StoreFuture<'_, FannedOut>;
+    /// The endpoints the messages of later commits are filed for: in the commit of its
+    /// transition, a message gets a delivery for every one of them that wants it, next
+    /// attempt at once; a message none wants is not kept. None until set.
+    fn set_endpoints(&self, endpoints: Vec<EndpointFilter>);
+
+    /// The deliveries filed by the commits since the last call, in outbox order (each
+    /// commit's after the one before). Every one is also in [`Outbox::pending`] until its
+    /// outcome is recorded.
+    fn take_new(&self) -> Vec<Delivery>;
 
     /// Pending deliveries in (endpoint, outbox) order after `after`, at most `limit`.
     fn pending(&self, after: Option<(String, u64)>, limit: usize)
@@ -238,7 +227,7 @@ pub trait Outbox: Send + Sync {
     /// What is waiting, for `/metrics` and the admin routes.
     fn outbox_stats(&self) -> StoreFuture<'_, OutboxStats>;
 
-    /// Notified after every commit that added messages to the outbox.
+    /// Notified after every commit that filed deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }
 

@@ -9,8 +9,7 @@
 //! | `entity_data` | (id, 2, time and sequence, 16 bytes big-endian) | an event: its id, type, channel and value as JSON |
 //! | `entity_data` | (id, 3, client event id) | time and sequence of the stored event (idempotency) |
 //! | `meta` | name | layout version, entity and event counts, the outbox's next sequence and random epoch |
-//! | `outbox` | sequence | a [`Message`](crate::Message) not yet fanned out, as JSON |
-//! | `deliveries` | (endpoint, sequence) | a pending [`Delivery`](crate::Delivery), as JSON |
+//! | `deliveries` | (endpoint, sequence) | a pending [`Delivery`](crate::Delivery) (the outbox), as JSON |
 //! | `dead_letters` | (endpoint, sequence) | a [`Delivery`](crate::Delivery) whose schedule ran out, as JSON |
 //!
 //! Everything of one entity sits together in `entity_data`: its history is one range scan,
@@ -33,8 +32,9 @@
 //! they reach it, and the prefixes above let it decide whether a score replaces the stored
 //! one and whether the entity is in the queue without decoding JSON.
 //! A score kept replaces the entity's stored one for its model; the writer compares the two
-//! ([`crate::transitions`]) and writes the transitions' messages into `outbox` in the same
-//! commit, then notifies [`Outbox::outbox_signal`].
+//! ([`crate::transitions`]) and files a delivery of each transition's message for every
+//! endpoint that wants it in `deliveries`, in the same commit; after the commit it hands them
+//! to [`Outbox::take_new`] and notifies [`Outbox::outbox_signal`].
 //! Commits use quick repair, so a file left by a crash opens at once, without the full
 //! repair walk (the crash test checks that no repair runs).
 
@@ -44,22 +44,21 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use features::history::TimestampMs;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::merge::{EventLog, merge};
 use crate::{
-    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, FannedOut,
-    Kind, Message, NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture,
-    StoreLimits, StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
+    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
+    NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture, StoreLimits, StoreStats,
+    StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 /// `(entity id, part, key within the part)`; the parts below.
 type DataKey<'a> = (&'a str, u8, &'a [u8]);
 const DATA: TableDefinition<DataKey<'static>, &[u8]> = TableDefinition::new("entity_data");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// `(endpoint, outbox sequence)`.
 type DeliveryKey<'a> = (&'a str, u64);
 const DELIVERIES: TableDefinition<DeliveryKey<'static>, &[u8]> = TableDefinition::new("deliveries");
@@ -133,7 +132,11 @@ struct Shared {
     queue: RwLock<Queue>,
     /// Part of every message id: random, drawn when the file was created.
     epoch: u64,
-    /// Notified after a commit that added outbox messages.
+    /// The endpoints messages are filed for.
+    endpoints: RwLock<Vec<EndpointFilter>>,
+    /// Deliveries committed and not yet taken by [`Outbox::take_new`].
+    fresh: Mutex<Vec<Delivery>>,
+    /// Notified after a commit that filed deliveries.
     signal: Arc<tokio::sync::Notify>,
 }
 
@@ -175,6 +178,18 @@ impl Queue {
 }
 
 impl Shared {
+    /// Hands the deliveries a commit filed to [`Outbox::take_new`], and says so.
+    fn filed(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(deliveries);
+        self.signal.notify_one();
+    }
+
     fn db(&self) -> Arc<Database> {
         Arc::clone(&self.db.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -318,7 +333,6 @@ enum Job {
     Erase(String, Reply<bool>),
     Expire(TimestampMs, Reply<u64>),
     Reclaim(Reply<()>),
-    FanOut(Vec<EndpointFilter>, TimestampMs, usize, Reply<FannedOut>),
     Attempt(String, u64, Attempt, Reply<()>),
     Replay(String, Option<Vec<u64>>, TimestampMs, Reply<Vec<Delivery>>),
 }
@@ -329,7 +343,6 @@ enum Done {
     Scores,
     Erase(bool),
     Expire(u64),
-    FannedOut(FannedOut),
     Deliveries(Vec<Delivery>),
 }
 
@@ -395,6 +408,8 @@ impl RedbStore {
             limits: open.limits,
             queue: RwLock::new(queue),
             epoch,
+            endpoints: RwLock::new(Vec::new()),
+            fresh: Mutex::new(Vec::new()),
             signal: Arc::new(tokio::sync::Notify::new()),
         });
         let (tx, rx) = mpsc::channel();
@@ -448,12 +463,9 @@ impl RedbStore {
         let mut changes = Vec::new();
         let mut outbox = Vec::new();
         let written = apply_write(shared, &mut txn, &batch, &mut changes, &mut outbox)?;
-        let signal = !outbox.is_empty();
-        write_messages(shared, &mut txn, outbox)?;
+        let filed = write_messages(shared, &mut txn, outbox, batch.now_ms)?;
         txn.commit().map_err(|e| shared.err(e))?;
-        if signal {
-            shared.signal.notify_one();
-        }
+        shared.filed(filed);
         shared
             .queue
             .write()
@@ -708,7 +720,6 @@ fn init_tables(db: &Database) -> Result<u64, String> {
             }
         };
         txn.open_table(DATA).map_err(|e| e.to_string())?;
-        txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
         txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
         txn.open_table(DEAD).map_err(|e| e.to_string())?;
     }
@@ -818,17 +829,14 @@ fn commit_group(shared: &Shared, jobs: Vec<Job>) {
         for job in jobs {
             done.push(apply_job(shared, &mut txn, job, &mut changes, &mut outbox)?);
         }
-        let signal = !outbox.is_empty();
-        write_messages(shared, &mut txn, outbox)?;
+        let filed = write_messages(shared, &mut txn, outbox, wall_clock_ms())?;
         txn.commit().map_err(|e| shared.err(e))?;
         shared
             .queue
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(changes);
-        if signal {
-            shared.signal.notify_one();
-        }
+        shared.filed(filed);
         Ok(done)
     };
     match attempt(&jobs) {
@@ -865,17 +873,11 @@ fn answer(job: Job, result: Result<Done, StoreError>) {
         (Job::Expire(_, reply), Ok(Done::Expire(n))) => {
             let _ = reply.send(Ok(n));
         }
-        (Job::FanOut(.., reply), Ok(Done::FannedOut(f))) => {
-            let _ = reply.send(Ok(f));
-        }
         (Job::Replay(.., reply), Ok(Done::Deliveries(d))) => {
             let _ = reply.send(Ok(d));
         }
         (Job::Attempt(.., reply), Ok(Done::Scores)) => {
             let _ = reply.send(Ok(()));
-        }
-        (Job::FanOut(.., reply), Err(e)) => {
-            let _ = reply.send(Err(e));
         }
         (Job::Replay(.., reply), Err(e)) => {
             let _ = reply.send(Err(e));
@@ -924,9 +926,6 @@ fn apply_job(
         }
         Job::Expire(before, _) => Done::Expire(apply_expire(shared, txn, *before)?),
         Job::Reclaim(_) | Job::Settle(_) => Done::Scores,
-        Job::FanOut(endpoints, now_ms, limit, _) => {
-            Done::FannedOut(apply_fan_out(shared, txn, endpoints, *now_ms, *limit)?)
-        }
         Job::Attempt(endpoint, seq, attempt, _) => {
             apply_attempt(shared, txn, endpoint, *seq, attempt)?;
             Done::Scores
@@ -1260,34 +1259,53 @@ fn keep_score(
     Ok(())
 }
 
-/// Gives `messages` their sequences and ids and writes them into the outbox.
+/// Gives `messages` their sequences and ids and files a delivery of each for every endpoint
+/// that wants it (the endpoints set with [`Outbox::set_endpoints`]); a message no endpoint
+/// wants is not kept. Returns the deliveries filed.
 fn write_messages(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
     messages: Vec<Message>,
-) -> Result<(), StoreError> {
-    if messages.is_empty() {
-        return Ok(());
+    now_ms: TimestampMs,
+) -> Result<Vec<Delivery>, StoreError> {
+    let endpoints = shared
+        .endpoints
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut filed = Vec::new();
+    if messages.is_empty() || endpoints.is_empty() {
+        return Ok(filed);
     }
     let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
     let mut seq = meta
         .get(META_OUTBOX_SEQ)
         .map_err(|e| shared.err(e))?
         .map_or(1, |v| v.value());
-    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
     for mut message in messages {
+        if !endpoints.iter().any(|e| e.wants(&message)) {
+            continue;
+        }
         message.seq = seq;
         message.id = format!("msg_{:016x}{seq:016x}", shared.epoch);
-        let bytes = serde_json::to_vec(&message)
-            .map_err(|e| shared.corrupt(&message.entity, "an outbox message", e))?;
-        outbox
-            .insert(seq, bytes.as_slice())
-            .map_err(|e| shared.err(e))?;
         seq += 1;
+        for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
+            let delivery = Delivery {
+                endpoint: endpoint.endpoint.clone(),
+                message: message.clone(),
+                attempts: 0,
+                next_at_ms: now_ms,
+                last_error: None,
+                dead_at_ms: None,
+            };
+            put_delivery(shared, &mut deliveries, &delivery)?;
+            filed.push(delivery);
+        }
     }
     meta.insert(META_OUTBOX_SEQ, seq)
         .map_err(|e| shared.err(e))?;
-    Ok(())
+    Ok(filed)
 }
 
 fn apply_scores(
@@ -1410,45 +1428,6 @@ fn apply_expire(
     Ok(expired.len() as u64)
 }
 
-/// Moves up to `limit` outbox messages into deliveries, one per endpoint that wants each.
-fn apply_fan_out(
-    shared: &Shared,
-    txn: &mut redb::WriteTransaction,
-    endpoints: &[EndpointFilter],
-    now_ms: TimestampMs,
-    limit: usize,
-) -> Result<FannedOut, StoreError> {
-    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
-    let mut messages = Vec::new();
-    for item in outbox.iter().map_err(|e| shared.err(e))?.take(limit) {
-        let (seq, value) = item.map_err(|e| shared.err(e))?;
-        let message: Message = serde_json::from_slice(value.value())
-            .map_err(|e| shared.corrupt("", "an outbox message", e))?;
-        messages.push((seq.value(), message));
-    }
-    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
-    let mut out = FannedOut {
-        messages: messages.len(),
-        deliveries: Vec::new(),
-    };
-    for (seq, message) in messages {
-        outbox.remove(seq).map_err(|e| shared.err(e))?;
-        for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
-            let delivery = Delivery {
-                endpoint: endpoint.endpoint.clone(),
-                message: message.clone(),
-                attempts: 0,
-                next_at_ms: now_ms,
-                last_error: None,
-                dead_at_ms: None,
-            };
-            put_delivery(shared, &mut deliveries, &delivery)?;
-            out.deliveries.push(delivery);
-        }
-    }
-    Ok(out)
-}
-
 fn put_delivery(
     shared: &Shared,
     table: &mut redb::Table<'_, DeliveryKey<'static>, &'static [u8]>,
@@ -1550,7 +1529,7 @@ fn apply_replay(
     Ok(moved)
 }
 
-/// Drops the outbox messages, deliveries and dead letters of entity `id` (its erasure).
+/// Drops the deliveries and dead letters of entity `id` (its erasure).
 fn erase_messages(
     shared: &Shared,
     txn: &mut redb::WriteTransaction,
@@ -1566,10 +1545,6 @@ fn erase_messages(
         #[serde(borrow)]
         message: Entity<'a>,
     }
-    let mut outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
-    outbox
-        .retain(|_, v| serde_json::from_slice::<Entity>(v).map_or(true, |m| m.entity != id))
-        .map_err(|e| shared.err(e))?;
     for table in [DELIVERIES, DEAD] {
         let mut t = txn.open_table(table).map_err(|e| shared.err(e))?;
         t.retain(|_, v| serde_json::from_slice::<Of>(v).map_or(true, |d| d.message.entity != id))
@@ -1592,7 +1567,6 @@ fn reclaim(shared: &Shared) -> Result<(), StoreError> {
         let mut txn = begin_write(shared, &fresh)?;
         copy_table(shared, &read, &mut txn, META)?;
         copy_table(shared, &read, &mut txn, DATA)?;
-        copy_table(shared, &read, &mut txn, OUTBOX)?;
         copy_table(shared, &read, &mut txn, DELIVERIES)?;
         copy_table(shared, &read, &mut txn, DEAD)?;
         txn.commit().map_err(|e| shared.err(e))?;
@@ -1659,11 +1633,7 @@ impl RedbStore {
     fn outbox_stats_now(&self) -> Result<OutboxStats, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
-        let outbox = txn.open_table(OUTBOX).map_err(|e| shared.err(e))?;
-        let mut stats = OutboxStats {
-            unrouted: outbox.len().map_err(|e| shared.err(e))?,
-            ..OutboxStats::default()
-        };
+        let mut stats = OutboxStats::default();
         for (table, into) in [(DELIVERIES, &mut stats.pending), (DEAD, &mut stats.dead)] {
             let t = txn.open_table(table).map_err(|e| shared.err(e))?;
             for item in t.iter().map_err(|e| shared.err(e))? {
@@ -1680,13 +1650,22 @@ impl RedbStore {
 }
 
 impl Outbox for RedbStore {
-    fn fan_out(
-        &self,
-        endpoints: Vec<EndpointFilter>,
-        now_ms: TimestampMs,
-        limit: usize,
-    ) -> StoreFuture<'_, FannedOut> {
-        self.send(|reply| Job::FanOut(endpoints, now_ms, limit, reply))
+    fn set_endpoints(&self, endpoints: Vec<EndpointFilter>) {
+        *self
+            .shared
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = endpoints;
+    }
+
+    fn take_new(&self) -> Vec<Delivery> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .fresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn pending(

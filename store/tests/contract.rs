@@ -134,9 +134,8 @@ async fn the_queue_is_rebuilt_when_the_file_opens() {
     assert_eq!((stats.entities, stats.events), (3, 0));
 }
 
-/// Delivery state is in the file: pending deliveries and messages not yet fanned out are
-/// there after reopening, and message ids go on from where they were (same epoch, next
-/// sequence).
+/// Delivery state is in the file: pending deliveries, with their attempts, are there after
+/// reopening, and message ids go on from where they were (same epoch, next sequence).
 #[tokio::test]
 async fn the_outbox_survives_reopening() {
     use store::{EndpointFilter, Outbox, ScoreUpdate, StoredScore};
@@ -159,6 +158,7 @@ async fn the_outbox_survives_reopening() {
     let first_id;
     {
         let store = RedbStore::open(StoreOpen::new(dir.path())).expect("open");
+        store.set_endpoints(crm.clone());
         let batch = WriteBatch {
             entities: vec![EntityWrite {
                 id: "L-1".into(),
@@ -175,30 +175,50 @@ async fn the_outbox_survives_reopening() {
             }])
         };
         put(ready(true, 0)).await.expect("scores");
-        let made = store
-            .fan_out(crm.clone(), 3_000, 10)
-            .await
-            .expect("fan out")
-            .deliveries;
+        let made = store.take_new();
         assert_eq!(made.len(), 1);
         first_id = made[0].message.id.clone();
+        store
+            .record_attempt(
+                "crm".into(),
+                made[0].message.seq,
+                store::Attempt::Retry {
+                    attempts: 1,
+                    next_at_ms: 9_000,
+                    error: "HTTP 503".into(),
+                },
+            )
+            .await
+            .expect("attempt");
         put(ready(false, 1)).await.expect("scores");
     }
     let store = RedbStore::open(StoreOpen::new(dir.path())).expect("reopen");
     let pending = store.pending(None, 10).await.expect("pending");
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].message.id, first_id);
-    let made = store
-        .fan_out(crm, 4_000, 10)
-        .await
-        .expect("fan out")
-        .deliveries;
     assert_eq!(
-        made.len(),
-        2,
-        "cooled and grade changed, kept before the restart"
+        pending.len(),
+        3,
+        "sales-ready, then cooled and grade changed"
     );
+    assert_eq!(pending[0].message.id, first_id);
+    assert_eq!((pending[0].attempts, pending[0].next_at_ms), (1, 9_000));
+    assert!(
+        store.take_new().is_empty(),
+        "taken before the restart or not, they are pending"
+    );
+    store.set_endpoints(crm);
+    store
+        .put_scores(vec![ScoreUpdate {
+            entity: "L-1".into(),
+            score: ready(true, 2),
+            reasons: None,
+        }])
+        .await
+        .expect("scores");
+    let made = store.take_new();
+    assert_eq!(made.len(), 2);
     assert_eq!(&made[0].message.id[..20], &first_id[..20], "same epoch");
-    assert!(made[0].message.seq > pending[0].message.seq);
-    assert_ne!(made[0].message.id, first_id);
+    assert!(
+        made[0].message.seq > pending[2].message.seq,
+        "the sequence goes on"
+    );
 }

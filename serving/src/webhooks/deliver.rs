@@ -1,5 +1,5 @@
-//! The delivery worker: one task that fans the outbox out to the endpoints in force and
-//! sends each endpoint's deliveries, at least once and in outbox order per entity.
+//! The delivery worker: one task that sends each endpoint's deliveries (filed by the store in
+//! the commits of their transitions), at least once and in outbox order per entity.
 //!
 //! Per endpoint, every entity with pending deliveries has a lane: its deliveries in outbox
 //! order, of which only the first (the head) is attempted, so a retried message holds back
@@ -34,8 +34,6 @@ use super::endpoints::Endpoint;
 use super::sign::signature_header;
 use super::{DeliverySettings, Webhooks};
 
-/// Messages fanned out per store commit.
-const FAN_OUT_PAGE: usize = 512;
 /// Deliveries read per page when the worker starts.
 const LOAD_PAGE: usize = 1024;
 /// The largest body sent: past it, the reasons are left out.
@@ -189,9 +187,6 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let mut lanes: HashMap<String, Lanes> = HashMap::new();
     load_pending(&store, &mut lanes).await;
-    // Messages may wait in the outbox (written before a restart): look once at the start,
-    // then whenever the store says a commit wrote some (a fan-out is a commit of its own).
-    let mut unrouted = true;
     loop {
         while let Ok(report) = rx.try_recv() {
             finish(&hub, &mut lanes, report);
@@ -202,12 +197,14 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
             let (endpoint, entity, p) = pending(d);
             lanes.entry(endpoint).or_default().add(&entity, p);
         }
-        if unrouted {
-            unrouted = !fan_out(&store, &hub, &endpoints, &mut lanes).await;
+        // Deliveries the store filed since the last look (in the commits of their
+        // transitions, for the endpoints in force then).
+        for d in store.take_new() {
+            let (endpoint, entity, p) = pending(d);
+            lanes.entry(endpoint).or_default().add(&entity, p);
         }
         let now = now_ms();
-        // A fan-out that failed is tried again within a second.
-        let mut next_due: Option<i64> = unrouted.then_some(now + 1_000);
+        let mut next_due: Option<i64> = None;
         for endpoint in endpoints.iter().filter(|e| !e.config.disabled) {
             let Some(l) = lanes.get_mut(endpoint.key()) else {
                 continue;
@@ -255,7 +252,7 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
         }
         let wait_ms = next_due.map_or(60_000, |t| (t - now).clamp(1, 60_000));
         tokio::select! {
-            _ = signal.notified() => unrouted = true,
+            _ = signal.notified() => {}
             _ = hub.wake.notified() => {}
             Some(report) = rx.recv() => finish(&hub, &mut lanes, report),
             _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
@@ -305,42 +302,6 @@ async fn load_pending(store: &Arc<dyn EntityStore>, lanes: &mut HashMap<String, 
     let n: usize = lanes.values().map(|l| l.count).sum();
     if n > 0 {
         tracing::info!(deliveries = n, "webhook deliveries pending from before");
-    }
-}
-
-/// Moves every message in the outbox into deliveries for the endpoints in force; `false`
-/// when the store failed (some may be left).
-async fn fan_out(
-    store: &Arc<dyn EntityStore>,
-    hub: &Webhooks,
-    endpoints: &[Arc<Endpoint>],
-    lanes: &mut HashMap<String, Lanes>,
-) -> bool {
-    let filters: Vec<store::EndpointFilter> = endpoints
-        .iter()
-        .filter(|e| !e.config.disabled)
-        .map(|e| e.filter())
-        .collect();
-    loop {
-        match store.fan_out(filters.clone(), now_ms(), FAN_OUT_PAGE).await {
-            Ok(out) => {
-                for d in out.deliveries {
-                    let (endpoint, entity, p) = pending(d);
-                    lanes.entry(endpoint).or_default().add(&entity, p);
-                }
-                if out.messages < FAN_OUT_PAGE {
-                    hub.unrouted.store(0, Ordering::Relaxed);
-                    return true;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "webhook fan-out failed; trying again in a second");
-                if let Ok(stats) = store.outbox_stats().await {
-                    hub.unrouted.store(stats.unrouted, Ordering::Relaxed);
-                }
-                return false;
-            }
-        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! * [`endpoints`]: the subscriptions, `[[webhooks]]` tables of the configuration file,
 //!   read again at the reload interval and edited in place by the admin routes;
-//! * [`deliver`]: the delivery worker (fan-out, one lane per entity and endpoint, retries on
+//! * [`deliver`]: the delivery worker (one lane per entity and endpoint, retries on
 //!   a schedule with jitter, `Retry-After`, dead letters, 410 disables the endpoint);
 //! * [`sign`]: Standard Webhooks 1.0 signatures;
 //! * [`guard`]: no delivery to loopback, private or link-local addresses unless allowed;
@@ -120,8 +120,8 @@ pub struct Webhooks {
     /// Deliveries replayed, for the worker to take.
     replayed: Mutex<Vec<Delivery>>,
     metrics: Mutex<BTreeMap<String, Arc<EndpointMetrics>>>,
-    /// Messages not yet fanned out, as of the worker's last look.
-    unrouted: AtomicU64,
+    /// The store the endpoints in force are given to (it files their deliveries).
+    store: std::sync::OnceLock<Arc<dyn store::EntityStore>>,
 }
 
 impl Webhooks {
@@ -146,8 +146,29 @@ impl Webhooks {
             wake: tokio::sync::Notify::new(),
             replayed: Mutex::new(Vec::new()),
             metrics: Mutex::new(BTreeMap::new()),
-            unrouted: AtomicU64::new(0),
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Files the messages of `store`'s later commits for the endpoints in force, now and
+    /// after every change of them.
+    pub fn attach(&self, store: Arc<dyn store::EntityStore>) {
+        if self.store.set(store).is_ok() {
+            self.filters_changed();
+        }
+    }
+
+    /// Tells the store which enabled endpoints want which messages.
+    fn filters_changed(&self) {
+        if let Some(store) = self.store.get() {
+            let filters = self
+                .endpoints()
+                .iter()
+                .filter(|e| !e.config.disabled)
+                .map(|e| e.filter())
+                .collect();
+            store.set_endpoints(filters);
+        }
     }
 
     pub fn settings(&self) -> &DeliverySettings {
@@ -204,6 +225,7 @@ impl Webhooks {
             .endpoints
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(built);
+        self.filters_changed();
         self.wake.notify_one();
         Ok(n)
     }
@@ -256,6 +278,7 @@ impl Webhooks {
             }
             *in_force = Arc::new(next);
         }
+        self.filters_changed();
         tracing::warn!(endpoint = %key, "the webhook endpoint answered 410 Gone: disabled");
         let hub = Arc::clone(self);
         let edit = Edit::SetDisabled {
@@ -346,12 +369,6 @@ impl Webhooks {
                 m.pending.load(Ordering::Relaxed)
             );
         }
-        let name = "leadscore_webhook_unrouted";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Outbox messages not yet fanned out to endpoints.\n# TYPE {name} gauge\n{name} {}",
-            self.unrouted.load(Ordering::Relaxed)
-        );
         let name = "leadscore_webhook_delivery_seconds";
         let _ = writeln!(
             out,

@@ -87,7 +87,6 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
         .collect();
     Ok(Json(json!({
         "endpoints": listed,
-        "unrouted": stats.unrouted,
         "orphaned": orphaned,
     }))
     .into_response())
