@@ -377,11 +377,9 @@ impl Job {
         let attempts = self.attempts.saturating_add(1);
         let (record, finished) = match answer {
             Answer::Taken => {
-                {
-                    m.delivered.fetch_add(1, Ordering::Relaxed);
-                    let seconds = (now - delivery.message.at_ms).max(0) as f64 / 1000.0;
-                    m.latency.observe(seconds);
-                }
+                m.delivered.fetch_add(1, Ordering::Relaxed);
+                let seconds = (now - delivery.message.at_ms).max(0) as f64 / 1000.0;
+                m.latency.observe(seconds);
                 (Attempt::Delivered, Finished::Done)
             }
             Answer::Refused {
@@ -389,9 +387,7 @@ impl Job {
                 retry_after,
                 gone,
             } => {
-                {
-                    m.failed.fetch_add(1, Ordering::Relaxed);
-                }
+                m.failed.fetch_add(1, Ordering::Relaxed);
                 let wait = if gone {
                     // The endpoint is disabled (the worker holds its deliveries until it is
                     // enabled again); the attempt is not counted against the message.
@@ -404,9 +400,7 @@ impl Job {
                 };
                 match wait {
                     Some(wait) => {
-                        {
-                            m.retried.fetch_add(1, Ordering::Relaxed);
-                        }
+                        m.retried.fetch_add(1, Ordering::Relaxed);
                         let next_at_ms = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
                         let attempts = if gone { self.attempts } else { attempts };
                         tracing::info!(endpoint = %key, message = %delivery.message.id, attempts, %error, "webhook attempt failed; scheduled again");
@@ -425,9 +419,7 @@ impl Job {
                         )
                     }
                     None => {
-                        {
-                            m.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        }
+                        m.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(endpoint = %key, message = %delivery.message.id, attempts, %error, "webhook schedule exhausted: dead letter");
                         (
                             Attempt::Dead {
