@@ -28,8 +28,9 @@ use store::{EndpointFilter, Transition};
 use super::guard::{GuardedResolver, check_url};
 use super::sign::Secret;
 
-/// One `[[webhooks]]` table as written.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// One `[[webhooks]]` table as written. Its `Debug` shows neither the URL (it may carry a
+/// token) nor the secrets.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,18 @@ pub struct WebhookConfig {
     pub previous_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("key", &self.key())
+            .field("models", &self.models)
+            .field("events", &self.events)
+            .field("allow_private", &self.allow_private)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookConfig {
@@ -102,10 +115,10 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may carry a token.
         f.debug_struct("Endpoint")
             .field("key", &self.key())
-            .field("url", &self.url.as_str())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -237,8 +250,8 @@ pub fn parse_section(text: &str, origin: &str) -> Result<Vec<WebhookConfig>, Str
     Ok(section.webhooks)
 }
 
-/// A change the admin routes make to the file.
-#[derive(Debug, Clone)]
+/// A change the admin routes make to the file. Its `Debug` shows no secret and no URL.
+#[derive(Clone)]
 pub enum Edit {
     Add(WebhookConfig),
     /// Sets `disabled` (and the reason, or removes it).
@@ -253,6 +266,24 @@ pub enum Edit {
         secret: String,
         until: DateTime<Utc>,
     },
+}
+
+impl std::fmt::Debug for Edit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Edit::Add(config) => f.debug_tuple("Add").field(config).finish(),
+            Edit::SetDisabled { key, disabled, .. } => f
+                .debug_struct("SetDisabled")
+                .field("key", key)
+                .field("disabled", disabled)
+                .finish_non_exhaustive(),
+            Edit::Rotate { key, until, .. } => f
+                .debug_struct("Rotate")
+                .field("key", key)
+                .field("until", until)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Applies `edit` to the configuration file at `path`, keeping its comments and the rest
@@ -466,6 +497,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let shown = format!("{:?} {:?}", tables[0], built[0]);
+        assert!(
+            !shown.contains("whsec_") && !shown.contains("crm.example.com"),
+            "{shown}"
+        );
         let err = edit_file(
             &path,
             &Edit::SetDisabled {

@@ -92,8 +92,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     .into_response())
 }
 
-/// The body of `POST /admin/webhooks`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /admin/webhooks` (no `Debug`: it holds a secret).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     url: String,
@@ -226,8 +226,8 @@ pub async fn enable(
     set_disabled(&state, key, false).await
 }
 
-/// The body of `POST /admin/webhooks/{id}/rotate` (optional).
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /admin/webhooks/{id}/rotate` (optional; no `Debug`: it holds a secret).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     #[serde(default)]
