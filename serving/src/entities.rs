@@ -331,8 +331,15 @@ fn reasons_json(score: &EntityScore) -> Option<serde_json::Value> {
         .and_then(|r| serde_json::to_value(r).ok())
 }
 
+/// Leaves the reasons out of scores computed with them for a webhook message only.
+fn drop_reasons(rescored: &mut [Rescored]) {
+    for (_, _, score) in rescored.iter_mut().flat_map(|r| &mut r.scores) {
+        score.reasons = None;
+    }
+}
+
 /// The stored form of a fresh score, scored now.
-fn to_stored(
+pub(crate) fn to_stored(
     model: &ServedModel,
     entity: &EntityWithEvents,
     score: &EntityScore,
@@ -443,11 +450,7 @@ async fn write_and_score(
         });
     }
     if !reasons {
-        for r in &mut rescored {
-            for (_, _, score) in &mut r.scores {
-                score.reasons = None;
-            }
-        }
+        drop_reasons(&mut rescored);
     }
     let written = write_counted(state, store, batch).await?;
     let mut again = Vec::new();
@@ -475,11 +478,7 @@ async fn write_and_score(
     let mut fresh = rescore(state, served, histories, now_ms, with_reasons).await?;
     let updates = score_updates(&fresh, now_ms);
     if !reasons {
-        for r in &mut fresh {
-            for (_, _, score) in &mut r.scores {
-                score.reasons = None;
-            }
-        }
+        drop_reasons(&mut fresh);
     }
     if !updates.is_empty() {
         // Queued now, durable with the writer's next commit; not awaited: the answer does not

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use store::EntityStore;
 
-use crate::entities::{Rescored, rescore, score_updates};
+use crate::entities::{Rescored, rescore, score_updates, to_stored};
 use crate::error::ApiError;
 use crate::state::{AppState, Served};
 
@@ -102,16 +102,13 @@ async fn with_transition_reasons(
     let mut again = Vec::new();
     for r in rescored {
         let stored = store.entity(&r.entity.id).await?;
+        // The store's own rule (`store::transitions`), on the score as it would be kept.
         let crosses = r.scores.iter().any(|(model, _, fresh)| {
-            let old = stored.as_ref().and_then(|e| {
-                e.scores
-                    .iter()
-                    .find(|s| s.model == model.model.name().as_str())
-            });
-            match old {
-                None => fresh.sales_ready,
-                Some(o) => o.sales_ready != fresh.sales_ready || o.grade != fresh.grade.as_str(),
-            }
+            let new = to_stored(model, &r.entity, fresh, now_ms);
+            let old = stored
+                .as_ref()
+                .and_then(|e| e.scores.iter().find(|s| s.model == new.model));
+            !store::transitions(r.entity.record.kind, old, &new).is_empty()
         });
         if crosses {
             again.push(r.entity);

@@ -1182,8 +1182,9 @@ fn drop_scores(
 }
 
 /// Keeps `score` as its entity's latest for its model, unless the stored one saw more events;
-/// the transitions from the score it replaces go to `outbox` when the entity is `open` (its
-/// kind read from its record when not given).
+/// the messages of the transitions from the score it replaces go to `outbox` (filed as
+/// deliveries by [`write_messages`] before the commit) when the entity is `open` (its kind
+/// read from its record when not given).
 #[allow(clippy::too_many_arguments)]
 fn keep_score(
     shared: &Shared,
