@@ -5,7 +5,8 @@ and that `created_at` is not after `as_of`; a schema has no "now". So in every g
 each time that is valid by the schema (an RFC 3339 text or an integer in range) and lies in
 the future is moved back into the past, and a valid `created_at` after a valid `as_of` is
 moved back to it. A webhook endpoint's `url` and `secret` given as text are made valid (see
-`_webhook_fields`). Values that are not valid times are left alone, so a request that was
+`_webhook_fields`), and proposed grade bands are put in the order a > b > c
+(`_threshold_proposal`). Values that are not valid times are left alone, so a request that was
 invalid by the schema stays invalid, and the negative checks still see it.
 """
 
@@ -121,6 +122,24 @@ def _webhook_fields(path, body, rng):
         body["secret"] = "whsec_" + base64.b64encode(key).decode()
 
 
+def _valid_probability(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+
+
+def _threshold_proposal(path, body):
+    """Grade bands valid by the schema (three probabilities) put in the order a > b > c
+    that no schema can state (bands with equal values replaced by valid ones); bands with a
+    value the schema refuses are left as they are."""
+    if not path.startswith(("/v1/thresholds/{model}/preview", "/admin/thresholds/{model}")):
+        return
+    if not isinstance(body, dict) or not isinstance(body.get("grades"), dict):
+        return
+    grades = body["grades"]
+    if set(grades) == {"a", "b", "c"} and all(_valid_probability(v) for v in grades.values()):
+        a, b, c = sorted(grades.values(), reverse=True)
+        body["grades"] = {"a": a, "b": b, "c": c} if a > b > c else {"a": 0.75, "b": 0.5, "c": 0.25}
+
+
 @schemathesis.hook
 def map_body(ctx, body):
     now = _now_ms()
@@ -142,6 +161,7 @@ def map_body(ctx, body):
     if path.startswith(STORE_PATHS):
         _floor_store_times(body, rng)
     _webhook_fields(path, body, rng)
+    _threshold_proposal(path, body)
     if path == "/admin/store/export" and LIKE_SPEC and isinstance(body, dict):
         if isinstance(body.get("like"), str):
             body["like"] = LIKE_SPEC

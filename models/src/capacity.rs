@@ -165,6 +165,11 @@ impl HeldOutScores {
         self.rows.is_empty()
     }
 
+    /// `(probability, converted)` of every row, highest probability first.
+    pub fn rows(&self) -> &[(f64, bool)] {
+        &self.rows
+    }
+
     /// Conversions among the held-out rows.
     pub fn positives(&self) -> usize {
         self.positives_before[self.rows.len()]
@@ -233,7 +238,11 @@ impl HeldOutScores {
     ) -> Result<CapacityRow, CapacityError> {
         let capacity = positive("capacity per week", capacity_per_week)?;
         let volume = positive("volume per week", volume_per_week)?;
-        let threshold = self.threshold_at_share(capacity / volume);
+        // As a thresholds file would set it (a cut-off strictly between 0 and 1), so that the
+        // answer is the cut-off `sales_ready_per_week` puts in force.
+        let threshold = self
+            .threshold_at_share(capacity / volume)
+            .clamp(MIN_GAP, 1.0 - MIN_GAP);
         Ok(self.at_threshold(threshold, volume))
     }
 

@@ -26,6 +26,8 @@
 //! * [`capacity`]: thresholds by sales capacity, from a bundle's held-out
 //!   predictions: leads a week, precision, share of conversions caught and
 //!   expected conversions of a cut-off, and per grade band.
+//! * [`health`]: a model's held-out curves (ROC, gains, calibration, deciles, the
+//!   score histogram) and conversion by profile field, for the console.
 //! * [`drift`]: the training distribution of a model's inputs stored in its
 //!   bundle, counts of scored rows, and their drift (PSI, share missing, share
 //!   of unknown categorical levels).
@@ -47,6 +49,7 @@ pub mod calibration;
 pub mod capacity;
 pub mod drift;
 pub mod gbdt;
+pub mod health;
 pub mod metrics;
 pub mod onnx;
 pub mod thresholds_file;

@@ -231,18 +231,20 @@ fn holdout() -> Vec<HoldoutRow> {
             cutoff: Some("2025-03-01".into()),
             label: 1,
             score: 0.875,
+            profile: vec!["webinar".into()],
         },
         HoldoutRow {
             entity_id: "Acme, \"Inc\"".into(),
             cutoff: None,
             label: 0,
             score: 0.0,
+            profile: vec!["partner, \"EU\"".into()],
         },
     ]
 }
 
-const HOLDOUT_CSV: &str =
-    "entity_id,cutoff,label,score\nL-1,2025-03-01,1,0.875\n\"Acme, \"\"Inc\"\"\",,0,0\n";
+const HOLDOUT_CSV: &str = "entity_id,cutoff,label,score,profile.lead_source\nL-1,2025-03-01,1,0.875,webinar\n\
+     \"Acme, \"\"Inc\"\"\",,0,0,\"partner, \"\"EU\"\"\"\n";
 
 fn gbdt_contents(version: &str) -> BundleContents {
     let mut manifest = manifest(version, ModelKind::Gbdt);
@@ -255,6 +257,7 @@ fn gbdt_contents(version: &str) -> BundleContents {
         manifest,
         report_html: "<html><body>report</body></html>\n".into(),
         holdout: holdout(),
+        holdout_fields: vec!["lead_source".into()],
     }
 }
 
@@ -279,6 +282,7 @@ fn linear_contents(version: &str) -> BundleContents {
         manifest,
         report_html: "<html>linear</html>".into(),
         holdout: holdout(),
+        holdout_fields: vec!["lead_source".into()],
     }
 }
 
@@ -348,6 +352,22 @@ fn gbdt_bundle_round_trips() {
     assert_eq!(
         loaded.read_holdout().expect("holdout parses"),
         Some(holdout())
+    );
+    let table = loaded
+        .read_holdout_table()
+        .expect("holdout parses")
+        .expect("has one");
+    assert_eq!(table.fields, ["lead_source"]);
+    // A row with a profile value short is named.
+    fs::write(
+        loaded.holdout_path(),
+        "entity_id,cutoff,label,score,profile.lead_source\nL-1,,1,0.5,web\nL-2,,0,0.5\n",
+    )
+    .expect("write");
+    let err = loaded.read_holdout().expect_err("short row");
+    assert!(
+        err.to_string().contains("line 3: 4 fields, expected 5"),
+        "{err}"
     );
     // A broken line is named; a missing file is no held-out rows, not an error.
     fs::write(
@@ -442,6 +462,7 @@ fn trees_on_linear_bundle_round_trips_and_its_explainer_rebuilds_the_graph() {
         manifest,
         report_html: "<html>trees on linear</html>".into(),
         holdout: holdout(),
+        holdout_fields: vec!["lead_source".into()],
     };
     assert_eq!(
         contents.manifest.explanation,
@@ -538,6 +559,7 @@ fn a_failure_halfway_leaves_nothing_behind() {
         cutoff: None,
         label: 1,
         score: f64::NAN,
+        profile: vec![String::new()],
     });
     let err = bundle::write_bundle(root.path(), &contents).expect_err("bad holdout");
     assert!(matches!(err, BundleError::Invalid { .. }), "{err}");

@@ -40,7 +40,8 @@ use store::{
 
 use crate::error::ApiError;
 use crate::http::{
-    ModelRef, RequestClock, off_worker_if_large, query_pairs, read_body, unknown_model,
+    ModelRef, RequestClock, off_worker_if_large, one_query_param, query_pairs, read_body,
+    unknown_model,
 };
 use crate::model::{EntityScore, ScoreOptions};
 use crate::request::{CheckedEntity, Fields, Timestamp, parse_json, present, show_time};
@@ -905,18 +906,29 @@ pub async fn get_entity(
             (k.clone(), value)
         })
         .collect();
+    // Grade and sales-ready flag by the thresholds in force now, as the queue gives them (a
+    // thresholds change applies to stored scores at once); as stored when the model is no
+    // longer served.
+    let served = state.ready().ok();
     let scores: Vec<serde_json::Value> = entity
         .scores
         .iter()
         .zip(reasons)
         .map(|(s, reasons)| {
+            let (grade, sales_ready) = match served.as_ref().and_then(|m| m.get(&s.model)) {
+                Some(m) => (
+                    serde_json::json!(m.thresholds.grade(s.probability)),
+                    m.thresholds.is_sales_ready(s.probability),
+                ),
+                None => (serde_json::json!(s.grade), s.sales_ready),
+            };
             serde_json::json!({
                 "model": s.model,
                 "version": s.version,
                 "probability": s.probability,
                 "score": s.score,
-                "grade": s.grade,
-                "sales_ready": s.sales_ready,
+                "grade": grade,
+                "sales_ready": sales_ready,
                 "scored_at": show_time(s.scored_at_ms),
                 "reasons": reasons,
             })
@@ -938,6 +950,20 @@ pub async fn get_entity(
         "updated_at": show_time(r.updated_at_ms),
         "scores": scores,
     })))
+}
+
+/// The stored entity `id` with its events, or [`ApiError::UnknownEntity`].
+async fn stored_history(
+    store: &Arc<dyn EntityStore>,
+    id: &str,
+) -> Result<EntityWithEvents, ApiError> {
+    store
+        .history(id)
+        .await?
+        .ok_or_else(|| ApiError::UnknownEntity {
+            id: shorten(id),
+            field: None,
+        })
 }
 
 fn shorten(id: &str) -> String {
@@ -969,13 +995,7 @@ pub async fn score_stored(
     let store = Arc::clone(state.store()?);
     let served = state.ready()?;
     let reasons = reasons_query(query.as_deref())?;
-    let entity = store
-        .history(&id)
-        .await?
-        .ok_or_else(|| ApiError::UnknownEntity {
-            id: shorten(&id),
-            field: None,
-        })?;
+    let entity = stored_history(&store, &id).await?;
     let (model, choice) = if let Some(route) = served.routing().get(&name) {
         let fields = Fields(
             entity
@@ -1265,4 +1285,112 @@ pub async fn export(
         "seconds": start.elapsed().as_secs_f64(),
     }))
     .into_response())
+}
+
+/// Most events a timeline lists, newest first.
+pub const TIMELINE_EVENTS: usize = 200;
+/// Most moments a timeline scores: just after each of the latest events, and now.
+pub const TIMELINE_SCORES: usize = 50;
+
+/// `GET /v1/entities/{id}/timeline?model=NAME`: the entity's latest events, newest first,
+/// and `model`'s score just after each of the latest [`TIMELINE_SCORES`] distinct event
+/// times and now, oldest first: how its score moved with what it did. Without `model`, the
+/// first served model of its kind's task.
+pub async fn timeline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = Arc::clone(state.store()?);
+    let served = state.ready()?;
+    let asked = one_query_param(query.as_deref(), "model")?;
+    let entity = stored_history(&store, &id).await?;
+    let task = entity.record.kind.task();
+    let model = match &asked {
+        Some(name) => {
+            let model = served
+                .get(name)
+                .cloned()
+                .ok_or_else(|| unknown_model(&served, name))?;
+            if model.model.task() != task {
+                return Err(ApiError::EntityNotScored {
+                    id: shorten(&id),
+                    kind: entity.record.kind.as_str(),
+                    model: model.model.name().to_string(),
+                    scores: match model.model.task() {
+                        features::spec::Task::Propensity => "leads",
+                        features::spec::Task::Churn => "customers",
+                    },
+                });
+            }
+            Some(model)
+        }
+        None => served.models().find(|m| m.model.task() == task).cloned(),
+    };
+    let events: Vec<serde_json::Value> = entity
+        .events
+        .iter()
+        .rev()
+        .take(TIMELINE_EVENTS)
+        .map(|e| {
+            serde_json::json!({
+                "ts": show_time(e.ts_ms),
+                "type": e.event_type,
+                "channel": e.channel,
+                "value": e.value,
+            })
+        })
+        .collect();
+    let scores = match &model {
+        None => Vec::new(),
+        Some(model) => {
+            let now_ms = RequestClock::now(&state).now_ms;
+            let mut moments: Vec<TimestampMs> = entity
+                .events
+                .iter()
+                .map(|e| e.ts_ms.saturating_add(1))
+                .collect();
+            moments.sort_unstable();
+            moments.dedup();
+            let keep = moments.len().min(TIMELINE_SCORES - 1);
+            let mut moments = moments.split_off(moments.len() - keep);
+            let now = checked_cutoff(model, &entity, now_ms);
+            moments.retain(|&t| t < now);
+            moments.push(now);
+            let batch: Vec<CheckedEntity> = moments
+                .iter()
+                .map(|&t| checked(model, &entity, Some(t), now_ms))
+                .collect();
+            let options = ScoreOptions {
+                reasons: false,
+                max_reasons: 0,
+                small: false,
+            };
+            let scored = model
+                .model
+                .score(batch, Arc::clone(&model.thresholds), options)
+                .await?;
+            moments
+                .iter()
+                .zip(scored)
+                .map(|(&t, s)| {
+                    serde_json::json!({
+                        "at": show_time(t),
+                        "probability": s.probability,
+                        "score": s.score,
+                        "grade": s.grade,
+                        "sales_ready": s.sales_ready,
+                    })
+                })
+                .collect()
+        }
+    };
+    Ok(Json(serde_json::json!({
+        "entity": entity.id,
+        "kind": entity.record.kind.as_str(),
+        "model": model.as_ref().map(ModelRef::from),
+        "events_total": entity.record.event_count,
+        "events": events,
+        "scores": scores,
+    })))
 }

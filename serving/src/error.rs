@@ -34,6 +34,9 @@ pub enum ErrorKind {
     ExportExists,
     UnknownWebhook,
     WebhooksReadOnly,
+    ThresholdsReadOnly,
+    RegistryConflict,
+    UnknownVersion,
     StoreUnavailable,
     NotReady,
     Internal,
@@ -49,10 +52,12 @@ impl ErrorKind {
             Self::NotFound | Self::UnknownModel | Self::UnknownEntity | Self::NoStore => {
                 StatusCode::NOT_FOUND
             }
-            Self::EntityNotScored | Self::ExportExists | Self::WebhooksReadOnly => {
-                StatusCode::CONFLICT
-            }
-            Self::UnknownWebhook => StatusCode::NOT_FOUND,
+            Self::EntityNotScored
+            | Self::ExportExists
+            | Self::WebhooksReadOnly
+            | Self::ThresholdsReadOnly
+            | Self::RegistryConflict => StatusCode::CONFLICT,
+            Self::UnknownWebhook | Self::UnknownVersion => StatusCode::NOT_FOUND,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -140,6 +145,17 @@ pub enum ApiError {
     /// written); nothing was changed.
     #[error("{message}")]
     WebhooksReadOnly { message: String },
+    /// The thresholds file cannot be changed (none configured, or it cannot be written);
+    /// nothing was changed.
+    #[error("{message}")]
+    ThresholdsReadOnly { message: String },
+    /// The registry refused a change (locked by a training run, nothing to revert to);
+    /// nothing was changed.
+    #[error("{message}")]
+    RegistryConflict { message: String },
+    /// The registry holds no such version of the model.
+    #[error("version: the registry holds no version {version:?} of {model}")]
+    UnknownVersion { model: String, version: String },
     /// The entity store failed; nothing of the request was written. `message` is logged.
     #[error("the entity store failed; nothing of this request was written")]
     StoreUnavailable { message: String },
@@ -154,6 +170,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// `model`'s bundle kept no held-out predictions.
+    pub fn no_held_out(model: &crate::model::LoadedModel) -> Self {
+        Self::NoHeldOutPredictions {
+            model: model.name().to_string(),
+            version: model.version().to_owned(),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> Self {
         Self::BadRequest {
             message: message.into(),
@@ -181,6 +205,9 @@ impl ApiError {
             Self::ExportExists { .. } => ErrorKind::ExportExists,
             Self::UnknownWebhook { .. } => ErrorKind::UnknownWebhook,
             Self::WebhooksReadOnly { .. } => ErrorKind::WebhooksReadOnly,
+            Self::ThresholdsReadOnly { .. } => ErrorKind::ThresholdsReadOnly,
+            Self::RegistryConflict { .. } => ErrorKind::RegistryConflict,
+            Self::UnknownVersion { .. } => ErrorKind::UnknownVersion,
             Self::StoreUnavailable { .. } => ErrorKind::StoreUnavailable,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::Internal { .. } => ErrorKind::Internal,
@@ -193,6 +220,7 @@ impl ApiError {
             | Self::PayloadTooLarge { field, .. }
             | Self::UnknownEntity { field, .. } => field.as_deref(),
             Self::ExportExists { .. } => Some("name"),
+            Self::UnknownVersion { .. } => Some("version"),
             _ => None,
         }
     }

@@ -7,7 +7,14 @@
 //! | `GET /v1/models` | client | the models served (name, task, version, kind, inputs, thresholds in force, validation figures) and the routing tables |
 //! | `GET /v1/thresholds/{model}` | client | cut-offs for a sales capacity (`?capacity_per_week=N`) from the bundle's held-out predictions |
 //! | `GET /v1/drift/{model}` | client | what the served model scored over the drift window (the last hour by default) against its training distribution: PSI, share missing, unknown levels |
+//! | `GET /v1/models/{model}/health` | client | the served version's held-out curves (ROC, gains, calibration), conversion by score decile and by a profile field (`?by=`) |
+//! | `GET /v1/models/{model}/versions` | client | the model's versions in the registry and its log (promotions, reverts, the publish gate's refusals, thresholds set) |
+//! | `POST /v1/thresholds/{model}/preview` | client | what proposed thresholds (by probability or leads a week) would give; nothing written |
+//! | `GET /v1/entities/{id}/timeline` | client | a stored entity's latest events and its score just after each |
 //! | `POST /admin/reload` | admin | re-reads the registry and the thresholds file now; says what changed |
+//! | `PUT /admin/thresholds/{model}` | admin | saves a model's thresholds into the thresholds file, applies and logs them |
+//! | `POST /admin/models/{model}/promote`, `.../revert` | admin | changes the live version (under the registry's lock) and reloads |
+//! | `GET /console` | none | the sales-ops console ([`crate::console`]); it asks for a key and calls the routes above |
 //! | `GET /healthz` | none | `200 {"status":"ok"}` while the process is up |
 //! | `GET /readyz` | none | `200` with the models once the registry's first load has ended with one loaded, else `503` |
 //! | `GET /metrics` | client (none with `metrics_public`) | Prometheus text ([`crate::metrics`]) |
@@ -37,6 +44,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use models::bundle::Thresholds;
+use models::capacity::{CapacityRow, HeldOutScores};
+
 use crate::auth::Scope;
 use crate::entities;
 use crate::error::ApiError;
@@ -45,6 +55,7 @@ use crate::request::{BatchRequest, CheckContext, CheckedEntity, EntityRequest, p
 use crate::routing::RouteChoice;
 use crate::state::{AppState, Served, ServedModel};
 use crate::webhooks;
+use crate::{console, tuning, versions};
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -74,11 +85,18 @@ pub fn app(state: AppState) -> Router {
             "/v1/entities/{id}/score/{model}",
             get(entities::score_stored),
         )
-        .route("/v1/leads/top/{model}", get(entities::top));
+        .route("/v1/leads/top/{model}", get(entities::top))
+        .route("/v1/entities/{id}/timeline", get(entities::timeline))
+        .route("/v1/models/{model}/health", get(versions::health))
+        .route("/v1/models/{model}/versions", get(versions::versions))
+        .route("/v1/thresholds/{model}/preview", post(tuning::preview));
     let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .route("/console", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style));
     if state.limits().metrics_public {
         public = public.route("/metrics", get(metrics));
     } else {
@@ -93,6 +111,12 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/store/reclaim", post(entities::reclaim))
         .route("/admin/store/sweep", post(entities::sweep_now))
         .route("/admin/store/export", post(entities::export))
+        .route(
+            "/admin/thresholds/{model}",
+            axum::routing::put(tuning::save),
+        )
+        .route("/admin/models/{model}/promote", post(versions::promote))
+        .route("/admin/models/{model}/revert", post(versions::revert))
         .route(
             "/admin/webhooks",
             get(webhooks::routes::list).post(webhooks::routes::add),
@@ -161,6 +185,15 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "entities", _] => "/v1/entities/{id}",
         ["v1", "entities", _, "score", _] => "/v1/entities/{id}/score/{model}",
         ["v1", "leads", "top", _] => "/v1/leads/top/{model}",
+        ["v1", "entities", _, "timeline"] => "/v1/entities/{id}/timeline",
+        ["v1", "models", _, "health"] => "/v1/models/{model}/health",
+        ["v1", "models", _, "versions"] => "/v1/models/{model}/versions",
+        ["v1", "thresholds", _, "preview"] => "/v1/thresholds/{model}/preview",
+        ["admin", "thresholds", _] => "/admin/thresholds/{model}",
+        ["admin", "models", _, "promote"] => "/admin/models/{model}/promote",
+        ["admin", "models", _, "revert"] => "/admin/models/{model}/revert",
+        ["console"] => "/console",
+        ["console", _] => "/console/{file}",
         ["admin", "reload"] => "/admin/reload",
         ["admin", "store", "reclaim"] => "/admin/store/reclaim",
         ["admin", "store", "sweep"] => "/admin/store/sweep",
@@ -201,6 +234,22 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
 
 /// A query string's `key=value` pairs, percent-decoded (`%2B` is `+`; a `+` stays a `+`,
 /// as RFC 3986 has it, so `1e+2` and `1e%2B2` are the same number).
+/// The value of the query's one parameter `name` (absent: `None`); any other parameter is
+/// refused by name.
+pub(crate) fn one_query_param(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    let mut value = None;
+    for (key, v) in query_pairs(query)? {
+        if key != name {
+            return Err(ApiError::bad_request(
+                format!("unknown query parameter {key:?}; the parameter is `{name}`"),
+                Some(&key),
+            ));
+        }
+        value = Some(v);
+    }
+    Ok(value)
+}
+
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(part)
@@ -317,7 +366,7 @@ pub(crate) async fn read_body(
 }
 
 /// The model named `name`, once the server is ready.
-fn model_for(state: &AppState, name: &str) -> Result<ServedModel, ApiError> {
+pub(crate) fn model_for(state: &AppState, name: &str) -> Result<ServedModel, ApiError> {
     let served = state.ready()?;
     served
         .get(name)
@@ -788,10 +837,7 @@ async fn thresholds_for_capacity(
     let model = &served.model;
     let held = model
         .held_out()
-        .ok_or_else(|| ApiError::NoHeldOutPredictions {
-            model: model.name().to_string(),
-            version: model.version().to_owned(),
-        })?;
+        .ok_or_else(|| ApiError::no_held_out(model))?;
     let volume_per_week = held
         .resolve_volume(volume)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("volume_per_week")))?;
@@ -799,9 +845,26 @@ async fn thresholds_for_capacity(
         .map(|c| held.at_capacity(c, volume_per_week))
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("capacity_per_week")))?;
-    let thresholds = &*served.thresholds;
-    Ok(Json(serde_json::json!({
-        "model": ModelRef::from(&served),
+    Ok(Json(thresholds_answer(
+        &served,
+        held,
+        volume_per_week,
+        at_capacity,
+        &served.thresholds,
+    )))
+}
+
+/// What `thresholds` mean for a sales team's week on `held`, the served bundle's held-out
+/// predictions (the body of `GET /v1/thresholds/{model}` and of its preview).
+pub(crate) fn thresholds_answer(
+    served: &ServedModel,
+    held: &HeldOutScores,
+    volume_per_week: f64,
+    at_capacity: Option<CapacityRow>,
+    thresholds: &Thresholds,
+) -> serde_json::Value {
+    serde_json::json!({
+        "model": ModelRef::from(served),
         "held_out": {
             "rows": held.len(),
             "conversions": held.positives(),
@@ -812,7 +875,7 @@ async fn thresholds_for_capacity(
         "thresholds": thresholds,
         "sales_ready": held.at_threshold(thresholds.sales_ready, volume_per_week),
         "grades": held.grade_table(&thresholds.grades, volume_per_week),
-    })))
+    })
 }
 
 async fn drift(

@@ -24,6 +24,10 @@
 //!   entity. [`sweep`]: the background rescoring that keeps the queue fresh.
 //! * [`webhooks`]: the store's outbox delivered to the CRM's endpoints, signed (Standard
 //!   Webhooks), at least once and in order per entity; the endpoints and their admin routes.
+//! * [`console`]: the sales-ops console's page, script and style sheet (built in), and the
+//!   routes it reads and changes: [`versions`] (a model's versions, promote and revert, its
+//!   held-out health) and [`tuning`] (thresholds previewed and saved into the thresholds
+//!   file). [`files`]: atomic replacement of the files an operator owns.
 //! * [`config`]: the configuration file.
 //! * [`serve`]: the accept loop: connection limit, header and idle timeouts, shutdown with
 //!   a grace period.
@@ -34,9 +38,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod drift;
 pub mod entities;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -48,6 +54,8 @@ pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod sweep;
+pub mod tuning;
+pub mod versions;
 pub mod webhooks;
 
 pub use auth::KeySet;

@@ -32,7 +32,7 @@ use models::drift::DriftReport;
 
 /// The routes metrics are kept for, by their axum path template; anything else is
 /// `other`.
-pub const ROUTES: [&str; 25] = [
+pub const ROUTES: [&str; 34] = [
     "/v1/score/{model}",
     "/v1/score/{model}/batch",
     "/v1/models",
@@ -43,7 +43,14 @@ pub const ROUTES: [&str; 25] = [
     "/v1/entities/{id}",
     "/v1/entities/{id}/score/{model}",
     "/v1/leads/top/{model}",
+    "/v1/entities/{id}/timeline",
+    "/v1/models/{model}/health",
+    "/v1/models/{model}/versions",
+    "/v1/thresholds/{model}/preview",
     "/admin/reload",
+    "/admin/thresholds/{model}",
+    "/admin/models/{model}/promote",
+    "/admin/models/{model}/revert",
     "/admin/store/reclaim",
     "/admin/store/sweep",
     "/admin/store/export",
@@ -57,6 +64,8 @@ pub const ROUTES: [&str; 25] = [
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/console",
+    "/console/{file}",
     "other",
 ];
 

@@ -17,6 +17,7 @@ use models::bundle::{
     Bundle, ExplainScratch, Explainer, Grade, Manifest, ModelKind, ModelName, Thresholds,
 };
 use models::capacity::HeldOutScores;
+use models::health::{ByField, Curves};
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -24,6 +25,13 @@ use crate::drift::DriftMonitor;
 use crate::metrics::ScoreHistogram;
 use crate::pool::{LoadError, PoolConfig, ScoreError, SessionPool};
 use crate::request::CheckedEntity;
+
+/// A model's held-out health, computed when it is loaded.
+#[derive(Debug)]
+pub struct ModelHealth {
+    pub curves: Curves,
+    pub by_field: ByField,
+}
 
 /// A bundle ready to score.
 pub struct LoadedModel {
@@ -39,6 +47,9 @@ pub struct LoadedModel {
     explain_inline: bool,
     /// The bundle's held-out predictions (`holdout.csv`), for thresholds by capacity.
     held_out: Option<HeldOutScores>,
+    /// The held-out curves and conversion by profile field (the console's model health),
+    /// computed once at load.
+    health: Option<Arc<ModelHealth>>,
     /// Distribution of the probabilities it gave, for `/metrics`.
     pub scores: ScoreHistogram,
     /// What it scored against its training distribution; `None` for a bundle that stored
@@ -153,16 +164,25 @@ impl LoadedModel {
         if let Some(trees) = explainer.trees() {
             trees.prepare_explanations();
         }
-        let held_out = bundle
-            .read_holdout()
-            .map_err(|e| LoadError::HeldOut(e.to_string()))?
-            .map(|rows| HeldOutScores::from_holdout(&rows, &manifest.dataset.cutoffs))
+        let holdout = bundle
+            .read_holdout_table()
+            .map_err(|e| LoadError::HeldOut(e.to_string()))?;
+        let held_out = holdout
+            .as_ref()
+            .map(|h| HeldOutScores::from_holdout(&h.rows, &manifest.dataset.cutoffs))
             .transpose()
             .map_err(|e| LoadError::HeldOut(format!("{}: {e}", bundle.holdout_path().display())))?;
+        let health = held_out.as_ref().zip(holdout.as_ref()).map(|(held, h)| {
+            Arc::new(ModelHealth {
+                curves: models::health::curves(held),
+                by_field: ByField::new(h),
+            })
+        });
         Ok(LoadedModel {
             name: manifest.name(),
             drift: manifest.drift.as_ref().map(DriftMonitor::new),
             held_out,
+            health,
             explain_inline: explains_inline(&explainer),
             explainer,
             manifest,
@@ -197,6 +217,11 @@ impl LoadedModel {
     /// The bundle's held-out predictions, when it kept them.
     pub fn held_out(&self) -> Option<&HeldOutScores> {
         self.held_out.as_ref()
+    }
+
+    /// The held-out curves and conversion by field, when the bundle kept held-out rows.
+    pub fn health(&self) -> Option<&ModelHealth> {
+        self.health.as_deref()
     }
 
     /// Counts drift over `window` instead of [`DRIFT_WINDOW`](crate::drift::DRIFT_WINDOW)

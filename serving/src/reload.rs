@@ -151,6 +151,16 @@ impl Reloader {
     /// Brings `state` up to date with the registry, the thresholds and routing files, trying again
     /// every version that failed before (what `POST /admin/reload` runs). Blocking.
     /// Concurrent calls run one after the other.
+    /// The registry models come from.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The thresholds file, when the server has one.
+    pub fn thresholds_path(&self) -> Option<&std::path::Path> {
+        self.thresholds_path.as_deref()
+    }
+
     pub fn reload_once(&self, state: &AppState) -> ReloadReport {
         self.reload(state, true)
     }

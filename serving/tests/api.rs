@@ -1833,3 +1833,417 @@ async fn drift_statistics_move_when_the_scored_traffic_shifts() {
         "{text}"
     );
 }
+
+/// The ten held-out leads of [`HOLDOUT_CSV`] with their lead source.
+const HOLDOUT_WITH_SOURCE_CSV: &str = "entity_id,cutoff,label,score,profile.lead_source\n\
+    L1,,1,0.3,webinar\nL2,,1,0.9,webinar\nL3,,0,0.05,partner\nL4,,1,0.6,\n\
+    L5,,0,0.2,partner\nL6,,1,0.8,webinar\nL7,,0,0.5,partner\nL8,,0,0.1,webinar\n\
+    L9,,0,0.7,partner\nL10,,0,0.4,webinar\n";
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    call(app, method, uri, Some(key), Body::from(body.to_string())).await
+}
+
+#[tokio::test]
+async fn thresholds_are_previewed_then_saved_applied_and_logged() {
+    if !ort_available() {
+        return;
+    }
+    let registry = copy_registry(&fixtures().join("registry"));
+    let v1 = registry.path().join("propensity/fixture-leads-v1");
+    std::fs::write(v1.join("holdout.csv"), HOLDOUT_WITH_SOURCE_CSV).expect("write");
+    let registry_root = registry.path().to_path_buf();
+    let dir = tempfile::tempdir().expect("dir");
+    let thresholds = dir.path().join("thresholds.toml");
+    let churn_section = "# the account team's bands\n[churn]\nsales_ready = 0.4\n";
+    std::fs::write(&thresholds, churn_section).expect("write");
+    let server = server_with(registry, Some(thresholds.clone()), Limits::default());
+    let before = get(&server.app, "/v1/models").await.1;
+    let in_force = before["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "propensity"))
+        .map(|m| m["thresholds"].clone())
+        .expect("propensity");
+
+    // The preview of "2 leads a week out of 5" is GET /v1/thresholds' answer for 2: 0.6.
+    let proposal = json!({"sales_ready_per_week": 2, "volume_per_week": 5,
+                          "grades": {"a": 0.75, "b": 0.45, "c": 0.15}});
+    let (status, preview) = send(
+        &server.app,
+        "POST",
+        "/v1/thresholds/propensity/preview",
+        CLIENT_KEY,
+        proposal.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let (_, asked) = get(
+        &server.app,
+        "/v1/thresholds/propensity?capacity_per_week=2&volume_per_week=5",
+    )
+    .await;
+    assert!(
+        close(&preview["thresholds"]["sales_ready"], 0.6),
+        "{preview}"
+    );
+    assert_eq!(
+        preview["thresholds"]["sales_ready"],
+        asked["capacity"]["threshold"]
+    );
+    assert_eq!(preview["sales_ready"]["precision"], json!(0.75));
+    assert_eq!(preview["in_force"], in_force);
+    assert_eq!(preview["grades"].as_array().map(Vec::len), Some(4));
+    // A preview writes nothing.
+    assert_eq!(
+        std::fs::read_to_string(&thresholds).expect("read"),
+        churn_section
+    );
+
+    // Refused, naming the field, and nothing written: a client key, no `by`, bad bands,
+    // a capacity of 0, an unknown key.
+    let (status, _) = send(
+        &server.app,
+        "PUT",
+        "/admin/thresholds/propensity",
+        CLIENT_KEY,
+        json!({"sales_ready": 0.5, "by": "Dana"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (body, field) in [
+        (json!({"sales_ready": 0.5}), "by"),
+        (
+            json!({"grades": {"a": 0.2, "b": 0.3, "c": 0.1}, "by": "Dana"}),
+            "grades",
+        ),
+        (
+            json!({"sales_ready_per_week": 0, "by": "Dana"}),
+            "sales_ready_per_week",
+        ),
+        (json!({"sales_ready": 1.5, "by": "Dana"}), "sales_ready"),
+    ] {
+        let (status, answer) = send(
+            &server.app,
+            "PUT",
+            "/admin/thresholds/propensity",
+            ADMIN_KEY,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    let (status, answer) = send(
+        &server.app,
+        "PUT",
+        "/admin/thresholds/propensity",
+        ADMIN_KEY,
+        json!({"sales_ready": 0.5, "sales_redy": 1, "by": "Dana"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(&thresholds).expect("read"),
+        churn_section
+    );
+    assert_eq!(get(&server.app, "/v1/models").await.1, before);
+
+    // Saved: the section is in the file beside the other one (its comment kept), in force
+    // at once, and logged with who.
+    let mut save = proposal.clone();
+    save["by"] = json!("Dana Smith");
+    let (status, saved) = send(
+        &server.app,
+        "PUT",
+        "/admin/thresholds/propensity",
+        ADMIN_KEY,
+        save,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert!(close(&saved["thresholds"]["sales_ready"], 0.6), "{saved}");
+    let text = std::fs::read_to_string(&thresholds).expect("read");
+    assert!(text.starts_with(churn_section), "{text}");
+    assert!(
+        text.contains("[propensity]") && text.contains("sales_ready_per_week = 2"),
+        "{text}"
+    );
+    let file = models::thresholds_file::ThresholdsFile::parse(&text).expect("parses");
+    assert_eq!(
+        file.get("churn").and_then(|c| c.sales_ready),
+        Some(0.4),
+        "{text}"
+    );
+    let (_, models) = get(&server.app, "/v1/models").await;
+    let propensity = models["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "propensity"))
+        .expect("propensity");
+    assert!(close(&propensity["thresholds"]["sales_ready"], 0.6));
+    assert!(close(&propensity["thresholds"]["grades"]["a"], 0.75));
+    let log = Registry::new(&registry_root).history().expect("log");
+    let last = log.last().expect("logged");
+    assert_eq!(last.action, models::bundle::RegistryAction::Thresholds);
+    assert_eq!(last.who, "Dana Smith");
+    assert_eq!(last.version, "fixture-leads-v1");
+    assert!(
+        last.why.contains("sales_ready_per_week = 2"),
+        "{}",
+        last.why
+    );
+    // The next scores use it.
+    let (bundle, _) = lead(&server);
+    let mut rng = SplitMix64::new(17);
+    for i in 0..40 {
+        let entity = random_entity(&bundle, &mut rng, i);
+        let (_, score) = send(
+            &server.app,
+            "POST",
+            "/v1/score/propensity?reasons=false",
+            CLIENT_KEY,
+            entity,
+        )
+        .await;
+        let p = score["probability"].as_f64().expect("probability");
+        assert_eq!(score["sales_ready"], json!(p >= 0.6), "{score}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_thresholds_file_saving_is_refused() {
+    if !ort_available() {
+        return;
+    }
+    let server = server();
+    let (status, answer) = send(
+        &server.app,
+        "PUT",
+        "/admin/thresholds/propensity",
+        ADMIN_KEY,
+        json!({"sales_ready": 0.5, "by": "Dana"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["kind"], "thresholds_read_only");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("thresholds ="))
+    );
+}
+
+#[tokio::test]
+async fn health_gives_the_held_out_curves_and_conversion_by_field() {
+    if !ort_available() {
+        return;
+    }
+    let registry = copy_registry(&fixtures().join("registry"));
+    let v1 = registry.path().join("propensity/fixture-leads-v1");
+    std::fs::write(v1.join("holdout.csv"), HOLDOUT_WITH_SOURCE_CSV).expect("write");
+    let server = server_with(registry, None, Limits::default());
+    let (status, health) = get(&server.app, "/v1/models/propensity/health?by=lead_source").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["held_out"]["rows"], 10);
+    assert_eq!(health["held_out"]["conversions"], 4);
+    assert_eq!(health["fields"], json!(["lead_source"]));
+    // Ranked by hand: of the 24 (converted, not) pairs, 20 are in order.
+    assert!(
+        close(&health["roc_auc"], 20.0 / 24.0),
+        "{}",
+        health["roc_auc"]
+    );
+    let levels = health["by"]["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 3);
+    assert_eq!(levels[0]["level"], "webinar");
+    assert_eq!(levels[0]["rows"], 5);
+    assert_eq!(levels[0]["conversions"], 3);
+    assert_eq!(levels[1]["level"], "partner");
+    assert_eq!(levels[1]["conversions"], 0);
+    assert_eq!(levels[2]["level"], "");
+    let deciles = health["deciles"].as_array().expect("deciles");
+    assert_eq!(deciles.len(), 10);
+    assert_eq!(deciles[0]["to"], json!(0.9));
+    assert_eq!(deciles[0]["conversions"], 1);
+    let (status, answer) = get(&server.app, "/v1/models/propensity/health?by=country").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["field"], "by");
+    // Held-out rows written before profile fields were kept: curves, no fields.
+    std::fs::write(v1.join("holdout.csv"), HOLDOUT_CSV).expect("write");
+    let server = server_with(
+        copy_registry(server.registry.path()),
+        None,
+        Limits::default(),
+    );
+    let (status, health) = get(&server.app, "/v1/models/propensity/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["fields"], json!([]));
+    assert_eq!(health["by"], Value::Null);
+    // A bundle without held-out rows says so.
+    let (status, answer) = get(&server.app, "/v1/models/churn/health").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["kind"], "no_held_out_predictions");
+}
+
+#[tokio::test]
+async fn versions_are_listed_promoted_and_reverted_under_the_registry_lock() {
+    if !ort_available() {
+        return;
+    }
+    let registry = copy_registry(&fixtures().join("registry"));
+    let root = registry.path().to_path_buf();
+    install_as(
+        &root.join("propensity/fixture-leads-v1"),
+        &root,
+        "propensity",
+        "fixture-leads-v2",
+    );
+    let server = server_with(registry, None, Limits::default());
+    let served = |v: &Value| v["served"].clone();
+    let (status, list) = get(&server.app, "/v1/models/propensity/versions").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["live"], Value::Null);
+    assert_eq!(served(&list), "fixture-leads-v2");
+    let versions: Vec<&str> = list["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_str())
+        .collect();
+    assert_eq!(versions, ["fixture-leads-v2", "fixture-leads-v1"]);
+
+    let promote = |version: &str| json!({"version": version, "by": "Dana", "why": "test"});
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/promote",
+        CLIENT_KEY,
+        promote("fixture-leads-v1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/promote",
+        ADMIN_KEY,
+        promote("fixture-leads-v1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(served(&answer), "fixture-leads-v1");
+    assert_eq!(answer["logged"]["who"], "Dana");
+    let (_, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/promote",
+        ADMIN_KEY,
+        promote("fixture-leads-v2"),
+    )
+    .await;
+    assert_eq!(served(&answer), "fixture-leads-v2");
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/revert",
+        ADMIN_KEY,
+        json!({"by": "Dana"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(served(&answer), "fixture-leads-v1");
+    assert_eq!(answer["logged"]["action"], "revert");
+    // Nothing before the first promotion: a conflict, nothing changed.
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/revert",
+        ADMIN_KEY,
+        json!({"by": "Dana"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["kind"], "registry_conflict");
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/promote",
+        ADMIN_KEY,
+        promote("fixture-leads-v9"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["kind"], "unknown_version");
+    assert_eq!(answer["error"]["field"], "version");
+    // A training run holding the registry's lock: refused, nothing changed.
+    let lock = Registry::new(&root)
+        .lock("a test's training run")
+        .expect("lock");
+    let (status, answer) = send(
+        &server.app,
+        "POST",
+        "/admin/models/propensity/promote",
+        ADMIN_KEY,
+        promote("fixture-leads-v2"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a test's training run"))
+    );
+    drop(lock);
+    let (_, list) = get(&server.app, "/v1/models/propensity/versions").await;
+    assert_eq!(list["live"], "fixture-leads-v1");
+    assert_eq!(served(&list), "fixture-leads-v1");
+    let actions: Vec<&str> = list["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["revert", "promote", "promote"]);
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_its_policy_and_no_key() {
+    let server = server();
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let response = server
+            .app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|t| t.starts_with(kind)),
+            "{path}"
+        );
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            serving::console::CONTENT_SECURITY_POLICY
+        );
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        // No address of another origin (the SVG namespace is a name, not a request; the
+        // browser test records every request the page makes).
+        let text = String::from_utf8_lossy(&body).replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),
+            "{path}"
+        );
+    }
+}

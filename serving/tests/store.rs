@@ -773,3 +773,98 @@ async fn concurrent_events_for_one_lead_keep_the_score_of_the_whole_history() {
         "the last answer's score is the one kept: {probability} not in {answered:?}"
     );
 }
+
+#[tokio::test]
+async fn a_timeline_gives_the_events_and_the_score_after_each() {
+    if !ort_available() {
+        return;
+    }
+    let s = server(true);
+    let now = now_ms();
+    let mut events = lead_events("L-7", 6, now);
+    events[0]["profile"] = lead_profile("webinar");
+    let (status, body) = call(
+        &s.app,
+        "POST",
+        "/v1/events",
+        CLIENT_KEY,
+        Some(&json!({"events": events})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, entity) = call(&s.app, "GET", "/v1/entities/L-7", CLIENT_KEY, None).await;
+    assert_eq!(status, StatusCode::OK, "{entity}");
+    let (status, timeline) = call(
+        &s.app,
+        "GET",
+        "/v1/entities/L-7/timeline?model=propensity",
+        CLIENT_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{timeline}");
+    assert_eq!(timeline["model"]["name"], "propensity");
+    assert_eq!(timeline["events_total"], 6);
+    let listed = timeline["events"].as_array().expect("events");
+    assert_eq!(listed.len(), 6);
+    // Newest first.
+    assert_eq!(listed[0]["type"], events[5]["type"]);
+    let scores = timeline["scores"].as_array().expect("scores");
+    assert_eq!(
+        scores.len(),
+        7,
+        "after each of 6 events, and now: {timeline}"
+    );
+    // The score after the third event is the stateless route's for the history up to it,
+    // scored just after it.
+    let third = &scores[2];
+    let as_of = events[2]["ts"].as_i64().expect("ts") + 1;
+    let history = json!({
+        "as_of": as_of,
+        "created_at": entity["created_at"],
+        "profile": lead_profile("webinar"),
+        "events": events[..3].iter().map(|e| json!({
+            "ts": e["ts"], "type": e["type"], "channel": e["channel"],
+        })).collect::<Vec<_>>(),
+    });
+    let (status, stateless) = call(
+        &s.app,
+        "POST",
+        "/v1/score/propensity?reasons=false",
+        CLIENT_KEY,
+        Some(&history),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stateless}");
+    assert!(
+        (third["probability"].as_f64().expect("p") - stateless["probability"].as_f64().expect("p"))
+            .abs()
+            < SAME_SCORE,
+        "{third} vs {stateless}"
+    );
+    assert_eq!(third["grade"], stateless["grade"]);
+    // Without a model: the first of its task; a customer model for a lead: refused.
+    let (status, default) =
+        call(&s.app, "GET", "/v1/entities/L-7/timeline", CLIENT_KEY, None).await;
+    assert_eq!(status, StatusCode::OK, "{default}");
+    assert_eq!(default["model"]["name"], "propensity");
+    let (status, refused) = call(
+        &s.app,
+        "GET",
+        "/v1/entities/L-7/timeline?model=churn",
+        CLIENT_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["kind"], "entity_not_scored");
+    let (status, _) = call(
+        &s.app,
+        "GET",
+        "/v1/entities/nobody/timeline",
+        CLIENT_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -2,10 +2,13 @@
 //! bundle (ONNX graph with calibration, manifest, explainer, report, held-out scores) for
 //! [`models::bundle::Registry::write`].
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use features::builder::{Cutoffs, FeatureTable};
+use features::load::ENTITY_ID;
+use features::spec::ColumnKind;
 use models::bundle::{
     BUNDLE_FORMAT_VERSION, BundleContents, DatasetInfo, HoldoutRow, Manifest, ModelName,
     ValidationSummary, describe_features, fingerprint_spec, sha256_hex,
@@ -146,15 +149,23 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
     };
     manifest.check().map_err(TrainError::Data)?;
     let tabular = matches!(prepared.cutoffs, Cutoffs::Tabular);
+    let (holdout_fields, profiles) = categorical_profiles(prepared)?;
     let holdout = evaluation
         .holdout_rows
         .iter()
         .zip(&evaluation.calibrated_scores)
-        .map(|(&row, &score)| HoldoutRow {
-            entity_id: table.entity_ids[row].clone(),
-            cutoff: (!tabular).then(|| format_ms(table.cutoffs_ms[row])),
-            label: table.labels[row],
-            score,
+        .map(|(&row, &score)| {
+            let entity_id = &table.entity_ids[row];
+            HoldoutRow {
+                entity_id: entity_id.clone(),
+                cutoff: (!tabular).then(|| format_ms(table.cutoffs_ms[row])),
+                label: table.labels[row],
+                score,
+                profile: profiles
+                    .get(entity_id.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| vec![String::new(); holdout_fields.len()]),
+            }
         })
         .collect();
     let families: Vec<FamilyResult<'_>> = inputs
@@ -186,7 +197,47 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         explainer,
         report_html,
         holdout,
+        holdout_fields,
     })
+}
+
+/// Each entity's values of the categorical profile fields, by entity id.
+type ProfilesById<'a> = HashMap<&'a str, Vec<String>>;
+
+/// The categorical profile fields and each entity's values of them (empty when missing),
+/// for the held-out rows: what conversion by field (the console's model health) reads.
+fn categorical_profiles(
+    prepared: &Prepared,
+) -> Result<(Vec<String>, ProfilesById<'_>), TrainError> {
+    let entities = &prepared.data.entities;
+    let fields: Vec<String> = prepared
+        .data
+        .profile_columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Categorical)
+        .map(|c| c.name.clone())
+        .collect();
+    let column = |name: &str| {
+        entities
+            .column(name)
+            .and_then(|c| c.str())
+            .map_err(|e| TrainError::Data(format!("entities column {name}: {e}")))
+    };
+    let ids = column(ENTITY_ID)?;
+    let columns = fields
+        .iter()
+        .map(|f| column(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut profiles = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let values = columns
+            .iter()
+            .map(|c| c.get(i).unwrap_or_default().to_owned())
+            .collect();
+        profiles.insert(id, values);
+    }
+    Ok((fields, profiles))
 }
 
 /// Fewest rows at the most recent calendar cut-off for them alone to be the drift reference.

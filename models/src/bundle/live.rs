@@ -43,6 +43,9 @@ pub enum RegistryAction {
     Revert,
     /// A new version kept off: the publish gate found it worse than the live one.
     Refuse,
+    /// The model's thresholds changed in the thresholds file (the console's Save); the
+    /// version is the one served then, `why` says what was set.
+    Thresholds,
 }
 
 impl RegistryAction {
@@ -52,6 +55,7 @@ impl RegistryAction {
             RegistryAction::Promote => "promote",
             RegistryAction::Revert => "revert",
             RegistryAction::Refuse => "refuse",
+            RegistryAction::Thresholds => "thresholds",
         }
     }
 }
@@ -353,6 +357,29 @@ impl Registry {
             version: version.to_owned(),
             previous: self.live_for_log(model),
             why: why.to_owned(),
+        })
+    }
+
+    /// Logs that `who` set the thresholds of `model` (served at `version`) to `what`.
+    pub fn record_thresholds(
+        &self,
+        lock: &RegistryLock,
+        task: Task,
+        model: &ModelName,
+        version: &str,
+        who: &str,
+        what: &str,
+    ) -> Result<RegistryEvent, BundleError> {
+        self.check_lock(lock)?;
+        self.append(RegistryEvent {
+            at: Utc::now(),
+            who: who.to_owned(),
+            action: RegistryAction::Thresholds,
+            task,
+            model: Some(model.clone()),
+            version: version.to_owned(),
+            previous: self.live_for_log(model),
+            why: what.to_owned(),
         })
     }
 

@@ -363,6 +363,7 @@ pub struct Thresholds {
 
 /// Lower bounds of grades A, B and C (`a > b > c`); grade D is below `c`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GradeBands {
     /// Grade A from here up.
     pub a: f64,

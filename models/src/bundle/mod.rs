@@ -49,7 +49,7 @@ pub use manifest::{
 };
 pub use name::{MAX_MODEL_NAME_LEN, ModelName, check_model_name};
 pub use store::{
-    Bundle, BundleContents, HoldoutRow, Registry, clean_stale_temp_dirs, onnx_input_width,
+    Bundle, BundleContents, Holdout, HoldoutRow, Registry, clean_stale_temp_dirs, onnx_input_width,
     write_bundle,
 };
 

@@ -32,6 +32,10 @@ pub struct BundleContents {
     pub report_html: String,
     /// The validation rows, written as `holdout.csv`.
     pub holdout: Vec<HoldoutRow>,
+    /// The profile fields each held-out row carries ([`HoldoutRow::profile`]), written as
+    /// the columns `profile.<field>` after the score: what the console's conversion by
+    /// field reads.
+    pub holdout_fields: Vec<String>,
 }
 
 /// One validation row and its score (a line of `holdout.csv`).
@@ -45,10 +49,23 @@ pub struct HoldoutRow {
     pub label: u8,
     /// The calibrated probability.
     pub score: f64,
+    /// The entity's value of each of the bundle's held-out profile fields
+    /// ([`BundleContents::holdout_fields`]), as text; empty when missing.
+    pub profile: Vec<String>,
 }
 
-/// Header line of `holdout.csv`.
+/// A bundle's `holdout.csv`: its rows and the profile fields they carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holdout {
+    /// The profile fields of [`HoldoutRow::profile`], in order.
+    pub fields: Vec<String>,
+    pub rows: Vec<HoldoutRow>,
+}
+
+/// Header line of `holdout.csv`; `profile.<field>` columns may follow.
 const HOLDOUT_HEADER: &str = "entity_id,cutoff,label,score";
+/// Prefix of a profile field's column in `holdout.csv`.
+const HOLDOUT_PROFILE_PREFIX: &str = "profile.";
 
 /// Writes a bundle to `<registry_root>/<model>/<version>/` (the model's name and version
 /// from the manifest, see [`Manifest::name`]) and returns that directory.
@@ -90,7 +107,12 @@ pub fn write_bundle(
         Ok(w.write_all(contents.report_html.as_bytes())?)
     })?;
     write_file(&tmp.path.join(HOLDOUT_FILE), |w| {
-        write_holdout(w, &contents.holdout, &target.join(HOLDOUT_FILE))
+        write_holdout(
+            w,
+            &contents.holdout,
+            &contents.holdout_fields,
+            &target.join(HOLDOUT_FILE),
+        )
     })?;
     // Last, so that even a directory that escaped the rename is only ever
     // read as a bundle once it is complete.
@@ -271,9 +293,30 @@ fn to_checked_json<T: serde::Serialize + DeserializeOwned>(
 
 /// Writes the holdout rows as CSV, checking each one (`named` is the file
 /// the errors name).
-fn write_holdout(w: &mut impl Write, rows: &[HoldoutRow], named: &Path) -> Result<(), WriteError> {
-    writeln!(w, "{HOLDOUT_HEADER}")?;
+fn write_holdout(
+    w: &mut impl Write,
+    rows: &[HoldoutRow],
+    fields: &[String],
+    named: &Path,
+) -> Result<(), WriteError> {
+    w.write_all(HOLDOUT_HEADER.as_bytes())?;
+    for field in fields {
+        w.write_all(b",")?;
+        write_csv_field(w, &format!("{HOLDOUT_PROFILE_PREFIX}{field}"))?;
+    }
+    writeln!(w)?;
     for (i, row) in rows.iter().enumerate() {
+        if row.profile.len() != fields.len() {
+            return Err(WriteError::Bundle(BundleError::invalid(
+                named,
+                format!(
+                    "row {}: {} profile values for {} profile fields",
+                    i + 1,
+                    row.profile.len(),
+                    fields.len()
+                ),
+            )));
+        }
         if row.label > 1 {
             return Err(WriteError::Bundle(BundleError::invalid(
                 named,
@@ -289,7 +332,12 @@ fn write_holdout(w: &mut impl Write, rows: &[HoldoutRow], named: &Path) -> Resul
         write_csv_field(w, &row.entity_id)?;
         w.write_all(b",")?;
         write_csv_field(w, row.cutoff.as_deref().unwrap_or(""))?;
-        writeln!(w, ",{},{}", row.label, row.score)?;
+        write!(w, ",{},{}", row.label, row.score)?;
+        for value in &row.profile {
+            w.write_all(b",")?;
+            write_csv_field(w, value)?;
+        }
+        writeln!(w)?;
     }
     Ok(())
 }
@@ -585,6 +633,12 @@ impl Bundle {
     /// The held-out rows of `holdout.csv`, or `None` when the bundle has no such file (it
     /// is not needed to serve; capacity questions need it).
     pub fn read_holdout(&self) -> Result<Option<Vec<HoldoutRow>>, BundleError> {
+        Ok(self.read_holdout_table()?.map(|h| h.rows))
+    }
+
+    /// `holdout.csv` with the profile fields its rows carry (none in bundles written
+    /// before they were kept), or `None` when the bundle has no such file.
+    pub fn read_holdout_table(&self) -> Result<Option<Holdout>, BundleError> {
         let path = self.holdout_path();
         match read(&path) {
             Ok(bytes) => parse_holdout(&path, &bytes).map(Some),
@@ -596,28 +650,46 @@ impl Bundle {
 
 /// Parses `holdout.csv` as [`write_holdout`] writes it (RFC 4180 quoting); errors name the
 /// line.
-fn parse_holdout(path: &Path, bytes: &[u8]) -> Result<Vec<HoldoutRow>, BundleError> {
+fn parse_holdout(path: &Path, bytes: &[u8]) -> Result<Holdout, BundleError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| BundleError::invalid(path, format!("not UTF-8: {e}")))?;
     let records = parse_csv(text)
         .map_err(|(line, message)| BundleError::invalid(path, format!("line {line}: {message}")))?;
     let mut records = records.into_iter();
-    match records.next() {
-        Some((_, header)) if header.join(",") == HOLDOUT_HEADER => {}
-        _ => {
-            return Err(BundleError::invalid(
-                path,
-                format!("line 1: the header must be `{HOLDOUT_HEADER}`"),
-            ));
-        }
-    }
-    records
-        .map(|(line, fields)| {
+    let header_error = || {
+        BundleError::invalid(
+            path,
+            format!(
+                "line 1: the header must be `{HOLDOUT_HEADER}`, then \
+                 `{HOLDOUT_PROFILE_PREFIX}<field>` columns"
+            ),
+        )
+    };
+    let fields: Vec<String> = match records.next() {
+        Some((_, header)) if header.len() >= 4 && header[..4].join(",") == HOLDOUT_HEADER => header
+            [4..]
+            .iter()
+            .map(|c| {
+                c.strip_prefix(HOLDOUT_PROFILE_PREFIX)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(header_error)
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(header_error()),
+    };
+    let width = 4 + fields.len();
+    let rows = records
+        .map(|(line, mut fields)| {
             let bad =
                 |message: String| BundleError::invalid(path, format!("line {line}: {message}"));
+            if fields.len() != width {
+                return Err(bad(format!("{} fields, expected {width}", fields.len())));
+            }
+            let profile = fields.split_off(4);
             let [entity_id, cutoff, label, score]: [String; 4] = fields
                 .try_into()
-                .map_err(|f: Vec<String>| bad(format!("{} fields, expected 4", f.len())))?;
+                .map_err(|f: Vec<String>| bad(format!("{} fields, expected {width}", f.len())))?;
             let label = match label.as_str() {
                 "0" => 0,
                 "1" => 1,
@@ -633,9 +705,11 @@ fn parse_holdout(path: &Path, bytes: &[u8]) -> Result<Vec<HoldoutRow>, BundleErr
                 cutoff: (!cutoff.is_empty()).then_some(cutoff),
                 label,
                 score,
+                profile,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Holdout { fields, rows })
 }
 
 /// A CSV record's fields and the line it starts on.

@@ -354,35 +354,8 @@ pub fn edit_file(path: &Path, edit: &Edit) -> Result<String, String> {
     let next = doc.to_string();
     // What is written must read back.
     parse_section(&next, &shown.to_string())?;
-    write_atomically(path, &next).map_err(|e| format!("{shown}: {e}"))?;
+    crate::files::write_atomically(path, &next, 0o600).map_err(|e| format!("{shown}: {e}"))?;
     Ok(next)
-}
-
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]
