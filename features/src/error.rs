@@ -39,10 +39,28 @@ pub enum DataError {
     Spec { path: PathBuf, message: String },
     #[error("{}: file not found (paths in a spec are relative to the spec file)", path.display())]
     MissingFile { path: PathBuf },
-    #[error("{}: unsupported file type (use .csv or .parquet)", path.display())]
+    #[error("{}: unsupported file type (use .csv, .tsv, .txt or .parquet)", path.display())]
     UnsupportedFormat { path: PathBuf },
     #[error("{}: cannot parse the file: {message}", path.display())]
     Unreadable { path: PathBuf, message: String },
+    #[error(
+        "{at}: byte 0x{byte:02X} (byte {offset_in_line} of its line) is not UTF-8; if the \
+         file is in another encoding, set `encoding = \"latin-1\"` (or \"windows-1252\") in \
+         the file's section of the spec"
+    )]
+    Encoding {
+        at: Box<Location>,
+        byte: u8,
+        offset_in_line: usize,
+    },
+    #[error("{at} (line {line}): {found} fields, but the header has {expected}{hint}")]
+    FieldCount {
+        at: Box<Location>,
+        line: usize,
+        found: usize,
+        expected: usize,
+        hint: String,
+    },
     #[error("{}: no column `{column}` (columns are: {available})", path.display())]
     MissingColumn {
         path: PathBuf,

@@ -12,12 +12,18 @@
 //!   the fraction, so that an id reads the same from a float Parquet column and a CSV.
 //! - Timestamps become ms since the epoch, UTC (times without an offset are taken as UTC).
 //! - A profile column is every column but the id, creation time, label and excluded ones;
-//!   numeric (Float64) when declared so or when every non-missing value is a number, else
+//!   numeric (Float64) when declared so or when every non-missing value is a number or
+//!   blank-like (whitespace, `-`, `?`, `NA`, ...: read as missing, with a warning), else
 //!   categorical (String).
+//! - Text files (`.csv`, `.txt`, `.tsv`) are decoded (`encoding`), split (`separator`, or
+//!   `"whitespace"`) and checked whole before they are parsed: a bad byte, a row with more or
+//!   fewer fields than the header, or a header that looks separated by another character is
+//!   refused naming the row or the key to set ([`text`](self::text)).
 
 mod event_form;
 mod source;
 mod tabular;
+mod text;
 mod values;
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +74,9 @@ pub struct LoadedDataset {
     /// Event form with outcomes: `entity_id`, `outcome_at` (one row per entity that has an
     /// outcome, the earliest; never before the entity's creation).
     pub outcomes: Option<DataFrame>,
+    /// What was read otherwise than written and deserves a look (blank-like values of a
+    /// numeric column read as missing), one line each naming file, column and row.
+    pub warnings: Vec<String>,
 }
 
 /// Loads and validates every file of `spec`.
@@ -88,6 +97,7 @@ fn profile_columns(
     source: &SourceFile,
     names: &[String],
     declared: &BTreeMap<String, ColumnKind>,
+    warnings: &mut Vec<String>,
 ) -> Result<(Vec<Column>, Vec<ProfileColumn>), DataError> {
     let mut columns = Vec::with_capacity(names.len());
     let mut described = Vec::with_capacity(names.len());
@@ -103,7 +113,18 @@ fn profile_columns(
             Some(kind) => *kind,
             None => values::inferred_kind(source, name)?,
         };
-        columns.push(values::profile_column(source, name, kind)?);
+        let (column, blank) = values::profile_column(source, name, kind)?;
+        if let Some((position, value)) = blank.first {
+            warnings.push(format!(
+                "{}, column `{name}`: {} blank-like value{} (the first on row {}: {value:?}) \
+                 read as missing; the column is numeric",
+                source.path.display(),
+                blank.count,
+                if blank.count == 1 { "" } else { "s" },
+                source.file_row(position),
+            ));
+        }
+        columns.push(column);
         described.push(ProfileColumn {
             name: name.clone(),
             kind,

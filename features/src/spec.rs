@@ -65,13 +65,95 @@ pub struct DatasetSpec {
     pub base_dir: PathBuf,
 }
 
+/// How the fields of a text file are separated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Separator {
+    /// One ASCII character.
+    Char(u8),
+    /// Runs of spaces or tabs (a whitespace-aligned export; fields hold no whitespace).
+    Whitespace,
+}
+
+impl Serialize for Separator {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Separator::Char(c) => serializer.serialize_str(&char::from(*c).to_string()),
+            Separator::Whitespace => serializer.serialize_str("whitespace"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Separator {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii() && c != '"' && c != '\n' && c != '\r' => {
+                Ok(Separator::Char(c as u8))
+            }
+            _ if text == "whitespace" => Ok(Separator::Whitespace),
+            _ => Err(serde::de::Error::custom(format!(
+                "separator {text:?}: give one ASCII character (e.g. \";\" or \"\\t\") or \
+                 \"whitespace\""
+            ))),
+        }
+    }
+}
+
+/// The character encoding of a text file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    /// ISO 8859-1: every byte is the character of that code.
+    Latin1,
+    /// Latin-1 with printable characters (€, curly quotes, ...) at 0x80-0x9F.
+    Windows1252,
+}
+
+impl Encoding {
+    /// As the spec writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Latin1 => "latin-1",
+            Encoding::Windows1252 => "windows-1252",
+        }
+    }
+}
+
+impl Serialize for Encoding {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoding {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().replace('_', "-").as_str() {
+            "utf-8" | "utf8" => Ok(Encoding::Utf8),
+            "latin-1" | "latin1" | "iso-8859-1" | "iso8859-1" => Ok(Encoding::Latin1),
+            "windows-1252" | "cp1252" => Ok(Encoding::Windows1252),
+            _ => Err(serde::de::Error::custom(format!(
+                "encoding {text:?}: give \"utf-8\", \"latin-1\" (ISO 8859-1) or \
+                 \"windows-1252\" (cp1252)"
+            ))),
+        }
+    }
+}
+
 /// Options shared by every file reader.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileOptions {
-    /// Field separator for CSV files (default `,`).
+    /// Field separator of text files: one character (default `,`; a tab for `.tsv`), or
+    /// `"whitespace"` for whitespace-aligned exports (runs of spaces or tabs).
     #[serde(default)]
-    pub separator: Option<char>,
+    pub separator: Option<Separator>,
+    /// Character encoding of text files: `utf-8` (default), `latin-1` (`iso-8859-1`) or
+    /// `windows-1252` (`cp1252`).
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
     /// Text values read as missing, besides the empty string (e.g. `["Select", "NA"]`).
     #[serde(default)]
     pub missing: Vec<String>,
@@ -477,6 +559,7 @@ const ENTITIES_KEYS: &[(&str, Shape)] = &[
     ("exclude", Value),
     // FileOptions
     ("separator", Value),
+    ("encoding", Value),
     ("missing", Value),
     ("timestamp_format", Value),
 ];
@@ -493,6 +576,7 @@ const EVENTS_KEYS: &[(&str, Shape)] = &[
     ("rules", ArrayOf(RULE_KEYS)),
     // FileOptions
     ("separator", Value),
+    ("encoding", Value),
     ("missing", Value),
     ("timestamp_format", Value),
 ];
@@ -515,6 +599,7 @@ const OUTCOMES_KEYS: &[(&str, Shape)] = &[
     ("before_creation", Value),
     // FileOptions
     ("separator", Value),
+    ("encoding", Value),
     ("missing", Value),
     ("timestamp_format", Value),
 ];
@@ -528,6 +613,7 @@ const TABLE_KEYS: &[(&str, Shape)] = &[
     ("exclude", Value),
     // FileOptions
     ("separator", Value),
+    ("encoding", Value),
     ("missing", Value),
     ("timestamp_format", Value),
 ];
@@ -665,7 +751,8 @@ mod tests {
 
     fn file_options() -> FileOptions {
         FileOptions {
-            separator: Some(';'),
+            separator: Some(Separator::Char(b';')),
+            encoding: Some(Encoding::Latin1),
             missing: vec!["NA".into()],
             timestamp_format: Some("%Y".into()),
         }

@@ -861,9 +861,10 @@ fn error_text_in_the_event_value_column() {
     )]);
     let error = load_err(&spec_in(dir.path(), RETAIL_SPEC));
     assert!(
-        matches!(error, DataError::Unreadable { .. }),
+        matches!(error, DataError::FieldCount { .. }),
         "a ragged line: {error:?}"
     );
+    assert_mentions(&error, &["lines.csv", "row 4", "7 fields", "header has 6"]);
     let dir = folder_with(&[(
         "lines.csv",
         &RETAIL_EVENTS.replace("2.50,France", "2.5o,France"),

@@ -655,7 +655,8 @@ fn plain_column_names(names: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The validation plan with the data guards applied; prints the scheme and the warnings.
+/// The validation plan with the data guards applied; prints the scheme and the warnings (the
+/// loader's first, then the guards').
 fn plan_validation(
     prepared: &Prepared,
     validation: Validation,
@@ -666,7 +667,9 @@ fn plan_validation(
         Validation::Auto => ValidationMode::Auto,
         Validation::Kfold => ValidationMode::KFold,
     };
-    let (plan, warnings) = validation_plan(prepared, mode, folds, seed)?;
+    let (plan, guards) = validation_plan(prepared, mode, folds, seed)?;
+    let mut warnings = prepared.data.warnings.clone();
+    warnings.extend(guards);
     println!("validation: {}", plan.description());
     for warning in &warnings {
         println!("warning: {warning}");
@@ -686,8 +689,10 @@ fn code_version() -> String {
 fn train_command(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::new(&args.registry);
-    // Held from start to finish: a second run is refused before it does any work, and a
-    // promotion never races another.
+    // The input is read and checked first: on bad input nothing is written, not even the
+    // registry folder or its lock.
+    let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
+    // Held from here to the end: a promotion never races another run.
     let lock = registry.lock(&format!("train --spec {}", args.spec.display()))?;
     // With the lock held no other writer is at work: a temporary folder is what a killed
     // run left behind.
@@ -701,7 +706,6 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         .version
         .clone()
         .unwrap_or_else(|| new_version_name(created_at));
-    let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
     let segment_params = args
         .segment_by
         .as_ref()

@@ -220,6 +220,8 @@ pub fn prepare_segment(
         profile_columns: data.profile_columns.clone(),
         events: data.events.as_ref().map(only).transpose()?,
         outcomes: data.outcomes.as_ref().map(only).transpose()?,
+        // Said once, for the whole dataset.
+        warnings: Vec::new(),
     };
     let cutoffs = resolve_cutoffs(&subset)?;
     let inputs = plan_inputs(&subset, None)?;

@@ -140,7 +140,7 @@ fn a_worse_model_is_not_promoted_a_second_run_is_refused_and_a_killed_run_change
         ]
     );
 
-    // While another run holds the lock, a run is refused before doing anything.
+    // While another run holds the lock, a run is refused before it writes anything.
     let before = visible_state(&registry);
     let held = registry.lock("another nightly run").expect("lock");
     let refused = train(&spec, root.path(), "concurrent", &["--promote-if-better"]);
@@ -314,5 +314,31 @@ fn registry_commands_say_when_live_is_missing_and_promote_checks_the_model_diges
         registry.history().expect("history").len(),
         1,
         "nothing logged"
+    );
+}
+
+#[test]
+fn train_on_bad_input_writes_nothing_not_even_the_registry_folder() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "id;visits;converted\n1;3;1\n2;0;0\n",
+    )
+    .expect("write");
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "name = \"t\"\ntask = \"propensity\"\n[table]\npath = \"t.csv\"\nid = \"id\"\n\
+         label = \"converted\"\n",
+    )
+    .expect("write");
+    let registry = dir.path().join("registry");
+    let out = train(&spec, &registry, "v1", &[]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("separator = \";\""), "{said}");
+    assert!(
+        !registry.exists(),
+        "the registry folder was created: {said}"
     );
 }

@@ -52,6 +52,7 @@ pub(super) fn load(
         profile_columns: entities.profile_columns,
         events: events.map(|events| events.frame),
         outcomes,
+        warnings: entities.warnings,
     })
 }
 
@@ -59,6 +60,7 @@ pub(super) fn load(
 struct Entities {
     frame: DataFrame,
     profile_columns: Vec<ProfileColumn>,
+    warnings: Vec<String>,
 }
 
 impl Entities {
@@ -102,12 +104,18 @@ impl Entities {
             })
             .cloned()
             .collect();
-        let (profile, profile_columns) =
-            profile_columns(&source, &profile_names, &entities_spec.columns)?;
+        let mut warnings = Vec::new();
+        let (profile, profile_columns) = profile_columns(
+            &source,
+            &profile_names,
+            &entities_spec.columns,
+            &mut warnings,
+        )?;
         let frame = entity_frame(ids, created, profile).map_err(|e| source.polars_error(e))?;
         Ok(Entities {
             frame,
             profile_columns,
+            warnings,
         })
     }
 
@@ -164,12 +172,18 @@ impl Entities {
             .clone();
 
         let first_events = source.take_rows(&positions)?;
-        let (profile, profile_columns) =
-            profile_columns(&first_events, &profile_names, &entities_spec.columns)?;
+        let mut warnings = Vec::new();
+        let (profile, profile_columns) = profile_columns(
+            &first_events,
+            &profile_names,
+            &entities_spec.columns,
+            &mut warnings,
+        )?;
         let frame = entity_frame(ids, created, profile).map_err(|e| source.polars_error(e))?;
         Ok(Entities {
             frame,
             profile_columns,
+            warnings,
         })
     }
 

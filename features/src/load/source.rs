@@ -31,7 +31,10 @@ pub(super) struct SourceFile {
 /// The two supported file formats, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    Csv,
+    /// Delimited text: `.csv`, `.txt` (separator `,` unless the spec says), `.tsv` (a tab).
+    Csv {
+        default_separator: u8,
+    },
     Parquet,
 }
 
@@ -49,9 +52,26 @@ impl SourceFile {
             });
         }
         let format = format_of(path)?;
-        let all_columns = match format {
-            Format::Csv => csv_header(path, options)?,
-            Format::Parquet => parquet_header(path)?,
+        // A text file is read, decoded and checked whole first (see `text`), then parsed by
+        // polars from memory.
+        let text = match format {
+            Format::Csv { default_separator } => {
+                let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Some(super::text::prepare(
+                    path,
+                    bytes,
+                    options,
+                    default_separator,
+                )?)
+            }
+            Format::Parquet => None,
+        };
+        let all_columns = match &text {
+            Some((bytes, separator)) => csv_header(path, bytes, *separator)?,
+            None => parquet_header(path)?,
         };
         let projection = match wanted {
             Some(wanted) => {
@@ -68,9 +88,9 @@ impl SourceFile {
             }
             None => None,
         };
-        let frame = match format {
-            Format::Csv => read_csv(path, options, projection)?,
-            Format::Parquet => read_parquet(path, projection)?,
+        let frame = match text {
+            Some((bytes, separator)) => read_csv(path, bytes, separator, projection)?,
+            None => read_parquet(path, projection)?,
         };
         if frame.height() == 0 {
             return Err(DataError::Empty {
@@ -218,7 +238,12 @@ fn format_of(path: &Path) -> Result<Format, DataError> {
         .and_then(|extension| extension.to_str())
         .map(str::to_ascii_lowercase);
     match extension.as_deref() {
-        Some("csv") => Ok(Format::Csv),
+        Some("csv" | "txt") => Ok(Format::Csv {
+            default_separator: b',',
+        }),
+        Some("tsv") => Ok(Format::Csv {
+            default_separator: b'\t',
+        }),
         Some("parquet") => Ok(Format::Parquet),
         _ => Err(DataError::UnsupportedFormat {
             path: path.to_path_buf(),
@@ -226,29 +251,23 @@ fn format_of(path: &Path) -> Result<Format, DataError> {
     }
 }
 
-fn csv_options(path: &Path, options: &FileOptions) -> Result<CsvReadOptions, DataError> {
-    let separator = match options.separator {
-        None => b',',
-        Some(separator) if separator.is_ascii() => separator as u8,
-        Some(separator) => {
-            return Err(DataError::Unreadable {
-                path: path.to_path_buf(),
-                message: format!("separator {separator:?} must be a single ASCII character"),
-            });
-        }
-    };
-    Ok(CsvReadOptions::default()
+fn csv_options(separator: u8) -> CsvReadOptions {
+    CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
         .with_raise_if_empty(false)
-        .map_parse_options(|parse| parse.with_separator(separator)))
+        .map_parse_options(|parse| parse.with_separator(separator))
 }
 
-fn csv_header(path: &Path, options: &FileOptions) -> Result<Vec<String>, DataError> {
-    let frame = csv_options(path, options)?
+fn csv_header(path: &Path, bytes: &[u8], separator: u8) -> Result<Vec<String>, DataError> {
+    // The header line alone (the text is checked: its first record ends at a line break
+    // outside quotes, or the text does).
+    let frame = csv_options(separator)
         .with_n_rows(Some(0))
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|reader| reader.finish())
+        .into_reader_with_file_handle(std::io::Cursor::new(
+            bytes[..super::text::header_len(bytes)].to_vec(),
+        ))
+        .finish()
         .map_err(|error| unreadable(path, error))?;
     Ok(frame
         .get_column_names()
@@ -259,15 +278,16 @@ fn csv_header(path: &Path, options: &FileOptions) -> Result<Vec<String>, DataErr
 
 fn read_csv(
     path: &Path,
-    options: &FileOptions,
+    bytes: Vec<u8>,
+    separator: u8,
     projection: Option<Vec<String>>,
 ) -> Result<DataFrame, DataError> {
     let columns: Option<Arc<[PlSmallStr]>> =
         projection.map(|names| names.into_iter().map(PlSmallStr::from).collect());
-    csv_options(path, options)?
+    csv_options(separator)
         .with_columns(columns)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|reader| reader.finish())
+        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+        .finish()
         .map_err(|error| unreadable(path, error))
 }
 

@@ -50,7 +50,9 @@ pub(super) fn load(spec: &DatasetSpec, table: &TableSpec) -> Result<LoadedDatase
         })
         .cloned()
         .collect();
-    let (profile, profile_columns) = profile_columns(&source, &profile_names, &table.columns)?;
+    let mut warnings = Vec::new();
+    let (profile, profile_columns) =
+        profile_columns(&source, &profile_names, &table.columns, &mut warnings)?;
 
     let mut columns = Vec::with_capacity(profile.len() + 3);
     columns.push(ids.with_name(ENTITY_ID.into()).into_column());
@@ -64,5 +66,6 @@ pub(super) fn load(spec: &DatasetSpec, table: &TableSpec) -> Result<LoadedDatase
         profile_columns,
         events: None,
         outcomes: None,
+        warnings,
     })
 }

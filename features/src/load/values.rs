@@ -88,6 +88,17 @@ pub(super) fn number_values(
     name: &str,
     problem: &str,
 ) -> Result<Float64Chunked, DataError> {
+    numbers_with_blanks(source, name, problem, None)
+}
+
+/// [`number_values`]; with `blank`, blank-like text ([`is_blank_like`]) reads as missing and
+/// is counted there.
+fn numbers_with_blanks(
+    source: &SourceFile,
+    name: &str,
+    problem: &str,
+    mut blank: Option<&mut BlankLike>,
+) -> Result<Float64Chunked, DataError> {
     let column = source.column(name)?;
     let series = column.as_materialized_series();
     let dtype = series.dtype();
@@ -109,9 +120,16 @@ pub(super) fn number_values(
     for (position, value) in text.iter().enumerate() {
         let number = match value {
             None => None,
-            Some(value) => match parse_number(value) {
-                Some(number) => Some(number).filter(|number| !number.is_nan()),
-                None => return Err(source.bad_value(position, name, value, problem)),
+            Some(value) => match (parse_number(value), blank.as_deref_mut()) {
+                (Some(number), _) => Some(number).filter(|number| !number.is_nan()),
+                (None, Some(blank)) if is_blank_like(value) => {
+                    blank.count += 1;
+                    blank
+                        .first
+                        .get_or_insert_with(|| (position, value.to_owned()));
+                    None
+                }
+                (None, _) => return Err(source.bad_value(position, name, value, problem)),
             },
         };
         numbers.push(number);
@@ -126,8 +144,28 @@ fn parse_number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok()
 }
 
+/// A value an export writes for "nothing" in a numeric column: whitespace, a dash, a
+/// question mark, a dot, `NA`, `N/A`, `null`, `none`, `nan` (any case).
+pub(super) fn is_blank_like(text: &str) -> bool {
+    let t = text.trim();
+    t.is_empty()
+        || ["-", "--", "?", ".", "na", "n/a", "null", "none", "nan"]
+            .iter()
+            .any(|b| t.eq_ignore_ascii_case(b))
+}
+
+/// Blank-like values a numeric profile column held, read as missing: how many, and the
+/// first (its frame position and text).
+#[derive(Debug, Default)]
+pub(super) struct BlankLike {
+    pub count: usize,
+    pub first: Option<(usize, String)>,
+}
+
 /// The kind of a profile column the spec does not declare: numeric when it has a numeric
 /// type, or when it is text and every non-missing value parses as a number.
+/// A text column is numeric when every value is a number or blank-like ([`is_blank_like`])
+/// and at least one is a number.
 pub(super) fn inferred_kind(source: &SourceFile, name: &str) -> Result<ColumnKind, DataError> {
     let dtype = source.column(name)?.dtype().clone();
     if dtype.is_primitive_numeric() {
@@ -135,11 +173,16 @@ pub(super) fn inferred_kind(source: &SourceFile, name: &str) -> Result<ColumnKin
     }
     if dtype == DataType::String || dtype.is_categorical() {
         let text = text_values(source, name)?;
-        let all_numbers = text
-            .iter()
-            .flatten()
-            .all(|value| parse_number(value).is_some());
-        return Ok(if all_numbers {
+        let (mut numbers, mut others) = (0usize, 0usize);
+        for value in text.iter().flatten() {
+            if parse_number(value).is_some() {
+                numbers += 1;
+            } else if !is_blank_like(value) {
+                others += 1;
+                break;
+            }
+        }
+        return Ok(if numbers > 0 && others == 0 {
             ColumnKind::Numeric
         } else {
             ColumnKind::Categorical
@@ -148,23 +191,27 @@ pub(super) fn inferred_kind(source: &SourceFile, name: &str) -> Result<ColumnKin
     Ok(ColumnKind::Categorical)
 }
 
-/// A canonical profile column: Float64 for numeric, String for categorical.
+/// A canonical profile column: Float64 for numeric (blank-like values missing, counted),
+/// String for categorical.
 pub(super) fn profile_column(
     source: &SourceFile,
     name: &str,
     kind: ColumnKind,
-) -> Result<Column, DataError> {
+) -> Result<(Column, BlankLike), DataError> {
     Ok(match kind {
         ColumnKind::Numeric => {
             let problem = "not a number, but the column is numeric (declared in the spec or \
                            inferred)";
-            number_values(source, name, problem)?
-                .with_name(name.into())
-                .into_column()
+            let mut blank = BlankLike::default();
+            let numbers = numbers_with_blanks(source, name, problem, Some(&mut blank))?;
+            (numbers.with_name(name.into()).into_column(), blank)
         }
-        ColumnKind::Categorical => text_values(source, name)?
-            .with_name(name.into())
-            .into_column(),
+        ColumnKind::Categorical => (
+            text_values(source, name)?
+                .with_name(name.into())
+                .into_column(),
+            BlankLike::default(),
+        ),
     })
 }
 
