@@ -130,17 +130,89 @@ pub fn resolve_cutoffs(data: &LoadedDataset) -> Result<Cutoffs, DataError> {
             }
             Ok(Cutoffs::Calendar(cutoffs))
         }
-        CutoffSpec::Every { every_days, count } => {
+        CutoffSpec::Every {
+            every_days,
+            count,
+            start,
+            start_after_first_days,
+        } => {
             let end = data_end(data)?;
             let horizon = i64::from(label.horizon_days) * DAY_MS;
             // The last cutoff is the start of a day whose label window ends by the data's end.
             let last = (end - horizon).div_euclid(DAY_MS) * DAY_MS;
             let step = i64::from(*every_days) * DAY_MS;
-            let mut cutoffs: Vec<i64> = (0..i64::from(*count)).map(|k| last - k * step).collect();
-            cutoffs.reverse();
+            let first = match (start, start_after_first_days) {
+                (Some(text), _) => Some(parse_cutoff(text)?),
+                (None, Some(days)) => {
+                    Some(data_start(data)?.div_euclid(DAY_MS) * DAY_MS + i64::from(*days) * DAY_MS)
+                }
+                (None, None) => None,
+            };
+            let cutoffs: Vec<i64> = match first {
+                None => {
+                    let count = count.unwrap_or(1);
+                    let mut back: Vec<i64> =
+                        (0..i64::from(count)).map(|k| last - k * step).collect();
+                    back.reverse();
+                    back
+                }
+                Some(first) if first > last => {
+                    return Err(DataError::Invalid(format!(
+                        "[label] cutoffs: the first cutoff, {}, has no complete label window: \
+                         the data ends {} and the horizon is {} days, so the last cutoff can \
+                         be {}",
+                        show_day(first),
+                        show_day(end),
+                        label.horizon_days,
+                        show_day(last)
+                    )));
+                }
+                Some(first) => (0..)
+                    .map(|k| first + k * step)
+                    .take_while(|&c| c <= last)
+                    .take(count.map_or(usize::MAX, |c| c as usize))
+                    .collect(),
+            };
             Ok(Cutoffs::Calendar(cutoffs))
         }
     }
+}
+
+/// A cutoff or data time as a date (and time when not midnight), UTC.
+fn show_day(ms: TimestampMs) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| {
+            if ms.rem_euclid(DAY_MS) == 0 {
+                t.format("%Y-%m-%d").to_string()
+            } else {
+                t.format("%Y-%m-%d %H:%M:%S").to_string()
+            }
+        },
+    )
+}
+
+/// The earliest record: an entity's creation or an event.
+pub fn data_start(data: &LoadedDataset) -> Result<TimestampMs, DataError> {
+    let mut start = i64::MAX;
+    for (frame, column) in [
+        (Some(&data.entities), CREATED_AT),
+        (data.events.as_ref(), TS),
+    ] {
+        if let Some(frame) = frame {
+            let min = frame
+                .column(column)
+                .and_then(|c| c.i64().map(|ca| ca.min()))
+                .map_err(polars_error(column))?;
+            start = start.min(min.unwrap_or(i64::MAX));
+        }
+    }
+    if start == i64::MAX {
+        return Err(DataError::Invalid(
+            "the dataset has no entities or events to date its start".into(),
+        ));
+    }
+    Ok(start)
 }
 
 fn parse_cutoff(text: &str) -> Result<TimestampMs, DataError> {

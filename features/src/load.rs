@@ -18,7 +18,7 @@
 //! - Text files (`.csv`, `.txt`, `.tsv`) are decoded (`encoding`), split (`separator`, or
 //!   `"whitespace"`) and checked whole before they are parsed: a bad byte, a row with more or
 //!   fewer fields than the header, or a header that looks separated by another character is
-//!   refused naming the row or the key to set ([`text`](self::text)).
+//!   refused naming the row or the key to set (the module `load::text`).
 
 mod event_form;
 mod source;

@@ -306,9 +306,20 @@ pub enum LabelKind {
 pub enum CutoffSpec {
     /// Calendar cutoffs: every entity alive and not yet resolved at each date gets a row.
     Dates(Vec<String>),
-    /// `count` cutoffs `every_days` apart, the last one `horizon_days` before the latest
-    /// event or outcome (so that its label window is complete).
-    Every { every_days: u32, count: u32 },
+    /// Cutoffs `every_days` apart, each with a complete label window (it ends by the latest
+    /// event or outcome): `count` of them back from the last one that has one; or from
+    /// `start` (a date, or a date and time, UTC) or `start_after_first_days` (days after the
+    /// first record's day, midnight UTC) up to the last one that has one (at most `count`
+    /// when given too).
+    Every {
+        every_days: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_after_first_days: Option<u32>,
+    },
     /// Each entity once, this many days after its creation (0: the moment it arrives).
     AfterCreation { days: u32 },
 }
@@ -477,12 +488,36 @@ impl DatasetSpec {
                 }
                 _ => {}
             }
-            if let CutoffSpec::Every { every_days, count } = &label.cutoffs
-                && (*every_days == 0 || *count == 0)
+            if let CutoffSpec::Every {
+                every_days,
+                count,
+                start,
+                start_after_first_days,
+            } = &label.cutoffs
             {
-                return fail(
-                    "[label.cutoffs.every] every_days and count must be at least 1".into(),
-                );
+                if *every_days == 0 || *count == Some(0) {
+                    return fail(
+                        "[label.cutoffs.every] every_days and count must be at least 1".into(),
+                    );
+                }
+                match (count, start, start_after_first_days) {
+                    (_, Some(_), Some(_)) => {
+                        return fail(
+                            "[label.cutoffs.every] give `start` or `start_after_first_days`, \
+                             not both"
+                                .into(),
+                        );
+                    }
+                    (None, None, None) => {
+                        return fail(
+                            "[label.cutoffs.every] give `count` (cutoffs back from the last \
+                             complete label window), or where they start: `start = \
+                             \"YYYY-MM-DD\"` or `start_after_first_days = N`"
+                                .into(),
+                        );
+                    }
+                    _ => {}
+                }
             }
         } else if self.events.is_some() || self.outcomes.is_some() || self.label.is_some() {
             return fail(
@@ -628,7 +663,15 @@ const LABEL_KEYS: &[(&str, Shape)] = &[
 
 const CUTOFFS_KEYS: &[(&str, Shape)] = &[
     ("dates", Value),
-    ("every", Table(&[("every_days", Value), ("count", Value)])),
+    (
+        "every",
+        Table(&[
+            ("every_days", Value),
+            ("count", Value),
+            ("start", Value),
+            ("start_after_first_days", Value),
+        ]),
+    ),
     ("after_creation", Table(&[("days", Value)])),
 ];
 
@@ -768,7 +811,9 @@ mod tests {
             CutoffSpec::Dates(vec!["2025-01-01".into()]),
             CutoffSpec::Every {
                 every_days: 7,
-                count: 3,
+                count: Some(3),
+                start: Some("2025-01-01".into()),
+                start_after_first_days: Some(120),
             },
             CutoffSpec::AfterCreation { days: 0 },
         ] {

@@ -772,7 +772,7 @@ fn error_unsupported_extension() {
         matches!(error, DataError::UnsupportedFormat { .. }),
         "{error:?}"
     );
-    assert_mentions(&error, &["leads.xlsx", ".csv or .parquet"]);
+    assert_mentions(&error, &["leads.xlsx", ".csv, .tsv, .txt or .parquet"]);
 }
 
 #[test]
@@ -1209,4 +1209,69 @@ fn error_timestamp_column_of_a_numeric_type() {
         &error,
         &["e.parquet", "column `created`", "i64", "timestamps"],
     );
+}
+
+#[test]
+fn every_cutoffs_run_from_a_start_to_the_last_complete_label_window() {
+    use features::builder::{Cutoffs, resolve_cutoffs};
+    // A purchase every 10 days through 2010, the last on 2010-12-27 09:00: with a 90-day
+    // horizon the last cutoff with a complete window is 2010-09-28 (day 270).
+    let mut lines = String::from("Invoice,InvoiceDate,Customer ID,Quantity,Price,Country\n");
+    for day in (0..=360).step_by(10) {
+        let t = chrono::NaiveDate::from_ymd_opt(2010, 1, 1).expect("date")
+            + chrono::Duration::days(day);
+        lines.push_str(&format!("{day},{t} 09:00:00,13085,1,2.0,France\n"));
+    }
+    let dir = folder_with(&[("lines.csv", &lines)]);
+    let day = |n: i64| ms("2010-01-01 00:00:00") + n * DAY_MS;
+    let cutoffs = |every: &str| {
+        let spec = RETAIL_SPEC.replace("{ every_days = 30, count = 6 }", every);
+        let spec = DatasetSpec::from_toml(&spec, Path::new("test.toml"), dir.path().into())
+            .map_err(|e| e.to_string())?;
+        let loaded = load_dataset(&spec).map_err(|e| e.to_string())?;
+        match resolve_cutoffs(&loaded).map_err(|e| e.to_string())? {
+            Cutoffs::Calendar(c) => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let days = |ds: &[i64]| Ok::<_, String>(ds.iter().map(|&d| day(d)).collect::<Vec<_>>());
+    // "Monthly from 120 days after the first record": 2010-05-01 on, to the last.
+    assert_eq!(
+        cutoffs("{ every_days = 30, start_after_first_days = 120 }"),
+        days(&[120, 150, 180, 210, 240, 270])
+    );
+    // The same six, counted back from the last.
+    assert_eq!(
+        cutoffs("{ every_days = 30, count = 6 }"),
+        days(&[120, 150, 180, 210, 240, 270])
+    );
+    // From a date; at most `count` of them.
+    assert_eq!(
+        cutoffs("{ every_days = 30, start = \"2010-06-15\" }"),
+        days(&[165, 195, 225, 255])
+    );
+    assert_eq!(
+        cutoffs("{ every_days = 30, start_after_first_days = 120, count = 2 }"),
+        days(&[120, 150])
+    );
+    // A time of day is kept (UTC).
+    assert_eq!(
+        cutoffs("{ every_days = 100, start = \"2010-03-01 12:00:00\" }"),
+        Ok(vec![
+            ms("2010-03-01 12:00:00"),
+            ms("2010-03-01 12:00:00") + 100 * DAY_MS,
+            ms("2010-03-01 12:00:00") + 200 * DAY_MS,
+        ])
+    );
+    // A start with no complete window is refused naming the dates; so are both starts.
+    let err = cutoffs("{ every_days = 30, start = \"2010-10-01\" }").expect_err("too late");
+    assert!(
+        err.contains("2010-10-01") && err.contains("2010-09-28") && err.contains("90 days"),
+        "{err}"
+    );
+    let err = cutoffs("{ every_days = 30, start = \"2010-05-01\", start_after_first_days = 3 }")
+        .expect_err("both");
+    assert!(err.contains("not both"), "{err}");
+    let err = cutoffs("{ every_days = 30 }").expect_err("neither");
+    assert!(err.contains("start_after_first_days"), "{err}");
 }

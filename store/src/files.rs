@@ -431,7 +431,9 @@ pub async fn export(
             active_within_days: None,
             cutoffs: CutoffSpec::Every {
                 every_days: 30,
-                count: 6,
+                count: Some(6),
+                start: None,
+                start_after_first_days: None,
             },
         })),
         features: like.map(|s| s.features.clone()).unwrap_or_default(),
