@@ -31,5 +31,6 @@ pub mod svg;
 pub mod thresholds;
 pub mod train;
 pub mod truth;
+pub mod words;
 
 pub use error::TrainError;

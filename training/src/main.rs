@@ -596,7 +596,14 @@ fn thresholds_command(args: &ThresholdsArgs) -> Result<()> {
     let name = format!("{model}/{version}");
     print!(
         "{}",
-        capacity_report(&name, &held, &thresholds, &args.capacities, volume)?
+        capacity_report(
+            &name,
+            bundle.manifest().task,
+            &held,
+            &thresholds,
+            &args.capacities,
+            volume
+        )?
     );
     Ok(())
 }
@@ -780,7 +787,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         println!(
             "{}: thresholds: {}",
             t.model,
-            describe_thresholds(&m.thresholds)
+            describe_thresholds(&m.thresholds, m.task)
         );
         println!(
             "bundle {}/{} ({}) written to {} in {:.1}s; report: {}",
@@ -972,10 +979,14 @@ fn parse_segments(text: &str) -> Result<Segments, String> {
 }
 
 /// A bundle's cut-offs in one line.
-fn describe_thresholds(t: &models::bundle::Thresholds) -> String {
+fn describe_thresholds(t: &models::bundle::Thresholds, task: features::spec::Task) -> String {
     format!(
-        "sales-ready {:.4}; grades A >= {:.4}, B >= {:.4}, C >= {:.4}",
-        t.sales_ready, t.grades.a, t.grades.b, t.grades.c
+        "{} {:.4}; grades A >= {:.4}, B >= {:.4}, C >= {:.4}",
+        training::words::words(task).flagged,
+        t.sales_ready,
+        t.grades.a,
+        t.grades.b,
+        t.grades.c
     )
 }
 
@@ -1280,7 +1291,10 @@ fn registry_command(root: &std::path::Path, command: RegistryCommand) -> Result<
                 "  held out:    ROC AUC {:.4} (calibrated {:.4}), log loss {:.4}, ECE {:.4} on {} rows",
                 raw.roc_auc, v.roc_auc, v.log_loss, v.ece, v.rows
             );
-            println!("  thresholds:  {}", describe_thresholds(&m.thresholds));
+            println!(
+                "  thresholds:  {}",
+                describe_thresholds(&m.thresholds, m.task)
+            );
             println!("  report:      {}", bundle.report_path().display());
             for e in registry
                 .history()?

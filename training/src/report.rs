@@ -15,7 +15,9 @@ use models::metrics::{
 use crate::error::TrainError;
 use crate::evaluate::Evaluation;
 use crate::svg::{BarChart, LineChart, PALETTE, Series, escape, horizontal_bars};
-use crate::thresholds::GRADE_SHARES;
+use crate::thresholds::{CHURN_AT_RISK_SHARE, GRADE_SHARES};
+use crate::words::{Words, words};
+use features::spec::Task;
 
 /// Features shown in the importance chart.
 pub const TOP_FEATURES: usize = 25;
@@ -98,14 +100,16 @@ pub fn render_report(input: &ReportInput<'_>) -> Result<String, TrainError> {
     }
     comparison_section(&mut html, input.families, input.shipped);
     segments_section(&mut html, input.segments);
+    let w = words(manifest.task);
     plots_section(
         &mut html,
         input.families,
         input.shipped,
         manifest.feature_names(),
+        w,
     )?;
-    thresholds_section(&mut html, &manifest.thresholds, evaluation)?;
-    lift_section(&mut html, evaluation)?;
+    thresholds_section(&mut html, &manifest.thresholds, evaluation, w)?;
+    lift_section(&mut html, evaluation, w)?;
     html.push_str("</body></html>\n");
     Ok(html)
 }
@@ -267,6 +271,7 @@ fn plots_section(
     families: &[FamilyResult<'_>],
     shipped: usize,
     feature_names: &[String],
+    w: &Words,
 ) -> Result<(), TrainError> {
     html.push_str("<h2>Plots</h2><div class=\"plots\">");
     let mut roc = Vec::new();
@@ -321,7 +326,7 @@ fn plots_section(
         LineChart {
             title: "Cumulative gains".into(),
             x_label: "% of rows contacted, best scores first".into(),
-            y_label: "share of conversions found".into(),
+            y_label: format!("share of {} found", w.positives),
             x_range: (0.0, 100.0),
             y_range: unit,
             series: gains,
@@ -351,7 +356,7 @@ fn plots_section(
     charts.push(LineChart {
         title: format!("Calibration ({})", e.family.as_str()),
         x_label: "mean predicted probability".into(),
-        y_label: "observed conversion rate".into(),
+        y_label: format!("observed {}", w.rate),
         x_range: unit,
         y_range: unit,
         series: calibration,
@@ -359,13 +364,13 @@ fn plots_section(
     for chart in charts {
         html.push_str(&chart.render());
     }
-    html.push_str(&score_histogram(e).render());
+    html.push_str(&score_histogram(e, w).render());
     let lift = lift_by_decile(&e.calibrated_scores, &e.holdout_labels)?;
     html.push_str(
         &BarChart {
             title: format!("Lift by decile ({})", e.family.as_str()),
             x_label: "decile (1 = highest scores)".into(),
-            y_label: "conversion rate / overall rate".into(),
+            y_label: format!("{} / overall rate", w.rate),
             categories: lift.iter().map(|d| d.decile.to_string()).collect(),
             series: vec![(
                 "lift".into(),
@@ -419,7 +424,7 @@ fn line(name: &str, color: &'static str, points: impl Iterator<Item = (f64, f64)
 }
 
 /// Share of each class's held-out rows per calibrated-score bin.
-fn score_histogram(e: &Evaluation) -> BarChart {
+fn score_histogram(e: &Evaluation, w: &Words) -> BarChart {
     let mut counts = [[0usize; HISTOGRAM_BINS]; 2];
     for (&score, &label) in e.calibrated_scores.iter().zip(&e.holdout_labels) {
         let bin = ((score * HISTOGRAM_BINS as f64) as usize).min(HISTOGRAM_BINS - 1);
@@ -443,8 +448,8 @@ fn score_histogram(e: &Evaluation) -> BarChart {
             })
             .collect(),
         series: vec![
-            ("did not convert".into(), PALETTE[1], shares(0)),
-            ("converted".into(), PALETTE[0], shares(1)),
+            (w.negative.into(), PALETTE[1], shares(0)),
+            (w.positive.into(), PALETTE[0], shares(1)),
         ],
     }
 }
@@ -466,22 +471,36 @@ fn thresholds_section(
     html: &mut String,
     thresholds: &Thresholds,
     e: &Evaluation,
+    w: &Words,
 ) -> Result<(), TrainError> {
     let GradeBands { a, b, c } = thresholds.grades;
+    let rule = if w.flagged == words(Task::Churn).flagged {
+        format!(
+            "the {:.0} % of customers most at risk on the held-out rows: the customers a \
+             retention team can contact; set it by capacity in the thresholds file",
+            100.0 * CHURN_AT_RISK_SHARE
+        )
+    } else {
+        "best F1 on the held-out rows".to_owned()
+    };
     let _ = write!(
         html,
-        "<h2>Thresholds</h2><p>Defaults written to the manifest (sales ops can change them): \
-         sales-ready from <b>{:.4}</b> (best F1 on the held-out rows); grade A from {a:.4}, \
+        "<h2>Thresholds</h2><p>Defaults written to the manifest (they can be changed): \
+         {flagged} from <b>{:.4}</b> ({}); grade A from {a:.4}, \
          B from {b:.4}, C from {c:.4}, D below (top {:.0} %, next {:.0} %, next {:.0} % of \
          held-out rows).</p>",
         thresholds.sales_ready,
+        escape(&rule),
         100.0 * GRADE_SHARES[0],
         100.0 * GRADE_SHARES[1],
         100.0 * GRADE_SHARES[2],
+        flagged = w.flagged,
     );
-    html.push_str(
-        "<table><tr><th class=\"l\">grade</th><th>rows</th><th>share</th><th>converted</th>\
-         <th>conversion rate</th></tr>",
+    let _ = write!(
+        html,
+        "<table><tr><th class=\"l\">grade</th><th>rows</th><th>share</th><th>{}</th>\
+         <th>{}</th></tr>",
+        w.positive, w.rate
     );
     for grade in [
         models::bundle::Grade::A,
@@ -509,14 +528,17 @@ fn thresholds_section(
     candidates.push(thresholds.sales_ready);
     candidates.sort_by(f64::total_cmp);
     let table = threshold_table(&e.calibrated_scores, &e.holdout_labels, &candidates)?;
-    html.push_str(
+    let _ = write!(
+        html,
         "<h3>Precision and recall at each threshold (held out, calibrated)</h3><table><tr>\
-         <th>threshold</th><th>flagged</th><th>flagged share</th><th>converted</th>\
+         <th>threshold</th><th>flagged</th><th>flagged share</th><th>{}</th>\
          <th>precision</th><th>recall</th><th>F1</th></tr>",
+        w.positive
     );
+    let marker_text = format!(" ({})", w.flagged);
     for row in table {
         let marker = if row.threshold == thresholds.sales_ready {
-            " (sales-ready)"
+            marker_text.as_str()
         } else {
             ""
         };
@@ -537,12 +559,14 @@ fn thresholds_section(
     Ok(())
 }
 
-fn lift_section(html: &mut String, e: &Evaluation) -> Result<(), TrainError> {
+fn lift_section(html: &mut String, e: &Evaluation, w: &Words) -> Result<(), TrainError> {
     let lift = lift_by_decile(&e.calibrated_scores, &e.holdout_labels)?;
-    html.push_str(
+    let _ = write!(
+        html,
         "<h2>Lift and capture by decile</h2><table><tr><th>decile</th><th>rows</th>\
-         <th>converted</th><th>scores</th><th>rate</th><th>lift</th><th>cumulative capture</th>\
+         <th>{}</th><th>scores</th><th>rate</th><th>lift</th><th>cumulative capture</th>\
          <th>cumulative lift</th></tr>",
+        w.positive
     );
     for d in lift {
         let _ = write!(

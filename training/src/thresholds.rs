@@ -6,28 +6,41 @@
 //!   [`GRADE_SHARES`]`[0]` of held-out rows, B the next [`GRADE_SHARES`]`[1]`, C the next
 //!   [`GRADE_SHARES`]`[2]`, D the rest. A team can work its A leads the same day whatever
 //!   the base rate.
-//! * Sales-ready is the threshold with the best F1 on the held-out rows (precision and
-//!   recall balanced), searched over the held-out score quantiles.
+//! * Sales-ready (propensity) is the threshold with the best F1 on the held-out rows
+//!   (precision and recall balanced), searched over the held-out score quantiles.
+//! * At risk (churn) follows capacity, like the grades: the [`CHURN_AT_RISK_SHARE`] of
+//!   customers most at risk, the customers a retention team can contact. Best F1 on a churn
+//!   model flagged 74 % of a retail log's customers: a list nobody can call.
 //!
 //! [`capacity_report`] is the `thresholds` command's answer to sales ops: which cut-off for
 //! the leads a week their team can work, and what each grade in force holds.
 
 use std::fmt::Write as _;
 
+use features::spec::Task;
 use models::bundle::Thresholds;
 use models::capacity::{CapacityRow, HeldOutScores, MIN_GAP};
 use models::metrics::threshold_table;
 
 use crate::error::TrainError;
+use crate::words::words;
 
 /// Shares of held-out rows in grades A, B and C (D is the rest).
 pub const GRADE_SHARES: [f64; 3] = [0.10, 0.20, 0.30];
 
+/// Share of held-out customers a churn model's default cut-off flags as at risk.
+pub const CHURN_AT_RISK_SHARE: f64 = 0.10;
+
 /// Candidate sales-ready thresholds: this many score quantiles.
 const SALES_READY_CANDIDATES: usize = 200;
 
-/// The default thresholds for held-out calibrated `scores` and their `labels`.
-pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds, TrainError> {
+/// The default thresholds of a `task` model for held-out calibrated `scores` and their
+/// `labels`.
+pub fn default_thresholds(
+    task: Task,
+    scores: &[f64],
+    labels: &[bool],
+) -> Result<Thresholds, TrainError> {
     if scores.is_empty() {
         return Err(TrainError::Data(
             "no held-out scores to choose thresholds on".into(),
@@ -36,6 +49,16 @@ pub fn default_thresholds(scores: &[f64], labels: &[bool]) -> Result<Thresholds,
     let held = HeldOutScores::new(scores, labels, None)
         .map_err(|e| TrainError::Data(format!("held-out scores: {e}")))?;
     let grades = held.bands_at_shares(GRADE_SHARES);
+    if task == Task::Churn {
+        let thresholds = Thresholds {
+            sales_ready: held
+                .threshold_at_share(CHURN_AT_RISK_SHARE)
+                .clamp(MIN_GAP, 1.0 - MIN_GAP),
+            grades,
+        };
+        thresholds.check().map_err(TrainError::Data)?;
+        return Ok(thresholds);
+    }
     let candidates: Vec<f64> = (0..SALES_READY_CANDIDATES)
         .map(|i| held.threshold_at_share((i as f64 + 0.5) / SALES_READY_CANDIDATES as f64))
         .collect();
@@ -64,6 +87,7 @@ pub const DEFAULT_CAPACITY_SHARES: [f64; 7] = [0.01, 0.02, 0.05, 0.10, 0.20, 0.3
 /// the first capacity.
 pub fn capacity_report(
     name: &str,
+    task: Task,
     held: &HeldOutScores,
     thresholds: &Thresholds,
     capacities: &[f64],
@@ -83,6 +107,8 @@ pub fn capacity_report(
         .map(|&c| held.at_capacity(c, volume_per_week))
         .collect::<Result<Vec<_>, _>>()
         .map_err(capacity_error)?;
+    let w = words(task);
+    let per_week = format!("{} a week", w.entities);
     let mut out = String::new();
     let weeks = match held.weeks() {
         Some(w) => format!("covering {w:.1} weeks"),
@@ -91,14 +117,16 @@ pub fn capacity_report(
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "{name}: {} held-out leads, {} conversions, {weeks}; {volume_per_week:.1} leads a week\n",
+        "{name}: {} held-out {}, {} {}, {weeks}; {volume_per_week:.1} {per_week}\n",
         held.len(),
+        w.entities,
         held.positives(),
+        w.positives,
     );
     let _ = writeln!(
         out,
         "{:>14}  {:>9}  {:>9}  {:>9}  {:>11}  {:>11}",
-        "leads a week", "threshold", "precision", "caught", "expected/wk", "observed/wk"
+        per_week, "threshold", "precision", "caught", "expected/wk", "observed/wk"
     );
     for row in &rows {
         let _ = writeln!(
@@ -108,7 +136,7 @@ pub fn capacity_report(
         );
     }
     let ready = held.at_threshold(thresholds.sales_ready, volume_per_week);
-    let _ = writeln!(out, "\nsales-ready in force:");
+    let _ = writeln!(out, "\n{} in force:", w.flagged);
     let _ = writeln!(
         out,
         "{}",
@@ -119,7 +147,7 @@ pub fn capacity_report(
         "\n{:>5}  {:>15}  {:>12}  {:>7}  {:>9}  {:>11}  {:>12}  {:>14}",
         "grade",
         "probability",
-        "leads a week",
+        per_week,
         "share",
         "precision",
         "expected/wk",
@@ -143,7 +171,7 @@ pub fn capacity_report(
     let section = name.split('/').next().unwrap_or(name);
     let _ = writeln!(
         out,
-        "\nTo flag {:.0} leads a week, put in the thresholds file (the server applies it on \
+        "\nTo flag {:.0} {per_week}, put in the thresholds file (the server applies it on \
          reload):\n[{section}]\nsales_ready_per_week = {}",
         capacities[0], capacities[0]
     );
@@ -171,7 +199,7 @@ mod tests {
         let scores: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect();
         // Positives concentrated at the top: the best F1 threshold is where they start.
         let labels: Vec<bool> = (0..n).map(|i| i >= 800).collect();
-        let t = default_thresholds(&scores, &labels).unwrap();
+        let t = default_thresholds(Task::Propensity, &scores, &labels).unwrap();
         let share = |lo: f64, hi: f64| {
             scores.iter().filter(|&&s| s >= lo && s < hi).count() as f64 / n as f64
         };
@@ -182,16 +210,44 @@ mod tests {
     }
 
     #[test]
+    fn churn_flags_the_customers_a_retention_team_can_contact_in_churn_words() {
+        let n = 1000;
+        let scores: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect();
+        // Most customers churn: best F1 would flag nearly all of them.
+        let labels: Vec<bool> = (0..n).map(|i| i >= 200).collect();
+        let f1 = default_thresholds(Task::Propensity, &scores, &labels).unwrap();
+        assert!(f1.sales_ready < 0.25, "{f1:?}");
+        let t = default_thresholds(Task::Churn, &scores, &labels).unwrap();
+        let flagged = scores.iter().filter(|&&s| s >= t.sales_ready).count();
+        assert_eq!(flagged as f64 / n as f64, CHURN_AT_RISK_SHARE, "{t:?}");
+        assert_eq!(t.grades, f1.grades);
+        let held = HeldOutScores::new(&scores, &labels, Some(10.0)).unwrap();
+        let text = capacity_report("churn/v1", Task::Churn, &held, &t, &[10.0], 100.0).unwrap();
+        for said in [
+            "1000 held-out customers, 800 churned customers",
+            "customers a week",
+            "at risk in force:",
+            "To flag 10 customers a week",
+        ] {
+            assert!(text.contains(said), "{said:?} in {text}");
+        }
+        assert!(
+            !text.contains("lead") && !text.contains("conversion"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tied_scores_still_give_valid_bands() {
         let scores = vec![0.2; 50];
         let labels: Vec<bool> = (0..50).map(|i| i % 5 == 0).collect();
-        let t = default_thresholds(&scores, &labels).unwrap();
+        let t = default_thresholds(Task::Propensity, &scores, &labels).unwrap();
         assert!(t.check().is_ok());
         assert!(t.grades.a > t.grades.b && t.grades.b > t.grades.c);
         let ones = vec![1.0; 10];
-        let t = default_thresholds(&ones, &[true; 10]).unwrap();
+        let t = default_thresholds(Task::Propensity, &ones, &[true; 10]).unwrap();
         assert!(t.check().is_ok() && t.grades.a < 1.0);
-        assert!(default_thresholds(&[], &[]).is_err());
+        assert!(default_thresholds(Task::Propensity, &[], &[]).is_err());
     }
 
     #[test]
@@ -210,7 +266,15 @@ mod tests {
                 c: 0.15,
             },
         };
-        let text = capacity_report("propensity/v1", &held, &thresholds, &[2.0], 5.0).unwrap();
+        let text = capacity_report(
+            "propensity/v1",
+            Task::Propensity,
+            &held,
+            &thresholds,
+            &[2.0],
+            5.0,
+        )
+        .unwrap();
         // Two a week: cut-off 0.6, precision 75 %, 75 % of conversions, 1.5 expected and
         // observed a week.
         assert!(
@@ -236,11 +300,19 @@ mod tests {
             "{text}"
         );
         // No capacity given: a ladder of shares of the volume, one line each.
-        let ladder = capacity_report("propensity/v1", &held, &thresholds, &[], 5.0).unwrap();
+        let ladder = capacity_report(
+            "propensity/v1",
+            Task::Propensity,
+            &held,
+            &thresholds,
+            &[],
+            5.0,
+        )
+        .unwrap();
         assert_eq!(
             ladder.lines().filter(|l| l.contains('%')).count(),
             7 + 1 + 4
         );
-        assert!(capacity_report("x", &held, &thresholds, &[-1.0], 5.0).is_err());
+        assert!(capacity_report("x", Task::Propensity, &held, &thresholds, &[-1.0], 5.0).is_err());
     }
 }

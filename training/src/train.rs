@@ -102,7 +102,11 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
     let (model_kind, explainer) = evaluation.model.kind_and_explainer();
     let scoring = ScoringModel::new(evaluation.model.to_graph(), evaluation.calibrator.clone());
     let onnx = scoring.to_onnx_bytes()?;
-    let thresholds = default_thresholds(&evaluation.calibrated_scores, &evaluation.holdout_labels)?;
+    let thresholds = default_thresholds(
+        prepared.spec.task,
+        &evaluation.calibrated_scores,
+        &evaluation.holdout_labels,
+    )?;
     let spec = &prepared.spec;
     let cutoffs = match &prepared.cutoffs {
         Cutoffs::Calendar(moments) => moments.iter().map(|&ms| format_ms(ms)).collect(),
