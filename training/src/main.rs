@@ -23,12 +23,13 @@ use training::drift::{DriftAnswer, DriftLimits, drift_alerts, drift_table, top_s
 use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, ValidationPlan};
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
-use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan};
+use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan_with};
 use training::report::SegmentRow;
 use training::requests::score_requests;
 use training::segments::{
     self, RunSettings, SegmentOutcome, SegmentParams, replace_routing_table, routing_table,
 };
+use training::split::HoldoutShare;
 use training::thresholds::capacity_report;
 use training::train::{
     BundleInputs, FamilyChoice, assemble_bundle, choose_family, evaluate_families, truth_roc_auc,
@@ -357,6 +358,10 @@ struct TrainArgs {
     validation: Validation,
     #[arg(long, default_value_t = DEFAULT_FOLDS)]
     folds: usize,
+    /// Time split: the share of entities held out (0 < share < 1), or `all` (every entity
+    /// scored at the last cutoff validates; training uses earlier cutoffs only).
+    #[arg(long, default_value = "0.25")]
+    holdout_share: HoldoutShare,
     /// The generator's truth.parquet: records the ground-truth ROC AUC beside the model's.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -420,6 +425,10 @@ struct EvaluateArgs {
     validation: Validation,
     #[arg(long, default_value_t = DEFAULT_FOLDS)]
     folds: usize,
+    /// Time split: the share of entities held out (0 < share < 1), or `all` (every entity
+    /// scored at the last cutoff validates; training uses earlier cutoffs only).
+    #[arg(long, default_value = "0.25")]
+    holdout_share: HoldoutShare,
     /// Model families to evaluate.
     #[arg(long, value_enum, default_value = "both")]
     family: Families,
@@ -669,12 +678,13 @@ fn plan_validation(
     validation: Validation,
     folds: usize,
     seed: u64,
+    holdout: HoldoutShare,
 ) -> Result<(ValidationPlan, Vec<String>)> {
     let mode = match validation {
         Validation::Auto => ValidationMode::Auto,
         Validation::Kfold => ValidationMode::KFold,
     };
-    let (plan, guards) = validation_plan(prepared, mode, folds, seed)?;
+    let (plan, guards) = validation_plan_with(prepared, mode, folds, seed, holdout)?;
     let mut warnings = prepared.data.warnings.clone();
     warnings.extend(guards);
     println!("validation: {}", plan.description());
@@ -728,7 +738,13 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             params.check(&prepared.data).map(|()| params)
         })
         .transpose()?;
-    let (plan, warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
+    let (plan, warnings) = plan_validation(
+        &prepared,
+        args.validation,
+        args.folds,
+        args.seed,
+        args.holdout_share,
+    )?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
     let evaluations = evaluate_with_progress(
         &prepared,
@@ -844,6 +860,7 @@ fn train_segments(
             Validation::Kfold => ValidationMode::KFold,
         },
         folds: args.folds,
+        holdout: args.holdout_share,
         choice: args.family.choice(),
         family_params: args.gbdt.family_params(),
         seed: args.seed,
@@ -1468,7 +1485,13 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
         100.0 * table.positive_rate(),
         started.elapsed().as_secs_f64()
     );
-    let (plan, _warnings) = plan_validation(&prepared, args.validation, args.folds, args.seed)?;
+    let (plan, _warnings) = plan_validation(
+        &prepared,
+        args.validation,
+        args.folds,
+        args.seed,
+        args.holdout_share,
+    )?;
     if let Some(path) = &args.export_csv {
         let mut frame = table.to_dataframe()?;
         let roles = plan.row_roles(table.n_rows());

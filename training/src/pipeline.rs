@@ -12,7 +12,7 @@ use features::{DatasetSpec, FeaturePlan, FeaturePlanParams, LoadedDataset};
 use crate::error::TrainError;
 use crate::evaluate::ValidationPlan;
 use crate::guards::{check_sufficiency, leakage_warnings};
-use crate::split::{Split, stratified_folds, time_split};
+use crate::split::{HoldoutShare, Split, stratified_folds, time_split};
 
 /// Folds of k-fold validation.
 pub const DEFAULT_FOLDS: usize = 5;
@@ -68,6 +68,17 @@ pub fn validation_plan(
     folds: usize,
     seed: u64,
 ) -> Result<(ValidationPlan, Vec<String>), TrainError> {
+    validation_plan_with(prepared, mode, folds, seed, HoldoutShare::default())
+}
+
+/// [`validation_plan`] with the entities a time split holds out.
+pub fn validation_plan_with(
+    prepared: &Prepared,
+    mode: ValidationMode,
+    folds: usize,
+    seed: u64,
+    holdout: HoldoutShare,
+) -> Result<(ValidationPlan, Vec<String>), TrainError> {
     let table = &prepared.table;
     let use_kfold = mode == ValidationMode::KFold || prepared.spec.form() == Form::Tabular;
     let plan = if use_kfold {
@@ -89,7 +100,7 @@ pub fn validation_plan(
             .map(|label| label.horizon_days)
             .unwrap_or(0);
         let calendar = matches!(prepared.cutoffs, Cutoffs::Calendar(_));
-        ValidationPlan::Holdout(time_split(table, horizon_days, calendar, seed)?)
+        ValidationPlan::Holdout(time_split(table, horizon_days, calendar, seed, holdout)?)
     };
     let (train, valid): (Vec<usize>, Vec<usize>) = match &plan {
         ValidationPlan::Holdout(Split { train, valid, .. }) => (train.clone(), valid.clone()),

@@ -30,7 +30,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
 use crate::evaluate::{Evaluation, FamilyParams, ValidationPlan};
-use crate::pipeline::{Prepared, ValidationMode, validation_plan};
+use crate::pipeline::{Prepared, ValidationMode, validation_plan_with};
+use crate::split::HoldoutShare;
 use crate::train::{FamilyChoice, choose_family, evaluate_families};
 
 /// How segments are trained and judged; checked by [`SegmentParams::check`].
@@ -340,6 +341,8 @@ pub struct RunSettings {
     pub choice: FamilyChoice,
     pub family_params: FamilyParams,
     pub seed: u64,
+    /// The global run's held-out share: a segment holds out the same entities.
+    pub holdout: HoldoutShare,
 }
 
 /// A segment's model as trained, ready to be assembled into a bundle.
@@ -402,18 +405,23 @@ pub fn train_segments(
         on_level(&level);
         let name = segment_model_name(global_name, &level.level)?;
         let prepared = prepare_segment(global, &params.field, &level.level)?;
-        let (plan, warnings) =
-            match validation_plan(&prepared, settings.mode, settings.folds, settings.seed) {
-                Ok(planned) => planned,
-                Err(TrainError::Data(why)) => {
-                    runs.push(SegmentRun {
-                        outcome: SegmentOutcome::Skipped(why),
-                        level,
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+        let (plan, warnings) = match validation_plan_with(
+            &prepared,
+            settings.mode,
+            settings.folds,
+            settings.seed,
+            settings.holdout,
+        ) {
+            Ok(planned) => planned,
+            Err(TrainError::Data(why)) => {
+                runs.push(SegmentRun {
+                    outcome: SegmentOutcome::Skipped(why),
+                    level,
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let evaluations = evaluate_families(
             &prepared,
             &plan,

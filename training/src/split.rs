@@ -21,6 +21,44 @@ pub const VALIDATION_ENTITY_SHARE: f64 = 0.25;
 /// validation window: this share of them.
 pub const VALIDATION_ROW_SHARE: f64 = 0.25;
 
+/// Which entities a time split holds out for validation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HoldoutShare {
+    /// A seeded share of the entities (strictly between 0 and 1): their rows from the
+    /// validation cutoff on validate, the other entities' rows train. No entity is on both
+    /// sides.
+    Entities(f64),
+    /// Every entity scored from the validation cutoff on validates; training takes the rows of
+    /// all entities whose label window closes by then (earlier cutoffs only), so an entity
+    /// validated at the last cutoff may have trained at an earlier one.
+    AllAtLastCutoff,
+}
+
+impl Default for HoldoutShare {
+    fn default() -> Self {
+        HoldoutShare::Entities(VALIDATION_ENTITY_SHARE)
+    }
+}
+
+impl std::str::FromStr for HoldoutShare {
+    type Err = String;
+
+    /// `all`, or a share strictly between 0 and 1 (`0.25`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "all" {
+            return Ok(HoldoutShare::AllAtLastCutoff);
+        }
+        match text.parse::<f64>() {
+            Ok(share) if share > 0.0 && share < 1.0 => Ok(HoldoutShare::Entities(share)),
+            _ => Err(format!(
+                "{text:?}: give a share of entities strictly between 0 and 1 (e.g. 0.25), or \
+                 `all` (every entity at the last cutoff validates; training uses earlier \
+                 cutoffs only)"
+            )),
+        }
+    }
+}
+
 /// Row indices of one train/validation split and how it was made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
@@ -42,6 +80,7 @@ pub fn time_split(
     horizon_days: u32,
     calendar_cutoffs: bool,
     seed: u64,
+    holdout: HoldoutShare,
 ) -> Result<Split, TrainError> {
     if table.n_rows() == 0 {
         return Err(TrainError::Data("the feature table has no rows".into()));
@@ -63,28 +102,48 @@ pub fn time_split(
         times[position.min(times.len() - 1)]
     };
     let horizon_ms = i64::from(horizon_days) * 86_400_000;
-    let held_out = |entity: &str| unit_interval_hash(entity, seed) < VALIDATION_ENTITY_SHARE;
+    let share = match holdout {
+        HoldoutShare::Entities(share) => share,
+        HoldoutShare::AllAtLastCutoff => 1.0,
+    };
+    let held_out = |entity: &str| unit_interval_hash(entity, seed) < share;
     let mut train = Vec::new();
     let mut valid = Vec::new();
     for row in 0..table.n_rows() {
         let cutoff = table.cutoffs_ms[row];
-        if held_out(&table.entity_ids[row]) {
-            if cutoff >= valid_from {
-                valid.push(row);
+        let closed = cutoff.saturating_add(horizon_ms) <= valid_from;
+        match holdout {
+            HoldoutShare::AllAtLastCutoff if cutoff >= valid_from => valid.push(row),
+            HoldoutShare::AllAtLastCutoff if closed => train.push(row),
+            HoldoutShare::AllAtLastCutoff => {}
+            HoldoutShare::Entities(_) if held_out(&table.entity_ids[row]) => {
+                if cutoff >= valid_from {
+                    valid.push(row);
+                }
             }
-        } else if cutoff.saturating_add(horizon_ms) <= valid_from {
-            train.push(row);
+            HoldoutShare::Entities(_) if closed => train.push(row),
+            HoldoutShare::Entities(_) => {}
         }
     }
-    let description = format!(
-        "time split: validate on rows scored from {} on ({} rows, {:.0} % of entities held \
-         out); train on the other entities' rows whose {horizon_days}-day label window closed \
-         by then ({} rows)",
-        format_day(valid_from),
-        valid.len(),
-        100.0 * VALIDATION_ENTITY_SHARE,
-        train.len()
-    );
+    let description = match holdout {
+        HoldoutShare::Entities(share) => format!(
+            "time split: validate on rows scored from {} on ({} rows, {:.0} % of entities held \
+             out); train on the other entities' rows whose {horizon_days}-day label window \
+             closed by then ({} rows)",
+            format_day(valid_from),
+            valid.len(),
+            100.0 * share,
+            train.len()
+        ),
+        HoldoutShare::AllAtLastCutoff => format!(
+            "time split: validate on every entity's rows scored from {} on ({} rows); train on \
+             all entities' rows whose {horizon_days}-day label window closed by then ({} rows, \
+             earlier cutoffs only)",
+            format_day(valid_from),
+            valid.len(),
+            train.len()
+        ),
+    };
     Ok(Split {
         train,
         valid,
@@ -167,7 +226,7 @@ mod tests {
             }
         }
         let table = table(&rows);
-        let split = time_split(&table, 60, true, 7).unwrap();
+        let split = time_split(&table, 60, true, 7, HoldoutShare::default()).unwrap();
         let train_entities: BTreeSet<&str> = split
             .train
             .iter()
@@ -191,8 +250,62 @@ mod tests {
         let share = valid_entities.len() as f64 / 400.0;
         assert!((share - VALIDATION_ENTITY_SHARE).abs() < 0.07, "{share}");
         // Seeded: the same split again, another one with another seed.
-        assert_eq!(split, time_split(&table, 60, true, 7).unwrap());
-        assert_ne!(split.valid, time_split(&table, 60, true, 8).unwrap().valid);
+        assert_eq!(
+            split,
+            time_split(&table, 60, true, 7, HoldoutShare::default()).unwrap()
+        );
+        assert_ne!(
+            split.valid,
+            time_split(&table, 60, true, 8, HoldoutShare::default())
+                .unwrap()
+                .valid
+        );
+    }
+
+    #[test]
+    fn the_held_out_share_is_set_and_all_validates_every_entity_at_the_last_cutoff() {
+        let mut rows = Vec::new();
+        let names: Vec<String> = (0..400).map(|i| format!("lead-{i}")).collect();
+        for name in &names {
+            for day in (0..=150).step_by(30) {
+                rows.push((name.as_str(), day, 0));
+            }
+        }
+        let table = table(&rows);
+        let valid_entities = |split: &Split| -> BTreeSet<String> {
+            split
+                .valid
+                .iter()
+                .map(|&i| table.entity_ids[i].clone())
+                .collect()
+        };
+        let half = time_split(&table, 60, true, 7, HoldoutShare::Entities(0.5)).unwrap();
+        let share = valid_entities(&half).len() as f64 / 400.0;
+        assert!((share - 0.5).abs() < 0.07, "{share}");
+        assert!(half.description.contains("50 % of entities held out"));
+        let all = time_split(&table, 60, true, 7, HoldoutShare::AllAtLastCutoff).unwrap();
+        // Every entity at the last cutoff, and training on every entity's earlier rows whose
+        // window closed (days 0..=90), none from the validation cutoff's window.
+        assert_eq!(valid_entities(&all).len(), 400);
+        assert!(all.valid.iter().all(|&i| table.cutoffs_ms[i] == 150 * DAY));
+        assert_eq!(all.train.len(), 400 * 4);
+        assert!(
+            all.train
+                .iter()
+                .all(|&i| table.cutoffs_ms[i] + 60 * DAY <= 150 * DAY)
+        );
+        assert!(all.description.contains("every entity"));
+        assert_eq!(
+            "all".parse::<HoldoutShare>(),
+            Ok(HoldoutShare::AllAtLastCutoff)
+        );
+        assert_eq!(
+            "0.3".parse::<HoldoutShare>(),
+            Ok(HoldoutShare::Entities(0.3))
+        );
+        for bad in ["0", "1", "1.5", "-0.2", "half", "NaN"] {
+            assert!(bad.parse::<HoldoutShare>().is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -204,7 +317,7 @@ mod tests {
             .map(|(i, n)| (n.as_str(), i as i64, 0))
             .collect();
         let table = table(&rows);
-        let split = time_split(&table, 10, false, 1).unwrap();
+        let split = time_split(&table, 10, false, 1, HoldoutShare::default()).unwrap();
         assert!(
             split
                 .valid
@@ -222,7 +335,7 @@ mod tests {
     #[test]
     fn time_split_needs_two_calendar_cutoffs() {
         let table = table(&[("a", 5, 0), ("b", 5, 1)]);
-        let error = time_split(&table, 30, true, 0).unwrap_err();
+        let error = time_split(&table, 30, true, 0, HoldoutShare::default()).unwrap_err();
         assert!(
             error.to_string().contains("at least two cutoffs"),
             "{error}"

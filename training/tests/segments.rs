@@ -44,6 +44,7 @@ fn segment_outcomes(segments: Segments, entities: usize, seed: u64) -> Vec<(Stri
         choice: FamilyChoice::Only(training::evaluate::ModelFamily::Gbdt),
         family_params: FamilyParams::default(),
         seed: 42,
+        holdout: training::split::HoldoutShare::default(),
     };
     let (plan, _) = validation_plan(&prepared, settings.mode, 5, settings.seed).expect("plan");
     let evaluations = evaluate_families(
