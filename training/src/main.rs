@@ -24,6 +24,7 @@ use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, Val
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan_with};
+use training::repeat::{RepeatSettings, RepeatedAuc, is_random, repeated_roc_auc};
 use training::report::SegmentRow;
 use training::requests::score_requests;
 use training::segments::{
@@ -362,6 +363,11 @@ struct TrainArgs {
     /// scored at the last cutoff validates; training uses earlier cutoffs only).
     #[arg(long, default_value = "0.25")]
     holdout_share: HoldoutShare,
+    /// Validation splits in all: with N > 1 the split is drawn again with the next N - 1
+    /// seeds and the mean and spread of each family's held-out ROC AUC are printed (and put
+    /// in the report); the model shipped is the first split's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeats: u32,
     /// The generator's truth.parquet: records the ground-truth ROC AUC beside the model's.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -429,6 +435,11 @@ struct EvaluateArgs {
     /// scored at the last cutoff validates; training uses earlier cutoffs only).
     #[arg(long, default_value = "0.25")]
     holdout_share: HoldoutShare,
+    /// Validation splits in all: with N > 1 the split is drawn again with the next N - 1
+    /// seeds and the mean and spread of each family's held-out ROC AUC are printed (and put
+    /// in the report); the model shipped is the first split's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeats: u32,
     /// Model families to evaluate.
     #[arg(long, value_enum, default_value = "both")]
     family: Families,
@@ -680,10 +691,7 @@ fn plan_validation(
     seed: u64,
     holdout: HoldoutShare,
 ) -> Result<(ValidationPlan, Vec<String>)> {
-    let mode = match validation {
-        Validation::Auto => ValidationMode::Auto,
-        Validation::Kfold => ValidationMode::KFold,
-    };
+    let mode = validation_mode(validation);
     let (plan, guards) = validation_plan_with(prepared, mode, folds, seed, holdout)?;
     let mut warnings = prepared.data.warnings.clone();
     warnings.extend(guards);
@@ -754,6 +762,20 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         args.seed,
     )?;
     let shipped = choose_family(&evaluations).context("no model family was evaluated")?;
+    let repeated = repeat_splits(
+        &prepared,
+        &plan,
+        &evaluations,
+        &RepeatSettings {
+            mode: validation_mode(args.validation),
+            folds: args.folds,
+            seed: args.seed,
+            holdout: args.holdout_share,
+            choice: args.family.choice(),
+            params: &args.gbdt.family_params(),
+            repeats: args.repeats as usize,
+        },
+    )?;
     let model = args
         .model
         .clone()
@@ -789,6 +811,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             code_version: code_version(),
             started,
             segments: if i == 0 { &segment_rows } else { &[] },
+            repeated: if i == 0 { &repeated } else { &[] },
         });
         let written = contents.map_err(anyhow::Error::from).and_then(|contents| {
             let dir = registry.write(&contents)?;
@@ -855,10 +878,7 @@ fn train_segments(
     global: &TrainedModel,
 ) -> Result<(Vec<TrainedModel>, Vec<SegmentRow>)> {
     let settings = RunSettings {
-        mode: match args.validation {
-            Validation::Auto => ValidationMode::Auto,
-            Validation::Kfold => ValidationMode::KFold,
-        },
+        mode: validation_mode(args.validation),
         folds: args.folds,
         holdout: args.holdout_share,
         choice: args.family.choice(),
@@ -1525,7 +1545,62 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
         &args.gbdt.family_params(),
         args.seed,
     )?;
-    print_summary(&prepared, &evaluations, None, truth.as_ref())
+    print_summary(&prepared, &evaluations, None, truth.as_ref())?;
+    repeat_splits(
+        &prepared,
+        &plan,
+        &evaluations,
+        &RepeatSettings {
+            mode: validation_mode(args.validation),
+            folds: args.folds,
+            seed: args.seed,
+            holdout: args.holdout_share,
+            choice: args.family.choice(),
+            params: &args.gbdt.family_params(),
+            repeats: args.repeats as usize,
+        },
+    )?;
+    Ok(())
+}
+
+fn validation_mode(validation: Validation) -> ValidationMode {
+    match validation {
+        Validation::Auto => ValidationMode::Auto,
+        Validation::Kfold => ValidationMode::KFold,
+    }
+}
+
+/// `--repeats`: the held-out ROC AUC of each family over the run's split and `repeats - 1`
+/// more, printed; none when one split was asked for or the split is not random.
+fn repeat_splits(
+    prepared: &Prepared,
+    plan: &ValidationPlan,
+    evaluations: &[Evaluation],
+    settings: &RepeatSettings<'_>,
+) -> Result<Vec<RepeatedAuc>> {
+    if settings.repeats < 2 {
+        return Ok(Vec::new());
+    }
+    if !is_random(plan, settings.holdout) {
+        println!(
+            "repeats: the split is not random (every entity scored at the last cutoff \
+             validates), so it is not repeated"
+        );
+        return Ok(Vec::new());
+    }
+    let bar = spinner("repeating the validation split".to_string());
+    let repeated = repeated_roc_auc(prepared, evaluations, settings, |k| {
+        bar.set_message(format!("validation split {k} of {}", settings.repeats));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "held-out ROC AUC over {} splits (seeds {}..):",
+        settings.repeats, settings.seed
+    );
+    for r in &repeated {
+        println!("  {:<9} {}", r.family.as_str(), r.describe());
+    }
+    Ok(repeated)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use models::metrics::{
 
 use crate::error::TrainError;
 use crate::evaluate::Evaluation;
+use crate::repeat::RepeatedAuc;
 use crate::svg::{BarChart, LineChart, PALETTE, Series, escape, horizontal_bars};
 use crate::thresholds::{CHURN_AT_RISK_SHARE, GRADE_SHARES};
 use crate::words::{Words, words};
@@ -45,6 +46,8 @@ pub struct ReportInput<'a> {
     pub elapsed_seconds: f64,
     /// The global model of a `train --segment-by` run: each segment's model against it.
     pub segments: &'a [SegmentRow],
+    /// Each family's held-out ROC AUC over repeated splits (`--repeats`); empty otherwise.
+    pub repeated: &'a [RepeatedAuc],
 }
 
 /// One level of a `--segment-by` run, for the global model's report.
@@ -99,6 +102,7 @@ pub fn render_report(input: &ReportInput<'_>) -> Result<String, TrainError> {
         html.push_str("</ul></div>");
     }
     comparison_section(&mut html, input.families, input.shipped);
+    repeated_section(&mut html, input.repeated);
     segments_section(&mut html, input.segments);
     let w = words(manifest.task);
     plots_section(
@@ -176,6 +180,44 @@ fn summary_section(html: &mut String, input: &ReportInput<'_>) {
             "<tr><th class=\"l\">{}</th><td class=\"l\">{}</td></tr>",
             escape(name),
             escape(&value)
+        );
+    }
+    html.push_str("</table>");
+}
+
+fn repeated_section(html: &mut String, repeated: &[RepeatedAuc]) {
+    let Some(first) = repeated.first() else {
+        return;
+    };
+    let _ = write!(
+        html,
+        "<h2>Held-out ROC AUC over {} splits</h2><p>The validation split drawn again with \
+         seeds {}: how much the figure above moves with the split alone. The model shipped \
+         is the one of the first split.</p><table><tr><th class=\"l\">family</th>\
+         <th>mean</th><th>sd</th><th>min</th><th>max</th><th class=\"l\">each split</th></tr>",
+        first.roc_auc.len(),
+        first
+            .seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in repeated {
+        let _ = write!(
+            html,
+            "<tr><td class=\"l\">{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td>\
+             <td>{:.4}</td><td class=\"l\">{}</td></tr>",
+            r.family.as_str(),
+            r.mean(),
+            r.sd(),
+            r.min(),
+            r.max(),
+            r.roc_auc
+                .iter()
+                .map(|a| format!("{a:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     html.push_str("</table>");

@@ -82,6 +82,8 @@ pub struct BundleInputs<'a> {
     /// For the global model of a `--segment-by` run: each segment against it (the report
     /// shows them); empty otherwise.
     pub segments: &'a [SegmentRow],
+    /// Each family's held-out ROC AUC over repeated splits (`--repeats`); empty otherwise.
+    pub repeated: &'a [crate::repeat::RepeatedAuc],
 }
 
 /// Assembles the bundle of `inputs.evaluations[inputs.shipped]`.
@@ -194,6 +196,7 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         warnings: &warnings,
         elapsed_seconds: inputs.started.elapsed().as_secs_f64(),
         segments: inputs.segments,
+        repeated: inputs.repeated,
     })?;
     Ok(BundleContents {
         manifest,

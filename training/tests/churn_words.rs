@@ -1,5 +1,6 @@
 //! A churn model is spoken of in churn's words (report, summary, capacity table), and its
-//! default cut-off flags the customers a retention team can contact, not the best-F1 share.
+//! default cut-off flags the customers a retention team can contact, not the best-F1 share;
+//! `--repeats` puts the spread of the held-out ROC AUC in the summary and the report.
 
 use std::process::Command;
 
@@ -50,14 +51,23 @@ fn a_churn_model_speaks_of_churned_customers_at_risk() {
         "kfold",
         "--folds",
         "3",
+        "--repeats",
+        "2",
         "--version",
         "c1",
     ]);
     assert!(said.contains("thresholds: at risk "), "{said}");
+    // Repeated splits: the spread in the summary and the report.
+    assert!(
+        said.contains("held-out ROC AUC over 2 splits (seeds 42..)"),
+        "{said}"
+    );
+    assert!(said.contains("2 splits)"), "{said}");
     let bundle = registry.join("churn").join("c1");
     let report = std::fs::read_to_string(bundle.join("report.html")).expect("report");
     assert!(report.contains("churned") && report.contains("churn rate"));
     assert!(report.contains("retention team"));
+    assert!(report.contains("Held-out ROC AUC over 2 splits"));
     for word in ["converted", "conversion", "sales-ready"] {
         assert!(!report.contains(word), "the churn report says {word:?}");
     }

@@ -63,6 +63,7 @@ fn train_into(prepared: &Prepared, registry: &Path, truth: Option<&GroundTruth>)
                 code_version: "test".into(),
                 started,
                 segments: &[],
+                repeated: &[],
             })
             .expect("assemble");
             let dir = Registry::new(registry).write(&contents).expect("write");
