@@ -335,6 +335,45 @@ impl GbdtArgs {
     }
 }
 
+/// How `train` and `evaluate` validate.
+#[derive(clap::Args)]
+struct ValidationArgs {
+    /// `auto`: time split for event data, stratified k-fold for tabular data; `kfold`:
+    /// k-fold whatever the form (to compare with tools that only do k-fold).
+    #[arg(long, value_enum, default_value = "auto")]
+    validation: Validation,
+    #[arg(long, default_value_t = DEFAULT_FOLDS)]
+    folds: usize,
+    /// Time split: the share of entities held out (0 < share < 1), or `all` (every entity
+    /// scored at the last cutoff validates; training uses earlier cutoffs only).
+    #[arg(long, default_value = "0.25")]
+    holdout_share: HoldoutShare,
+    /// Validation splits in all: with N > 1 the split is drawn again with the next N - 1
+    /// seeds and the mean and spread of each family's held-out ROC AUC are printed (and put
+    /// in the report); the model shipped is the first split's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeats: u32,
+}
+
+impl ValidationArgs {
+    fn repeat_settings<'a>(
+        &self,
+        seed: u64,
+        choice: FamilyChoice,
+        params: &'a FamilyParams,
+    ) -> RepeatSettings<'a> {
+        RepeatSettings {
+            mode: validation_mode(self.validation),
+            folds: self.folds,
+            seed,
+            holdout: self.holdout_share,
+            choice,
+            params,
+            repeats: self.repeats as usize,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Dataset spec (TOML).
@@ -354,20 +393,8 @@ struct TrainArgs {
     /// `both`: evaluate both families, ship the one with the higher held-out ROC AUC.
     #[arg(long, value_enum, default_value = "both")]
     family: Families,
-    /// `auto`: time split for event data, stratified k-fold for tabular data.
-    #[arg(long, value_enum, default_value = "auto")]
-    validation: Validation,
-    #[arg(long, default_value_t = DEFAULT_FOLDS)]
-    folds: usize,
-    /// Time split: the share of entities held out (0 < share < 1), or `all` (every entity
-    /// scored at the last cutoff validates; training uses earlier cutoffs only).
-    #[arg(long, default_value = "0.25")]
-    holdout_share: HoldoutShare,
-    /// Validation splits in all: with N > 1 the split is drawn again with the next N - 1
-    /// seeds and the mean and spread of each family's held-out ROC AUC are printed (and put
-    /// in the report); the model shipped is the first split's.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    repeats: u32,
+    #[command(flatten)]
+    check: ValidationArgs,
     /// The generator's truth.parquet: records the ground-truth ROC AUC beside the model's.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -425,21 +452,8 @@ struct EvaluateArgs {
     /// Folder the spec's relative file paths are read from (default: the spec's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// `auto`: time split for event data, stratified k-fold for tabular data; `kfold`:
-    /// k-fold whatever the form (to compare with tools that only do k-fold).
-    #[arg(long, value_enum, default_value = "auto")]
-    validation: Validation,
-    #[arg(long, default_value_t = DEFAULT_FOLDS)]
-    folds: usize,
-    /// Time split: the share of entities held out (0 < share < 1), or `all` (every entity
-    /// scored at the last cutoff validates; training uses earlier cutoffs only).
-    #[arg(long, default_value = "0.25")]
-    holdout_share: HoldoutShare,
-    /// Validation splits in all: with N > 1 the split is drawn again with the next N - 1
-    /// seeds and the mean and spread of each family's held-out ROC AUC are printed (and put
-    /// in the report); the model shipped is the first split's.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    repeats: u32,
+    #[command(flatten)]
+    check: ValidationArgs,
     /// Model families to evaluate.
     #[arg(long, value_enum, default_value = "both")]
     family: Families,
@@ -748,10 +762,10 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         .transpose()?;
     let (plan, warnings) = plan_validation(
         &prepared,
-        args.validation,
-        args.folds,
+        args.check.validation,
+        args.check.folds,
         args.seed,
-        args.holdout_share,
+        args.check.holdout_share,
     )?;
     let truth = args.truth.as_deref().map(GroundTruth::read).transpose()?;
     let evaluations = evaluate_with_progress(
@@ -766,15 +780,9 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         &prepared,
         &plan,
         &evaluations,
-        &RepeatSettings {
-            mode: validation_mode(args.validation),
-            folds: args.folds,
-            seed: args.seed,
-            holdout: args.holdout_share,
-            choice: args.family.choice(),
-            params: &args.gbdt.family_params(),
-            repeats: args.repeats as usize,
-        },
+        &args
+            .check
+            .repeat_settings(args.seed, args.family.choice(), &args.gbdt.family_params()),
     )?;
     let model = args
         .model
@@ -878,9 +886,9 @@ fn train_segments(
     global: &TrainedModel,
 ) -> Result<(Vec<TrainedModel>, Vec<SegmentRow>)> {
     let settings = RunSettings {
-        mode: validation_mode(args.validation),
-        folds: args.folds,
-        holdout: args.holdout_share,
+        mode: validation_mode(args.check.validation),
+        folds: args.check.folds,
+        holdout: args.check.holdout_share,
         choice: args.family.choice(),
         family_params: args.gbdt.family_params(),
         seed: args.seed,
@@ -1507,10 +1515,10 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
     );
     let (plan, _warnings) = plan_validation(
         &prepared,
-        args.validation,
-        args.folds,
+        args.check.validation,
+        args.check.folds,
         args.seed,
-        args.holdout_share,
+        args.check.holdout_share,
     )?;
     if let Some(path) = &args.export_csv {
         let mut frame = table.to_dataframe()?;
@@ -1550,15 +1558,9 @@ fn evaluate_command(args: &EvaluateArgs) -> Result<()> {
         &prepared,
         &plan,
         &evaluations,
-        &RepeatSettings {
-            mode: validation_mode(args.validation),
-            folds: args.folds,
-            seed: args.seed,
-            holdout: args.holdout_share,
-            choice: args.family.choice(),
-            params: &args.gbdt.family_params(),
-            repeats: args.repeats as usize,
-        },
+        &args
+            .check
+            .repeat_settings(args.seed, args.family.choice(), &args.gbdt.family_params()),
     )?;
     Ok(())
 }
