@@ -615,15 +615,16 @@ async fn score_one(
     .await
 }
 
-/// A batch body: parsed, its size checked against `max_batch`.
+/// A batch body: parsed, its size checked against `max_batch` (a 400 naming `entities`, as
+/// the store's routes answer too many items: the document's `maxItems`, not the body limit).
 fn parse_batch(body: &[u8], max_batch: usize) -> Result<BatchRequest, ApiError> {
     let request: BatchRequest = parse_json(body)?;
     let n = request.entities.len();
     if n > max_batch {
-        return Err(ApiError::PayloadTooLarge {
-            message: format!("entities: {n} entities, a batch may have at most {max_batch}"),
-            field: Some("entities".into()),
-        });
+        return Err(ApiError::bad_request(
+            format!("entities: {n} entities, a batch may have at most {max_batch}"),
+            Some("entities"),
+        ));
     }
     Ok(request)
 }

@@ -669,7 +669,7 @@ async fn bad_input_gets_a_4xx_that_names_the_field() {
         &json!({"entities": vec![entity.clone(); 4]}),
     )
     .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(answer["error"]["field"], "entities");
     let mut bad = entity.clone();
     bad["events"][0]["ts"] = json!(future);
