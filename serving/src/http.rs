@@ -771,13 +771,7 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::V
                 // calibration error from the cross-fitted calibrated probabilities, the
                 // held-out figure of the calibrated output (two calibrators on two halves
                 // would blur a ranking figure: 0.749 against 0.808 seen on one run).
-                "validation": {
-                    "scheme": manifest.validation.scheme,
-                    "roc_auc": manifest.validation.raw.roc_auc,
-                    "pr_auc": manifest.validation.raw.pr_auc,
-                    "ece": manifest.validation.calibrated.ece,
-                    "rows": manifest.validation.raw.rows,
-                },
+                "validation": validation_json(manifest),
             })
         })
         .collect();
@@ -789,6 +783,19 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<serde_json::V
     Ok(Json(
         serde_json::json!({ "models": models, "routes": routes }),
     ))
+}
+
+/// A manifest's held-out figures as `/v1/models` and the health route give them: ranking
+/// from the model's own held-out scores, calibration error of the cross-fitted calibrated
+/// probabilities.
+pub(crate) fn validation_json(manifest: &models::bundle::Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "scheme": manifest.validation.scheme,
+        "roc_auc": manifest.validation.raw.roc_auc,
+        "pr_auc": manifest.validation.raw.pr_auc,
+        "ece": manifest.validation.calibrated.ece,
+        "rows": manifest.validation.raw.rows,
+    })
 }
 
 /// `GET /v1/thresholds/{task}` query: `capacity_per_week` and `volume_per_week`, both

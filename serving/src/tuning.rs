@@ -145,6 +145,18 @@ fn resolve(name: &str, proposal: &Proposal) -> Result<ThresholdsFile, ApiError> 
     ThresholdsFile::parse(&section_text(name, proposal.table())).map_err(|e| refused(&e, name))
 }
 
+/// The served model `name` and the proposal in the body (read and parsed).
+async fn read_proposal(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(crate::state::ServedModel, Proposal), ApiError> {
+    let served = model_for(state, name)?;
+    let bytes = read_body(state, headers, body).await?;
+    Ok((served, parse_json(&bytes)?))
+}
+
 /// `POST /v1/thresholds/{model}/preview`: what the proposal would give, on the served
 /// bundle's held-out rows; nothing is written.
 pub async fn preview(
@@ -153,9 +165,7 @@ pub async fn preview(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &name)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let proposal: Proposal = parse_json(&bytes)?;
+    let (served, proposal) = read_proposal(&state, &name, &headers, body).await?;
     let file = resolve(&name, &proposal)?;
     let model = &served.model;
     let held = model
@@ -263,9 +273,7 @@ pub async fn save(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = model_for(&state, &name)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let proposal: Proposal = parse_json(&bytes)?;
+    let (served, proposal) = read_proposal(&state, &name, &headers, body).await?;
     let who = proposal.who()?;
     resolve(&name, &proposal)?;
     if proposal.by_capacity() && served.model.held_out().is_none() {

@@ -13,7 +13,7 @@ use models::bundle::{BundleError, MANIFEST_FILE, Manifest, ModelName, Registry};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::http::{ModelRef, model_for, one_query_param, read_body};
+use crate::http::{ModelRef, model_for, one_query_param, read_body, validation_json};
 use crate::request::parse_json;
 use crate::state::AppState;
 use crate::tuning::{check_who, with_registry_lock};
@@ -277,13 +277,7 @@ pub async fn health(
     let c = &health.curves;
     Ok(Json(serde_json::json!({
         "model": ModelRef::from(&served),
-        "validation": {
-            "scheme": manifest.validation.scheme,
-            "roc_auc": manifest.validation.raw.roc_auc,
-            "pr_auc": manifest.validation.raw.pr_auc,
-            "ece": manifest.validation.calibrated.ece,
-            "rows": manifest.validation.raw.rows,
-        },
+        "validation": validation_json(manifest),
         "held_out": {
             "rows": held.len(),
             "conversions": held.positives(),

@@ -215,17 +215,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn time_split_separates_entities_and_closes_label_windows() {
-        // 400 entities scored every 30 days at days 0..=150.
-        let mut rows = Vec::new();
+    /// 400 entities scored every 30 days at days 0..=150.
+    fn every_30_days_for_400_leads() -> FeatureTable {
         let names: Vec<String> = (0..400).map(|i| format!("lead-{i}")).collect();
+        let mut rows = Vec::new();
         for name in &names {
             for day in (0..=150).step_by(30) {
                 rows.push((name.as_str(), day, 0));
             }
         }
-        let table = table(&rows);
+        table(&rows)
+    }
+
+    #[test]
+    fn time_split_separates_entities_and_closes_label_windows() {
+        let table = every_30_days_for_400_leads();
         let split = time_split(&table, 60, true, 7, HoldoutShare::default()).unwrap();
         let train_entities: BTreeSet<&str> = split
             .train
@@ -264,14 +268,7 @@ mod tests {
 
     #[test]
     fn the_held_out_share_is_set_and_all_validates_every_entity_at_the_last_cutoff() {
-        let mut rows = Vec::new();
-        let names: Vec<String> = (0..400).map(|i| format!("lead-{i}")).collect();
-        for name in &names {
-            for day in (0..=150).step_by(30) {
-                rows.push((name.as_str(), day, 0));
-            }
-        }
-        let table = table(&rows);
+        let table = every_30_days_for_400_leads();
         let valid_entities = |split: &Split| -> BTreeSet<String> {
             split
                 .valid

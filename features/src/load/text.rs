@@ -171,11 +171,16 @@ fn check_fields(path: &Path, text: &str, separator: u8, named: bool) -> Result<(
         b'\t' => "\\t".to_owned(),
         c => char::from(c).to_string(),
     };
+    // The first lines (up to the seventh line break) are enough to tell a separator.
+    let head = text
+        .match_indices('\n')
+        .nth(6)
+        .map_or(text, |(i, _)| &text[..i]);
     if header.fields == 1 {
         // A file of one column is possible; one that splits evenly on another character in
         // its first rows is most likely separated by it.
         for other in OTHER_SEPARATORS.into_iter().filter(|&c| c != separator) {
-            let first: Vec<Record> = records(text, other).into_iter().take(6).collect();
+            let first: Vec<Record> = records(head, other).into_iter().take(6).collect();
             if first[0].fields >= 2 && first.iter().all(|r| r.fields == first[0].fields) {
                 let given = if named {
                     format!("`separator = \"{}\"`", shown(separator))
