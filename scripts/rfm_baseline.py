@@ -108,7 +108,7 @@ import lightgbm  # noqa: E402
 models.append(("rfm lightgbm", lightgbm.LGBMClassifier(verbose=-1)))
 for name, model in models:
     model.fit(x[train], y[train])
-    results[name] = round(float(roc_auc_score(y[valid], model.predict_proba(x[valid])[:, 1])), 4)
+    results[name] = round(float(roc_auc_score(y[valid], model.predict_proba(x[valid])[:, 1])), 5)
 for item in filter(None, args.ours.split(",")):
     name, auc = item.rsplit(" ", 1)
     results[f"ours {name}"] = float(auc)

@@ -16,7 +16,19 @@
 //!    the longest window for types that carry values; per channel `count_channel_<c>_<w>d`;
 //!    then `events_total_<w>d`, `distinct_channels_<w>d` (longest window),
 //!    `decayed_engagement`, `days_since_last_event` and `trend_30d_vs_prev_60d`
-//!    (`ln((1 + n_30) / (1 + n_prev60 / 2))`).
+//!    (`ln((1 + n_30) / (1 + n_prev60 / 2))`);
+//! 3. event form with `whole_history` and at least one event type (the default of new specs;
+//!    plans written before it read as without): per event type `count_<type>_lifetime`, `active_days_<type>_lifetime`
+//!    (distinct UTC days with such an event), `mean_gap_days_<type>` (the average number of
+//!    days between those days) and `recency_vs_mean_gap_<type>`
+//!    (`ln((1 + days_since_last_<type>) / (1 + mean_gap_days_<type>))`: above 0 when the
+//!    next one is overdue); for types that carry values `value_sum_<type>_<w>d` for the
+//!    other windows and `value_sum_<type>_lifetime`; then `events_lifetime`,
+//!    `active_days_<w>d` per window, `active_days_lifetime`, `days_since_first_event`,
+//!    `mean_gap_days`, `last_gap_days` (between the last two active days),
+//!    `last_gap_vs_mean_gap` (`ln((1 + last) / (1 + mean))`) and `recency_vs_mean_gap`.
+//!    Gaps are capped at [`RECENCY_CAP_DAYS`], which is also their value with fewer than two
+//!    active days.
 //!
 //! Only events strictly before the cutoff are looked at. Event types and channels that the
 //! plan has not seen are ignored. Sums run in `f64` over events in one canonical order
@@ -119,6 +131,11 @@ pub struct FeaturePlanData {
     /// Event types (a subset of `event_types`) that get a value sum.
     pub valued_event_types: Vec<String>,
     pub channels: Vec<String>,
+    /// Whether the whole-history block is computed. Absent in plans written before it
+    /// existed, which read as `false`; not written when `false`, so such plans keep their
+    /// bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole_history: bool,
     /// The names the plan produced when it was fitted; checked against the derived names
     /// when a plan is read back, so a bundle never silently changes its feature order.
     pub feature_names: Vec<String>,
@@ -136,8 +153,22 @@ pub(crate) struct Layout {
     pub(crate) valued_slot: Vec<Option<usize>>,
     pub(crate) per_channel: usize,
     pub(crate) totals: usize,
+    /// Whole-history block: per event type [`HISTORY_PER_TYPE`] columns from here.
+    pub(crate) history_per_type: usize,
+    /// Per valued type, one value sum per window but the longest, then the lifetime's.
+    pub(crate) history_values: usize,
+    /// `events_lifetime`, then `active_days_<w>d` per window, then [`HISTORY_OVERALL`] more.
+    pub(crate) history_overall: usize,
     pub(crate) len: usize,
 }
+
+/// Whole-history columns per event type: lifetime count, active days, mean gap, recency
+/// against the mean gap.
+pub(crate) const HISTORY_PER_TYPE: usize = 4;
+/// Whole-history columns after `events_lifetime` and the per-window active days:
+/// `active_days_lifetime`, `days_since_first_event`, `mean_gap_days`, `last_gap_days`,
+/// `last_gap_vs_mean_gap`, `recency_vs_mean_gap`.
+pub(crate) const HISTORY_OVERALL: usize = 6;
 
 /// A profile value encoded against the plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -276,6 +307,8 @@ impl FeaturePlanParams {
             windows_days: windows,
             half_life_days: o.half_life_days,
             creation_calendar: o.creation_calendar && inputs.form == Form::Events,
+            // Without any event type there is no history to look at.
+            whole_history: o.whole_history && !event_types.is_empty(),
             profile,
             event_types,
             valued_event_types,
@@ -354,6 +387,35 @@ fn derive_names(data: &FeaturePlanData) -> Vec<String> {
     names.push("decayed_engagement".into());
     names.push("days_since_last_event".into());
     names.push("trend_30d_vs_prev_60d".into());
+    if !data.whole_history {
+        return names;
+    }
+    for t in &data.event_types {
+        names.push(format!("count_{t}_lifetime"));
+        names.push(format!("active_days_{t}_lifetime"));
+        names.push(format!("mean_gap_days_{t}"));
+        names.push(format!("recency_vs_mean_gap_{t}"));
+    }
+    for t in &data.valued_event_types {
+        for w in &data.windows_days[..data.windows_days.len() - 1] {
+            names.push(format!("value_sum_{t}_{w}d"));
+        }
+        names.push(format!("value_sum_{t}_lifetime"));
+    }
+    names.push("events_lifetime".into());
+    for w in &data.windows_days {
+        names.push(format!("active_days_{w}d"));
+    }
+    for name in [
+        "active_days_lifetime",
+        "days_since_first_event",
+        "mean_gap_days",
+        "last_gap_days",
+        "last_gap_vs_mean_gap",
+        "recency_vs_mean_gap",
+    ] {
+        names.push(name.into());
+    }
     names
 }
 
@@ -463,6 +525,12 @@ impl Layout {
         pos += data.channels.len() * n_windows;
         let totals = pos;
         pos += n_windows + 4;
+        let history_per_type = pos;
+        let history_values = history_per_type + data.event_types.len() * HISTORY_PER_TYPE;
+        let history_overall = history_values + data.valued_event_types.len() * n_windows;
+        if data.whole_history {
+            pos = history_overall + 1 + n_windows + HISTORY_OVERALL;
+        }
         Layout {
             profile_offsets,
             tenure,
@@ -473,6 +541,9 @@ impl Layout {
             valued_slot,
             per_channel,
             totals,
+            history_per_type,
+            history_values,
+            history_overall,
             len: pos,
         }
     }
@@ -704,7 +775,9 @@ impl FeaturePlan {
         let mut type_counts = vec![0u32; n_types * n_windows];
         let mut type_last = vec![i64::MIN; n_types];
         let mut type_decayed = vec![0f64; n_types];
-        let mut value_sums = vec![0f64; self.data.valued_event_types.len()];
+        let n_valued = self.data.valued_event_types.len();
+        // Value sums per valued type and window; the longest window's is the classic one.
+        let mut value_sums = vec![0f64; n_valued * n_windows];
         let mut channel_counts = vec![0u32; n_channels * n_windows];
         let mut channel_seen = vec![false; n_channels];
         let mut totals = vec![0u32; n_windows];
@@ -714,6 +787,8 @@ impl FeaturePlan {
         let prior_start = recent_start - TREND_PRIOR_DAYS * DAY_MS;
         let (mut n_recent, mut n_prior) = (0u32, 0u32);
         let half_life = self.data.half_life_days;
+        let history = self.data.whole_history;
+        let mut lifetime = HistoryTally::new(n_types, n_valued, n_windows);
 
         for event in events {
             let t = usize::from(event.event_type);
@@ -732,6 +807,7 @@ impl FeaturePlan {
                 n_prior += 1;
             }
             let c = usize::from(event.channel);
+            let valued = layout.valued_slot[t].filter(|_| !event.value.is_nan());
             for (w, &start) in window_starts.iter().enumerate() {
                 if event.ts_ms >= start {
                     type_counts[t * n_windows + w] += 1;
@@ -739,17 +815,16 @@ impl FeaturePlan {
                     if c < n_channels {
                         channel_counts[c * n_windows + w] += 1;
                     }
+                    if let Some(slot) = valued {
+                        value_sums[slot * n_windows + w] += event.value;
+                    }
                 }
             }
-            if event.ts_ms >= longest_start {
-                if c < n_channels {
-                    channel_seen[c] = true;
-                }
-                if let Some(slot) = layout.valued_slot[t]
-                    && !event.value.is_nan()
-                {
-                    value_sums[slot] += event.value;
-                }
+            if event.ts_ms >= longest_start && c < n_channels {
+                channel_seen[c] = true;
+            }
+            if history {
+                lifetime.add(event, t, valued, &window_starts);
             }
         }
 
@@ -768,8 +843,8 @@ impl FeaturePlan {
             out[base + n_windows] = recency(type_last[t]);
             out[base + n_windows + 1] = type_decayed[t] as f32;
         }
-        for (slot, sum) in value_sums.iter().enumerate() {
-            out[layout.value_sums + slot] = *sum as f32;
+        for slot in 0..n_valued {
+            out[layout.value_sums + slot] = value_sums[slot * n_windows + n_windows - 1] as f32;
         }
         for (i, count) in channel_counts.iter().enumerate() {
             out[layout.per_channel + i] = *count as f32;
@@ -783,6 +858,150 @@ impl FeaturePlan {
         out[rest + 2] = recency(last_any);
         out[rest + 3] =
             ((1.0 + f64::from(n_recent)) / (1.0 + f64::from(n_prior) / 2.0)).ln() as f32;
+        if !history {
+            return;
+        }
+
+        for (t, ((days, count), last)) in lifetime
+            .type_days
+            .iter()
+            .zip(&lifetime.type_counts)
+            .zip(&type_last)
+            .enumerate()
+        {
+            let base = layout.history_per_type + t * HISTORY_PER_TYPE;
+            let gap = days.mean_gap();
+            out[base] = *count as f32;
+            out[base + 1] = days.count as f32;
+            out[base + 2] = gap as f32;
+            out[base + 3] = log_ratio(f64::from(recency(*last)), gap) as f32;
+        }
+        for slot in 0..n_valued {
+            let base = layout.history_values + slot * n_windows;
+            for w in 0..n_windows - 1 {
+                out[base + w] = value_sums[slot * n_windows + w] as f32;
+            }
+            out[base + n_windows - 1] = lifetime.values[slot] as f32;
+        }
+        let base = layout.history_overall;
+        out[base] = lifetime.events as f32;
+        for w in 0..n_windows {
+            out[base + 1 + w] = lifetime.window_days[w].count as f32;
+        }
+        let days = &lifetime.days;
+        let gap = days.mean_gap();
+        let rest = base + 1 + n_windows;
+        out[rest] = days.count as f32;
+        out[rest + 1] = lifetime
+            .first_ts
+            .map_or(0.0, |first| ((cutoff_ms - first) as f64 / day) as f32);
+        out[rest + 2] = gap as f32;
+        out[rest + 3] = days.last_gap() as f32;
+        out[rest + 4] = log_ratio(days.last_gap(), gap) as f32;
+        out[rest + 5] = log_ratio(f64::from(recency(last_any)), gap) as f32;
+    }
+}
+
+/// `ln((1 + a) / (1 + b))` for day counts: 0 when equal, above 0 when `a` is longer.
+fn log_ratio(a: f64, b: f64) -> f64 {
+    ((1.0 + a) / (1.0 + b)).ln()
+}
+
+/// Distinct UTC days seen in time order, and the gaps between them.
+#[derive(Clone, Copy)]
+struct ActiveDays {
+    count: u32,
+    first: i64,
+    last: i64,
+    /// Days between the last two active days.
+    last_gap: i64,
+}
+
+impl ActiveDays {
+    const NONE: ActiveDays = ActiveDays {
+        count: 0,
+        first: i64::MIN,
+        last: i64::MIN,
+        last_gap: 0,
+    };
+
+    /// Counts `day` when it is later than the last one (events come in time order).
+    fn see(&mut self, day: i64) {
+        if self.count == 0 {
+            self.first = day;
+        } else if day > self.last {
+            self.last_gap = day - self.last;
+        } else {
+            return;
+        }
+        self.count += 1;
+        self.last = day;
+    }
+
+    /// Average days between active days, capped; the cap with fewer than two.
+    fn mean_gap(&self) -> f64 {
+        if self.count < 2 {
+            return RECENCY_CAP_DAYS;
+        }
+        ((self.last - self.first) as f64 / f64::from(self.count - 1)).min(RECENCY_CAP_DAYS)
+    }
+
+    /// Days between the last two active days, capped; the cap with fewer than two.
+    fn last_gap(&self) -> f64 {
+        if self.count < 2 {
+            return RECENCY_CAP_DAYS;
+        }
+        (self.last_gap as f64).min(RECENCY_CAP_DAYS)
+    }
+}
+
+/// The kernel's running totals over the whole history (the whole-history block).
+struct HistoryTally {
+    type_counts: Vec<u32>,
+    type_days: Vec<ActiveDays>,
+    values: Vec<f64>,
+    events: u32,
+    days: ActiveDays,
+    window_days: Vec<ActiveDays>,
+    first_ts: Option<TimestampMs>,
+}
+
+impl HistoryTally {
+    fn new(n_types: usize, n_valued: usize, n_windows: usize) -> HistoryTally {
+        HistoryTally {
+            type_counts: vec![0; n_types],
+            type_days: vec![ActiveDays::NONE; n_types],
+            values: vec![0.0; n_valued],
+            events: 0,
+            days: ActiveDays::NONE,
+            window_days: vec![ActiveDays::NONE; n_windows],
+            first_ts: None,
+        }
+    }
+
+    /// One event of known type `t`, in [`canonical_order`]; `valued` is its value slot when
+    /// it carries a value.
+    fn add(
+        &mut self,
+        event: &EncodedEvent,
+        t: usize,
+        valued: Option<usize>,
+        window_starts: &[i64],
+    ) {
+        let day = event.ts_ms.div_euclid(DAY_MS);
+        self.type_counts[t] += 1;
+        self.type_days[t].see(day);
+        if let Some(slot) = valued {
+            self.values[slot] += event.value;
+        }
+        self.events += 1;
+        self.days.see(day);
+        for (days, &start) in self.window_days.iter_mut().zip(window_starts) {
+            if event.ts_ms >= start {
+                days.see(day);
+            }
+        }
+        self.first_ts.get_or_insert(event.ts_ms);
     }
 }
 

@@ -12,7 +12,9 @@
 //! row, e.g. `2 in the last 30 days, last one 3 days ago`.
 
 use crate::history::ProfileValue;
-use crate::plan::{FeaturePlan, ProfileFeatureKind, RECENCY_CAP_DAYS};
+use crate::plan::{
+    FeaturePlan, HISTORY_OVERALL, HISTORY_PER_TYPE, ProfileFeatureKind, RECENCY_CAP_DAYS,
+};
 use crate::spec::Form;
 
 /// One group of feature columns that is explained as one reason.
@@ -84,6 +86,14 @@ impl FeaturePlan {
             if let Some(slot) = layout.valued_slot[t] {
                 columns.push(layout.value_sums + slot);
             }
+            if data.whole_history {
+                let start = layout.history_per_type + t * HISTORY_PER_TYPE;
+                columns.extend(start..start + HISTORY_PER_TYPE);
+                if let Some(slot) = layout.valued_slot[t] {
+                    let start = layout.history_values + slot * data.windows_days.len();
+                    columns.extend(start..start + data.windows_days.len());
+                }
+            }
             groups.push(FeatureGroup {
                 label: format!("{} events", humanise(name)),
                 source: GroupSource::EventType(t),
@@ -99,10 +109,14 @@ impl FeaturePlan {
                 columns: (start..start + n_windows).collect(),
             });
         }
+        let mut columns: Vec<usize> = (layout.totals..layout.totals + n_windows + 4).collect();
+        if data.whole_history {
+            columns.extend(layout.history_overall..layout.len);
+        }
         groups.push(FeatureGroup {
             label: "overall activity".into(),
             source: GroupSource::Activity,
-            columns: (layout.totals..layout.len).collect(),
+            columns,
         });
         groups
     }
@@ -173,6 +187,19 @@ impl FeaturePlan {
                         ));
                     }
                 }
+                if data.whole_history {
+                    let h = layout.history_per_type + t * HISTORY_PER_TYPE;
+                    text.push_str(&in_all(row[h], row[h + 1], row[h + 2]));
+                    if let Some(slot) = layout.valued_slot[t] {
+                        let lifetime = row[layout.history_values + (slot + 1) * n - 1];
+                        if lifetime != 0.0 {
+                            text.push_str(&format!(
+                                ", value {} in all",
+                                number(f64::from(lifetime))
+                            ));
+                        }
+                    }
+                }
                 text
             }
             GroupSource::Channel(c) => {
@@ -193,6 +220,16 @@ impl FeaturePlan {
                         ", {} than in the 60 days before",
                         if trend > 1.0 { "busier" } else { "quieter" }
                     ));
+                }
+                if data.whole_history {
+                    let h = layout.history_overall;
+                    let rest = h + 1 + n;
+                    debug_assert_eq!(rest + HISTORY_OVERALL, layout.len);
+                    text.push_str(&in_all(row[h], row[rest], row[rest + 2]));
+                    let first = f64::from(row[rest + 1]);
+                    if row[h] > 0.0 {
+                        text.push_str(&format!(", first one {}", ago(first)));
+                    }
                 }
                 text
             }
@@ -251,6 +288,25 @@ fn counts_in_windows(counts: &[f32], windows: &[u32]) -> String {
             longest.1
         ),
     }
+}
+
+/// `, 25 in all on 12 days, about 20 days apart`: the whole history's count, its
+/// active days, and their mean gap when there are at least two; empty without events.
+fn in_all(count: f32, active_days: f32, mean_gap: f32) -> String {
+    if count <= 0.0 {
+        return String::new();
+    }
+    let days = if active_days == 1.0 {
+        "1 day".to_string()
+    } else {
+        format!("{} days", number(f64::from(active_days)))
+    };
+    let mut text = format!(", {} in all on {days}", number(f64::from(count)));
+    if active_days >= 2.0 {
+        let gap = (f64::from(mean_gap) * 10.0).round() / 10.0;
+        text.push_str(&format!(", about {} days apart", number(gap)));
+    }
+    text
 }
 
 /// `3 days ago`, `today`, `1 day ago`.
@@ -408,11 +464,13 @@ mod tests {
         assert_eq!(describe("creation date"), "a Tuesday in November");
         assert_eq!(
             describe("demo request events"),
-            "1 in the last 7 days (2 in 90 days), last one 3 days ago"
+            "1 in the last 7 days (2 in 90 days), last one 3 days ago, 2 in all on 2 days, \
+             about 17 days apart"
         );
         assert_eq!(
             describe("purchase events"),
-            "1 in the last 90 days, last one 35 days ago, value 99.5 in 90 days"
+            "1 in the last 90 days, last one 35 days ago, value 99.5 in 90 days, 1 in all on 1 \
+             day, value 99.5 in all"
         );
         assert_eq!(
             describe("events via email"),
@@ -422,7 +480,7 @@ mod tests {
         assert_eq!(
             describe("overall activity"),
             "1 in the last 7 days (3 in 90 days), last one 3 days ago, busier than in the 60 \
-             days before"
+             days before, 3 in all on 3 days, about 16 days apart, first one 35 days ago"
         );
     }
 

@@ -359,6 +359,10 @@ pub struct FeatureOptions {
     /// Add weekday and month of the creation time as features (useful when scoring at
     /// creation, as for Olist MQLs).
     pub creation_calendar: bool,
+    /// Event form: add the whole-history features (lifetime counts and values, value per
+    /// window, distinct active days, gaps between active days); see
+    /// [`crate::plan`]. On unless a spec turns it off.
+    pub whole_history: bool,
 }
 
 impl Default for FeatureOptions {
@@ -369,6 +373,7 @@ impl Default for FeatureOptions {
             min_level_count: 20,
             max_levels: 30,
             creation_calendar: false,
+            whole_history: true,
         }
     }
 }
@@ -681,6 +686,7 @@ const FEATURES_KEYS: &[(&str, Shape)] = &[
     ("min_level_count", Value),
     ("max_levels", Value),
     ("creation_calendar", Value),
+    ("whole_history", Value),
 ];
 
 /// Where a table is in the spec, for messages.

@@ -400,14 +400,15 @@ fn logistic_regression_on_features_comes_near_the_ground_truth_auc() {
 /// A small plan fitted by hand, with values computed by hand.
 #[test]
 fn kernel_values_match_hand_computation() {
-    let plan = FeaturePlanParams::new(FeatureOptions {
+    let options = FeatureOptions {
         windows_days: vec![7, 30],
         half_life_days: 10.0,
         min_level_count: 2,
         max_levels: 5,
         creation_calendar: false,
-    })
-    .fit(&PlanInputs {
+        whole_history: true,
+    };
+    let inputs = PlanInputs {
         form: Form::Events,
         profile: vec![
             ProfileInput {
@@ -427,8 +428,10 @@ fn kernel_values_match_hand_computation() {
         ]
         .into(),
         channels: vec!["web".into(), "email".into()],
-    })
-    .unwrap();
+    };
+    let plan = FeaturePlanParams::new(options.clone())
+        .fit(&inputs)
+        .unwrap();
     let cutoff = 100 * DAY_MS;
     let event = |day: i64, t: &str, c: &str, v: Option<f64>| Event {
         ts_ms: day * DAY_MS,
@@ -481,6 +484,91 @@ fn kernel_values_match_hand_computation() {
     assert_eq!(get("days_since_last_event"), 5.0);
     // 3 events in the last 30 days, 1 in the 60 before: ln(4 / 1.5).
     assert!((f64::from(get("trend_30d_vs_prev_60d")) - (4.0f64 / 1.5).ln()).abs() < 1e-6);
+
+    // The whole history: web visits on days 95 and 80, email opens on days 90 and 50.
+    let ln = |x: f64| x.ln() as f32;
+    assert_eq!(get("count_web_visit_lifetime"), 2.0);
+    assert_eq!(get("active_days_web_visit_lifetime"), 2.0);
+    assert_eq!(get("mean_gap_days_web_visit"), 15.0);
+    assert_eq!(get("recency_vs_mean_gap_web_visit"), ln(6.0 / 16.0));
+    assert_eq!(get("count_email_open_lifetime"), 2.0);
+    assert_eq!(get("active_days_email_open_lifetime"), 2.0);
+    assert_eq!(get("mean_gap_days_email_open"), 40.0);
+    assert_eq!(get("recency_vs_mean_gap_email_open"), ln(11.0 / 41.0));
+    assert_eq!(get("value_sum_web_visit_7d"), 30.0);
+    assert_eq!(get("value_sum_web_visit_lifetime"), 42.0);
+    assert_eq!(get("events_lifetime"), 4.0);
+    assert_eq!(get("active_days_7d"), 1.0);
+    assert_eq!(get("active_days_30d"), 3.0);
+    assert_eq!(get("active_days_lifetime"), 4.0);
+    assert_eq!(get("days_since_first_event"), 50.0);
+    // Days 50, 80, 90, 95: (95 - 50) / 3 apart on average, 5 the last time.
+    assert_eq!(get("mean_gap_days"), 15.0);
+    assert_eq!(get("last_gap_days"), 5.0);
+    assert_eq!(get("last_gap_vs_mean_gap"), ln(6.0 / 16.0));
+    assert_eq!(get("recency_vs_mean_gap"), ln(6.0 / 16.0));
+
+    // Two events on one UTC day are one active day; one active day has no gap (the cap).
+    let same_day = EntityHistory {
+        events: vec![
+            Event {
+                ts_ms: 90 * DAY_MS + 1_000,
+                ..event(90, "web_visit", "web", Some(1.0))
+            },
+            event(90, "web_visit", "web", Some(2.0)),
+        ],
+        ..history.clone()
+    };
+    let y = plan.compute(&same_day, cutoff).unwrap();
+    let at = |name: &str| {
+        y[plan
+            .feature_names()
+            .iter()
+            .position(|n| n == name)
+            .expect(name)]
+    };
+    assert_eq!(at("count_web_visit_lifetime"), 2.0);
+    assert_eq!(at("active_days_web_visit_lifetime"), 1.0);
+    assert_eq!(at("active_days_lifetime"), 1.0);
+    assert_eq!(at("mean_gap_days"), RECENCY_CAP_DAYS as f32);
+    assert_eq!(at("last_gap_days"), RECENCY_CAP_DAYS as f32);
+    // The last event is 10 days less a second before the cutoff.
+    let recency = (10 * DAY_MS - 1_000) as f64 / DAY_MS as f64;
+    assert_eq!(at("recency_vs_mean_gap"), ln((1.0 + recency) / 366.0));
+
+    // Without the whole history (as every plan written before it), the plan has exactly the
+    // other columns, first and with the same bits: the block only appends.
+    let classic = FeaturePlanParams::new(FeatureOptions {
+        whole_history: false,
+        ..options
+    })
+    .fit(&inputs)
+    .unwrap();
+    let n = classic.n_features();
+    assert_eq!(classic.feature_names(), &plan.feature_names()[..n]);
+    assert!(
+        plan.feature_names()[n..]
+            .iter()
+            .all(|name| name.contains("lifetime")
+                || name.contains("gap")
+                || name.contains("active_days")
+                || name.contains("value_sum_")
+                || name == "days_since_first_event"),
+        "{:?}",
+        &plan.feature_names()[n..]
+    );
+    let old = classic.compute(&history, cutoff).unwrap();
+    assert_eq!(
+        old.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        x[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // Its stored form has no `whole_history` key, and a plan stored without one reads as
+    // without the block.
+    let classic_json = serde_json::to_string(&classic).unwrap();
+    assert!(!classic_json.contains("whole_history"), "{classic_json}");
+    let back: FeaturePlan = serde_json::from_str(&classic_json).unwrap();
+    assert!(!back.data().whole_history);
+    assert_eq!(back.n_features(), n);
 
     // No events at all: counts are zero and recency is capped.
     let empty = EntityHistory {

@@ -103,7 +103,8 @@ fn a_key_with_no_near_match_lists_the_known_keys() {
     assert_eq!(
         message,
         "dataset spec leads.toml: unknown key `colour` in [features] (known keys here: \
-         windows_days, half_life_days, min_level_count, max_levels, creation_calendar)"
+         windows_days, half_life_days, min_level_count, max_levels, creation_calendar, \
+         whole_history)"
     );
 }
 

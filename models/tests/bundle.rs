@@ -83,6 +83,7 @@ fn plan() -> FeaturePlan {
         min_level_count: 2,
         max_levels: 5,
         creation_calendar: false,
+        whole_history: true,
     })
     .fit(&PlanInputs {
         form: Form::Events,
