@@ -231,6 +231,9 @@ pub struct Evaluation {
     pub fold_roc_auc: Vec<f64>,
     /// Seconds spent fitting the shipped model.
     pub fit_seconds: f64,
+    /// Seconds of the whole evaluation: every validation fit, the shipped model's fit, the
+    /// calibration and the importances.
+    pub seconds: f64,
     /// Mean absolute contribution of each feature to the held-out log-odds
     /// ([`FittedModel::mean_abs_contributions`]).
     pub importance: Vec<f64>,
@@ -244,6 +247,7 @@ pub fn evaluate(
     plan: &ValidationPlan,
     seed: u64,
 ) -> Result<Evaluation, TrainError> {
+    let evaluation_started = std::time::Instant::now();
     let fit = |rows: &[usize]| -> Result<FittedModel, TrainError> {
         Ok(match family {
             ModelFamily::Gbdt => FittedModel::Gbdt(match &params.gbdt_early_stopping {
@@ -325,6 +329,7 @@ pub fn evaluate(
         fold_roc_auc,
         fit_seconds,
         importance,
+        seconds: evaluation_started.elapsed().as_secs_f64(),
     })
 }
 

@@ -1440,7 +1440,7 @@ fn print_summary(
     truth: Option<&GroundTruth>,
 ) -> Result<()> {
     println!(
-        "  {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}",
+        "  {:<9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7}",
         "model",
         "rows",
         "ROC AUC",
@@ -1452,7 +1452,8 @@ fn print_summary(
         "ECE calib",
         "truth AUC",
         "trees",
-        "fit s"
+        "fit s",
+        "all s"
     );
     for (i, e) in evaluations.iter().enumerate() {
         let truth_auc =
@@ -1475,7 +1476,7 @@ fn print_summary(
         };
         let (raw, calibrated) = (&e.raw_metrics, &e.calibrated_metrics);
         println!(
-            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>8} {:>7.1}",
+            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>8} {:>7.1} {:>7.1}",
             if Some(i) == shipped { "*" } else { " " },
             e.family.as_str(),
             raw.rows,
@@ -1488,7 +1489,8 @@ fn print_summary(
             calibrated.ece,
             truth_auc,
             trees,
-            e.fit_seconds
+            e.fit_seconds,
+            e.seconds
         );
         println!("    calibration: {}", e.calibration_reason);
         if let Some(warning) = e.model.solver_warning() {

@@ -31,7 +31,18 @@ pub(crate) struct FeatureBins {
     /// The largest non-NaN training value (0 when there is none): the
     /// threshold of a split sending every value bin left.
     pub max_value: f32,
+    /// The bin most training rows fall in (the lowest such bin on a tie).
+    pub default_bin: usize,
+    /// Whether at least [`SPARSE_DEFAULT_SHARE`] of the training rows fall
+    /// in `default_bin`: histograms of such a feature skip those rows and
+    /// take the bin's sums as the leaf's minus the other bins'.
+    pub sparse: bool,
 }
+
+/// Share of rows in its most frequent bin from which a feature is built
+/// as sparse (see [`FeatureBins::sparse`]). Below it, skipping rows costs
+/// more in mispredicted branches than it saves.
+pub(crate) const SPARSE_DEFAULT_SHARE: f64 = 0.7;
 
 impl FeatureBins {
     /// Number of value bins (`cuts.len() + 1`).
@@ -183,6 +194,8 @@ impl BinnedMatrix {
                     cuts: cuts_from_sorted(&values, max_bins),
                     has_missing: false,
                     max_value: 0.0,
+                    default_bin: 0,
+                    sparse: false,
                 }
             })
             .collect();
@@ -197,6 +210,17 @@ impl BinnedMatrix {
         for (bins, summary) in features.iter_mut().zip(summaries) {
             bins.has_missing = summary.has_missing;
             bins.max_value = summary.max_value.unwrap_or(0.0);
+            let (default_bin, rows) =
+                summary
+                    .bin_counts
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, 0),
+                        |best, (b, &n)| if n > best.1 { (b, n) } else { best },
+                    );
+            bins.default_bin = default_bin;
+            bins.sparse = rows as f64 >= SPARSE_DEFAULT_SHARE * n_rows as f64;
         }
         Self {
             n_rows,
@@ -227,22 +251,32 @@ fn sample_rows(n_rows: usize, seed: u64) -> Vec<usize> {
 }
 
 /// What the binning pass learns of one feature over all training rows.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct ColumnSummary {
     has_missing: bool,
     max_value: Option<f32>,
+    /// Rows per histogram bin.
+    bin_counts: Vec<usize>,
 }
 
 impl ColumnSummary {
-    fn merge(self, other: Self) -> Self {
-        let max_value = match (self.max_value, other.max_value) {
+    fn new(n_hist_bins: usize) -> Self {
+        Self {
+            bin_counts: vec![0; n_hist_bins],
+            ..Self::default()
+        }
+    }
+
+    fn merge(mut self, other: Self) -> Self {
+        self.max_value = match (self.max_value, other.max_value) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        Self {
-            has_missing: self.has_missing || other.has_missing,
-            max_value,
+        self.has_missing |= other.has_missing;
+        for (total, n) in self.bin_counts.iter_mut().zip(other.bin_counts) {
+            *total += n;
         }
+        self
     }
 }
 
@@ -273,7 +307,10 @@ fn bin_columns<B: BinIndex>(
         .enumerate()
         .map(|(chunk, mut parts)| {
             let first_row = chunk * BIN_CHUNK_ROWS;
-            let mut summaries = vec![ColumnSummary::default(); n_features];
+            let mut summaries: Vec<ColumnSummary> = features
+                .iter()
+                .map(|bins| ColumnSummary::new(bins.n_hist_bins()))
+                .collect();
             for (f, part) in parts.iter_mut().enumerate() {
                 let bins = &features[f];
                 let summary = &mut summaries[f];
@@ -284,16 +321,21 @@ fn bin_columns<B: BinIndex>(
                     } else {
                         summary.max_value = Some(summary.max_value.map_or(value, |m| m.max(value)));
                     }
-                    *cell = B::from_bin(bins.bin_of(value));
+                    let bin = bins.bin_of(value);
+                    summary.bin_counts[bin] += 1;
+                    *cell = B::from_bin(bin);
                 }
             }
             summaries
         })
         .collect();
-    let mut summaries = vec![ColumnSummary::default(); n_features];
+    let mut summaries: Vec<ColumnSummary> = features
+        .iter()
+        .map(|bins| ColumnSummary::new(bins.n_hist_bins()))
+        .collect();
     for chunk in chunk_summaries {
         for (total, part) in summaries.iter_mut().zip(chunk) {
-            *total = total.merge(part);
+            *total = std::mem::take(total).merge(part);
         }
     }
     (columns, summaries)
@@ -314,6 +356,8 @@ mod tests {
             cuts,
             has_missing: false,
             max_value: 3.0,
+            default_bin: 0,
+            sparse: false,
         };
         assert_eq!(bins.bin_of(-0.0), 0);
         assert_eq!(bins.bin_of(0.5), 1);
@@ -343,6 +387,8 @@ mod tests {
                 cuts: cuts.clone(),
                 has_missing: false,
                 max_value: 0.0,
+                default_bin: 0,
+                sparse: false,
             };
             for (b, &cut) in cuts.iter().enumerate() {
                 // The cut is a training value and is the largest in its bin.
@@ -358,6 +404,8 @@ mod tests {
             cuts,
             has_missing: false,
             max_value: 0.0,
+            default_bin: 0,
+            sparse: false,
         };
         let heavy = bins.bin_of(1.5);
         assert!(
@@ -386,6 +434,12 @@ mod tests {
         );
         assert_eq!(m.features[0].max_value, 3.0);
         assert_eq!(m.features[1].max_value, 5.0);
+        // Feature 1 is 5.0 in three rows of four (bin 0): sparse at 0.7.
+        assert_eq!(
+            (m.features[0].default_bin, m.features[0].sparse),
+            (0, false)
+        );
+        assert_eq!((m.features[1].default_bin, m.features[1].sparse), (0, true));
         assert!(matches!(m.columns, BinColumns::U8(_)));
         let wide = BinnedMatrix::build(&(0..600).map(|i| i as f32).collect::<Vec<_>>(), 1, 400, 1);
         assert!(matches!(wide.columns, BinColumns::U16(_)));
