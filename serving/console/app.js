@@ -2,6 +2,7 @@
 // model health, versions, drift, sales queue, one lead), calls to the leadscore-serve API
 // with the signed-in key, and the charts drawn as inline SVG. Plain browser JavaScript, no
 // external library, nothing loaded from outside the server (its CSP allows only 'self').
+// Everything said about a model is in its task's words (WORDS: leads or customers).
 'use strict';
 
 // ---------- small helpers ----------
@@ -35,7 +36,7 @@ const fmt = {
   },
   num(x, digits = 2) { return x === null || x === undefined ? '–' : nf({ maximumFractionDigits: digits }).format(x); },
   fixed(x, digits = 2) { return x === null || x === undefined ? '–' : nf({ minimumFractionDigits: digits, maximumFractionDigits: digits }).format(x); },
-  perWeek(n) { return `${nf({ maximumFractionDigits: n < 10 ? 1 : 0 }).format(n)} leads a week`; },
+  perWeek(n, w = wordsOf()) { return `${nf({ maximumFractionDigits: n < 10 ? 1 : 0 }).format(n)} ${w.entities} a week`; },
   date(t) {
     if (!t) return '–';
     const d = new Date(t);
@@ -43,6 +44,30 @@ const fmt = {
   },
   time(t) { return new Intl.DateTimeFormat(undefined, { timeStyle: 'short' }).format(t ? new Date(t) : new Date()); },
   words(s) { return String(s).replace(/_/g, ' '); },
+};
+const upperFirst = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+
+// The words a model's task is spoken of in, those of the training report and the CLI
+// (training/src/words.rs): a propensity model's leads convert and go to sales when
+// sales-ready; a churn model's customers churn and go to a retention team when at risk.
+// API names (`sales_ready`, `leads_per_week`, `/v1/leads/top/...`) are not words shown.
+const WORDS = {
+  propensity: {
+    entity: 'lead', entities: 'leads', open: 'open', closed: 'closed', outcome: 'conversion',
+    convert: 'convert', converts: 'converts', positive: 'converted', negative: 'did not',
+    converting: 'converting', notConverting: 'non-converting', positives: 'conversions',
+    rate: 'conversion rate', flagged: 'sales-ready', flaggedBefore: 'sales-ready', forFlagged: 'for sales-ready',
+    team: 'sales', capacity: 'leads a week your team can work', arrive: 'arrive', queue: 'sales queue',
+    bestFirst: 'leads best-first', working: 'working the best-scored leads first',
+  },
+  churn: {
+    entity: 'customer', entities: 'customers', open: 'current', closed: 'churned', outcome: 'churn',
+    convert: 'churn', converts: 'churns', positive: 'churned', negative: 'stayed',
+    converting: 'churning', notConverting: 'staying', positives: 'churned customers',
+    rate: 'churn rate', flagged: 'at risk', flaggedBefore: 'at-risk', forFlagged: 'to flag customers at risk',
+    team: 'the retention team', capacity: 'customers a week your retention team can contact', arrive: 'are scored', queue: 'retention queue',
+    bestFirst: 'the customers most at risk first', working: 'contacting the customers most at risk first',
+  },
 };
 
 // ---------- state and API ----------
@@ -77,7 +102,34 @@ async function api(path, { method = 'GET', body, key = state.key } = {}) {
   throw new ApiError(res.status, err.kind || '', message, err.field || null);
 }
 const enc = encodeURIComponent;
-const currentModel = () => state.models.find((m) => m.name === state.model) || null;
+const modelNamed = (name) => state.models.find((m) => m.name === name) || null;
+const currentModel = () => modelNamed(state.model);
+// The words of the model named `name` (the selected one unless told; a propensity model's
+// when the server does not say).
+function wordsOf(name = state.model) {
+  const m = modelNamed(name);
+  return WORDS[m && m.task] || WORDS.propensity;
+}
+// The page's fixed texts in the selected model's words (index.html has a propensity model's).
+function applyWords() {
+  const w = wordsOf();
+  const texts = {
+    'capacity-title': `${upperFirst(w.flagged)}: how many ${w.entities} go to ${w.team}`,
+    'capacity-label': upperFirst(w.capacity),
+    'capacity-precision-term': `Precision (share of flagged ${w.entities} that ${w.convert})`,
+    'capacity-caught-term': `Share of all ${w.positives} caught`,
+    'capacity-expected-term': `Expected ${w.positives} a week`,
+    'grade-mode-capacity-text': `${upperFirst(w.entities)} a week in each grade`,
+    'preview-per-week': `${upperFirst(w.entities)} a week`,
+    'preview-rate': upperFirst(w.rate),
+    'preview-expected': `Expected ${w.positives} a week`,
+    'nav-queue': upperFirst(w.queue),
+    'queue-title': upperFirst(w.queue),
+    'lead-back': `Back to the ${w.queue}`,
+    'lead-title': upperFirst(w.entity),
+  };
+  for (const [id, text] of Object.entries(texts)) $(id).textContent = text;
+}
 
 // A message in a container: errors are role="alert", the rest role="status".
 function say(container, text, kind = 'error') {
@@ -148,6 +200,7 @@ async function route() {
   if (state.key && !state.models.length) {
     try { setModels((await api('/v1/models')).models || []); } catch (e) { if (!state.key) return; }
   }
+  if (state.key) applyWords();
   for (const pane of document.querySelectorAll('.pane')) pane.hidden = pane.id !== `pane-${name}`;
   for (const link of document.querySelectorAll('#nav a')) {
     if (link.dataset.pane === name || (name === 'lead' && link.dataset.pane === 'queue')) link.setAttribute('aria-current', 'page');
@@ -209,7 +262,7 @@ function lineChart({ label, desc, xLabel, yLabel, series, diagonal, xMax = 1, yM
 
 // Score histogram with the grade bands as coloured regions and the sales-ready cut-off as a
 // dashed line. The probability axis is square-root scaled: most leads sit near 0.
-function histogramChart(bins, thresholds) {
+function histogramChart(bins, thresholds, w) {
   const xMax = bins.length ? bins[bins.length - 1].to : 1;
   const yMax = Math.max(1, ...bins.map((b) => b.rows));
   const sx = (v) => M.l + (W - M.l - M.r) * Math.sqrt(Math.max(0, Math.min(v, xMax)) / xMax);
@@ -217,9 +270,9 @@ function histogramChart(bins, thresholds) {
   const xt = [0, 0.01, 0.05, 0.1, 0.25, 0.5, 1].filter((v) => v <= xMax + 1e-9).map((v) => [v, fmt.pct(v)]);
   const yt = [0, 0.05, 0.25, 0.5, 1].map((f) => [f * yMax, fmt.num(Math.round(f * yMax), 0)]);
   const { a, b, c } = thresholds.grades;
-  const label = `Held-out leads by predicted probability, with grade A from ${fmt.pct(a)}, B from ${fmt.pct(b)}, C from ${fmt.pct(c)} and sales-ready from ${fmt.pct(thresholds.sales_ready)}`;
-  const root = chartFrame(label, 'Bars: number of held-out leads in each probability range (square-root scales). Shaded regions: grade bands. Dashed line: sales-ready cut-off.',
-    'Predicted probability (square-root scale)', 'Leads (square-root scale)', xt, yt, sx, sy);
+  const label = `Held-out ${w.entities} by predicted probability, with grade A from ${fmt.pct(a)}, B from ${fmt.pct(b)}, C from ${fmt.pct(c)} and ${w.flagged} from ${fmt.pct(thresholds.sales_ready)}`;
+  const root = chartFrame(label, `Bars: number of held-out ${w.entities} in each probability range (square-root scales). Shaded regions: grade bands. Dashed line: ${w.flaggedBefore} cut-off.`,
+    'Predicted probability (square-root scale)', `${upperFirst(w.entities)} (square-root scale)`, xt, yt, sx, sy);
   const bands = [['D', 0, c], ['C', c, b], ['B', b, a], ['A', a, xMax]];
   const g = svg('g', { class: 'bands' }), labels = svg('g', { class: 'band-labels' });
   for (const [grade, from, to] of bands) {
@@ -237,7 +290,7 @@ function histogramChart(bins, thresholds) {
   root.append(labels);
   const sr = sx(thresholds.sales_ready);
   root.append(svg('line', { x1: sr, x2: sr, y1: M.t, y2: H - M.b, class: 'cutoff' }),
-    svg('text', { x: Math.min(sr + 4, W - M.r - 70), y: M.t + 30, class: 'cutoff-label', text: 'Sales-ready' }));
+    svg('text', { x: Math.min(sr + 4, W - M.r - 70), y: M.t + 30, class: 'cutoff-label', text: upperFirst(w.flagged) }));
   return root;
 }
 
@@ -266,24 +319,24 @@ function parseNumber(text) {
 }
 
 function readCapacity() {
-  const p = parseNumber($('capacity-number').value);
+  const p = parseNumber($('capacity-number').value), w = wordsOf(th.model);
   let error = '';
-  if (p.error === 'empty') error = 'Enter how many leads a week your team can work, for example 40.';
-  else if (p.error) error = 'Leads a week must be a number, for example 40.';
-  else if (p.value <= 0) error = 'Leads a week must be more than 0.';
+  if (p.error === 'empty') error = `Enter how many ${w.capacity}, for example 40.`;
+  else if (p.error) error = `${upperFirst(w.entities)} a week must be a number, for example 40.`;
+  else if (p.value <= 0) error = `${upperFirst(w.entities)} a week must be more than 0.`;
   fieldError('capacity-number', error);
   return error ? null : p.value;
 }
 
 function readGrades() {
-  const values = {}, byCapacity = th.mode === 'capacity';
+  const values = {}, byCapacity = th.mode === 'capacity', perWeek = `${wordsOf(th.model).entities} a week`;
   let ok = true;
   for (const g of ['a', 'b', 'c']) {
     const p = parseNumber($(`grade-${g}`).value), G = g.toUpperCase();
     let error = '';
-    if (p.error === 'empty') error = `Enter grade ${G}'s ${byCapacity ? 'leads a week' : 'cut-off in %'}.`;
-    else if (p.error) error = `Grade ${G}'s ${byCapacity ? 'leads a week' : 'cut-off'} must be a number.`;
-    else if (p.value <= 0) error = `Grade ${G}'s ${byCapacity ? 'leads a week' : 'cut-off'} must be more than 0.`;
+    if (p.error === 'empty') error = `Enter grade ${G}'s ${byCapacity ? perWeek : 'cut-off in %'}.`;
+    else if (p.error) error = `Grade ${G}'s ${byCapacity ? perWeek : 'cut-off'} must be a number.`;
+    else if (p.value <= 0) error = `Grade ${G}'s ${byCapacity ? perWeek : 'cut-off'} must be more than 0.`;
     else if (!byCapacity && p.value >= 100) error = `Grade ${G}'s cut-off must be below 100 %.`;
     fieldError(`grade-${g}`, error);
     if (error) ok = false; else values[g] = p.value;
@@ -300,11 +353,11 @@ function readGrades() {
 }
 
 function setGradeMode(mode, fromPreview) {
-  const source = fromPreview || th.preview || th.inForce;
+  const source = fromPreview || th.preview || th.inForce, w = wordsOf(th.model);
   th.mode = mode;
   for (const g of ['a', 'b', 'c']) {
     const G = g.toUpperCase();
-    $(`grade-${g}-label`).textContent = mode === 'capacity' ? `Leads a week in grade ${G}` : `Grade ${G} from (%)`;
+    $(`grade-${g}-label`).textContent = mode === 'capacity' ? `${upperFirst(w.entities)} a week in grade ${G}` : `Grade ${G} from (%)`;
     if (source) {
       $(`grade-${g}`).value = mode === 'capacity'
         ? String(Math.max(1, Math.round(source.grades.find((r) => r.grade === G).leads_per_week)))
@@ -327,12 +380,12 @@ function resetEditor() {
 }
 
 function showInForce(f) {
-  const t = f.thresholds, sr = f.sales_ready;
+  const t = f.thresholds, sr = f.sales_ready, w = wordsOf(th.model);
   $('in-force').replaceChildren(
-    el('p', {}, 'Sales-ready from probability ', el('strong', { id: 'in-force-cutoff', 'data-value': t.sales_ready, text: fmt.pct(t.sales_ready) }),
-      `: about ${fmt.perWeek(sr.leads_per_week)}, of which ${fmt.pct(sr.precision)} convert, catching ${fmt.pct(sr.share_of_conversions)} of all conversions.`),
+    el('p', {}, `${upperFirst(w.flagged)} from probability `, el('strong', { id: 'in-force-cutoff', 'data-value': t.sales_ready, text: fmt.pct(t.sales_ready) }),
+      `: about ${fmt.perWeek(sr.leads_per_week, w)}, of which ${fmt.pct(sr.precision)} ${w.convert}, catching ${fmt.pct(sr.share_of_conversions)} of all ${w.positives}.`),
     el('p', {}, `Grades: A from ${fmt.pct(t.grades.a)}, B from ${fmt.pct(t.grades.b)}, C from ${fmt.pct(t.grades.c)}, D below. `
-      + `${fmt.perWeek(f.volume_per_week)} arrive in all (from ${fmt.num(f.held_out.rows, 0)} held-out leads).`));
+      + `${fmt.perWeek(f.volume_per_week, w)} ${w.arrive} in all (from ${fmt.num(f.held_out.rows, 0)} held-out ${w.entities}).`));
 }
 
 panes.thresholds = async function () {
@@ -366,12 +419,12 @@ async function loadHistogram(model) {
 function drawHistogram() {
   if (!th.health) return;
   const t = (th.preview && th.preview.thresholds) || (th.inForce && th.inForce.thresholds);
-  if (t) $('histogram').replaceChildren(histogramChart(th.health.histogram, t));
+  if (t) $('histogram').replaceChildren(histogramChart(th.health.histogram, t, wordsOf(th.model)));
 }
 
 function scheduleUpdate(delay = 300) {
   clearTimeout(th.timer);
-  $('capacity-range').setAttribute('aria-valuetext', fmt.perWeek(Number($('capacity-range').value)));
+  $('capacity-range').setAttribute('aria-valuetext', fmt.perWeek(Number($('capacity-range').value), wordsOf(th.model)));
   th.timer = setTimeout(updateFigures, delay);
 }
 
@@ -392,10 +445,10 @@ async function updateFigures() {
     $('capacity-caught').textContent = fmt.pct(row.share_of_conversions);
     $('capacity-expected').textContent = fmt.num(row.expected_conversions_per_week, 1);
     $('capacity-figures').dataset.capacity = String(cap);
-    const volume = th.inForce ? th.inForce.volume_per_week : Infinity;
+    const volume = th.inForce ? th.inForce.volume_per_week : Infinity, w = wordsOf(model);
     $('capacity-status').textContent = cap >= volume
-      ? `${fmt.perWeek(cap)} is as many as arrive (about ${fmt.perWeek(volume)}): every lead would be sales-ready.`
-      : `For ${fmt.perWeek(cap)}: sales-ready from ${fmt.pct(row.threshold)}.`;
+      ? `${fmt.perWeek(cap, w)} is as many as ${w.arrive} (about ${fmt.perWeek(volume, w)}): every ${w.entity} would be ${w.flagged}.`
+      : `For ${fmt.perWeek(cap, w)}: ${w.flagged} from ${fmt.pct(row.threshold)}.`;
   } catch (e) {
     if (seq !== th.seq) return;
     $('capacity-status').textContent = '';
@@ -418,9 +471,10 @@ async function updateFigures() {
 }
 
 function showPreview(p) {
+  const w = wordsOf(th.model);
   $('preview-table').tBodies[0].replaceChildren(...p.grades.map((r) => el('tr', { 'data-grade': r.grade },
     el('th', { scope: 'row' }, badge(r.grade, `grade-${r.grade.toLowerCase()}`)),
-    td(`${fmt.pct(r.from)} – ${fmt.pct(r.to)}`), td(fmt.perWeek(r.leads_per_week)), td(fmt.pct(r.precision)), td(fmt.num(r.expected_conversions_per_week, 1)))));
+    td(`${fmt.pct(r.from)} – ${fmt.pct(r.to)}`), td(fmt.perWeek(r.leads_per_week, w)), td(fmt.pct(r.precision)), td(fmt.num(r.expected_conversions_per_week, 1)))));
 }
 
 // The input showing a server error's field (`sales_ready_per_week`, `grades.a`, ...).
@@ -446,7 +500,7 @@ async function saveThresholds() {
     const answer = await api(`/admin/thresholds/${enc(model)}`, { method: 'PUT', body: { sales_ready_per_week: cap, ...grades, by: state.name } });
     const logged = answer.logged || {};
     const t = answer.thresholds;
-    say('save-result', `Saved by ${logged.who || state.name} at ${fmt.time(logged.at)}; the server now uses cut-off ${fmt.pct(t.sales_ready)} for sales-ready (grades A from ${fmt.pct(t.grades.a)}, B from ${fmt.pct(t.grades.b)}, C from ${fmt.pct(t.grades.c)}).`, 'success');
+    say('save-result', `Saved by ${logged.who || state.name} at ${fmt.time(logged.at)}; the server now uses cut-off ${fmt.pct(t.sales_ready)} ${wordsOf(model).forFlagged} (grades A from ${fmt.pct(t.grades.a)}, B from ${fmt.pct(t.grades.b)}, C from ${fmt.pct(t.grades.c)}).`, 'success');
     $('save-result').firstChild.dataset.value = String(t.sales_ready);
     th.inForce = await api(`/v1/thresholds/${enc(model)}`);
     showInForce(th.inForce);
@@ -468,34 +522,34 @@ panes.health = async function (_, by) {
     focusPane('health'); return;
   }
   if (model !== state.model) return;
-  const v = h.validation || {}, ho = h.held_out;
+  const v = h.validation || {}, ho = h.held_out, w = wordsOf(model);
   const words = el('section', { class: 'card', 'aria-labelledby': 'validation-title' }, el('h3', { id: 'validation-title', text: 'How good is the model?' }),
     el('ul', { class: 'plain' },
-      el('li', {}, el('strong', { text: `ROC AUC ${fmt.fixed(h.roc_auc ?? v.roc_auc)}` }), `: shown a lead that converted and one that did not, the model scores the converting one higher ${fmt.pct(h.roc_auc ?? v.roc_auc)} of the time (0.5 would be guessing).`),
-      el('li', {}, el('strong', { text: `PR AUC ${fmt.fixed(v.pr_auc)}` }), `: the average precision over all cut-offs, against ${fmt.pct(ho.base_rate)} of leads converting overall.`),
-      el('li', {}, el('strong', { text: `Calibration error ${fmt.pct(v.ece)}` }), ': on average, the predicted probability is this far from the share that actually converts.'),
-      el('li', {}, `Checked on ${fmt.num(ho.rows, 0)} held-out leads the model never saw (${fmt.num(ho.conversions, 0)} conversions${ho.weeks_covered ? `, about ${fmt.num(ho.weeks_covered, 0)} weeks` : ''}; ${fmt.words(v.scheme || 'validation')}).`)));
+      el('li', {}, el('strong', { text: `ROC AUC ${fmt.fixed(h.roc_auc ?? v.roc_auc)}` }), `: shown a ${w.entity} that ${w.positive} and one that ${w.negative}, the model scores the ${w.converting} one higher ${fmt.pct(h.roc_auc ?? v.roc_auc)} of the time (0.5 would be guessing).`),
+      el('li', {}, el('strong', { text: `PR AUC ${fmt.fixed(v.pr_auc)}` }), `: the average precision over all cut-offs, against ${fmt.pct(ho.base_rate)} of ${w.entities} ${w.converting} overall.`),
+      el('li', {}, el('strong', { text: `Calibration error ${fmt.pct(v.ece)}` }), `: on average, the predicted probability is this far from the share that actually ${w.converts}.`),
+      el('li', {}, `Checked on ${fmt.num(ho.rows, 0)} held-out ${w.entities} the model never saw (${fmt.num(ho.conversions, 0)} ${w.positives}${ho.weeks_covered ? `, about ${fmt.num(ho.weeks_covered, 0)} weeks` : ''}; ${fmt.words(v.scheme || 'validation')}).`)));
   const calMax = niceMax(Math.max(...h.calibration.map((c) => Math.max(c.mean_predicted, c.observed_rate))));
   const charts = el('div', { class: 'charts' },
-    el('figure', {}, lineChart({ label: `ROC curve, area ${fmt.fixed(h.roc_auc)}`, desc: 'Share of converting leads flagged against share of non-converting leads flagged, as the cut-off goes down. The diagonal is guessing.',
+    el('figure', {}, lineChart({ label: `ROC curve, area ${fmt.fixed(h.roc_auc)}`, desc: `Share of ${w.converting} ${w.entities} flagged against share of ${w.notConverting} ${w.entities} flagged, as the cut-off goes down. The diagonal is guessing.`,
       xLabel: 'False positive rate', yLabel: 'True positive rate', diagonal: true, series: [{ points: h.roc.map((p) => ({ x: p.fpr, y: p.tpr })) }] }),
     el('figcaption', { text: 'ROC: the higher above the diagonal, the better the ranking.' })),
-    el('figure', {}, lineChart({ label: 'Calibration: predicted probability against the share that converted', desc: 'Each dot is a tenth of the held-out leads. On the diagonal, predictions are right on average.',
-      xLabel: 'Predicted probability', yLabel: 'Observed conversion rate', diagonal: true, dots: true, xMax: calMax, yMax: calMax, series: [{ points: h.calibration.map((c) => ({ x: c.mean_predicted, y: c.observed_rate })) }] }),
+    el('figure', {}, lineChart({ label: `Calibration: predicted probability against the share that ${w.positive}`, desc: `Each dot is a tenth of the held-out ${w.entities}. On the diagonal, predictions are right on average.`,
+      xLabel: 'Predicted probability', yLabel: `Observed ${w.rate}`, diagonal: true, dots: true, xMax: calMax, yMax: calMax, series: [{ points: h.calibration.map((c) => ({ x: c.mean_predicted, y: c.observed_rate })) }] }),
     el('figcaption', { text: 'Calibration: dots near the diagonal mean the probabilities can be taken at their word.' })),
-    el('figure', {}, lineChart({ label: 'Gains: share of conversions caught against share of leads contacted', desc: 'Contacting leads best-first. The diagonal is contacting at random.',
-      xLabel: 'Share of leads contacted', yLabel: 'Share of conversions caught', diagonal: true, series: [{ points: h.gains.map((g) => ({ x: g.share_of_leads, y: g.share_of_conversions })) }] }),
-    el('figcaption', { text: 'Gains: how many conversions you reach by working the best-scored leads first.' })));
-  const deciles = el('section', { class: 'card', 'aria-labelledby': 'deciles-title' }, el('h3', { id: 'deciles-title', text: 'Conversion by score decile' }),
-    el('figure', {}, barChart({ label: 'Conversion rate by score decile, decile 1 has the highest scores', desc: h.deciles.map((d) => `Decile ${d.decile}: ${fmt.pct(d.conversion_rate)}`).join('; '),
-      xLabel: 'Score decile (1 = highest scores)', yLabel: 'Conversion rate', items: h.deciles.map((d) => ({ label: String(d.decile), value: d.conversion_rate })) })),
-    table('Held-out leads by score decile', ['Decile', 'Probability', 'Leads', 'Conversions', 'Conversion rate', 'Lift'],
+    el('figure', {}, lineChart({ label: `Gains: share of ${w.positives} caught against share of ${w.entities} contacted`, desc: `Contacting ${w.bestFirst}. The diagonal is contacting at random.`,
+      xLabel: `Share of ${w.entities} contacted`, yLabel: `Share of ${w.positives} caught`, diagonal: true, series: [{ points: h.gains.map((g) => ({ x: g.share_of_leads, y: g.share_of_conversions })) }] }),
+    el('figcaption', { text: `Gains: how many ${w.positives} you reach by ${w.working}.` })));
+  const deciles = el('section', { class: 'card', 'aria-labelledby': 'deciles-title' }, el('h3', { id: 'deciles-title', text: `${upperFirst(w.outcome)} by score decile` }),
+    el('figure', {}, barChart({ label: `${upperFirst(w.rate)} by score decile, decile 1 has the highest scores`, desc: h.deciles.map((d) => `Decile ${d.decile}: ${fmt.pct(d.conversion_rate)}`).join('; '),
+      xLabel: 'Score decile (1 = highest scores)', yLabel: upperFirst(w.rate), items: h.deciles.map((d) => ({ label: String(d.decile), value: d.conversion_rate })) })),
+    table(`Held-out ${w.entities} by score decile`, ['Decile', 'Probability', upperFirst(w.entities), upperFirst(w.positives), upperFirst(w.rate), 'Lift'],
       h.deciles.map((d) => el('tr', {}, el('th', { scope: 'row', text: d.decile }), td(`${fmt.pct(d.from)} – ${fmt.pct(d.to)}`), td(fmt.num(d.rows, 0)), td(fmt.num(d.conversions, 0)), td(fmt.pct(d.conversion_rate)), td(`${fmt.num(d.lift, 1)}×`)))));
   const select = el('select', { id: 'health-by', onchange: (e) => panes.health(null, e.target.value) },
     el('option', { value: '', text: 'Choose a field' }), h.fields.map((f) => el('option', { value: f, text: fmt.words(f), selected: h.by && h.by.field === f })));
-  const byBox = el('section', { class: 'card', 'aria-labelledby': 'by-title' }, el('h3', { id: 'by-title', text: 'Conversion by profile field' }),
-    h.fields.length ? el('div', { class: 'field inline' }, el('label', { for: 'health-by', text: 'Profile field' }), select) : el('p', { class: 'note', text: 'The held-out leads carry no categorical profile field.' }),
-    h.by ? table(`Held-out leads by ${fmt.words(h.by.field)}`, ['Value', 'Leads', 'Conversions', 'Conversion rate', 'Mean predicted'],
+  const byBox = el('section', { class: 'card', 'aria-labelledby': 'by-title' }, el('h3', { id: 'by-title', text: `${upperFirst(w.outcome)} by profile field` }),
+    h.fields.length ? el('div', { class: 'field inline' }, el('label', { for: 'health-by', text: 'Profile field' }), select) : el('p', { class: 'note', text: `The held-out ${w.entities} carry no categorical profile field.` }),
+    h.by ? table(`Held-out ${w.entities} by ${fmt.words(h.by.field)}`, ['Value', upperFirst(w.entities), upperFirst(w.positives), upperFirst(w.rate), 'Mean predicted'],
       h.by.levels.map((l) => el('tr', {}, el('th', { scope: 'row', text: l.level === '' ? '(missing)' : l.level }), td(fmt.num(l.rows, 0)), td(fmt.num(l.conversions, 0)), td(fmt.pct(l.conversion_rate)), td(fmt.pct(l.mean_probability))))) : null);
   $('health-body').replaceChildren(words, el('section', { class: 'card', 'aria-labelledby': 'curves-title' }, el('h3', { id: 'curves-title', text: 'Held-out curves' }), charts), deciles, byBox);
   if (by) $('health-by').focus(); else focusPane('health');
@@ -557,11 +611,11 @@ panes.drift = async function () {
   say('drift-message', '');
   const hours = d.window_seconds / 3600;
   const window = hours === 1 ? 'the last hour' : hours < 1 ? `the last ${fmt.num(d.window_seconds / 60, 0)} minutes` : `the last ${fmt.num(hours, 1)} hours`;
-  const rows = d.drift.rows;
-  const intro = el('p', {}, `${fmt.num(rows, 0)} scores given in ${window} (a lead is scored again at each event), compared with ${fmt.num(d.training_rows, 0)} training rows. `,
+  const rows = d.drift.rows, w = wordsOf(model);
+  const intro = el('p', {}, `${fmt.num(rows, 0)} scores given in ${window} (a ${w.entity} is scored again at each event), compared with ${fmt.num(d.training_rows, 0)} training rows. `,
     'PSI (population stability index) below 0.1 is stable, 0.1 to 0.2 is worth watching, above 0.2 is an alert.');
   if (!rows) {
-    $('drift-body').replaceChildren(intro, el('p', { class: 'note', role: 'status', text: `Nothing was scored in ${window} yet, so there is nothing to compare. Drift shows once leads are scored.` }));
+    $('drift-body').replaceChildren(intro, el('p', { class: 'note', role: 'status', text: `Nothing was scored in ${window} yet, so there is nothing to compare. Drift shows once ${w.entities} are scored.` }));
     focusPane('drift'); return;
   }
   const fields = d.drift.fields.slice().sort(byPsi).map((f) => {
@@ -584,7 +638,7 @@ panes.drift = async function () {
   };
   const alerts = [...d.drift.fields, ...d.drift.features].filter((f) => f.psi > 0.2).length;
   $('drift-body').replaceChildren(intro,
-    el('p', { class: alerts ? 'msg error' : 'msg success', text: alerts ? `${alerts} input${alerts > 1 ? 's' : ''} moved a lot (Alert): check where these leads come from.` : 'No input moved enough to raise an alert.' }),
+    el('p', { class: alerts ? 'msg error' : 'msg success', text: alerts ? `${alerts} input${alerts > 1 ? 's' : ''} moved a lot (Alert): check where these ${w.entities} come from.` : 'No input moved enough to raise an alert.' }),
     el('h3', { text: 'Profile fields' }),
     table('Profile fields, largest shift first', ['Field', 'PSI', 'Status', 'Missing now', 'Unknown values', 'Rare values ("other")'], fields),
     el('h3', { text: 'Model inputs' }), inputs);
@@ -595,47 +649,51 @@ panes.drift = async function () {
 // ---------- sales queue and lead pages ----------
 const reasonText = (r) => `${fmt.words(r.feature)}: ${r.value}`;
 panes.queue = async function () {
-  const model = state.model, grade = $('queue-grade').value;
+  const model = state.model, grade = $('queue-grade').value, w = wordsOf(model);
   let q;
   try { q = await api(`/v1/leads/top/${enc(model)}?limit=50${grade ? `&grade=${enc(grade)}` : ''}`); } catch (e) {
     $('queue-body').replaceChildren();
-    if (e.kind === 'no_store') say('queue-message', 'This server keeps no lead history (it runs without its entity store), so there is no sales queue to show.', 'info');
+    if (e.kind === 'no_store') say('queue-message', `This server keeps no ${w.entity} history (it runs without its entity store), so there is no ${w.queue} to show.`, 'info');
     else say('queue-message', e.message);
     focusPane('queue'); return;
   }
   if (model !== state.model) return;
   say('queue-message', '');
-  if (!q.leads.length) { $('queue-body').replaceChildren(el('p', { class: 'note', text: grade ? `No open lead has grade ${grade} now.` : 'No open lead has been scored yet.' })); focusPane('queue'); return; }
+  if (!q.leads.length) { $('queue-body').replaceChildren(el('p', { class: 'note', text: grade ? `No ${w.open} ${w.entity} has grade ${grade} now.` : `No ${w.open} ${w.entity} has been scored yet.` })); focusPane('queue'); return; }
   const rows = q.leads.map((l, i) => el('tr', {},
     td(i + 1), el('th', { scope: 'row' }, el('a', { href: `#lead/${enc(l.entity)}`, text: l.entity })),
     td(badge(l.grade, `grade-${l.grade.toLowerCase()}`)), td(l.score), td(fmt.pct(l.probability)), td(l.sales_ready ? 'Yes' : 'No'),
     td(l.reasons && l.reasons.positive.length ? el('ul', { class: 'reasons' }, l.reasons.positive.slice(0, 2).map((r) => el('li', { text: reasonText(r) }))) : 'Reasons not available')));
-  $('queue-body').replaceChildren(table(`Top ${q.leads.length} open leads by score${grade ? `, grade ${grade}` : ''}`, ['#', 'Lead', 'Grade', 'Score', 'Probability', 'Sales-ready', 'Top reasons'], rows, { id: 'queue-table' }));
+  $('queue-body').replaceChildren(table(`Top ${q.leads.length} ${w.open} ${w.entities} by score${grade ? `, grade ${grade}` : ''}`, ['#', upperFirst(w.entity), 'Grade', 'Score', 'Probability', upperFirst(w.flagged), 'Top reasons'], rows, { id: 'queue-table' }));
   focusPane('queue');
 };
 
 panes.lead = async function (id) {
   const model = state.model;
-  $('lead-title').textContent = `Lead ${id}`;
+  let w = wordsOf(model);
+  $('lead-title').textContent = `${upperFirst(w.entity)} ${id}`;
   say('lead-message', '');
   let entity;
   try { entity = await api(`/v1/entities/${enc(id)}`); } catch (e) {
     $('lead-body').replaceChildren();
-    if (e.kind === 'no_store') say('lead-message', 'This server keeps no lead history, so lead pages are not available.', 'info');
+    if (e.kind === 'no_store') say('lead-message', `This server keeps no ${w.entity} history, so ${w.entity} pages are not available.`, 'info');
     else say('lead-message', e.message);
     focusPane('lead'); return;
   }
+  // The entity's kind picks the task of the models that score it (a customer: churn).
+  w = WORDS[entity.kind === 'customer' ? 'churn' : 'propensity'];
+  $('lead-title').textContent = `${upperFirst(w.entity)} ${id}`;
   const profile = el('dl', { class: 'profile' }, Object.entries(entity.profile || {}).map(([k, v]) => el('div', {}, el('dt', { text: fmt.words(k) }), el('dd', { text: v === null ? '–' : String(v) }))));
   const scores = (entity.scores || []).map((s) => el('section', { class: 'card score', 'aria-label': `Score by ${s.model}` },
     el('h4', { text: `${s.model} (${s.version})` }),
-    el('p', {}, badge(s.grade, `grade-${String(s.grade).toLowerCase()}`), ` Score ${s.score}, probability ${fmt.pct(s.probability)}, ${s.sales_ready ? 'sales-ready' : 'not sales-ready'}; scored ${fmt.date(s.scored_at)}.`),
+    el('p', {}, badge(s.grade, `grade-${String(s.grade).toLowerCase()}`), ` Score ${s.score}, probability ${fmt.pct(s.probability)}, ${s.sales_ready ? w.flagged : `not ${w.flagged}`}; scored ${fmt.date(s.scored_at)}.`),
     s.reasons ? el('div', { class: 'reason-cols' },
       el('div', {}, el('h5', { text: 'Raises the score' }), el('ul', { class: 'reasons' }, s.reasons.positive.map((r) => el('li', { text: reasonText(r) })))),
       el('div', {}, el('h5', { text: 'Lowers the score' }), el('ul', { class: 'reasons' }, s.reasons.negative.map((r) => el('li', { text: reasonText(r) })))))
       : el('p', { class: 'note', text: 'Reasons are not available for this score (the history or the model changed since).' })));
   const timeline = el('div', { id: 'lead-timeline' });
   $('lead-body').replaceChildren(
-    el('p', {}, `${entity.kind === 'customer' ? 'Customer' : 'Lead'} since ${fmt.date(entity.created_at)}; ${fmt.num(entity.events.count, 0)} events${entity.events.last ? `, the last ${fmt.date(entity.events.last)}` : ''}; ${entity.open ? 'open' : 'closed'}.`),
+    el('p', {}, `${upperFirst(w.entity)} since ${fmt.date(entity.created_at)}; ${fmt.num(entity.events.count, 0)} events${entity.events.last ? `, the last ${fmt.date(entity.events.last)}` : ''}; ${entity.open ? w.open : w.closed}.`),
     el('section', { class: 'card', 'aria-labelledby': 'profile-title' }, el('h3', { id: 'profile-title', text: 'Profile' }), profile),
     el('section', { class: 'card', 'aria-labelledby': 'scores-title' }, el('h3', { id: 'scores-title', text: 'Current scores' }), scores.length ? scores : el('p', { class: 'note', text: 'Not scored yet.' })),
     el('section', { class: 'card', 'aria-labelledby': 'timeline-title' }, el('h3', { id: 'timeline-title', text: 'Timeline' }), timeline));

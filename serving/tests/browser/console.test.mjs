@@ -5,7 +5,8 @@
 // Environment: LEADSCORE_URL (server, e.g. http://127.0.0.1:8080), LEADSCORE_ADMIN_KEY,
 // LEADSCORE_CLIENT_KEY, LEADSCORE_THRESHOLDS_FILE (the server's thresholds file),
 // LEADSCORE_ARTEFACTS (folder for screenshots); optional LEADSCORE_MODEL (propensity),
-// LEADSCORE_CHROMIUM (/usr/bin/chromium).
+// LEADSCORE_CHURN_MODEL (a churn model whose panes must speak churn's words; none: not
+// checked), LEADSCORE_CHROMIUM (/usr/bin/chromium).
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,7 @@ const clientKey = env('LEADSCORE_CLIENT_KEY');
 const thresholdsFile = env('LEADSCORE_THRESHOLDS_FILE');
 const artefacts = env('LEADSCORE_ARTEFACTS');
 const model = env('LEADSCORE_MODEL', 'propensity');
+const churnModel = process.env.LEADSCORE_CHURN_MODEL || '';
 const executablePath = env('LEADSCORE_CHROMIUM', '/usr/bin/chromium');
 const here = dirname(fileURLToPath(import.meta.url));
 const origin = new URL(base).origin;
@@ -85,6 +87,24 @@ async function shot(page, name) {
   await page.screenshot({ path: join(artefacts, `${name}.png`), fullPage: true });
 }
 
+// What a pane says: its visible text, and the names and descriptions its charts and regions
+// give to screen readers.
+const paneWords = (page, pane) => page.evaluate((id) => {
+  const root = document.getElementById(id);
+  const said = [root.innerText];
+  for (const n of root.querySelectorAll('[aria-label], [aria-valuetext], svg title, svg desc')) {
+    said.push(n.getAttribute('aria-label') || '', n.getAttribute('aria-valuetext') || '', n.matches('title, desc') ? n.textContent : '');
+  }
+  return said.join('\n');
+}, pane);
+// A propensity model's words, which a churn model's pane must not use.
+const LEAD_WORDS = /\bleads?\b|sales-ready|\bsales\b|convert|conversion/i;
+function churnWords(said, where) {
+  const bad = said.match(LEAD_WORDS);
+  check(!bad, `${where} speaks of "${bad && bad[0]}" for a churn model:\n${said}`);
+  for (const word of ['customers', 'at risk', 'churn']) check(said.includes(word), `${where} never says "${word}" for a churn model:\n${said}`);
+}
+
 async function main() {
   mkdirSync(artefacts, { recursive: true });
   rmSync(join(artefacts, 'failure.png'), { force: true });
@@ -132,6 +152,49 @@ async function main() {
     await page.locator('#pane-thresholds').waitFor();
     await page.locator('#capacity-figures[data-capacity]').waitFor();
     log('signed in');
+
+    // a2. a churn model's Thresholds and Model health panes in churn's words, axe clean; then
+    // the propensity model (whichever model the console showed first).
+    const picker = page.getByLabel('Model', { exact: true });
+    if (churnModel) {
+      step = 'churn words';
+      await picker.selectOption(churnModel);
+      await page.locator('#in-force', { hasText: 'At risk from probability' }).waitFor();
+      await page.locator('#capacity-status', { hasText: 'customers a week: at risk from' }).waitFor();
+      await page.locator('#preview-table tbody tr[data-grade="D"]').waitFor();
+      await page.locator('#histogram svg.chart').waitFor();
+      const churnNumber = page.getByRole('textbox', { name: 'Customers a week your retention team can contact' });
+      await churnNumber.fill('0');
+      await page.locator('#capacity-number-error[role="alert"]', { hasText: 'Customers a week must be more than 0.' }).waitFor();
+      await page.locator('#grade-mode-capacity').check();
+      await page.getByLabel('Customers a week in grade A').waitFor();
+      let said = await paneWords(page, 'pane-thresholds');
+      for (const text of ['At risk: how many customers go to the retention team', 'Precision (share of flagged customers that churn)',
+        'Expected churned customers a week', 'held-out customers', 'at-risk cut-off']) check(said.includes(text), `the churn Thresholds pane lacks "${text}":\n${said}`);
+      churnWords(said, 'the Thresholds pane');
+      await axe(page, 'thresholds of the churn model');
+      await shot(page, 'thresholds-churn-desktop');
+      await page.locator('#grade-mode-probability').check();
+      await page.getByRole('button', { name: 'Revert to the thresholds in force' }).click();
+      await page.evaluate(() => { location.hash = '#health'; });
+      await page.locator('#health-body svg.chart').first().waitFor();
+      await page.getByLabel('Profile field', { exact: true }).selectOption({ index: 1 });
+      await page.locator('#health-body table >> nth=1').waitFor();
+      said = await paneWords(page, 'pane-health');
+      for (const text of ['shown a customer that churned and one that stayed', 'Churn by score decile', 'Churned customers', 'Churn rate'])
+        check(said.includes(text), `the churn Model health pane lacks "${text}":\n${said}`);
+      churnWords(said, 'the Model health pane');
+      await axe(page, 'health of the churn model');
+      await shot(page, 'health-churn-desktop');
+      check(await page.locator('#nav-queue').textContent() === 'Retention queue', 'the churn model\'s queue is not called the retention queue');
+      log(`${churnModel}: Thresholds and Model health in churn's words (customers, churn, at risk), axe clean`);
+    }
+    step = 'propensity model';
+    await picker.selectOption(model);
+    await page.evaluate(() => { location.hash = '#thresholds'; });
+    await page.locator('#in-force', { hasText: 'Sales-ready from probability' }).waitFor();
+    await page.locator('#capacity-status', { hasText: 'leads a week: sales-ready from' }).waitFor();
+    check(await page.locator('#nav-queue').textContent() === 'Sales queue', `on ${model}, the queue is not the sales queue`);
 
     // b. move the capacity; the cut-off shown is the server's for that capacity.
     step = 'capacity';
