@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
+use crate::fit::SIDE_BY_SIDE_MAX_CELLS;
 use crate::fit::{
     BoostedModel, EarlyStopping, GbdtStart, LogisticParams, LogisticScorecard, fit_gbdt,
 };
@@ -269,6 +270,7 @@ pub fn evaluate(
                     &params.logistic,
                     table,
                     rows,
+                    None,
                 )?,
             }),
             ModelFamily::Logistic => FittedModel::Logistic(params.logistic.fit(table, rows)?),
@@ -283,12 +285,47 @@ pub fn evaluate(
             (model, split.valid.clone(), logits, Vec::new(), fit_seconds)
         }
         ValidationPlan::KFold { fold_of, k, .. } => {
+            // The k fold models and the shipped one are independent fits: on a small table
+            // they run side by side (a small fit keeps two cores only half busy by itself);
+            // each is the same whatever the threads, so the results do not change.
+            let all: Vec<usize> = (0..table.n_rows()).collect();
+            let fit_timed = |rows: &[usize]| -> Result<(FittedModel, f64), TrainError> {
+                let started = std::time::Instant::now();
+                let model = fit(rows)?;
+                Ok((model, started.elapsed().as_secs_f64()))
+            };
+            let run_fold = |fold: usize| -> Result<(FittedModel, f64), TrainError> {
+                if fold == *k {
+                    return fit_timed(&all);
+                }
+                let kept: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| fold_of[i] != fold)
+                    .collect();
+                fit_timed(&kept)
+            };
+            let fits: Vec<(FittedModel, f64)> =
+                if table.n_rows() * table.n_features() <= SIDE_BY_SIDE_MAX_CELLS {
+                    (0..=*k)
+                        .into_par_iter()
+                        .map(run_fold)
+                        .collect::<Result<_, _>>()?
+                } else {
+                    (0..=*k).map(run_fold).collect::<Result<_, _>>()?
+                };
             let mut logits = vec![f64::NAN; table.n_rows()];
             let mut fold_roc_auc = Vec::with_capacity(*k);
+            let mut fits = fits.into_iter();
             for fold in 0..*k {
-                let (held, kept): (Vec<usize>, Vec<usize>) =
-                    (0..table.n_rows()).partition(|&i| fold_of[i] == fold);
-                let fold_model = fit(&kept)?;
+                let Some((fold_model, _)) = fits.next() else {
+                    unreachable!("one fit per fold and one for the shipped model")
+                };
+                let held: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| fold_of[i] == fold)
+                    .collect();
                 let fold_logits = fold_model.logits(table, &held);
                 let fold_labels: Vec<bool> = held.iter().map(|&i| table.labels[i] == 1).collect();
                 fold_roc_auc.push(roc_auc(&fold_logits, &fold_labels, None)?);
@@ -296,10 +333,9 @@ pub fn evaluate(
                     logits[row] = logit;
                 }
             }
-            let all: Vec<usize> = (0..table.n_rows()).collect();
-            let started = std::time::Instant::now();
-            let model = fit(&all)?;
-            let fit_seconds = started.elapsed().as_secs_f64();
+            let Some((model, fit_seconds)) = fits.next() else {
+                unreachable!("one fit per fold and one for the shipped model")
+            };
             (model, all, logits, fold_roc_auc, fit_seconds)
         }
     };

@@ -1476,7 +1476,7 @@ fn print_summary(
         };
         let (raw, calibrated) = (&e.raw_metrics, &e.calibrated_metrics);
         println!(
-            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>8} {:>7.1} {:>7.1}",
+            "{} {:<9} {:>8} {:>8.4} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>9} {:>8} {:>7.1} {:>7.2}",
             if Some(i) == shipped { "*" } else { " " },
             e.family.as_str(),
             raw.rows,

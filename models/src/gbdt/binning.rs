@@ -10,6 +10,12 @@
 //!
 //! The binned matrix is column-major, one `u8` per cell when every bin index
 //! (missing bin included) fits, `u16` otherwise.
+//!
+//! Sparse features that are never off their default bin in the same row
+//! (the levels of one one-hot field, above all) are also bundled, as
+//! LightGBM's exclusive feature bundling does: one byte column per
+//! [`Bundle`] says which member is off its default bin and in which bin, so
+//! one pass over a leaf's rows fills the histograms of all its members.
 
 use rayon::prelude::*;
 
@@ -133,7 +139,37 @@ pub(crate) struct BinnedMatrix {
     pub n_rows: usize,
     pub features: Vec<FeatureBins>,
     pub columns: BinColumns,
+    /// Sparse features whose histograms are built together.
+    pub bundles: Vec<Bundle>,
+    /// The bundle of each feature, if any.
+    pub bundle_of: Vec<Option<usize>>,
 }
+
+/// Sparse features no row has off their default bin together, with one
+/// column of codes: 0 when every member is in its default bin, else
+/// `offset + bin` for the member that is not (see [`Bundle::members`]).
+#[derive(Debug)]
+pub(crate) struct Bundle {
+    /// Each member feature with its first code: its bin `b` is code
+    /// `offset + b` (the code of its default bin is never used).
+    pub members: Vec<(usize, usize)>,
+    pub codes: Vec<u8>,
+}
+
+impl Bundle {
+    /// The first code of member `feature`.
+    pub fn offset_of(&self, feature: usize) -> usize {
+        self.members
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .map_or(0, |(_, offset)| *offset)
+    }
+}
+
+/// Codes a bundle can hold (its column is one byte per row).
+const BUNDLE_CODES: usize = 256;
+/// Open bundles a feature is tried against before it starts its own.
+const BUNDLE_TRIES: usize = 32;
 
 /// Column-major bin indices, one column per feature.
 #[derive(Debug)]
@@ -207,7 +243,7 @@ impl BinnedMatrix {
             let (columns, summaries) = bin_columns::<u16>(x, n_features, &features);
             (BinColumns::U16(columns), summaries)
         };
-        for (bins, summary) in features.iter_mut().zip(summaries) {
+        for (bins, summary) in features.iter_mut().zip(&summaries) {
             bins.has_missing = summary.has_missing;
             bins.max_value = summary.max_value.unwrap_or(0.0);
             let (default_bin, rows) =
@@ -222,10 +258,16 @@ impl BinnedMatrix {
             bins.default_bin = default_bin;
             bins.sparse = rows as f64 >= SPARSE_DEFAULT_SHARE * n_rows as f64;
         }
+        let (bundles, bundle_of) = match &columns {
+            BinColumns::U8(columns) => bundle_features(&features, columns),
+            BinColumns::U16(columns) => bundle_features(&features, columns),
+        };
         Self {
             n_rows,
             features,
             columns,
+            bundles,
+            bundle_of,
         }
     }
 
@@ -236,6 +278,76 @@ impl BinnedMatrix {
             BinColumns::U16(cols) => usize::from(cols[feature][row]),
         }
     }
+}
+
+/// Greedy exclusive bundling, in feature order: each sparse, splittable
+/// feature joins the first of the last [`BUNDLE_TRIES`] bundles with room
+/// for its bins where no row is off its default bin in both, or starts a
+/// new one. Bundles of one feature are dropped (its own column is as good).
+fn bundle_features<B: BinIndex>(
+    features: &[FeatureBins],
+    columns: &[Vec<B>],
+) -> (Vec<Bundle>, Vec<Option<usize>>) {
+    struct Open {
+        members: Vec<(usize, usize)>,
+        next_code: usize,
+        /// Rows some member is off its default bin in, one bit each.
+        occupied: Vec<u64>,
+    }
+    let n_rows = columns.first().map_or(0, Vec::len);
+    let mut open: Vec<Open> = Vec::new();
+    for (f, bins) in features.iter().enumerate() {
+        if !bins.sparse || !bins.is_splittable() || bins.n_hist_bins() + 1 > BUNDLE_CODES {
+            continue;
+        }
+        let column = &columns[f];
+        let off_default: Vec<usize> = (0..n_rows)
+            .filter(|&r| column[r].index() != bins.default_bin)
+            .collect();
+        let fits = |bundle: &Open| {
+            bundle.next_code + bins.n_hist_bins() <= BUNDLE_CODES
+                && off_default
+                    .iter()
+                    .all(|&r| bundle.occupied[r / 64] & (1 << (r % 64)) == 0)
+        };
+        let first_try = open.len().saturating_sub(BUNDLE_TRIES);
+        let at = match (first_try..open.len()).find(|&b| fits(&open[b])) {
+            Some(b) => b,
+            None => {
+                open.push(Open {
+                    members: Vec::new(),
+                    next_code: 1,
+                    occupied: vec![0; n_rows.div_ceil(64)],
+                });
+                open.len() - 1
+            }
+        };
+        let bundle = &mut open[at];
+        bundle.members.push((f, bundle.next_code));
+        bundle.next_code += bins.n_hist_bins();
+        for &r in &off_default {
+            bundle.occupied[r / 64] |= 1 << (r % 64);
+        }
+    }
+    let mut bundles = Vec::new();
+    let mut bundle_of = vec![None; features.len()];
+    for bundle in open.into_iter().filter(|b| b.members.len() > 1) {
+        let mut codes = vec![0u8; n_rows];
+        for &(f, offset) in &bundle.members {
+            let default = features[f].default_bin;
+            for (code, bin) in codes.iter_mut().zip(&columns[f]) {
+                if bin.index() != default {
+                    *code = (offset + bin.index()) as u8;
+                }
+            }
+            bundle_of[f] = Some(bundles.len());
+        }
+        bundles.push(Bundle {
+            members: bundle.members,
+            codes,
+        });
+    }
+    (bundles, bundle_of)
 }
 
 /// The rows used to choose cuts: all of them when few, else a seeded sample

@@ -15,11 +15,13 @@
 //! the rows of that bin and takes its sums as the leaf's minus the other
 //! bins': adding a gradient to the bin the previous row hit waits for that
 //! store, so summing the zeros of a one-hot column cost as much as a dense
-//! column, and such columns are most of a tabular table's.
+//! column, and such columns are most of a tabular table's. The members of a
+//! bundle (see [`super::binning`]) are filled in one pass over the leaf's
+//! rows, with the very sums, in the very order, of one pass per member.
 
 use rayon::prelude::*;
 
-use super::binning::{BinColumns, BinIndex, BinnedMatrix};
+use super::binning::{BinColumns, BinIndex, BinnedMatrix, Bundle};
 use super::tree::{GbdtTree, TreeNode};
 
 /// Gradient and hessian of the loss at one row, stored in `f32` (halves the
@@ -473,14 +475,14 @@ impl<'a> TreeLearner<'a> {
             grads: &self.row_grads[begin..end],
             total,
         };
-        let mut slots = feature_slots(histogram, &self.offsets, features);
+        let slots = feature_slots(histogram, &self.offsets, features);
         let parallel = (end - begin) * features.len() >= PARALLEL_HISTOGRAM_MIN_WORK;
         match &self.matrix.columns {
             BinColumns::U8(columns) => {
-                fill_slots(columns, self.matrix, features, &leaf, &mut slots, parallel)
+                fill_slots(columns, self.matrix, features, &leaf, slots, parallel)
             }
             BinColumns::U16(columns) => {
-                fill_slots(columns, self.matrix, features, &leaf, &mut slots, parallel)
+                fill_slots(columns, self.matrix, features, &leaf, slots, parallel)
             }
         }
     }
@@ -601,27 +603,88 @@ struct LeafRows<'a> {
     total: Sums,
 }
 
-/// Sums gradients into the slot of each of `features`.
-fn fill_slots<B: BinIndex>(
+/// What one task of a histogram build fills: one feature's slot, or the
+/// slots of a bundle's members (those in the build's features).
+enum Task<'h> {
+    Feature(usize, &'h mut [HistBin]),
+    Bundle(&'h Bundle, Vec<(usize, &'h mut [HistBin])>),
+}
+
+/// Sums gradients into the slot of each of `features` (slots in the same
+/// order).
+fn fill_slots<'h, B: BinIndex>(
     columns: &[Vec<B>],
-    matrix: &BinnedMatrix,
+    matrix: &'h BinnedMatrix,
     features: &[usize],
     leaf: &LeafRows<'_>,
-    slots: &mut [&mut [HistBin]],
+    slots: Vec<&'h mut [HistBin]>,
     parallel: bool,
 ) {
-    let fill = |(&f, slot): (&usize, &mut &mut [HistBin])| {
-        let bins = &matrix.features[f];
-        if bins.sparse {
-            fill_sparse_slot(&columns[f], bins.default_bin, leaf, slot);
-        } else {
-            fill_slot(&columns[f], leaf, slot);
+    let mut tasks: Vec<Task<'h>> = Vec::with_capacity(features.len());
+    let mut task_of_bundle: Vec<Option<usize>> = vec![None; matrix.bundles.len()];
+    for (&f, slot) in features.iter().zip(slots) {
+        match matrix.bundle_of[f] {
+            None => tasks.push(Task::Feature(f, slot)),
+            Some(b) => match task_of_bundle[b] {
+                Some(t) => {
+                    if let Task::Bundle(_, members) = &mut tasks[t] {
+                        members.push((f, slot));
+                    }
+                }
+                None => {
+                    task_of_bundle[b] = Some(tasks.len());
+                    tasks.push(Task::Bundle(&matrix.bundles[b], vec![(f, slot)]));
+                }
+            },
         }
+    }
+    let fill = |task: &mut Task<'h>| match task {
+        Task::Feature(f, slot) => {
+            let bins = &matrix.features[*f];
+            if bins.sparse {
+                fill_sparse_slot(&columns[*f], bins.default_bin, leaf, slot);
+            } else {
+                fill_slot(&columns[*f], leaf, slot);
+            }
+        }
+        Task::Bundle(bundle, members) => fill_bundle(bundle, matrix, leaf, members),
     };
     if parallel {
-        features.par_iter().zip(slots.par_iter_mut()).for_each(fill);
+        tasks.par_iter_mut().for_each(fill);
     } else {
-        features.iter().zip(slots.iter_mut()).for_each(fill);
+        tasks.iter_mut().for_each(fill);
+    }
+}
+
+/// Fills the slots of a bundle's `members` in one pass over the leaf's rows;
+/// each gets what [`fill_sparse_slot`] would give it, bit for bit.
+fn fill_bundle(
+    bundle: &Bundle,
+    matrix: &BinnedMatrix,
+    leaf: &LeafRows<'_>,
+    members: &mut [(usize, &mut [HistBin])],
+) {
+    let mut codes = [HistBin::default(); 256];
+    let column = &bundle.codes;
+    match leaf.rows {
+        None => column.iter().zip(leaf.grads).for_each(|(&code, grad)| {
+            if code != 0 {
+                add_to(&mut codes[usize::from(code)], grad);
+            }
+        }),
+        Some(rows) => rows.iter().zip(leaf.grads).for_each(|(&row, grad)| {
+            let code = column[row as usize];
+            if code != 0 {
+                add_to(&mut codes[usize::from(code)], grad);
+            }
+        }),
+    }
+    for (f, slot) in members.iter_mut() {
+        let offset = bundle.offset_of(*f);
+        let default_bin = matrix.features[*f].default_bin;
+        slot.copy_from_slice(&codes[offset..offset + slot.len()]);
+        slot[default_bin] = HistBin::default();
+        set_default_bin(slot, default_bin, leaf.total);
     }
 }
 
@@ -669,8 +732,14 @@ fn fill_sparse_slot<B: BinIndex>(
             }
         }),
     }
+    set_default_bin(slot, default_bin, leaf.total);
+}
+
+/// Sets the (empty) default bin of a sparse feature's slot to the leaf's
+/// sums minus the other bins' (summed in bin order).
+fn set_default_bin(slot: &mut [HistBin], default_bin: usize, total: Sums) {
     let others = slot.iter().fold(Sums::default(), Sums::add_bin);
-    let rest = leaf.total.minus(others);
+    let rest = total.minus(others);
     slot[default_bin] = HistBin {
         grad: rest.grad,
         hess: rest.hess,
@@ -790,6 +859,25 @@ mod tests {
         }
     }
 
+    /// A learner whose bag is `rows`, with the bag's gradient sums.
+    fn learner_on<'m>(
+        matrix: &'m BinnedMatrix,
+        rows: impl Iterator<Item = u32>,
+        grads: &[GradPair],
+    ) -> (TreeLearner<'m>, Sums) {
+        let mut learner = TreeLearner::new(matrix, config(2));
+        learner.rows.extend(rows);
+        learner
+            .row_grads
+            .extend(learner.rows.iter().map(|&r| grads[r as usize]));
+        let total = learner.row_grads.iter().fold(Sums::default(), |s, g| Sums {
+            grad: s.grad + f64::from(g[0]),
+            hess: s.hess + f64::from(g[1]),
+            count: s.count + 1,
+        });
+        (learner, total)
+    }
+
     #[test]
     fn a_sparse_feature_histogram_equals_direct_sums() {
         // Feature 0 is a one-hot column (about 90 % zeros), feature 1 mostly
@@ -816,16 +904,8 @@ mod tests {
             matrix.features[1].default_bin,
             matrix.features[1].missing_bin()
         );
-        let mut learner = TreeLearner::new(&matrix, config(2));
-        learner.rows.extend((0..n as u32).filter(|r| r % 3 != 1));
-        learner
-            .row_grads
-            .extend(learner.rows.iter().map(|&r| grads[r as usize]));
-        let total = learner.row_grads.iter().fold(Sums::default(), |s, g| Sums {
-            grad: s.grad + f64::from(g[0]),
-            hess: s.hess + f64::from(g[1]),
-            count: s.count + 1,
-        });
+        let (mut learner, total) =
+            learner_on(&matrix, (0..n as u32).filter(|r| r % 3 != 1), &grads);
         let features = [0, 1, 2];
         let mut histogram = learner.take_histogram();
         let len = learner.rows.len();
@@ -849,6 +929,55 @@ mod tests {
                 assert!((bin.hess - hess).abs() < 1e-9, "feature {f} bin {b}");
             }
         }
+    }
+
+    #[test]
+    fn a_bundle_fills_its_members_as_one_pass_each_would_bit_for_bit() {
+        // A categorical with four levels one-hot encoded (each column 75 %
+        // zeros, never two ones in a row), a dense column, and a sparse one
+        // that overlaps the one-hot columns.
+        let n = 4000;
+        let mut rng = SplitMix64::new(11);
+        let mut x = Vec::with_capacity(n * 6);
+        let mut grads = Vec::with_capacity(n);
+        for _ in 0..n {
+            let level = rng.below(4);
+            for l in 0..4 {
+                x.push(if level == l { 1.0 } else { 0.0 });
+            }
+            x.push(rng.next_f64() as f32);
+            x.push(if rng.below(5) == 0 { 2.0 } else { 0.0 });
+            grads.push([(rng.next_f64() - 0.5) as f32, (0.1 + rng.next_f64()) as f32]);
+        }
+        let bundled = BinnedMatrix::build(&x, 6, 255, 0);
+        assert_eq!(bundled.bundles.len(), 1, "{:?}", bundled.bundle_of);
+        assert_eq!(
+            bundled.bundle_of,
+            vec![Some(0), Some(0), Some(0), Some(0), None, None]
+        );
+        let mut apart = BinnedMatrix::build(&x, 6, 255, 0);
+        apart.bundles.clear();
+        apart.bundle_of = vec![None; 6];
+        let features = [0, 1, 3, 4, 5]; // feature 2 left out, as feature sampling does
+        let histogram = |matrix: &BinnedMatrix| {
+            let (mut learner, total) =
+                learner_on(matrix, (0..n as u32).filter(|r| r % 4 != 3), &grads);
+            let mut histogram = learner.take_histogram();
+            let len = learner.rows.len();
+            learner.build_histogram(0, len, total, false, &features, &mut histogram);
+            let mut slots = Vec::new();
+            for f in features {
+                slots.push(histogram[learner.offsets[f]..learner.offsets[f + 1]].to_vec());
+            }
+            slots
+        };
+        let (together, one_by_one) = (histogram(&bundled), histogram(&apart));
+        assert_eq!(together, one_by_one);
+        // And they are the sums: feature 1's level-present bin holds its rows.
+        let hot: u32 = (0..n)
+            .filter(|&r| r % 4 != 3 && x[r * 6 + 1] == 1.0)
+            .count() as u32;
+        assert_eq!(together[1][bundled.features[1].bin_of(1.0)].count, hot);
     }
 
     #[test]
