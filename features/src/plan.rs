@@ -787,8 +787,11 @@ impl FeaturePlan {
         let prior_start = recent_start - TREND_PRIOR_DAYS * DAY_MS;
         let (mut n_recent, mut n_prior) = (0u32, 0u32);
         let half_life = self.data.half_life_days;
-        let history = self.data.whole_history;
-        let mut lifetime = HistoryTally::new(n_types, n_valued, n_windows);
+        // Allocated only for plans with the block: the score route computes old plans too.
+        let mut lifetime = self
+            .data
+            .whole_history
+            .then(|| HistoryTally::new(n_types, n_valued, n_windows));
 
         for event in events {
             let t = usize::from(event.event_type);
@@ -823,7 +826,7 @@ impl FeaturePlan {
             if event.ts_ms >= longest_start && c < n_channels {
                 channel_seen[c] = true;
             }
-            if history {
+            if let Some(lifetime) = lifetime.as_mut() {
                 lifetime.add(event, t, valued, &window_starts);
             }
         }
@@ -858,9 +861,9 @@ impl FeaturePlan {
         out[rest + 2] = recency(last_any);
         out[rest + 3] =
             ((1.0 + f64::from(n_recent)) / (1.0 + f64::from(n_prior) / 2.0)).ln() as f32;
-        if !history {
+        let Some(lifetime) = lifetime else {
             return;
-        }
+        };
 
         for (t, ((days, count), last)) in lifetime
             .type_days
