@@ -30,8 +30,27 @@ pub struct Minimum {
 /// third argument, from `start`, until the largest absolute gradient entry is at most
 /// `gradient_tolerance` or after `max_iterations` iterations.
 pub fn minimize(
+    objective: impl FnMut(&[f64], &mut [f64]) -> f64,
+    start: Vec<f64>,
+    gradient_tolerance: f64,
+    max_iterations: usize,
+) -> Minimum {
+    minimize_measured(
+        objective,
+        start,
+        max_abs,
+        gradient_tolerance,
+        max_iterations,
+    )
+}
+
+/// [`minimize`], with the size of a gradient measured by `gradient_size` (which is then what
+/// [`Minimum::gradient_max`] holds): for a problem solved in transformed coordinates whose
+/// tolerance is set on the gradient of the original ones.
+pub fn minimize_measured(
     mut objective: impl FnMut(&[f64], &mut [f64]) -> f64,
     start: Vec<f64>,
+    gradient_size: impl Fn(&[f64]) -> f64,
     gradient_tolerance: f64,
     max_iterations: usize,
 ) -> Minimum {
@@ -43,7 +62,7 @@ pub fn minimize(
     let mut next_x = vec![0.0; n];
     let mut next_gradient = vec![0.0; n];
     let mut iterations = 0;
-    let mut converged = max_abs(&gradient) <= gradient_tolerance;
+    let mut converged = gradient_size(&gradient) <= gradient_tolerance;
     while !converged && iterations < max_iterations {
         iterations += 1;
         let mut direction = two_loop(&gradient, &steps);
@@ -88,10 +107,10 @@ pub fn minimize(
         if !accepted {
             break;
         }
-        converged = max_abs(&gradient) <= gradient_tolerance;
+        converged = gradient_size(&gradient) <= gradient_tolerance;
     }
     Minimum {
-        gradient_max: max_abs(&gradient),
+        gradient_max: gradient_size(&gradient),
         x,
         value,
         iterations,

@@ -32,6 +32,7 @@ pub mod svg;
 pub mod thresholds;
 pub mod train;
 pub mod truth;
+pub mod whiten;
 pub mod words;
 
 pub use error::TrainError;
