@@ -76,11 +76,12 @@ impl Whitening {
     pub fn weights(&self, coordinates: &[f64], weights: &mut [f64]) {
         let p = self.p;
         for j in (0..p).rev() {
-            let mut rest = coordinates[j];
-            for k in j + 1..p {
-                rest -= self.lower[k * p + j] * weights[k];
-            }
-            weights[j] = rest / self.lower[j * p + j];
+            let known: f64 = weights[j + 1..p]
+                .iter()
+                .enumerate()
+                .map(|(i, w)| self.lower[(j + 1 + i) * p + j] * w)
+                .sum();
+            weights[j] = (coordinates[j] - known) / self.lower[j * p + j];
         }
     }
 

@@ -25,6 +25,10 @@ use super::rng::SplitMix64;
 const BIN_SAMPLE_ROWS: usize = 200_000;
 /// Rows per parallel task when binning the full matrix.
 const BIN_CHUNK_ROWS: usize = 16_384;
+/// Rows binned feature by feature within a chunk: the matrix is row-major, so reading one
+/// feature down a whole chunk touches a new cache line per row, and by the next feature
+/// those lines are gone; a tile's rows stay in cache across its features.
+const BIN_TILE_ROWS: usize = 128;
 
 /// The value bins of one feature.
 #[derive(Debug, Clone)]
@@ -423,19 +427,24 @@ fn bin_columns<B: BinIndex>(
                 .iter()
                 .map(|bins| ColumnSummary::new(bins.n_hist_bins()))
                 .collect();
-            for (f, part) in parts.iter_mut().enumerate() {
-                let bins = &features[f];
-                let summary = &mut summaries[f];
-                for (i, cell) in part.iter_mut().enumerate() {
-                    let value = x[(first_row + i) * n_features + f];
-                    if value.is_nan() {
-                        summary.has_missing = true;
-                    } else {
-                        summary.max_value = Some(summary.max_value.map_or(value, |m| m.max(value)));
+            let chunk_rows = parts.first().map_or(0, |part| part.len());
+            for tile in (0..chunk_rows).step_by(BIN_TILE_ROWS) {
+                let tile_rows = tile..(tile + BIN_TILE_ROWS).min(chunk_rows);
+                for (f, part) in parts.iter_mut().enumerate() {
+                    let bins = &features[f];
+                    let summary = &mut summaries[f];
+                    for (cell, i) in part[tile_rows.clone()].iter_mut().zip(tile_rows.clone()) {
+                        let value = x[(first_row + i) * n_features + f];
+                        if value.is_nan() {
+                            summary.has_missing = true;
+                        } else {
+                            summary.max_value =
+                                Some(summary.max_value.map_or(value, |m| m.max(value)));
+                        }
+                        let bin = bins.bin_of(value);
+                        summary.bin_counts[bin] += 1;
+                        *cell = B::from_bin(bin);
                     }
-                    let bin = bins.bin_of(value);
-                    summary.bin_counts[bin] += 1;
-                    *cell = B::from_bin(bin);
                 }
             }
             summaries
