@@ -54,16 +54,6 @@ impl Whitening {
         cholesky(sigma, p).map(|lower| Whitening { p, lower })
     }
 
-    /// Number of features.
-    pub fn len(&self) -> usize {
-        self.p
-    }
-
-    /// Whether there are no features.
-    pub fn is_empty(&self) -> bool {
-        self.p == 0
-    }
-
     /// The solver's coordinates `u = Lᵀ w` of weights `w`.
     pub fn coordinates(&self, weights: &[f64]) -> Vec<f64> {
         let p = self.p;
