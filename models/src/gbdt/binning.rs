@@ -16,6 +16,11 @@
 //! LightGBM's exclusive feature bundling does: one byte column per
 //! [`Bundle`] says which member is off its default bin and in which bin, so
 //! one pass over a leaf's rows fills the histograms of all its members.
+//!
+//! The other sparse features are stored row-wise as well, a few groups of
+//! them ([`SparseGroup`]): each row lists only its bins off their default,
+//! so a leaf's histogram costs the cells off their defaults, not rows x
+//! features. The groups depend on the data alone, never on the threads.
 
 use rayon::prelude::*;
 
@@ -147,7 +152,30 @@ pub(crate) struct BinnedMatrix {
     pub bundles: Vec<Bundle>,
     /// The bundle of each feature, if any.
     pub bundle_of: Vec<Option<usize>>,
+    /// Sparse features outside bundles, stored row-wise.
+    pub sparse_groups: Vec<SparseGroup>,
+    /// The sparse group of each feature, if any.
+    pub group_of: Vec<Option<usize>>,
 }
+
+/// Sparse features stored row-wise: row `r`'s bins off their default bin
+/// are `entries[row_starts[r]..row_starts[r + 1]]`, each a position in the
+/// group's histogram (`offset + bin` of its member, members in order).
+#[derive(Debug)]
+pub(crate) struct SparseGroup {
+    /// Each member feature with its first position in the group's histogram.
+    pub members: Vec<(usize, usize)>,
+    /// Positions of the group's histogram.
+    pub n_positions: usize,
+    pub row_starts: Vec<u32>,
+    pub entries: Vec<u16>,
+}
+
+/// Groups the sparse features are split into, by cells off their default
+/// (more tasks than threads, so the histogram build balances).
+const SPARSE_GROUPS: usize = 8;
+/// Positions a group's histogram can hold (its entries are `u16`).
+const GROUP_POSITIONS: usize = 1 << 16;
 
 /// Sparse features no row has off their default bin together, with one
 /// column of codes: 0 when every member is in its default bin, else
@@ -266,12 +294,27 @@ impl BinnedMatrix {
             BinColumns::U8(columns) => bundle_features(&features, columns),
             BinColumns::U16(columns) => bundle_features(&features, columns),
         };
+        let off_default: Vec<usize> = features
+            .iter()
+            .zip(&summaries)
+            .map(|(bins, summary)| n_rows - summary.bin_counts[bins.default_bin])
+            .collect();
+        let (sparse_groups, group_of) = match &columns {
+            BinColumns::U8(columns) => {
+                group_sparse_features(&features, columns, &bundle_of, &off_default)
+            }
+            BinColumns::U16(columns) => {
+                group_sparse_features(&features, columns, &bundle_of, &off_default)
+            }
+        };
         Self {
             n_rows,
             features,
             columns,
             bundles,
             bundle_of,
+            sparse_groups,
+            group_of,
         }
     }
 
@@ -352,6 +395,89 @@ fn bundle_features<B: BinIndex>(
         });
     }
     (bundles, bundle_of)
+}
+
+/// Splits the sparse, splittable features outside bundles into up to
+/// [`SPARSE_GROUPS`] groups of consecutive features with about as many cells
+/// off their default each, and stores each group row-wise.
+fn group_sparse_features<B: BinIndex>(
+    features: &[FeatureBins],
+    columns: &[Vec<B>],
+    bundle_of: &[Option<usize>],
+    off_default: &[usize],
+) -> (Vec<SparseGroup>, Vec<Option<usize>>) {
+    let candidates: Vec<usize> = (0..features.len())
+        .filter(|&f| {
+            features[f].sparse
+                && features[f].is_splittable()
+                && bundle_of[f].is_none()
+                && features[f].n_hist_bins() <= GROUP_POSITIONS
+        })
+        .collect();
+    let total: usize = candidates.iter().map(|&f| off_default[f]).sum();
+    let target = total.div_ceil(SPARSE_GROUPS).max(1);
+    /// A group being planned: its members with their first positions, its positions and
+    /// its cells.
+    type Plan = (Vec<(usize, usize)>, usize, usize);
+    let mut plans: Vec<Plan> = Vec::new();
+    for &f in &candidates {
+        let bins = features[f].n_hist_bins();
+        let full = plans.last().is_none_or(|(_, positions, cells)| {
+            *cells >= target
+                || positions + bins > GROUP_POSITIONS
+                || cells + off_default[f] > u32::MAX as usize
+        });
+        if full {
+            plans.push((Vec::new(), 0, 0));
+        }
+        if let Some((members, positions, cells)) = plans.last_mut() {
+            members.push((f, *positions));
+            *positions += bins;
+            *cells += off_default[f];
+        }
+    }
+    let mut group_of = vec![None; features.len()];
+    for (g, (members, _, _)) in plans.iter().enumerate() {
+        for &(f, _) in members {
+            group_of[f] = Some(g);
+        }
+    }
+    let n_rows = columns.first().map_or(0, Vec::len);
+    let groups = plans
+        .into_par_iter()
+        .map(|(members, n_positions, cells)| {
+            // Count each row's cells, then place them member by member, so
+            // a row's entries are in member order.
+            let mut row_starts = vec![0u32; n_rows + 1];
+            for &(f, _) in &members {
+                let default = features[f].default_bin;
+                for (count, bin) in row_starts[1..].iter_mut().zip(&columns[f]) {
+                    *count += u32::from(bin.index() != default);
+                }
+            }
+            for r in 0..n_rows {
+                row_starts[r + 1] += row_starts[r];
+            }
+            let mut cursor = row_starts.clone();
+            let mut entries = vec![0u16; cells];
+            for &(f, offset) in &members {
+                let default = features[f].default_bin;
+                for (r, bin) in columns[f].iter().enumerate() {
+                    if bin.index() != default {
+                        entries[cursor[r] as usize] = (offset + bin.index()) as u16;
+                        cursor[r] += 1;
+                    }
+                }
+            }
+            SparseGroup {
+                members,
+                n_positions,
+                row_starts,
+                entries,
+            }
+        })
+        .collect();
+    (groups, group_of)
 }
 
 /// The rows used to choose cuts: all of them when few, else a seeded sample

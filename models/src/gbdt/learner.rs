@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::binning::{BinColumns, BinIndex, BinnedMatrix, Bundle};
+use super::binning::{BinColumns, BinIndex, BinnedMatrix, Bundle, SparseGroup};
 use super::tree::{GbdtTree, TreeNode};
 
 /// Gradient and hessian of the loss at one row, stored in `f32` (halves the
@@ -604,10 +604,12 @@ struct LeafRows<'a> {
 }
 
 /// What one task of a histogram build fills: one feature's slot, or the
-/// slots of a bundle's members (those in the build's features).
+/// slots of a bundle's or a sparse group's members (those in the build's
+/// features).
 enum Task<'h> {
     Feature(usize, &'h mut [HistBin]),
     Bundle(&'h Bundle, Vec<(usize, &'h mut [HistBin])>),
+    Group(&'h SparseGroup, Vec<(usize, &'h mut [HistBin])>),
 }
 
 /// Sums gradients into the slot of each of `features` (slots in the same
@@ -622,10 +624,10 @@ fn fill_slots<'h, B: BinIndex>(
 ) {
     let mut tasks: Vec<Task<'h>> = Vec::with_capacity(features.len());
     let mut task_of_bundle: Vec<Option<usize>> = vec![None; matrix.bundles.len()];
+    let mut task_of_group: Vec<Option<usize>> = vec![None; matrix.sparse_groups.len()];
     for (&f, slot) in features.iter().zip(slots) {
-        match matrix.bundle_of[f] {
-            None => tasks.push(Task::Feature(f, slot)),
-            Some(b) => match task_of_bundle[b] {
+        match (matrix.bundle_of[f], matrix.group_of[f]) {
+            (Some(b), _) => match task_of_bundle[b] {
                 Some(t) => {
                     if let Task::Bundle(_, members) = &mut tasks[t] {
                         members.push((f, slot));
@@ -636,6 +638,18 @@ fn fill_slots<'h, B: BinIndex>(
                     tasks.push(Task::Bundle(&matrix.bundles[b], vec![(f, slot)]));
                 }
             },
+            (None, Some(g)) => match task_of_group[g] {
+                Some(t) => {
+                    if let Task::Group(_, members) = &mut tasks[t] {
+                        members.push((f, slot));
+                    }
+                }
+                None => {
+                    task_of_group[g] = Some(tasks.len());
+                    tasks.push(Task::Group(&matrix.sparse_groups[g], vec![(f, slot)]));
+                }
+            },
+            (None, None) => tasks.push(Task::Feature(f, slot)),
         }
     }
     let fill = |task: &mut Task<'h>| match task {
@@ -648,6 +662,7 @@ fn fill_slots<'h, B: BinIndex>(
             }
         }
         Task::Bundle(bundle, members) => fill_bundle(bundle, matrix, leaf, members),
+        Task::Group(group, members) => fill_group(group, matrix, leaf, members),
     };
     if parallel {
         tasks.par_iter_mut().for_each(fill);
@@ -684,6 +699,46 @@ fn fill_bundle(
         let default_bin = matrix.features[*f].default_bin;
         slot.copy_from_slice(&codes[offset..offset + slot.len()]);
         slot[default_bin] = HistBin::default();
+        set_default_bin(slot, default_bin, leaf.total);
+    }
+}
+
+/// Fills the slots of a sparse group's `members` from its row-wise entries;
+/// each gets what [`fill_sparse_slot`] would give it, bit for bit (every
+/// bin sums its rows in row order).
+fn fill_group(
+    group: &SparseGroup,
+    matrix: &BinnedMatrix,
+    leaf: &LeafRows<'_>,
+    members: &mut [(usize, &mut [HistBin])],
+) {
+    let mut positions = vec![HistBin::default(); group.n_positions];
+    let starts = &group.row_starts;
+    let mut add_row = |row: usize, grad: &GradPair| {
+        let (begin, end) = (starts[row] as usize, starts[row + 1] as usize);
+        for &position in &group.entries[begin..end] {
+            add_to(&mut positions[usize::from(position)], grad);
+        }
+    };
+    match leaf.rows {
+        None => leaf
+            .grads
+            .iter()
+            .enumerate()
+            .for_each(|(row, grad)| add_row(row, grad)),
+        Some(rows) => rows
+            .iter()
+            .zip(leaf.grads)
+            .for_each(|(&row, grad)| add_row(row as usize, grad)),
+    }
+    for (f, slot) in members.iter_mut() {
+        let offset = group
+            .members
+            .iter()
+            .find(|(member, _)| member == f)
+            .map_or(0, |(_, offset)| *offset);
+        let default_bin = matrix.features[*f].default_bin;
+        slot.copy_from_slice(&positions[offset..offset + slot.len()]);
         set_default_bin(slot, default_bin, leaf.total);
     }
 }
@@ -978,6 +1033,76 @@ mod tests {
             .filter(|&r| r % 4 != 3 && x[r * 6 + 1] == 1.0)
             .count() as u32;
         assert_eq!(together[1][bundled.features[1].bin_of(1.0)].count, hot);
+    }
+
+    #[test]
+    fn a_sparse_group_fills_its_members_as_one_pass_each_would_bit_for_bit() {
+        // Six sparse columns that overlap (so no bundle takes them): counts,
+        // a mostly-missing one and a negative one; and a dense column.
+        let n = 5000;
+        let mut rng = SplitMix64::new(13);
+        let mut x = Vec::with_capacity(n * 7);
+        let mut grads = Vec::with_capacity(n);
+        for _ in 0..n {
+            for f in 0..4 {
+                let count = if rng.below(4 + f) == 0 {
+                    1.0 + rng.below(6) as f32
+                } else {
+                    0.0
+                };
+                x.push(count);
+            }
+            x.push(if rng.below(6) == 0 {
+                rng.next_f64() as f32
+            } else {
+                f32::NAN
+            });
+            x.push(if rng.below(5) == 0 { -3.0 } else { 0.0 });
+            x.push(rng.next_f64() as f32);
+            grads.push([(rng.next_f64() - 0.5) as f32, (0.1 + rng.next_f64()) as f32]);
+        }
+        let grouped = BinnedMatrix::build(&x, 7, 255, 0);
+        assert!(grouped.bundles.is_empty(), "{:?}", grouped.bundle_of);
+        assert_eq!(
+            grouped.group_of.iter().flatten().count(),
+            6,
+            "{:?}",
+            grouped.group_of
+        );
+        assert!(grouped.sparse_groups.len() > 1, "the cells are split");
+        assert_eq!(grouped.group_of[6], None);
+        let mut apart = BinnedMatrix::build(&x, 7, 255, 0);
+        apart.sparse_groups.clear();
+        apart.group_of = vec![None; 7];
+        let features = [0, 2, 3, 4, 5, 6]; // feature 1 left out
+        let histogram = |matrix: &BinnedMatrix, all: bool| {
+            let rows: Box<dyn Iterator<Item = u32>> = if all {
+                Box::new(0..n as u32)
+            } else {
+                Box::new((0..n as u32).filter(|r| r % 3 != 2))
+            };
+            let (mut learner, total) = learner_on(matrix, rows, &grads);
+            let mut histogram = learner.take_histogram();
+            let len = learner.rows.len();
+            learner.build_histogram(0, len, total, all, &features, &mut histogram);
+            let mut slots = Vec::new();
+            for f in features {
+                slots.push(histogram[learner.offsets[f]..learner.offsets[f + 1]].to_vec());
+            }
+            slots
+        };
+        for all in [true, false] {
+            let (together, one_by_one) = (histogram(&grouped, all), histogram(&apart, all));
+            assert_eq!(together, one_by_one, "all rows: {all}");
+            // The counts are the rows': feature 5's -3 bin.
+            let expected = (0..n)
+                .filter(|&r| (all || r % 3 != 2) && x[r * 7 + 5] == -3.0)
+                .count() as u32;
+            assert_eq!(
+                together[4][grouped.features[5].bin_of(-3.0)].count,
+                expected
+            );
+        }
     }
 
     #[test]
