@@ -214,6 +214,8 @@ pub(crate) enum BinColumns {
 pub(crate) trait BinIndex: Copy + Send + Sync + 'static {
     fn from_bin(bin: usize) -> Self;
     fn index(self) -> usize;
+    /// The column as bytes, when its bins are bytes.
+    fn as_bytes(column: &[Self]) -> Option<&[u8]>;
 }
 
 impl BinIndex for u8 {
@@ -226,6 +228,9 @@ impl BinIndex for u8 {
     fn index(self) -> usize {
         usize::from(self)
     }
+    fn as_bytes(column: &[Self]) -> Option<&[u8]> {
+        Some(column)
+    }
 }
 
 impl BinIndex for u16 {
@@ -237,6 +242,9 @@ impl BinIndex for u16 {
     #[inline(always)]
     fn index(self) -> usize {
         usize::from(self)
+    }
+    fn as_bytes(_: &[Self]) -> Option<&[u8]> {
+        None
     }
 }
 

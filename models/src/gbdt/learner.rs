@@ -30,6 +30,8 @@ pub(crate) type GradPair = [f32; 2];
 
 /// Added to hessian sums in divisions, so an all-zero-weight leaf gives 0.
 const HESSIAN_EPSILON: f64 = 1e-15;
+/// Bins a byte indexes.
+const BYTE_BINS: usize = 256;
 /// Below this many (rows x features) a histogram is built on one thread.
 const PARALLEL_HISTOGRAM_MIN_WORK: usize = 1 << 16;
 
@@ -750,8 +752,32 @@ fn add_to(entry: &mut HistBin, grad: &GradPair) {
     entry.count += 1;
 }
 
+/// Leaves of at least this many rows fill a byte-binned dense feature
+/// through a 256-entry array, which a byte indexes with no bounds check, and
+/// copy its first bins out; below it, clearing those 256 entries would cost
+/// more than the checks.
+const BYTE_ARRAY_MIN_ROWS: usize = 2048;
+
 /// Fills one feature's histogram slot, summing in row order.
 fn fill_slot<B: BinIndex>(column: &[B], leaf: &LeafRows<'_>, slot: &mut [HistBin]) {
+    if let Some(bytes) = B::as_bytes(column)
+        && leaf.grads.len() >= BYTE_ARRAY_MIN_ROWS
+        && slot.len() <= BYTE_BINS
+    {
+        let mut bins = [HistBin::default(); BYTE_BINS];
+        match leaf.rows {
+            None => bytes
+                .iter()
+                .zip(leaf.grads)
+                .for_each(|(&bin, grad)| add_to(&mut bins[usize::from(bin)], grad)),
+            Some(rows) => rows
+                .iter()
+                .zip(leaf.grads)
+                .for_each(|(&row, grad)| add_to(&mut bins[usize::from(bytes[row as usize])], grad)),
+        }
+        slot.copy_from_slice(&bins[..slot.len()]);
+        return;
+    }
     slot.fill(HistBin::default());
     match leaf.rows {
         None => column
