@@ -2,8 +2,8 @@
 //! 1,000,000 rows x 60 features, 100 trees, default hyperparameters).
 //!
 //! ```text
-//! cargo run --release -p leadscore-models --example gbdt_bench -- \
-//!     [--rows N] [--features F] [--write-data PATH]
+//! cargo build --release --workspace --bins --examples
+//! target/release/examples/gbdt_bench [--rows N] [--features F] [--write-data PATH]
 //! ```
 //!
 //! `--write-data PATH` also writes the rows for `gbdt_bench_lightgbm.py`:
