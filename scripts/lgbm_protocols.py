@@ -33,9 +33,13 @@ args = parser.parse_args()
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*eval_set.*")
 
-table = pd.read_csv(args.rows, dtype={"entity_id": str})
-features = [c for c in table.columns if c not in ("entity_id", "cutoff", "label", "split")]
+# Features read as float32 straight away (what LightGBM gets either way): a float64 table of
+# the 1,000,000-lead generator's 6M rows would take 13 GB before the conversion.
+columns = pd.read_csv(args.rows, nrows=0).columns
+features = [c for c in columns if c not in ("entity_id", "cutoff", "label", "split")]
+table = pd.read_csv(args.rows, dtype={"entity_id": str, **{c: np.float32 for c in features}})
 x = table[features].to_numpy(np.float32)
+table = table.drop(columns=features)
 y = table["label"].astype(int).to_numpy()
 split = table["split"].astype(str).to_numpy()
 entity = table["entity_id"].to_numpy()

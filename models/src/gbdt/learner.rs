@@ -962,8 +962,9 @@ mod tests {
     #[test]
     fn a_sparse_feature_histogram_equals_direct_sums() {
         // Feature 0 is a one-hot column (about 90 % zeros), feature 1 mostly
-        // NaN, feature 2 dense.
-        let n = 3000;
+        // NaN, feature 2 dense (a leaf of 2,048 rows or more fills it through
+        // the 256-entry array, a smaller one directly).
+        let n = 4500;
         let mut rng = SplitMix64::new(9);
         let mut x = Vec::with_capacity(n * 3);
         let mut grads = Vec::with_capacity(n);
@@ -985,29 +986,33 @@ mod tests {
             matrix.features[1].default_bin,
             matrix.features[1].missing_bin()
         );
-        let (mut learner, total) =
-            learner_on(&matrix, (0..n as u32).filter(|r| r % 3 != 1), &grads);
-        let features = [0, 1, 2];
-        let mut histogram = learner.take_histogram();
-        let len = learner.rows.len();
-        learner.build_histogram(0, len, total, false, &features, &mut histogram);
-        for f in features {
-            let slot = &histogram[learner.offsets[f]..learner.offsets[f + 1]];
-            assert_eq!(slot.len(), matrix.features[f].n_hist_bins());
-            for (b, bin) in slot.iter().enumerate() {
-                let rows = learner
-                    .rows
-                    .iter()
-                    .filter(|&&r| matrix.bin(f, r as usize) == b);
-                let (mut grad, mut hess, mut count) = (0.0, 0.0, 0);
-                for &r in rows {
-                    grad += f64::from(grads[r as usize][0]);
-                    hess += f64::from(grads[r as usize][1]);
-                    count += 1;
+        let large: Vec<u32> = (0..n as u32).filter(|r| r % 3 != 1).collect();
+        let small: Vec<u32> = (0..n as u32).filter(|r| r % 5 == 0).collect();
+        assert!(large.len() >= BYTE_ARRAY_MIN_ROWS && small.len() < BYTE_ARRAY_MIN_ROWS);
+        for leaf_rows in [large, small] {
+            let (mut learner, total) = learner_on(&matrix, leaf_rows.into_iter(), &grads);
+            let features = [0, 1, 2];
+            let mut histogram = learner.take_histogram();
+            let len = learner.rows.len();
+            learner.build_histogram(0, len, total, false, &features, &mut histogram);
+            for f in features {
+                let slot = &histogram[learner.offsets[f]..learner.offsets[f + 1]];
+                assert_eq!(slot.len(), matrix.features[f].n_hist_bins());
+                for (b, bin) in slot.iter().enumerate() {
+                    let rows = learner
+                        .rows
+                        .iter()
+                        .filter(|&&r| matrix.bin(f, r as usize) == b);
+                    let (mut grad, mut hess, mut count) = (0.0, 0.0, 0);
+                    for &r in rows {
+                        grad += f64::from(grads[r as usize][0]);
+                        hess += f64::from(grads[r as usize][1]);
+                        count += 1;
+                    }
+                    assert_eq!(bin.count, count, "{len} rows, feature {f} bin {b}");
+                    assert!((bin.grad - grad).abs() < 1e-9, "feature {f} bin {b}");
+                    assert!((bin.hess - hess).abs() < 1e-9, "feature {f} bin {b}");
                 }
-                assert_eq!(bin.count, count, "feature {f} bin {b}");
-                assert!((bin.grad - grad).abs() < 1e-9, "feature {f} bin {b}");
-                assert!((bin.hess - hess).abs() < 1e-9, "feature {f} bin {b}");
             }
         }
     }
