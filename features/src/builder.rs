@@ -700,7 +700,10 @@ pub fn build_features(
 
     let n_features = plan.n_features();
     let n_fields = plan.profile_fields().len();
-    let per_entity: Vec<(Vec<TimestampMs>, Vec<u8>, Vec<f32>)> = (0..entities.ids.len())
+    // First each entity's rows (cutoff and label), then every row's features computed straight
+    // into its place in the table: the values are held once, not per entity and again in the
+    // table.
+    let per_entity: Vec<(Vec<TimestampMs>, Vec<u8>)> = (0..entities.ids.len())
         .into_par_iter()
         .map(|e| {
             let created = entities.created[e];
@@ -717,41 +720,52 @@ pub fn build_features(
                 }
                 Cutoffs::Tabular => vec![0],
             };
-            let profile = &entities.profile[e * n_fields..(e + 1) * n_fields];
-            let history = events.of(e);
             let mut row_cutoffs = Vec::new();
             let mut labels = Vec::new();
-            let mut values = Vec::new();
             for cutoff in entity_cutoffs {
-                let Some(label) = labeller.label(e, cutoff) else {
-                    continue;
-                };
-                let visible = &history[..history.partition_point(|ev| ev.ts_ms < cutoff)];
-                let start = values.len();
-                values.resize(start + n_features, 0.0);
-                plan.compute_encoded(created, profile, visible, cutoff, &mut values[start..]);
-                row_cutoffs.push(cutoff);
-                labels.push(label);
+                if let Some(label) = labeller.label(e, cutoff) {
+                    row_cutoffs.push(cutoff);
+                    labels.push(label);
+                }
             }
-            (row_cutoffs, labels, values)
+            (row_cutoffs, labels)
         })
         .collect();
 
-    let n_rows: usize = per_entity.iter().map(|(c, _, _)| c.len()).sum();
+    let n_rows: usize = per_entity.iter().map(|(c, _)| c.len()).sum();
     let mut table = FeatureTable {
         feature_names: plan.feature_names().to_vec(),
         entity_ids: Vec::with_capacity(n_rows),
         cutoffs_ms: Vec::with_capacity(n_rows),
         labels: Vec::with_capacity(n_rows),
-        values: Vec::with_capacity(n_rows * n_features),
+        values: vec![0.0; n_rows * n_features],
     };
-    for (e, (row_cutoffs, labels, values)) in per_entity.into_iter().enumerate() {
+    let mut entity_values: Vec<&mut [f32]> = Vec::with_capacity(per_entity.len());
+    let mut rest = table.values.as_mut_slice();
+    for (row_cutoffs, _) in &per_entity {
+        let (values, tail) = std::mem::take(&mut rest).split_at_mut(row_cutoffs.len() * n_features);
+        entity_values.push(values);
+        rest = tail;
+    }
+    entity_values
+        .into_par_iter()
+        .zip(&per_entity)
+        .enumerate()
+        .for_each(|(e, (values, (row_cutoffs, _)))| {
+            let created = entities.created[e];
+            let profile = &entities.profile[e * n_fields..(e + 1) * n_fields];
+            let history = events.of(e);
+            for (row, &cutoff) in values.chunks_exact_mut(n_features.max(1)).zip(row_cutoffs) {
+                let visible = &history[..history.partition_point(|ev| ev.ts_ms < cutoff)];
+                plan.compute_encoded(created, profile, visible, cutoff, row);
+            }
+        });
+    for (e, (row_cutoffs, labels)) in per_entity.into_iter().enumerate() {
         for _ in 0..row_cutoffs.len() {
             table.entity_ids.push(entities.ids[e].clone());
         }
         table.cutoffs_ms.extend(row_cutoffs);
         table.labels.extend(labels);
-        table.values.extend(values);
     }
     Ok(table)
 }
