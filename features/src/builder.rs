@@ -103,6 +103,17 @@ impl FeatureTable {
             .map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
         std::fs::rename(&tmp, path).map_err(io)
     }
+
+    /// The Parquet file [`write_parquet`](Self::write_parquet) writes, in memory (the Python
+    /// package hands it to pyarrow).
+    pub fn parquet_bytes(&self) -> Result<Vec<u8>, DataError> {
+        let mut frame = self.to_dataframe()?;
+        let mut bytes = Vec::new();
+        ParquetWriter::new(&mut bytes)
+            .finish(&mut frame)
+            .map_err(|e| DataError::Invalid(format!("feature table as Parquet: {e}")))?;
+        Ok(bytes)
+    }
 }
 
 fn polars_error(what: &str) -> impl Fn(PolarsError) -> DataError + '_ {

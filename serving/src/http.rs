@@ -434,24 +434,32 @@ pub struct ModelRef<'a> {
     pub version: &'a str,
 }
 
-impl<'a> From<&'a ServedModel> for ModelRef<'a> {
-    fn from(m: &'a ServedModel) -> Self {
+impl<'a> ModelRef<'a> {
+    /// The reference to a loaded model (the Python package's answers name it as the server's do).
+    pub fn of(model: &'a LoadedModel) -> Self {
         ModelRef {
-            name: m.model.name().as_str(),
-            task: m.model.task().as_str(),
-            version: m.model.version(),
+            name: model.name().as_str(),
+            task: model.task().as_str(),
+            version: model.version(),
         }
     }
 }
 
+impl<'a> From<&'a ServedModel> for ModelRef<'a> {
+    fn from(m: &'a ServedModel) -> Self {
+        ModelRef::of(&m.model)
+    }
+}
+
+/// The body of a score route's answer for one entity.
 #[derive(Debug, Serialize)]
-struct ScoreResponse<'a> {
-    model: ModelRef<'a>,
+pub struct ScoreResponse<'a> {
+    pub model: ModelRef<'a>,
     /// How the routing table chose the model (routed requests only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a RouteChoice>,
+    pub route: Option<&'a RouteChoice>,
     #[serde(flatten)]
-    score: &'a EntityScore,
+    pub score: &'a EntityScore,
 }
 
 #[derive(Debug, Serialize)]
@@ -854,7 +862,7 @@ async fn thresholds_for_capacity(
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("capacity_per_week")))?;
     Ok(Json(thresholds_answer(
-        &served,
+        ModelRef::from(&served),
         held,
         volume_per_week,
         at_capacity,
@@ -862,17 +870,18 @@ async fn thresholds_for_capacity(
     )))
 }
 
-/// What `thresholds` mean for a sales team's week on `held`, the served bundle's held-out
-/// predictions (the body of `GET /v1/thresholds/{model}` and of its preview).
-pub(crate) fn thresholds_answer(
-    served: &ServedModel,
+/// What `thresholds` mean for a sales team's week on `held`, the model's held-out
+/// predictions (the body of `GET /v1/thresholds/{model}` and of its preview, and the Python
+/// package's capacity table).
+pub fn thresholds_answer(
+    model: ModelRef<'_>,
     held: &HeldOutScores,
     volume_per_week: f64,
     at_capacity: Option<CapacityRow>,
     thresholds: &Thresholds,
 ) -> serde_json::Value {
     serde_json::json!({
-        "model": ModelRef::from(served),
+        "model": model,
         "held_out": {
             "rows": held.len(),
             "conversions": held.positives(),

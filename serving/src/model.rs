@@ -274,7 +274,9 @@ impl LoadedModel {
             .await?
     }
 
-    fn feature_rows(&self, entities: &[CheckedEntity]) -> Result<Array2<f32>, ScoreError> {
+    /// The feature rows of checked `entities`, as scoring computes them (a feature beyond
+    /// `f32` is refused, naming the entity's events).
+    pub fn feature_rows(&self, entities: &[CheckedEntity]) -> Result<Array2<f32>, ScoreError> {
         let plan = &self.manifest.feature_plan;
         let width = plan.n_features();
         let mut rows = Array2::zeros((entities.len(), width));

@@ -177,7 +177,13 @@ pub async fn preview(
     let volume_per_week = held
         .resolve_volume(proposal.volume_per_week)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("volume_per_week")))?;
-    let mut answer = thresholds_answer(&served, held, volume_per_week, None, &thresholds);
+    let mut answer = thresholds_answer(
+        ModelRef::from(&served),
+        held,
+        volume_per_week,
+        None,
+        &thresholds,
+    );
     answer["in_force"] = serde_json::json!(*served.thresholds);
     Ok(Json(answer))
 }
