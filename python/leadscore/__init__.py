@@ -12,7 +12,7 @@ Everything here calls the Rust code the server and ``leadscore-train`` run (the 
 'B'
 >>> bundle.features(lead)  # doctest: +SKIP
 {'profile.country=DE': 1.0, ...}
->>> table, plan = leadscore.feature_table("data/spec.toml")  # a pyarrow.Table  # doctest: +SKIP
+>>> table, plan, cutoffs = leadscore.feature_table("data/spec.toml")  # doctest: +SKIP
 
 An entity is a mapping shaped like the body of the server's ``POST /v1/score/{model}``
 (``profile``, ``created_at``, ``events``, ``as_of``, or ``row`` for tabular models). Times may
@@ -42,6 +42,7 @@ __all__ = [
     "LeadscoreError",
     "RequestError",
     "feature_table",
+    "partition_table",
     "onnxruntime_library",
 ]
 
@@ -215,6 +216,9 @@ class FeatureTable(NamedTuple):
     (float32), exactly the columns and values of ``leadscore-train features``."""
     plan: dict[str, Any]
     """The fitted feature plan (vocabularies, windows, scales) as the manifest stores it."""
+    cutoffs: Any
+    """When rows are taken: ``{"calendar": [ms, ...]}``, ``{"after_creation_ms": ms}`` or
+    ``"tabular"``."""
 
     def to_polars(self) -> "polars.DataFrame":  # noqa: F821
         """The table as a polars DataFrame (needs the ``polars`` extra)."""
@@ -231,8 +235,30 @@ def feature_table(
     table: the Parquet file ``leadscore-train features`` writes, read by pyarrow."""
     import pyarrow.parquet
 
-    parquet, plan = _native.feature_table(
+    parquet, plan, cutoffs = _native.feature_table(
         _os.fspath(spec), None if data_dir is None else _os.fspath(data_dir)
     )
     table = pyarrow.parquet.read_table(_io.BytesIO(parquet))
-    return FeatureTable(table, _json.loads(plan))
+    return FeatureTable(table, _json.loads(plan), _json.loads(cutoffs))
+
+
+def partition_table(
+    spec: str | _os.PathLike[str],
+    plan: dict[str, Any],
+    cutoffs: Any,
+    data_dir: str | _os.PathLike[str] | None = None,
+) -> "pyarrow.Table":  # noqa: F821
+    """The feature table of a part of a larger history (some of its entities, with all their
+    events and outcomes, in the files of ``spec`` read from ``data_dir``) with the larger
+    history's fitted ``plan`` and ``cutoffs`` (from :func:`feature_table` or fitted
+    elsewhere): that history's rows of those entities, bit for bit. What each worker of a
+    distributed build runs."""
+    import pyarrow.parquet
+
+    parquet = _native.partition_table(
+        _os.fspath(spec),
+        _json.dumps(plan),
+        _json.dumps(cutoffs),
+        None if data_dir is None else _os.fspath(data_dir),
+    )
+    return pyarrow.parquet.read_table(_io.BytesIO(parquet))

@@ -17,6 +17,9 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use features::builder::{Cutoffs, build_features};
+use features::load::load_dataset;
+use features::{DatasetSpec, FeaturePlan};
 use models::bundle::{Bundle as BundleFiles, ModelName, Registry, Thresholds};
 use models::thresholds_file::ThresholdsFile;
 use pyo3::exceptions::PyRuntimeError;
@@ -302,24 +305,92 @@ fn load(
 }
 
 /// The point-in-time feature table of the dataset spec at `spec` (relative paths against
-/// `data_dir` when given), as the Parquet bytes `leadscore-train features` writes, and the
-/// fitted feature plan as JSON text.
+/// `data_dir` when given), as the Parquet bytes `leadscore-train features` writes, the
+/// fitted feature plan as JSON text and the cutoffs (see [`cutoffs_json`]).
 #[pyfunction]
 #[pyo3(signature = (spec, data_dir=None))]
 fn feature_table<'py>(
     py: Python<'py>,
     spec: PathBuf,
     data_dir: Option<PathBuf>,
-) -> PyResult<(Bound<'py, PyBytes>, String)> {
-    let built = py.detach(|| -> Result<(Vec<u8>, String), String> {
+) -> PyResult<(Bound<'py, PyBytes>, String, String)> {
+    let built = py.detach(|| -> Result<(Vec<u8>, String, String), String> {
         let prepared =
             training::pipeline::prepare(&spec, data_dir.as_deref()).map_err(|e| chain(&e))?;
         let bytes = prepared.table.parquet_bytes().map_err(|e| chain(&e))?;
         let plan = serde_json::to_string(&prepared.plan).map_err(|e| e.to_string())?;
-        Ok((bytes, plan))
+        Ok((bytes, plan, cutoffs_json(&prepared.cutoffs)))
     });
-    let (bytes, plan) = built.map_err(|message| raise(py, "DataError", (message, None)))?;
-    Ok((PyBytes::new(py, &bytes), plan))
+    let (bytes, plan, cutoffs) =
+        built.map_err(|message| raise(py, "DataError", (message, None)))?;
+    Ok((PyBytes::new(py, &bytes), plan, cutoffs))
+}
+
+/// Cutoffs as JSON text: `{"calendar": [ms, ...]}`, `{"after_creation_ms": ms}` or
+/// `"tabular"`.
+fn cutoffs_json(cutoffs: &Cutoffs) -> String {
+    match cutoffs {
+        Cutoffs::Calendar(at) => serde_json::json!({ "calendar": at }),
+        Cutoffs::AfterCreation { offset_ms } => {
+            serde_json::json!({ "after_creation_ms": offset_ms })
+        }
+        Cutoffs::Tabular => serde_json::json!("tabular"),
+    }
+    .to_string()
+}
+
+/// [`cutoffs_json`] read back.
+fn parse_cutoffs(text: &str) -> Result<Cutoffs, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("cutoffs: {e}"))?;
+    let bad = || {
+        format!(
+            "cutoffs: {value} is not {{\"calendar\": [ms, ...]}}, {{\"after_creation_ms\": ms}} or \"tabular\""
+        )
+    };
+    if value == "tabular" {
+        return Ok(Cutoffs::Tabular);
+    }
+    if let Some(at) = value.get("calendar").and_then(|v| v.as_array()) {
+        let at = at
+            .iter()
+            .map(|v| v.as_i64().ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Cutoffs::Calendar(at));
+    }
+    if let Some(offset_ms) = value.get("after_creation_ms").and_then(|v| v.as_i64()) {
+        return Ok(Cutoffs::AfterCreation { offset_ms });
+    }
+    Err(bad())
+}
+
+/// The feature table of the dataset at `spec` with a plan and cutoffs fixed beforehand,
+/// those of a larger history this dataset is a part of (some of its entities, with all their
+/// events and outcomes): the larger table's rows of those entities, bit for bit, as Parquet
+/// bytes. What each worker of a distributed build runs.
+#[pyfunction]
+#[pyo3(signature = (spec, plan_json, cutoffs_json, data_dir=None))]
+fn partition_table<'py>(
+    py: Python<'py>,
+    spec: PathBuf,
+    plan_json: &str,
+    cutoffs_json: &str,
+    data_dir: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let built = py.detach(|| -> Result<Vec<u8>, String> {
+        let plan: FeaturePlan =
+            serde_json::from_str(plan_json).map_err(|e| format!("feature plan: {e}"))?;
+        let cutoffs = parse_cutoffs(cutoffs_json)?;
+        let mut spec = DatasetSpec::from_file(&spec).map_err(|e| chain(&e))?;
+        if let Some(dir) = data_dir {
+            spec.base_dir = dir;
+        }
+        let data = load_dataset(&spec).map_err(|e| chain(&e))?;
+        let table = build_features(&data, &plan, &cutoffs).map_err(|e| chain(&e))?;
+        table.parquet_bytes().map_err(|e| chain(&e))
+    });
+    let bytes = built.map_err(|message| raise(py, "DataError", (message, None)))?;
+    Ok(PyBytes::new(py, &bytes))
 }
 
 /// The folder of the version of `model` a server on `registry` serves: the live one, else
@@ -353,6 +424,7 @@ fn onnxruntime_file() -> &'static str {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bundle>()?;
     m.add_function(wrap_pyfunction!(feature_table, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_table, m)?)?;
     m.add_function(wrap_pyfunction!(onnxruntime_file, m)?)?;
     m.add_function(wrap_pyfunction!(served_bundle, m)?)?;
     m.add("ONNXRUNTIME_ENV", serving::runtime::ORT_LIB_ENV)?;

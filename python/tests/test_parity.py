@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -133,7 +134,7 @@ def test_feature_vectors_equal_the_feature_table(bundles: dict[str, leadscore.Bu
     # The package's table is the command line's: the same Parquet bytes, and so the same
     # columns (NaN, a missing value, in the same places).
     cli_file = WORK / "leads-features.parquet"
-    parquet, _ = leadscore._native.feature_table(str(WORK / "leads" / "spec.toml"))
+    parquet, _, _ = leadscore._native.feature_table(str(WORK / "leads" / "spec.toml"))
     assert parquet == cli_file.read_bytes()
     cli = pq.read_table(cli_file)
     assert built.table.schema.equals(cli.schema)
@@ -246,3 +247,37 @@ def test_errors_of_loading_name_the_file() -> None:
 def test_onnxruntime_comes_from_the_onnxruntime_wheel() -> None:
     library = leadscore.onnxruntime_library()
     assert library is not None and "site-packages" in library and os.path.isfile(library)
+
+
+def test_partitions_built_apart_equal_the_whole_table() -> None:
+    # A distributed build's workers: the leads split three ways by entity (every event and
+    # outcome with its lead), each part's table built with the whole history's plan and
+    # cutoffs; together, sorted alike, they are the whole table bit for bit.
+    whole = leadscore.feature_table(WORK / "leads" / "spec.toml")
+    files = {name: pl.read_parquet(WORK / "leads" / name)
+             for name in ("leads.parquet", "events.parquet", "conversions.parquet")}
+    ids = sorted(files["leads.parquet"]["lead_id"].to_list())
+    parts = []
+    for k in range(3):
+        folder = WORK / "partitions" / f"part-{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in files.items():
+            frame.filter(pl.col("lead_id").is_in(ids[k::3])).write_parquet(folder / name)
+        part = leadscore.partition_table(WORK / "leads" / "spec.toml", whole.plan,
+                                         whole.cutoffs, data_dir=folder)
+        assert part.schema.equals(whole.table.schema)
+        parts.append(pl.from_arrow(part))
+    order = ["entity_id", "cutoff"]
+    together = pl.concat(parts).sort(order)
+    expected = pl.from_arrow(whole.table).sort(order)
+    assert together.columns == expected.columns
+    assert together.height == expected.height > 0
+    for name in expected.columns:
+        ours, theirs = together[name].to_numpy(), expected[name].to_numpy()
+        if ours.dtype.kind == "f":
+            assert np.array_equal(ours, theirs, equal_nan=True), name
+        else:
+            assert (ours == theirs).all(), name
+    print(f"3 partitions: {together.height} rows equal the whole table's")
+    with pytest.raises(leadscore.DataError, match="cutoffs"):
+        leadscore.partition_table(WORK / "leads" / "spec.toml", whole.plan, {"weekly": 1})
