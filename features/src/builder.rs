@@ -91,28 +91,31 @@ impl FeatureTable {
 
     /// Writes the table as Parquet, atomically (temporary file, then rename).
     pub fn write_parquet(&self, path: &Path) -> Result<(), DataError> {
-        let mut frame = self.to_dataframe()?;
         let tmp = path.with_extension("parquet.tmp");
         let io = |source| DataError::Io {
             path: path.to_path_buf(),
             source,
         };
         let file = std::fs::File::create(&tmp).map_err(io)?;
-        ParquetWriter::new(file)
-            .finish(&mut frame)
-            .map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
+        self.write_parquet_to(file, &path.display().to_string())?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// The Parquet file [`write_parquet`](Self::write_parquet) writes, in memory (the Python
     /// package hands it to pyarrow).
     pub fn parquet_bytes(&self) -> Result<Vec<u8>, DataError> {
-        let mut frame = self.to_dataframe()?;
         let mut bytes = Vec::new();
-        ParquetWriter::new(&mut bytes)
-            .finish(&mut frame)
-            .map_err(|e| DataError::Invalid(format!("feature table as Parquet: {e}")))?;
+        self.write_parquet_to(&mut bytes, "feature table as Parquet")?;
         Ok(bytes)
+    }
+
+    /// The table as Parquet into `out`; `what` names it in errors.
+    fn write_parquet_to(&self, out: impl std::io::Write, what: &str) -> Result<(), DataError> {
+        let mut frame = self.to_dataframe()?;
+        ParquetWriter::new(out)
+            .finish(&mut frame)
+            .map(|_| ())
+            .map_err(|e| DataError::Invalid(format!("{what}: {e}")))
     }
 }
 

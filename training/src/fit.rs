@@ -797,6 +797,19 @@ fn clearly_lower(a: &[f64], b: &[f64]) -> bool {
 mod tests {
     use super::*;
 
+    /// A tabular table of `width` features `x0..`, row-major `values`, one label a row.
+    fn numbered_table(width: usize, values: Vec<f32>, labels: Vec<u8>) -> FeatureTable {
+        let n = labels.len();
+        assert_eq!(values.len(), n * width);
+        FeatureTable {
+            feature_names: (0..width).map(|j| format!("x{j}")).collect(),
+            entity_ids: (0..n).map(|i| i.to_string()).collect(),
+            cutoffs_ms: vec![0; n],
+            labels,
+            values,
+        }
+    }
+
     /// Rows whose log-odds are exactly `-1 + 2 x0 - x1`, with x1 missing in some rows.
     fn linear_table(n: usize) -> FeatureTable {
         let mut values = Vec::new();
@@ -812,13 +825,7 @@ mod tests {
             values.push(x0);
             values.push(if i % 10 == 0 { f32::NAN } else { x1 });
         }
-        FeatureTable {
-            feature_names: vec!["x0".into(), "x1".into()],
-            entity_ids: (0..n).map(|i| i.to_string()).collect(),
-            cutoffs_ms: vec![0; n],
-            labels,
-            values,
-        }
+        numbered_table(2, values, labels)
     }
 
     #[test]
@@ -992,13 +999,7 @@ mod tests {
             }
             labels.push(u8::from(rng.next_f64() < models::gbdt::sigmoid(logit)));
         }
-        let additive = FeatureTable {
-            feature_names: (0..width).map(|j| format!("x{j}")).collect(),
-            entity_ids: (0..n).map(|i| i.to_string()).collect(),
-            cutoffs_ms: vec![0; n],
-            labels,
-            values,
-        };
+        let additive = numbered_table(width, values, labels);
         let rows: Vec<usize> = (0..n).collect();
         let (model, choice) = stopping
             .fit(&params, GbdtStart::Auto, &logistic, &additive, &rows, 5)
@@ -1054,13 +1055,7 @@ mod tests {
             });
         }
         let labels = (0..n).map(|_| u8::from(rng.next_f64() < 0.3)).collect();
-        let table = FeatureTable {
-            feature_names: (0..p).map(|j| format!("x{j}")).collect(),
-            entity_ids: (0..n).map(|i| i.to_string()).collect(),
-            cutoffs_ms: vec![0; n],
-            labels,
-            values,
-        };
+        let table = numbered_table(p, values, labels);
         let rows: Vec<usize> = (0..n).filter(|r| r % 7 != 3).collect();
         let (means, scales, _) = column_moments(&table, &rows);
         let problem = StandardisedProblem {
@@ -1101,13 +1096,7 @@ mod tests {
             let p = 1.0 / (1.0 + (-(0.5 + 1.5 * signal)).exp());
             labels.push(u8::from(uniform() < p));
         }
-        let table = FeatureTable {
-            feature_names: (0..6).map(|j| format!("x{j}")).collect(),
-            entity_ids: (0..n).map(|i| i.to_string()).collect(),
-            cutoffs_ms: vec![0; n],
-            labels,
-            values,
-        };
+        let table = numbered_table(6, values, labels);
         let rows: Vec<usize> = (0..n).collect();
         let params = LogisticParams {
             gradient_tolerance: 1e-8,
