@@ -22,7 +22,7 @@ use crate::plan::{
     EncodedEvent, EncodedProfile, FeaturePlan, FeaturePlanParams, PlanInputs, ProfileFeatureKind,
     ProfileInput, canonical_order, number_as_level,
 };
-use crate::spec::{ColumnKind, CutoffSpec, Form, LabelKind};
+use crate::spec::{ColumnKind, CutoffSpec, DatasetSpec, Form, LabelKind};
 
 const ENTITY_ROW: &str = "__entity_row";
 
@@ -125,7 +125,19 @@ fn polars_error(what: &str) -> impl Fn(PolarsError) -> DataError + '_ {
 
 /// The cutoffs the dataset's spec asks for.
 pub fn resolve_cutoffs(data: &LoadedDataset) -> Result<Cutoffs, DataError> {
-    let Some(label) = &data.spec.label else {
+    cutoffs_within(&data.spec, || data_start(data), || data_end(data))
+}
+
+/// The cutoffs `spec` asks for of a history that starts at `start()` and ends at `end()`
+/// (see [`data_start`] and [`data_end`]; each is asked only when the spec needs it): what
+/// [`resolve_cutoffs`] computes for a loaded dataset, and a build in parts computes from
+/// the parts' bounds ([`crate::parts`]).
+pub fn cutoffs_within(
+    spec: &DatasetSpec,
+    data_start: impl FnOnce() -> Result<TimestampMs, DataError>,
+    data_end: impl FnOnce() -> Result<TimestampMs, DataError>,
+) -> Result<Cutoffs, DataError> {
+    let Some(label) = &spec.label else {
         return Ok(Cutoffs::Tabular);
     };
     match &label.cutoffs {
@@ -150,7 +162,7 @@ pub fn resolve_cutoffs(data: &LoadedDataset) -> Result<Cutoffs, DataError> {
             start,
             start_after_first_days,
         } => {
-            let end = data_end(data)?;
+            let end = data_end()?;
             let horizon = i64::from(label.horizon_days) * DAY_MS;
             // The last cutoff is the start of a day whose label window ends by the data's end.
             let last = (end - horizon).div_euclid(DAY_MS) * DAY_MS;
@@ -158,7 +170,7 @@ pub fn resolve_cutoffs(data: &LoadedDataset) -> Result<Cutoffs, DataError> {
             let first = match (start, start_after_first_days) {
                 (Some(text), _) => Some(parse_cutoff(text)?),
                 (None, Some(days)) => {
-                    Some(data_start(data)?.div_euclid(DAY_MS) * DAY_MS + i64::from(*days) * DAY_MS)
+                    Some(data_start()?.div_euclid(DAY_MS) * DAY_MS + i64::from(*days) * DAY_MS)
                 }
                 (None, None) => None,
             };
@@ -222,9 +234,7 @@ pub fn data_start(data: &LoadedDataset) -> Result<TimestampMs, DataError> {
         }
     }
     if start == i64::MAX {
-        return Err(DataError::Invalid(
-            "the dataset has no entities or events to date its start".into(),
-        ));
+        return Err(no_start_error());
     }
     Ok(start)
 }
@@ -245,6 +255,14 @@ fn parse_cutoff(text: &str) -> Result<TimestampMs, DataError> {
     )))
 }
 
+pub(crate) fn no_start_error() -> DataError {
+    DataError::Invalid("the dataset has no entities or events to date its start".into())
+}
+
+pub(crate) fn no_end_error() -> DataError {
+    DataError::Invalid("the dataset has no events or outcomes to date its end".into())
+}
+
 /// The latest event or outcome time: label windows must end by then.
 pub fn data_end(data: &LoadedDataset) -> Result<TimestampMs, DataError> {
     let mut end = i64::MIN;
@@ -258,9 +276,7 @@ pub fn data_end(data: &LoadedDataset) -> Result<TimestampMs, DataError> {
         }
     }
     if end == i64::MIN {
-        return Err(DataError::Invalid(
-            "the dataset has no events or outcomes to date its end".into(),
-        ));
+        return Err(no_end_error());
     }
     Ok(end)
 }

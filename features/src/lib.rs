@@ -10,13 +10,15 @@
 //! frames) and the server both call [`FeaturePlan::compute`], so a lead's features at serving
 //! time are bit for bit those of its training row. [`reasons`] groups the features into what
 //! a sales rep recognises (a profile field, an event type, a channel) and says each group's
-//! value in words, for the reasons given with a score. [`synthetic`] generates CRM histories with
+//! value in words, for the reasons given with a score. [`parts`] builds one history's table in
+//! parts (the Python package's Spark build) equal to one build of the whole. [`synthetic`] generates CRM histories with
 //! a hidden ground-truth model for tests, benchmarks and the demo.
 
 pub mod builder;
 pub mod error;
 pub mod history;
 pub mod load;
+pub mod parts;
 pub mod plan;
 pub mod reasons;
 pub mod spec;

@@ -32,6 +32,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use self::source::SourceFile;
+pub(crate) use self::values::{KindEvidence, kind_evidence};
 use crate::error::DataError;
 use crate::spec::{ColumnKind, DatasetSpec};
 

@@ -61,7 +61,7 @@ pub struct FeaturePlanParams {
 }
 
 /// What fitting needs to know about the data, independent of where it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanInputs {
     pub form: Form,
     pub profile: Vec<ProfileInput>,
@@ -73,7 +73,7 @@ pub struct PlanInputs {
 }
 
 /// A profile column as seen in the fitting set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileInput {
     pub name: String,
     pub kind: ColumnKind,

@@ -154,6 +154,28 @@ pub(super) fn is_blank_like(text: &str) -> bool {
             .any(|b| t.eq_ignore_ascii_case(b))
 }
 
+/// What one text value of a profile column says of the column's kind when the spec does not
+/// declare it ([`inferred_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KindEvidence {
+    /// It parses as a number.
+    Number,
+    /// It is blank-like ([`is_blank_like`]): no evidence either way.
+    BlankLike,
+    /// Anything else: the column is categorical.
+    Other,
+}
+
+pub(crate) fn kind_evidence(text: &str) -> KindEvidence {
+    if parse_number(text).is_some() {
+        KindEvidence::Number
+    } else if is_blank_like(text) {
+        KindEvidence::BlankLike
+    } else {
+        KindEvidence::Other
+    }
+}
+
 /// Blank-like values a numeric profile column held, read as missing: how many, and the
 /// first (its frame position and text).
 #[derive(Debug, Default)]
@@ -175,11 +197,13 @@ pub(super) fn inferred_kind(source: &SourceFile, name: &str) -> Result<ColumnKin
         let text = text_values(source, name)?;
         let (mut numbers, mut others) = (0usize, 0usize);
         for value in text.iter().flatten() {
-            if parse_number(value).is_some() {
-                numbers += 1;
-            } else if !is_blank_like(value) {
-                others += 1;
-                break;
+            match kind_evidence(value) {
+                KindEvidence::Number => numbers += 1,
+                KindEvidence::BlankLike => {}
+                KindEvidence::Other => {
+                    others += 1;
+                    break;
+                }
             }
         }
         return Ok(if numbers > 0 && others == 0 {
