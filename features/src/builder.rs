@@ -26,8 +26,10 @@ use crate::spec::{ColumnKind, CutoffSpec, DatasetSpec, Form, LabelKind};
 
 const ENTITY_ROW: &str = "__entity_row";
 
-/// When the rows of a dataset are taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// When the rows of a dataset are taken. As JSON: `{"calendar": [ms, ...]}`,
+/// `{"after_creation_ms": ms}` or `"tabular"`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "CutoffsData", into = "CutoffsData")]
 pub enum Cutoffs {
     /// Calendar cutoffs (ms), ascending: every entity alive and unresolved gets a row at each.
     Calendar(Vec<TimestampMs>),
@@ -35,6 +37,35 @@ pub enum Cutoffs {
     AfterCreation { offset_ms: i64 },
     /// Tabular form: one row per entity, no time.
     Tabular,
+}
+
+/// [`Cutoffs`] as written.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum CutoffsData {
+    Calendar(Vec<TimestampMs>),
+    AfterCreationMs(i64),
+    Tabular,
+}
+
+impl From<CutoffsData> for Cutoffs {
+    fn from(data: CutoffsData) -> Cutoffs {
+        match data {
+            CutoffsData::Calendar(at) => Cutoffs::Calendar(at),
+            CutoffsData::AfterCreationMs(offset_ms) => Cutoffs::AfterCreation { offset_ms },
+            CutoffsData::Tabular => Cutoffs::Tabular,
+        }
+    }
+}
+
+impl From<Cutoffs> for CutoffsData {
+    fn from(cutoffs: Cutoffs) -> CutoffsData {
+        match cutoffs {
+            Cutoffs::Calendar(at) => CutoffsData::Calendar(at),
+            Cutoffs::AfterCreation { offset_ms } => CutoffsData::AfterCreationMs(offset_ms),
+            Cutoffs::Tabular => CutoffsData::Tabular,
+        }
+    }
 }
 
 /// A built feature table: row-major `f32` values with their names, one row per

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use polars::prelude::{Column, DataFrame, ParquetWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{
@@ -25,7 +26,7 @@ use crate::builder::{
 };
 use crate::error::DataError;
 use crate::load::{ENTITY_ID, KindEvidence, LoadedDataset, kind_evidence, load_dataset};
-use crate::plan::{PlanInputs, ProfileInput};
+use crate::plan::{FeaturePlan, PlanInputs, ProfileFeatureKind, ProfileInput};
 use crate::spec::{ColumnKind, DatasetSpec, Form};
 
 /// The sections of a spec a part is made of, in the order a build reads them.
@@ -84,7 +85,7 @@ fn not_event_form() -> DataError {
 }
 
 /// Loads one part: `spec` with its sections' files replaced by `files` (section name to
-/// path) and the profile columns of `kinds` read as those kinds, whatever the spec declares
+/// path; a part file may have no rows) and the profile columns of `kinds` read as those kinds, whatever the spec declares
 /// or the part's values suggest.
 pub fn load_part(
     spec: &DatasetSpec,
@@ -100,16 +101,19 @@ pub fn load_part(
             "entities" => {
                 if let Some(entities) = spec.entities.as_mut() {
                     entities.path = Some(path.clone());
+                    entities.file.allow_empty = true;
                 }
             }
             "events" => {
                 if let Some(events) = spec.events.as_mut() {
                     events.path = path.clone();
+                    events.file.allow_empty = true;
                 }
             }
             "outcomes" => {
                 if let Some(outcomes) = spec.outcomes.as_mut() {
                     outcomes.path = path.clone();
+                    outcomes.file.allow_empty = true;
                 }
             }
             other => {
@@ -124,6 +128,21 @@ pub fn load_part(
         entities.columns.extend(kinds.clone());
     }
     load_dataset(&spec)
+}
+
+/// The kind of each profile column of `plan`: what every part is read with once the plan is
+/// fitted, so no part infers a kind of its own.
+pub fn plan_kinds(plan: &FeaturePlan) -> BTreeMap<String, ColumnKind> {
+    plan.profile_fields()
+        .iter()
+        .map(|field| {
+            let kind = match field.kind {
+                ProfileFeatureKind::Numeric => ColumnKind::Numeric,
+                ProfileFeatureKind::Categorical { .. } => ColumnKind::Categorical,
+            };
+            (field.name.clone(), kind)
+        })
+        .collect()
 }
 
 fn row(kind: &str, name: &str, level: &str, count: i64) -> SummaryRow {
@@ -398,6 +417,34 @@ pub fn aggregate(rows: impl IntoIterator<Item = SummaryRow>) -> Vec<AggregatedRo
             });
     }
     groups.into_values().collect()
+}
+
+/// Summary rows as Parquet bytes: `kind`, `name`, `level` (text), `count` (Int64), `entity`
+/// (text, null but on `profile` rows).
+pub fn summary_parquet(rows: &[SummaryRow]) -> Result<Vec<u8>, DataError> {
+    let text = |f: fn(&SummaryRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let mut frame = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("kind".into(), text(|r| &r.kind)),
+            Column::new("name".into(), text(|r| &r.name)),
+            Column::new("level".into(), text(|r| &r.level)),
+            Column::new(
+                "count".into(),
+                rows.iter().map(|r| r.count).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "entity".into(),
+                rows.iter().map(|r| r.entity.as_deref()).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .map_err(|e| DataError::Invalid(format!("part summary: {e}")))?;
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .finish(&mut frame)
+        .map_err(|e| DataError::Invalid(format!("part summary as Parquet: {e}")))?;
+    Ok(bytes)
 }
 
 /// `path`'s part files by section, as [`load_part`] takes them: `<section>.parquet` for each

@@ -162,6 +162,11 @@ pub struct FileOptions {
     /// need no format.
     #[serde(default)]
     pub timestamp_format: Option<String>,
+    /// A file without rows is read as such instead of refused: set (never by a spec) for the
+    /// part files of a build in parts ([`crate::parts::load_part`]), where one part may well
+    /// have no outcome.
+    #[serde(skip)]
+    pub allow_empty: bool,
 }
 
 /// Event form: one row per lead or customer.
@@ -804,6 +809,7 @@ mod tests {
             encoding: Some(Encoding::Latin1),
             missing: vec!["NA".into()],
             timestamp_format: Some("%Y".into()),
+            allow_empty: false,
         }
     }
 

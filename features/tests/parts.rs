@@ -10,9 +10,9 @@ use features::DatasetSpec;
 use features::builder::{FeatureTable, build_features, fit_plan, plan_inputs, resolve_cutoffs};
 use features::load::load_dataset;
 use features::parts::{
-    aggregate, load_part, merge_summaries, part_files, part_summary, section_ids,
+    aggregate, load_part, merge_summaries, part_files, part_summary, plan_kinds, section_ids,
 };
-use features::plan::{FeaturePlanParams, ProfileFeatureKind};
+use features::plan::FeaturePlanParams;
 use features::spec::ColumnKind;
 use features::synthetic::{GeneratorParams, SyntheticKind};
 use polars::prelude::*;
@@ -138,17 +138,7 @@ fn three_parts_of_a_generator_history_build_the_whole_table_bit_for_bit() {
             serde_json::to_string(&whole_plan).unwrap()
         );
 
-        let kinds: BTreeMap<String, ColumnKind> = plan
-            .profile_fields()
-            .iter()
-            .map(|f| {
-                let kind = match f.kind {
-                    ProfileFeatureKind::Numeric => ColumnKind::Numeric,
-                    ProfileFeatureKind::Categorical { .. } => ColumnKind::Categorical,
-                };
-                (f.name.clone(), kind)
-            })
-            .collect();
+        let kinds = plan_kinds(&plan);
         let tables: Vec<FeatureTable> = parts
             .iter()
             .map(|files| {

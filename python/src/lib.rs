@@ -17,9 +17,12 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use features::builder::{Cutoffs, build_features};
-use features::load::load_dataset;
-use features::{DatasetSpec, FeaturePlan};
+use features::parts::{AggregatedRow, load_part, merge_summaries, plan_kinds, section_ids};
+use features::spec::ColumnKind;
+use features::{DatasetSpec, FeaturePlan, FeaturePlanParams};
 use models::bundle::{Bundle as BundleFiles, ModelName, Registry, Thresholds};
 use models::thresholds_file::ThresholdsFile;
 use pyo3::exceptions::PyRuntimeError;
@@ -326,71 +329,144 @@ fn feature_table<'py>(
     Ok((PyBytes::new(py, &bytes), plan, cutoffs))
 }
 
-/// Cutoffs as JSON text: `{"calendar": [ms, ...]}`, `{"after_creation_ms": ms}` or
-/// `"tabular"`.
+/// Cutoffs as JSON text (see [`Cutoffs`]).
 fn cutoffs_json(cutoffs: &Cutoffs) -> String {
-    match cutoffs {
-        Cutoffs::Calendar(at) => serde_json::json!({ "calendar": at }),
-        Cutoffs::AfterCreation { offset_ms } => {
-            serde_json::json!({ "after_creation_ms": offset_ms })
-        }
-        Cutoffs::Tabular => serde_json::json!("tabular"),
-    }
-    .to_string()
+    serde_json::to_string(cutoffs).unwrap_or_default()
 }
 
 /// [`cutoffs_json`] read back.
 fn parse_cutoffs(text: &str) -> Result<Cutoffs, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("cutoffs: {e}"))?;
-    let bad = || {
+    serde_json::from_str(text).map_err(|e| {
         format!(
-            "cutoffs: {value} is not {{\"calendar\": [ms, ...]}}, {{\"after_creation_ms\": ms}} or \"tabular\""
+            "cutoffs: {e}: expected {{\"calendar\": [ms, ...]}}, {{\"after_creation_ms\": ms}} \
+             or \"tabular\""
         )
-    };
-    if value == "tabular" {
-        return Ok(Cutoffs::Tabular);
-    }
-    if let Some(at) = value.get("calendar").and_then(|v| v.as_array()) {
-        let at = at
-            .iter()
-            .map(|v| v.as_i64().ok_or_else(bad))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Cutoffs::Calendar(at));
-    }
-    if let Some(offset_ms) = value.get("after_creation_ms").and_then(|v| v.as_i64()) {
-        return Ok(Cutoffs::AfterCreation { offset_ms });
-    }
-    Err(bad())
+    })
 }
 
 /// The feature table of the dataset at `spec` with a plan and cutoffs fixed beforehand,
 /// those of a larger history this dataset is a part of (some of its entities, with all their
 /// events and outcomes): the larger table's rows of those entities, bit for bit, as Parquet
-/// bytes. What each worker of a distributed build runs.
+/// bytes. What each worker of a distributed build runs. `files` replaces the spec's files
+/// by section (`entities`, `events`, `outcomes`); profile columns are read as the plan's
+/// kinds ([`features::parts::load_part`]).
 #[pyfunction]
-#[pyo3(signature = (spec, plan_json, cutoffs_json, data_dir=None))]
+#[pyo3(signature = (spec, plan_json, cutoffs_json, data_dir=None, files=None))]
 fn partition_table<'py>(
     py: Python<'py>,
     spec: PathBuf,
     plan_json: &str,
     cutoffs_json: &str,
     data_dir: Option<PathBuf>,
+    files: Option<BTreeMap<String, PathBuf>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let built = py.detach(|| -> Result<Vec<u8>, String> {
         let plan: FeaturePlan =
             serde_json::from_str(plan_json).map_err(|e| format!("feature plan: {e}"))?;
         let cutoffs = parse_cutoffs(cutoffs_json)?;
-        let mut spec = DatasetSpec::from_file(&spec).map_err(|e| chain(&e))?;
-        if let Some(dir) = data_dir {
-            spec.base_dir = dir;
-        }
-        let data = load_dataset(&spec).map_err(|e| chain(&e))?;
+        let spec = read_spec(&spec, data_dir)?;
+        let data = load_part(&spec, &files.unwrap_or_default(), &plan_kinds(&plan))
+            .map_err(|e| chain(&e))?;
         let table = build_features(&data, &plan, &cutoffs).map_err(|e| chain(&e))?;
         table.parquet_bytes().map_err(|e| chain(&e))
     });
     let bytes = built.map_err(|message| raise(py, "DataError", (message, None)))?;
     Ok(PyBytes::new(py, &bytes))
+}
+
+fn read_spec(path: &Path, data_dir: Option<PathBuf>) -> Result<DatasetSpec, String> {
+    let mut spec = DatasetSpec::from_file(path).map_err(|e| chain(&e))?;
+    if let Some(dir) = data_dir {
+        spec.base_dir = dir;
+    }
+    Ok(spec)
+}
+
+/// The sections of the event-form spec at `spec` read from files, each with its entity id
+/// column: `[(section, id_column), ...]`.
+#[pyfunction]
+fn part_sections(py: Python<'_>, spec: PathBuf) -> PyResult<Vec<(String, String)>> {
+    let spec = read_spec(&spec, None).map_err(|m| raise(py, "DataError", (m, None)))?;
+    let sections = section_ids(&spec).map_err(|e| raise(py, "DataError", (chain(&e), None)))?;
+    Ok(sections
+        .into_iter()
+        .map(|(section, id)| (section.to_string(), id))
+        .collect())
+}
+
+/// What one part of a history (its sections' files in `files`) contributes to the plan and
+/// the cutoffs ([`features::parts::part_summary`]): Parquet bytes of the rows `kind`,
+/// `name`, `level`, `count`, `entity`. `categorical` lists profile columns to read as
+/// categorical (a recount the merge asked for).
+#[pyfunction]
+#[pyo3(signature = (spec, files, categorical=Vec::new()))]
+fn part_summary<'py>(
+    py: Python<'py>,
+    spec: PathBuf,
+    files: BTreeMap<String, PathBuf>,
+    categorical: Vec<String>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let built = py.detach(|| -> Result<Vec<u8>, String> {
+        let spec = read_spec(&spec, None)?;
+        let kinds: BTreeMap<String, ColumnKind> = categorical
+            .into_iter()
+            .map(|c| (c, ColumnKind::Categorical))
+            .collect();
+        let data = load_part(&spec, &files, &kinds).map_err(|e| chain(&e))?;
+        let rows = features::parts::part_summary(&data, &files).map_err(|e| chain(&e))?;
+        features::parts::summary_parquet(&rows).map_err(|e| chain(&e))
+    });
+    let bytes = built.map_err(|message| raise(py, "DataError", (message, None)))?;
+    Ok(PyBytes::new(py, &bytes))
+}
+
+/// The parts' summaries added up by `(kind, name, level)` (`rows_json`: a JSON list of
+/// `[kind, name, level, sum, min, max]`), merged ([`features::parts::merge_summaries`]) and
+/// the plan fitted: JSON text of `{"plan", "cutoffs", "inputs", "entities", "events",
+/// "warnings", "recount_as_categorical"}` (`plan` and `cutoffs` null while a recount is
+/// asked for).
+#[pyfunction]
+fn merge_parts(py: Python<'_>, spec: PathBuf, rows_json: &str) -> PyResult<String> {
+    let merged = py.detach(|| -> Result<String, String> {
+        let spec = read_spec(&spec, None)?;
+        let rows: Vec<(String, String, String, i64, i64, i64)> =
+            serde_json::from_str(rows_json).map_err(|e| format!("part summaries: {e}"))?;
+        let rows: Vec<AggregatedRow> = rows
+            .into_iter()
+            .map(|(kind, name, level, sum, min, max)| AggregatedRow {
+                kind,
+                name,
+                level,
+                sum,
+                min,
+                max,
+            })
+            .collect();
+        let merged = merge_summaries(&spec, &rows).map_err(|e| chain(&e))?;
+        let (plan, cutoffs) = if merged.recount_as_categorical.is_empty() {
+            let plan = FeaturePlanParams::new(spec.features.clone())
+                .fit(&merged.inputs)
+                .map_err(|e| chain(&e))?;
+            let cutoffs = merged.cutoffs(&spec).map_err(|e| chain(&e))?;
+            (
+                serde_json::to_value(&plan).map_err(|e| e.to_string())?,
+                serde_json::from_str(&cutoffs_json(&cutoffs)).map_err(|e| e.to_string())?,
+            )
+        } else {
+            (serde_json::Value::Null, serde_json::Value::Null)
+        };
+        Ok(serde_json::json!({
+            "plan": plan,
+            "cutoffs": cutoffs,
+            "inputs": merged.inputs,
+            "entities": merged.entities,
+            "events": merged.events,
+            "warnings": merged.warnings,
+            "recount_as_categorical": merged.recount_as_categorical,
+        })
+        .to_string())
+    });
+    merged.map_err(|message| raise(py, "DataError", (message, None)))
 }
 
 /// The folder of the version of `model` a server on `registry` serves: the live one, else
@@ -425,6 +501,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bundle>()?;
     m.add_function(wrap_pyfunction!(feature_table, m)?)?;
     m.add_function(wrap_pyfunction!(partition_table, m)?)?;
+    m.add_function(wrap_pyfunction!(part_sections, m)?)?;
+    m.add_function(wrap_pyfunction!(part_summary, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_parts, m)?)?;
     m.add_function(wrap_pyfunction!(onnxruntime_file, m)?)?;
     m.add_function(wrap_pyfunction!(served_bundle, m)?)?;
     m.add("ONNXRUNTIME_ENV", serving::runtime::ORT_LIB_ENV)?;

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use features::FeaturePlan;
 use features::builder::build_features;
 use models::bundle::Bundle;
 use models::drift::DriftReport;
@@ -86,7 +87,18 @@ pub fn compare_with_live(
     now: DateTime<Utc>,
 ) -> Result<GateReport, TrainError> {
     let manifest = live.manifest();
-    let live_table = build_features(&prepared.data, &manifest.feature_plan, &prepared.cutoffs)?;
+    // The same plan gives the same table: built again only for another plan.
+    let rebuilt;
+    let live_table = if plans_equal(&manifest.feature_plan, &prepared.plan)? {
+        &prepared.table
+    } else {
+        rebuilt = build_features(
+            prepared.data("comparing with a live model of another feature plan")?,
+            &manifest.feature_plan,
+            &prepared.cutoffs,
+        )?;
+        &rebuilt
+    };
     let index: HashMap<(&str, i64), usize> = live_table
         .entity_ids
         .iter()
@@ -261,4 +273,12 @@ mod tests {
         // ...but not when younger.
         assert!(!decide(&aged, &figures(0.70, 0.050, 29.0)).0);
     }
+}
+
+/// Whether two plans are one (as serialised: the plan's whole definition).
+fn plans_equal(a: &FeaturePlan, b: &FeaturePlan) -> Result<bool, TrainError> {
+    let json = |plan: &FeaturePlan| {
+        serde_json::to_value(plan).map_err(|e| TrainError::Data(format!("feature plan: {e}")))
+    };
+    Ok(json(a)? == json(b)?)
 }

@@ -23,6 +23,7 @@ pub mod gate;
 pub mod guards;
 pub mod lbfgs;
 pub mod pipeline;
+pub mod prepared_table;
 pub mod repeat;
 pub mod report;
 pub mod requests;

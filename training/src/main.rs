@@ -24,6 +24,7 @@ use training::evaluate::{Evaluation, FamilyParams, FittedModel, ModelFamily, Val
 use training::fit::{EarlyStopping, GbdtStart};
 use training::gate::{GatePolicy, compare_with_live};
 use training::pipeline::{DEFAULT_FOLDS, Prepared, ValidationMode, prepare, validation_plan_with};
+use training::prepared_table::{EntitySample, read_prepared};
 use training::repeat::{RepeatSettings, RepeatedAuc, is_random, repeated_roc_auc};
 use training::report::SegmentRow;
 use training::requests::score_requests;
@@ -377,8 +378,16 @@ impl ValidationArgs {
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Dataset spec (TOML).
-    #[arg(long)]
-    spec: PathBuf,
+    #[arg(long, required_unless_present = "prepared")]
+    spec: Option<PathBuf>,
+    /// Train from a feature table built elsewhere instead of the spec's files: the folder
+    /// the Python package's Spark build writes (`leadscore.spark`, see README "Python").
+    #[arg(long, conflicts_with_all = ["spec", "data_dir"])]
+    prepared: Option<PathBuf>,
+    /// With --prepared: keep this share of the entities (all rows of each, chosen by a hash
+    /// of the id and --seed) as the table is read, for a table larger than memory.
+    #[arg(long, requires = "prepared")]
+    sample_entities: Option<f64>,
     /// Folder the spec's relative file paths are read from (default: the spec's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -543,7 +552,7 @@ fn main() -> Result<ExitCode> {
             println!(
                 "{}: {} entities, {} rows x {} features, {:.1} % positive, in {:.1}s -> {}",
                 prepared.spec.name,
-                prepared.data.entities.height(),
+                prepared.entity_count(),
                 table.n_rows(),
                 table.n_features(),
                 100.0 * table.positive_rate(),
@@ -666,10 +675,37 @@ fn prepare_with_progress(
     println!(
         "{}: {} entities, {} rows x {} features, {:.1} % positive",
         prepared.spec.name,
-        prepared.data.entities.height(),
+        prepared.entity_count(),
         table.n_rows(),
         table.n_features(),
         100.0 * table.positive_rate(),
+    );
+    Ok(prepared)
+}
+
+fn read_prepared_with_progress(
+    dir: &std::path::Path,
+    share: Option<f64>,
+    seed: u64,
+) -> Result<Prepared> {
+    let bar = spinner(format!(
+        "reading the prepared feature table {}",
+        dir.display()
+    ));
+    let sample = share.map(|share| EntitySample { share, seed });
+    let prepared = read_prepared(dir, sample.as_ref());
+    bar.finish_and_clear();
+    let prepared = prepared?;
+    let table = &prepared.table;
+    println!(
+        "{}: {} entities{}, {} rows x {} features, {:.1} % positive (prepared table {})",
+        prepared.spec.name,
+        prepared.entity_count(),
+        sample.map_or(String::new(), |s| format!(" (a {} share)", s.share)),
+        table.n_rows(),
+        table.n_features(),
+        100.0 * table.positive_rate(),
+        dir.display()
     );
     Ok(prepared)
 }
@@ -707,7 +743,7 @@ fn plan_validation(
 ) -> Result<(ValidationPlan, Vec<String>)> {
     let mode = validation_mode(validation);
     let (plan, guards) = validation_plan_with(prepared, mode, folds, seed, holdout)?;
-    let mut warnings = prepared.data.warnings.clone();
+    let mut warnings = prepared.warnings().to_vec();
     warnings.extend(guards);
     println!("validation: {}", plan.description());
     for warning in &warnings {
@@ -730,9 +766,19 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let registry = Registry::new(&args.registry);
     // The input is read and checked first: on bad input nothing is written, not even the
     // registry folder or its lock.
-    let prepared = prepare_with_progress(&args.spec, args.data_dir.as_deref())?;
+    let (prepared, input) = match (&args.spec, &args.prepared) {
+        (Some(spec), _) => (
+            prepare_with_progress(spec, args.data_dir.as_deref())?,
+            format!("--spec {}", spec.display()),
+        ),
+        (None, Some(dir)) => (
+            read_prepared_with_progress(dir, args.sample_entities, args.seed)?,
+            format!("--prepared {}", dir.display()),
+        ),
+        (None, None) => bail!("give --spec or --prepared"),
+    };
     // Held from here to the end: a promotion never races another run.
-    let lock = registry.lock(&format!("train --spec {}", args.spec.display()))?;
+    let lock = registry.lock(&format!("train {input}"))?;
     // With the lock held no other writer is at work: a temporary folder is what a killed
     // run left behind.
     for model in registry.models()? {
@@ -757,7 +803,10 @@ fn train_command(args: &TrainArgs) -> Result<()> {
                 seed: args.seed,
                 ..SegmentParams::default()
             };
-            params.check(&prepared.data).map(|()| params)
+            prepared
+                .data("a segment model")
+                .and_then(|data| params.check(data))
+                .map(|()| params)
         })
         .transpose()?;
     let (plan, warnings) = plan_validation(

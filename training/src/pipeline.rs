@@ -1,7 +1,8 @@
 //! The steps shared by the `evaluate` and `train` commands: load a dataset, build its
 //! point-in-time features, choose the validation plan, guard the data.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use features::builder::{Cutoffs, FeatureTable, build_features, plan_inputs, resolve_cutoffs};
 use features::load::load_dataset;
@@ -29,13 +30,67 @@ pub enum ValidationMode {
 /// A dataset with its features built.
 pub struct Prepared {
     pub spec: DatasetSpec,
-    pub data: LoadedDataset,
+    /// Where the rows came from: the dataset's files, or a feature table built elsewhere.
+    pub source: Source,
     pub plan: FeaturePlan,
     /// The profile columns as the plan was fitted on them (every level seen, with counts),
     /// for the bundle's drift reference.
     pub profile_inputs: Vec<ProfileInput>,
     pub cutoffs: Cutoffs,
     pub table: FeatureTable,
+}
+
+/// Where a [`Prepared`] table came from.
+pub enum Source {
+    /// The dataset's files, loaded here.
+    Files(LoadedDataset),
+    /// A feature table built elsewhere (the Python package's Spark build), read back by
+    /// [`crate::prepared_table`].
+    Table(TableSource),
+}
+
+/// What a prepared feature table brings besides its rows.
+pub struct TableSource {
+    /// The prepared table's folder.
+    pub dir: PathBuf,
+    pub entities: usize,
+    pub events: usize,
+    /// The loader's warnings, as the build reported them.
+    pub warnings: Vec<String>,
+    /// The categorical profile fields, and each entity's values of them ("" when missing).
+    pub profile_fields: Vec<String>,
+    pub profiles: HashMap<String, Vec<String>>,
+}
+
+impl Prepared {
+    /// Entities in the dataset.
+    pub fn entity_count(&self) -> usize {
+        match &self.source {
+            Source::Files(data) => data.entities.height(),
+            Source::Table(table) => table.entities,
+        }
+    }
+
+    /// The loader's warnings.
+    pub fn warnings(&self) -> &[String] {
+        match &self.source {
+            Source::Files(data) => &data.warnings,
+            Source::Table(table) => &table.warnings,
+        }
+    }
+
+    /// The loaded dataset, for what needs more than the feature table (`what`: segment
+    /// models, features of another plan).
+    pub fn data(&self, what: &str) -> Result<&LoadedDataset, TrainError> {
+        match &self.source {
+            Source::Files(data) => Ok(data),
+            Source::Table(table) => Err(TrainError::Data(format!(
+                "{what} needs the dataset's files, and {} is a prepared feature table: \
+                 train with --spec on the files",
+                table.dir.display()
+            ))),
+        }
+    }
 }
 
 /// Reads the spec (relative paths against `data_dir` when given), loads and validates the
@@ -52,7 +107,7 @@ pub fn prepare(spec_path: &Path, data_dir: Option<&Path>) -> Result<Prepared, Tr
     let table = build_features(&data, &plan, &cutoffs)?;
     Ok(Prepared {
         spec,
-        data,
+        source: Source::Files(data),
         plan,
         profile_inputs: inputs.profile,
         cutoffs,

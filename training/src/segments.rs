@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::TrainError;
 use crate::evaluate::{Evaluation, FamilyParams, ValidationPlan};
-use crate::pipeline::{Prepared, ValidationMode, validation_plan_with};
+use crate::pipeline::{Prepared, Source, ValidationMode, validation_plan_with};
 use crate::split::HoldoutShare;
 use crate::train::{FamilyChoice, choose_family, evaluate_families};
 
@@ -124,7 +124,7 @@ pub struct SegmentLevel {
 /// The levels of `field` (missing values are no segment), most rows first, with their counts
 /// in the global feature table.
 pub fn segment_levels(prepared: &Prepared, field: &str) -> Result<Vec<SegmentLevel>, TrainError> {
-    let by_entity = entity_levels(&prepared.data, field)?;
+    let by_entity = entity_levels(prepared.data("a segment model")?, field)?;
     let mut levels: HashMap<&str, SegmentLevel> = HashMap::new();
     for level in by_entity.values() {
         levels
@@ -194,12 +194,12 @@ pub fn prepare_segment(
     field: &str,
     level: &str,
 ) -> Result<Prepared, TrainError> {
-    let keep: HashSet<String> = entity_levels(&prepared.data, field)?
+    let data = prepared.data("a segment model")?;
+    let keep: HashSet<String> = entity_levels(data, field)?
         .into_iter()
         .filter(|(_, l)| l == level)
         .map(|(id, _)| id)
         .collect();
-    let data = &prepared.data;
     let only = |frame: &DataFrame| -> Result<DataFrame, TrainError> {
         let polars = |e: polars::prelude::PolarsError| TrainError::Data(format!("{field}: {e}"));
         let ids = frame
@@ -230,7 +230,7 @@ pub fn prepare_segment(
     let table = build_features(&subset, &plan, &cutoffs)?;
     Ok(Prepared {
         spec,
-        data: subset,
+        source: Source::Files(subset),
         plan,
         profile_inputs: inputs.profile,
         cutoffs,
@@ -389,7 +389,7 @@ pub fn train_segments(
     settings: &RunSettings,
     mut on_level: impl FnMut(&SegmentLevel),
 ) -> Result<Vec<SegmentRun>, TrainError> {
-    params.check(&global.data)?;
+    params.check(global.data("a segment model")?)?;
     let mut runs = Vec::new();
     for level in segment_levels(global, &params.field)? {
         if level.positives < params.min_positives {

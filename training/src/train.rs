@@ -18,7 +18,7 @@ use models::onnx::{ScoringModel, ToOnnx};
 
 use crate::error::TrainError;
 use crate::evaluate::{Evaluation, FamilyParams, ModelFamily, ValidationPlan};
-use crate::pipeline::Prepared;
+use crate::pipeline::{Prepared, Source};
 use crate::report::{FamilyResult, ReportInput, SegmentRow, render_report};
 use crate::thresholds::default_thresholds;
 use crate::truth::GroundTruth;
@@ -216,9 +216,19 @@ type ProfilesById<'a> = HashMap<&'a str, Vec<String>>;
 fn categorical_profiles(
     prepared: &Prepared,
 ) -> Result<(Vec<String>, ProfilesById<'_>), TrainError> {
-    let entities = &prepared.data.entities;
-    let fields: Vec<String> = prepared
-        .data
+    let data = match &prepared.source {
+        Source::Files(data) => data,
+        Source::Table(table) => {
+            let profiles = table
+                .profiles
+                .iter()
+                .map(|(id, values)| (id.as_str(), values.clone()))
+                .collect();
+            return Ok((table.profile_fields.clone(), profiles));
+        }
+    };
+    let entities = &data.entities;
+    let fields: Vec<String> = data
         .profile_columns
         .iter()
         .filter(|c| c.kind == ColumnKind::Categorical)

@@ -92,7 +92,7 @@ impl SourceFile {
             Some((bytes, separator)) => read_csv(path, bytes, separator, projection)?,
             None => read_parquet(path, projection)?,
         };
-        if frame.height() == 0 {
+        if frame.height() == 0 && !options.allow_empty {
             return Err(DataError::Empty {
                 path: path.to_path_buf(),
             });
