@@ -26,6 +26,7 @@ use features::builder::{Cutoffs, FeatureTable};
 use features::load::ENTITY_ID;
 use features::plan::{PlanInputs, ProfileFeatureKind};
 use features::{DatasetSpec, FeaturePlan, FeaturePlanParams};
+use models::bundle::{DataFingerprint, fingerprint_files};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +124,20 @@ fn text_column<'a>(
         .column(name)
         .and_then(|c| c.str())
         .map_err(|e| data_error(path, format!("column `{name}`: {e}")))
+}
+
+/// Size and SHA-256 of the folder's files a model is trained from (its manifest, spec and
+/// part files), paths relative to `dir`: the bundle's data fingerprint.
+pub fn fingerprint(dir: &Path) -> Result<DataFingerprint, TrainError> {
+    let mut paths = vec![PathBuf::from(MANIFEST_FILE), PathBuf::from(SPEC_FILE)];
+    for sub in [FEATURES_DIR, PROFILES_DIR] {
+        for part in part_files(&dir.join(sub))? {
+            if let Some(name) = part.file_name() {
+                paths.push(Path::new(sub).join(name));
+            }
+        }
+    }
+    Ok(fingerprint_files(dir, &paths)?)
 }
 
 /// Reads the prepared table in `dir`, keeping the entities `sample` keeps (all without).

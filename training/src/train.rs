@@ -136,7 +136,10 @@ pub fn assemble_bundle(inputs: &BundleInputs<'_>) -> Result<BundleContents, Trai
         dataset: DatasetInfo {
             name: spec.name.clone(),
             spec: spec.clone(),
-            fingerprint: fingerprint_spec(spec)?,
+            fingerprint: match &prepared.source {
+                Source::Files(_) => fingerprint_spec(spec)?,
+                Source::Table(table) => crate::prepared_table::fingerprint(&table.dir)?,
+            },
             rows: table.n_rows(),
             positives: table.labels.iter().filter(|&&y| y == 1).count(),
             cutoffs,
