@@ -125,7 +125,7 @@ pub fn compare_with_live(
     }
     let data_drift = manifest.drift.as_ref().map(|reference| {
         let counter = reference.counter();
-        let rows = drift_reference_rows(&live_table, &prepared.cutoffs);
+        let rows = drift_reference_rows(live_table, &prepared.cutoffs);
         let mut cells = vec![0u64; counter.n_cells()];
         for &i in &rows {
             counter.for_each_cell(live_table.row(i), &[], |c| cells[c] += 1);
@@ -213,6 +213,14 @@ fn decide(policy: &GatePolicy, figures: &GateFigures) -> (bool, String) {
     }
 }
 
+/// Whether two plans are one (as serialised: the plan's whole definition).
+fn plans_equal(a: &FeaturePlan, b: &FeaturePlan) -> Result<bool, TrainError> {
+    let json = |plan: &FeaturePlan| {
+        serde_json::to_value(plan).map_err(|e| TrainError::Data(format!("feature plan: {e}")))
+    };
+    Ok(json(a)? == json(b)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,12 +281,4 @@ mod tests {
         // ...but not when younger.
         assert!(!decide(&aged, &figures(0.70, 0.050, 29.0)).0);
     }
-}
-
-/// Whether two plans are one (as serialised: the plan's whole definition).
-fn plans_equal(a: &FeaturePlan, b: &FeaturePlan) -> Result<bool, TrainError> {
-    let json = |plan: &FeaturePlan| {
-        serde_json::to_value(plan).map_err(|e| TrainError::Data(format!("feature plan: {e}")))
-    };
-    Ok(json(a)? == json(b)?)
 }

@@ -43,7 +43,7 @@ pub struct Prepared {
 /// Where a [`Prepared`] table came from.
 pub enum Source {
     /// The dataset's files, loaded here.
-    Files(LoadedDataset),
+    Files(Box<LoadedDataset>),
     /// A feature table built elsewhere (the Python package's Spark build), read back by
     /// [`crate::prepared_table`].
     Table(TableSource),
@@ -107,7 +107,7 @@ pub fn prepare(spec_path: &Path, data_dir: Option<&Path>) -> Result<Prepared, Tr
     let table = build_features(&data, &plan, &cutoffs)?;
     Ok(Prepared {
         spec,
-        source: Source::Files(data),
+        source: Source::Files(Box::new(data)),
         plan,
         profile_inputs: inputs.profile,
         cutoffs,

@@ -230,7 +230,7 @@ pub fn prepare_segment(
     let table = build_features(&subset, &plan, &cutoffs)?;
     Ok(Prepared {
         spec,
-        source: Source::Files(subset),
+        source: Source::Files(Box::new(subset)),
         plan,
         profile_inputs: inputs.profile,
         cutoffs,

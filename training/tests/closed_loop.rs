@@ -135,7 +135,9 @@ async fn a_history_replayed_through_the_api_exports_to_the_same_features_and_mod
     .generate(&work.path().join("generated"))
     .expect("generate");
     let original = prepare(&generated.spec_path, None).expect("prepare the generator's files");
-    let data = &original.data;
+    let data = original
+        .data("the closed loop")
+        .expect("prepared from files");
 
     // The server: the fixture propensity model (the generator's fields), a fresh store.
     let registry = work.path().join("registry");
