@@ -18,7 +18,8 @@ An entity is a mapping shaped like the body of the server's ``POST /v1/score/{mo
 (``profile``, ``created_at``, ``events``, ``as_of``, or ``row`` for tabular models). Times may
 be RFC 3339 strings, integer milliseconds since 1970, or timezone-aware ``datetime`` objects.
 Errors are the exceptions of :mod:`leadscore.errors`, with the server's and the command line's
-messages.
+messages. :mod:`leadscore.spark` builds the feature table of a history too large for one
+machine on Spark, through the same code.
 """
 
 from __future__ import annotations

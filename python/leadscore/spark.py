@@ -118,7 +118,7 @@ def _entity_key(frame: "DataFrame", column: str):
         integral = value == F.floor(value)
         return F.when(integral, value.cast("long").cast("string")).otherwise(value.cast("string"))
     if isinstance(dtype, T.StringType):
-        return F.regexp_replace(value, r"^(-?[0-9]+)\.0*$", "$1")
+        return F.regexp_replace(value, r"^(-?[0-9]+)\.0+$", "$1")
     return value.cast("string")
 
 

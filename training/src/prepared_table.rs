@@ -74,13 +74,18 @@ impl EntitySample {
         }
     }
 
-    /// Whether the entity `id` is kept: FNV-1a of the seed and the id, as a share of 2^64.
+    /// Whether the entity `id` is kept: FNV-1a of the seed and the id, mixed by SplitMix64's
+    /// finaliser (FNV alone leaves ids that differ in their last digits close in the high
+    /// bits), as a share of 2^64.
     pub fn keeps(&self, id: &str) -> bool {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in self.seed.to_le_bytes().iter().chain(id.as_bytes()) {
             hash ^= u64::from(*byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
+        hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^= hash >> 31;
         (hash as f64) < self.share * 2f64.powi(64)
     }
 }
