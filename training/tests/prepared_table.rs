@@ -71,7 +71,10 @@ fn write_folder(spec_path: &Path, prepared: &Prepared, out: &Path) {
             values: rows.iter().flat_map(|&i| table.row(i).to_vec()).collect(),
         };
         subset
-            .write_parquet(&out.join(FEATURES_DIR).join(format!("part-{}.parquet", 2 - part)))
+            .write_parquet(
+                &out.join(FEATURES_DIR)
+                    .join(format!("part-{}.parquet", 2 - part)),
+            )
             .unwrap();
     }
     let (mut ids, mut fields, mut values) = (Vec::new(), Vec::new(), Vec::new());
@@ -144,7 +147,11 @@ fn a_prepared_folder_reads_back_as_the_files_prepare_and_a_sample_keeps_whole_en
     assert_eq!(ids.len(), kept);
     for id in &ids {
         assert!(sample.keeps(id));
-        assert_eq!(rows_of(&sampled.table, id), rows_of(&from_files.table, id), "{id}");
+        assert_eq!(
+            rows_of(&sampled.table, id),
+            rows_of(&from_files.table, id),
+            "{id}"
+        );
     }
     assert!(
         read_prepared(
@@ -176,5 +183,8 @@ fn a_part_that_is_not_the_plans_table_is_refused_naming_file_and_column() {
         Err(error) => error.to_string(),
     };
     assert!(error.contains("part-1.parquet"), "{error}");
-    assert!(error.contains("something else") && error.contains(&renamed), "{error}");
+    assert!(
+        error.contains("something else") && error.contains(&renamed),
+        "{error}"
+    );
 }
