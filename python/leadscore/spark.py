@@ -17,7 +17,9 @@ names). :func:`feature_table` then
 The result's :meth:`SparkFeatureTable.write` writes a folder ``leadscore-train train
 --prepared`` trains from. The workers import this package: in local mode set
 ``PYSPARK_PYTHON`` to this interpreter; on a cluster install the wheel on the executors.
-Spark 4 (or 3.3 and later) with pyarrow; pandas only because PySpark asks for it.
+Tested with PySpark 4.3.0 and pyarrow; it uses only ``unionByName(allowMissingColumns)``,
+``repartition``, ``mapInArrow`` and ``groupBy``, which Spark 3.5 has too (untested there).
+pandas is needed only because PySpark's Arrow functions ask for it.
 """
 
 from __future__ import annotations
