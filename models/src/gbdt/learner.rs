@@ -689,12 +689,17 @@ fn fill_bundle(
                 add_to(&mut codes[usize::from(code)], grad);
             }
         }),
-        Some(rows) => rows.iter().zip(leaf.grads).for_each(|(&row, grad)| {
-            let code = column[row as usize];
-            if code != 0 {
-                add_to(&mut codes[usize::from(code)], grad);
+        Some(rows) => {
+            for (i, (&row, grad)) in rows.iter().zip(leaf.grads).enumerate() {
+                if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                    prefetch(column, ahead as usize);
+                }
+                let code = column[row as usize];
+                if code != 0 {
+                    add_to(&mut codes[usize::from(code)], grad);
+                }
             }
-        }),
+        }
     }
     for (f, slot) in members.iter_mut() {
         let offset = bundle.offset_of(*f);
@@ -728,10 +733,14 @@ fn fill_group(
             .iter()
             .enumerate()
             .for_each(|(row, grad)| add_row(row, grad)),
-        Some(rows) => rows
-            .iter()
-            .zip(leaf.grads)
-            .for_each(|(&row, grad)| add_row(row as usize, grad)),
+        Some(rows) => {
+            for (i, (&row, grad)) in rows.iter().zip(leaf.grads).enumerate() {
+                if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                    prefetch(starts, ahead as usize);
+                }
+                add_row(row as usize, grad);
+            }
+        }
     }
     for (f, slot) in members.iter_mut() {
         let offset = group
@@ -758,6 +767,27 @@ fn add_to(entry: &mut HistBin, grad: &GradPair) {
 /// more than the checks.
 const BYTE_ARRAY_MIN_ROWS: usize = 2048;
 
+/// Rows ahead whose bin a scattered pass asks the cache for.
+const PREFETCH_AHEAD: usize = 32;
+
+/// Asks the cache for `values[i]` (a hint: nothing is read, nothing can fault). A pass
+/// over a leaf's rows reads its columns at scattered rows, a cache miss each once the
+/// columns outgrow the cache; asked for [`PREFETCH_AHEAD`] rows ahead, the miss overlaps the
+/// work in between (`gbdt_bench` at 2M x 60: 7 % faster; see ARCHITECTURE).
+#[inline(always)]
+fn prefetch<T>(values: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let at = values.as_ptr().wrapping_add(i).cast::<i8>();
+        // SAFETY: a prefetch is a hint; it dereferences nothing and never faults, whatever
+        // the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (values, i);
+}
+
 /// Fills one feature's histogram slot, summing in row order.
 fn fill_slot<B: BinIndex>(column: &[B], leaf: &LeafRows<'_>, slot: &mut [HistBin]) {
     if let Some(bytes) = B::as_bytes(column)
@@ -770,10 +800,14 @@ fn fill_slot<B: BinIndex>(column: &[B], leaf: &LeafRows<'_>, slot: &mut [HistBin
                 .iter()
                 .zip(leaf.grads)
                 .for_each(|(&bin, grad)| add_to(&mut bins[usize::from(bin)], grad)),
-            Some(rows) => rows
-                .iter()
-                .zip(leaf.grads)
-                .for_each(|(&row, grad)| add_to(&mut bins[usize::from(bytes[row as usize])], grad)),
+            Some(rows) => {
+                for (i, (&row, grad)) in rows.iter().zip(leaf.grads).enumerate() {
+                    if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                        prefetch(bytes, ahead as usize);
+                    }
+                    add_to(&mut bins[usize::from(bytes[row as usize])], grad);
+                }
+            }
         }
         slot.copy_from_slice(&bins[..slot.len()]);
         return;
@@ -842,6 +876,9 @@ fn partition_by<B: BinIndex>(
     spare_grads.clear();
     let mut write = 0;
     for i in 0..rows.len() {
+        if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+            prefetch(column, ahead as usize);
+        }
         let row = rows[i];
         let grad = grads[i];
         if goes_left[column[row as usize].index()] {
