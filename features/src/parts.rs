@@ -16,7 +16,7 @@
 //! but the whole reads as categorical ([`MergedParts::recount_as_categorical`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use polars::prelude::{Column, DataFrame, ParquetWriter};
 use serde::{Deserialize, Serialize};
@@ -445,13 +445,4 @@ pub fn summary_parquet(rows: &[SummaryRow]) -> Result<Vec<u8>, DataError> {
         .finish(&mut frame)
         .map_err(|e| DataError::Invalid(format!("part summary as Parquet: {e}")))?;
     Ok(bytes)
-}
-
-/// `path`'s part files by section, as [`load_part`] takes them: `<section>.parquet` for each
-/// section of `spec` read from a file.
-pub fn part_files(spec: &DatasetSpec, dir: &Path) -> Result<BTreeMap<String, PathBuf>, DataError> {
-    Ok(section_ids(spec)?
-        .into_iter()
-        .map(|(section, _)| (section.to_string(), dir.join(format!("{section}.parquet"))))
-        .collect())
 }

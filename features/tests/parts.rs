@@ -10,7 +10,7 @@ use features::DatasetSpec;
 use features::builder::{FeatureTable, build_features, fit_plan, plan_inputs, resolve_cutoffs};
 use features::load::load_dataset;
 use features::parts::{
-    aggregate, load_part, merge_summaries, part_files, part_summary, plan_kinds, section_ids,
+    aggregate, load_part, merge_summaries, part_summary, plan_kinds, section_ids,
 };
 use features::plan::FeaturePlanParams;
 use features::spec::ColumnKind;
@@ -30,7 +30,7 @@ fn write_parquet(path: &Path, mut frame: DataFrame) {
 }
 
 /// Splits the spec's files into `n` parts by entity (the i-th entity of the entities file
-/// to part `i % n`), each part's files in its own folder as [`part_files`] names them.
+/// to part `i % n`), each part's files in its own folder as `<section>.parquet`.
 fn split(spec: &DatasetSpec, n: usize, root: &Path) -> Vec<BTreeMap<String, PathBuf>> {
     let sections = section_ids(spec).expect("event form");
     let entities_path = spec.resolve(spec.entities.as_ref().unwrap().path.as_ref().unwrap());
@@ -56,7 +56,10 @@ fn split(spec: &DatasetSpec, n: usize, root: &Path) -> Vec<BTreeMap<String, Path
         .map(|part| {
             let dir = root.join(format!("part-{part}"));
             fs::create_dir_all(&dir).unwrap();
-            let files = part_files(spec, &dir).expect("part files");
+            let files: BTreeMap<String, PathBuf> = sections
+                .iter()
+                .map(|(section, _)| (section.to_string(), dir.join(format!("{section}.parquet"))))
+                .collect();
             for (section, id_column) in &sections {
                 let frame = read_parquet(&paths[section]);
                 let ids = frame.column(id_column).unwrap().str().unwrap();

@@ -187,8 +187,8 @@ def feature_table(
     """Builds the point-in-time feature table of the event-form dataset spec at ``spec``
     from Spark DataFrames, one per section the spec reads from a file (``entities``,
     ``events``, ``outcomes``; the spec's column names). ``partitions``: how many parts the
-    entities are grouped into (default: one per 25,000 entities, at least the default
-    parallelism). Raises :class:`leadscore.errors.DataError` with the loader's message."""
+    entities are grouped into (default: one per 25,000 entities, or per 500,000 events when
+    the spec derives its entities from the events; at least the default parallelism). Raises :class:`leadscore.errors.DataError` with the loader's message."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T

@@ -671,16 +671,21 @@ fn prepare_with_progress(
     let prepared = prepare(spec, data_dir);
     bar.finish_and_clear();
     let prepared = prepared?;
+    print_prepared(&prepared, "");
+    Ok(prepared)
+}
+
+/// One line on what was prepared: entities, rows, features, positive share, `more`.
+fn print_prepared(prepared: &Prepared, more: &str) {
     let table = &prepared.table;
     println!(
-        "{}: {} entities, {} rows x {} features, {:.1} % positive",
+        "{}: {} entities, {} rows x {} features, {:.1} % positive{more}",
         prepared.spec.name,
         prepared.entity_count(),
         table.n_rows(),
         table.n_features(),
         100.0 * table.positive_rate(),
     );
-    Ok(prepared)
 }
 
 fn read_prepared_with_progress(
@@ -696,16 +701,19 @@ fn read_prepared_with_progress(
     let prepared = read_prepared(dir, sample.as_ref());
     bar.finish_and_clear();
     let prepared = prepared?;
-    let table = &prepared.table;
-    println!(
-        "{}: {} entities{}, {} rows x {} features, {:.1} % positive (prepared table {})",
-        prepared.spec.name,
-        prepared.entity_count(),
-        sample.map_or(String::new(), |s| format!(" (a {} share)", s.share)),
-        table.n_rows(),
-        table.n_features(),
-        100.0 * table.positive_rate(),
-        dir.display()
+    let events = match &prepared.source {
+        training::pipeline::Source::Table(table) => table.events,
+        training::pipeline::Source::Files(_) => 0,
+    };
+    let sampled = sample.map_or(String::new(), |s| {
+        format!("; a {} share of the entities", s.share)
+    });
+    print_prepared(
+        &prepared,
+        &format!(
+            " (prepared table {}, built from {events} events{sampled})",
+            dir.display()
+        ),
     );
     Ok(prepared)
 }
