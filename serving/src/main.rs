@@ -51,8 +51,10 @@ struct Args {
     /// [default: routing.toml in the registry folder, when there is one].
     #[arg(long, env = "LEADSCORE_ROUTING")]
     routing: Option<PathBuf>,
-    /// Entity store folder: the server keeps each entity's profile, events, outcomes and
-    /// latest scores there [default: `store` beside the registry folder].
+    /// Entity store: a folder (the embedded store), or a PostgreSQL URL
+    /// (`postgres://user:password@host:port/db?schema=NAME`) that several replicas share.
+    /// The server keeps each entity's profile, events, outcomes and latest scores there
+    /// [default: `store` beside the registry folder].
     #[arg(long, env = "LEADSCORE_STORE")]
     store: Option<PathBuf>,
     /// Keep no entity store: only the stateless score routes.
@@ -134,6 +136,15 @@ struct Args {
     log_level: Option<String>,
 }
 
+/// Where the server keeps its entities.
+#[derive(Clone)]
+enum StoreChoice {
+    /// The embedded store in a folder.
+    Folder(store::StoreOpen),
+    /// A PostgreSQL database several replicas share, and where this replica writes exports.
+    Postgres(store::PgOpen, PathBuf),
+}
+
 /// The settings after merging flags, environment, file and defaults.
 struct Settings {
     addr: SocketAddr,
@@ -149,8 +160,9 @@ struct Settings {
     conn: ConnLimits,
     log_format: LogFormat,
     log_level: tracing::Level,
-    /// The entity store's folder and limits; `None` with `--no-store`.
-    store: Option<store::StoreOpen>,
+    /// The entity store (a folder, or a PostgreSQL database) and its limits; `None` with
+    /// `--no-store`.
+    store: Option<StoreChoice>,
     sweep_interval: Duration,
     retention: Option<Duration>,
     /// The configuration file (its `[[webhooks]]` are read again at the reload interval).
@@ -288,14 +300,28 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             let parent = registry.parent().unwrap_or(std::path::Path::new(""));
             parent.join("store")
         });
-        let mut open = store::StoreOpen::new(dir);
+        let mut limits = store::StoreLimits::default();
         if let Some(n) = args.max_events_per_entity.or(file.max_events_per_entity) {
             if n == 0 {
                 bail!("max_events_per_entity must be at least 1");
             }
-            open.limits.max_events_per_entity = n;
+            limits.max_events_per_entity = n;
         }
-        Some(open)
+        let shown = dir.to_string_lossy();
+        if shown.starts_with("postgres://") || shown.starts_with("postgresql://") {
+            let mut open = store::PgOpen::new(&shown).map_err(anyhow::Error::msg)?;
+            open.limits = limits;
+            // Exports are written on this replica's disk, beside the registry.
+            let exports = registry
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .join("exports");
+            Some(StoreChoice::Postgres(open, exports))
+        } else {
+            let mut open = store::StoreOpen::new(dir);
+            open.limits = limits;
+            Some(StoreChoice::Folder(open))
+        }
     };
     let sweep_interval = seconds(
         "sweep_interval_secs",
@@ -457,22 +483,35 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_routing(settings.routing.clone()),
     );
     state.set_reloader(Arc::clone(&reloader));
-    if let Some(mut open) = settings.store.clone() {
-        let dir = open.dir.clone();
-        // Commits use quick repair: a file a crash left opens without the full repair walk.
-        // Should one ever be needed, it is said, once.
-        let said = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        open.on_repair = Some(Arc::new(move || {
-            if !said.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!("the entity store's file needed a full repair on opening");
+    if let Some(choice) = settings.store.clone() {
+        match choice {
+            StoreChoice::Folder(mut open) => {
+                let dir = open.dir.clone();
+                // Commits use quick repair: a file a crash left opens without the full
+                // repair walk. Should one ever be needed, it is said, once.
+                let said = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                open.on_repair = Some(Arc::new(move || {
+                    if !said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!("the entity store's file needed a full repair on opening");
+                    }
+                }));
+                let store = tokio::task::spawn_blocking(move || store::RedbStore::open(open))
+                    .await
+                    .context("opening the entity store")??;
+                tracing::info!(store = %dir.display(), "entity store open");
+                state.set_store(Arc::new(store));
+                state.set_export_dir(dir.join("exports"));
             }
-        }));
-        let store = tokio::task::spawn_blocking(move || store::RedbStore::open(open))
-            .await
-            .context("opening the entity store")??;
-        tracing::info!(store = %dir.display(), "entity store open");
-        state.set_store(Arc::new(store));
-        state.set_export_dir(dir.join("exports"));
+            StoreChoice::Postgres(open, exports) => {
+                let shown = format!("{open:?}");
+                let store = store::PgStore::open(open)?;
+                // A wrong URL, refused credentials or failed migrations stop the start.
+                store.ready().await.context("opening the entity store")?;
+                tracing::info!(store = %shown, "entity store on PostgreSQL");
+                state.set_store(Arc::new(store));
+                state.set_export_dir(exports);
+            }
+        }
         serving::sweep::spawn(state.clone(), settings.sweep_interval, settings.retention);
         // Endpoints that do not check are an error at start, not a silent default.
         let hub = Arc::new(

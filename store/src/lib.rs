@@ -8,6 +8,8 @@
 //!   [`WriteBatch`], applied all or nothing and acknowledged only once durable.
 //! * [`RedbStore`]: the embedded backend, a [redb](https://www.redb.org) file with group
 //!   commit (one writer thread commits every write that queued while it flushed).
+//! * [`PgStore`]: the PostgreSQL backend, which several server replicas share (one writer
+//!   task per process, group commit, entities locked in one order across replicas).
 //! * [`contract`]: the contract tests every backend passes, unchanged.
 //! * [`predict`]: the history a write will leave, computed in memory by the same function
 //!   the backends apply writes with, so a caller can score it before the write commits.
@@ -25,6 +27,7 @@ pub mod contract;
 pub mod files;
 mod merge;
 mod outbox;
+mod pg_store;
 mod redb_store;
 mod types;
 
@@ -35,6 +38,7 @@ pub use merge::predict;
 pub use outbox::{
     Attempt, Delivery, EndpointFilter, Message, Outbox, OutboxStats, Transition, transitions,
 };
+pub use pg_store::{PgOpen, PgStore};
 pub use redb_store::{RedbStore, StoreOpen};
 pub use types::*;
 
@@ -134,4 +138,8 @@ pub trait EntityStore: Outbox + Send + Sync + std::fmt::Debug {
 
     /// Counts and sizes for `/metrics`.
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
+
+    /// Whether the store answers now (a replica's readiness): an embedded store always
+    /// does; a database must answer a query.
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
