@@ -42,7 +42,11 @@ pub async fn sweep_once(
     let start = Instant::now();
     let store = Arc::clone(state.store()?);
     let mut report = SweepReport::default();
-    if let Some(keep) = retention {
+    // Replicas sharing the store split the sweep; the first of them applies the retention.
+    let share = store.sweep_share().await?;
+    if let Some(keep) = retention
+        && share.index == 0
+    {
         let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
         report.expired_events = store.expire_events(now_ms.saturating_sub(keep_ms)).await?;
     }
@@ -58,7 +62,7 @@ pub async fn sweep_once(
         let mut cursor = None;
         loop {
             let page = store
-                .active_since(since, cursor.clone(), SWEEP_PAGE)
+                .active_since(since, cursor.clone(), SWEEP_PAGE, share)
                 .await?;
             let Some(last) = page.last() else {
                 break;

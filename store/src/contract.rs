@@ -12,7 +12,7 @@ use features::history::ProfileValue;
 
 use crate::{
     Attempt, EndpointFilter, EntityStore, EntityWrite, Kind, NewEvent, Outcome, OutcomeKind,
-    ProfileChange, ScoreUpdate, ScoresIf, StoreLimits, StoredScore, Transition, WriteBatch,
+    ProfileChange, ScoreUpdate, ScoresIf, Share, StoreLimits, StoredScore, Transition, WriteBatch,
 };
 
 /// The limits [`cap_drops_the_oldest_events`] runs under.
@@ -380,7 +380,7 @@ pub async fn erasure_removes_everything(store: &dyn EntityStore) {
     let ids: Vec<&str> = top.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, vec!["L-2"]);
     let active = store
-        .active_since(i64::MIN, None, 10)
+        .active_since(i64::MIN, None, 10, Share::ALL)
         .await
         .expect("active");
     assert!(active.iter().all(|e| e.id != "L-1"));
@@ -448,7 +448,7 @@ pub async fn paging_through_active_and_all_entities(store: &dyn EntityStore) {
     let mut cursor = None;
     loop {
         let page = store
-            .active_since(NOW - 9 * HOUR, cursor.clone(), 4)
+            .active_since(NOW - 9 * HOUR, cursor.clone(), 4, Share::ALL)
             .await
             .expect("active");
         if page.is_empty() {
@@ -467,6 +467,18 @@ pub async fn paging_through_active_and_all_entities(store: &dyn EntityStore) {
         seen, expected,
         "active at or after the time, each once, in id order"
     );
+    // Split three ways (replicas sharing the sweep), the parts are disjoint and cover it.
+    let mut parts: Vec<String> = Vec::new();
+    for index in 0..3 {
+        let share = Share { index, of: 3 };
+        let part = store
+            .active_since(NOW - 9 * HOUR, None, 100, share)
+            .await
+            .expect("active");
+        parts.extend(part.into_iter().map(|e| e.id));
+    }
+    parts.sort();
+    assert_eq!(parts, expected, "every active entity in exactly one part");
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -888,6 +900,10 @@ pub async fn deliveries_move_through_attempts(store: &dyn EntityStore) {
         ]
     );
     assert!(store.take_new().is_empty(), "taken once");
+    assert!(
+        store.adopt(100).await.expect("adopt").is_empty(),
+        "what this store filed is taken, never adopted"
+    );
     assert_eq!(
         made[2].message, made[3].message,
         "one message, two deliveries"

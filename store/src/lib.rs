@@ -122,12 +122,20 @@ pub trait EntityStore: Outbox + Send + Sync + std::fmt::Debug {
     /// Up to `limit` entities last active (their last event, else their creation) at or
     /// after `since_ms`, with their events, in id order after the id `after`: the
     /// rescoring sweep pages through them.
+    ///
+    /// Only the entities of `share` (the sweep split between replicas; [`Share::ALL`]: every
+    /// one).
     fn active_since(
         &self,
         since_ms: i64,
         after: Option<String>,
         limit: usize,
+        share: Share,
     ) -> StoreFuture<'_, Vec<EntityWithEvents>>;
+
+    /// This process's part of the rescoring sweep: [`Share::ALL`] for an embedded store;
+    /// for a shared one, its place among the replicas alive now.
+    fn sweep_share(&self) -> StoreFuture<'_, Share>;
 
     /// Up to `limit` entities with their events in id order after `after`: the export pages
     /// through the whole store.

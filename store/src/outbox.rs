@@ -12,9 +12,13 @@
 //! moves back).
 //!
 //! Every step is a store commit, so delivery state survives a restart: after a crash the
-//! worker reads the pending deliveries ([`Outbox::pending`]) and goes on (at least once: an
+//! worker adopts the pending deliveries ([`Outbox::adopt`]) and goes on (at least once: an
 //! attempt whose answer was not yet recorded is made again, with the same message id). The
 //! first attempt of a message waits for no commit but its transition's.
+//!
+//! Replicas sharing a store each deliver what they filed; a replica that stops (killed, its lease
+//! on life not renewed) leaves its pending deliveries to the first of the others to adopt
+//! them.
 
 use features::history::TimestampMs;
 use serde::{Deserialize, Serialize};
@@ -189,6 +193,13 @@ pub trait Outbox: Send + Sync {
     /// commit's after the one before). Every one is also in [`Outbox::pending`] until its
     /// outcome is recorded.
     fn take_new(&self) -> Vec<Delivery>;
+
+    /// Pending deliveries no running delivery worker holds, now held by this process's, at
+    /// most `limit` per call, in (endpoint, outbox) order. An embedded store: those pending
+    /// when it was opened (after a restart), until they are all given, then none. A store
+    /// replicas share: those filed or adopted by replicas that stopped renewing their
+    /// lease. What this process filed comes from [`Outbox::take_new`] and is never adopted.
+    fn adopt(&self, limit: usize) -> StoreFuture<'_, Vec<Delivery>>;
 
     /// Pending deliveries in (endpoint, outbox) order after `after`, at most `limit`.
     fn pending(&self, after: Option<(String, u64)>, limit: usize)

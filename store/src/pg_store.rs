@@ -28,8 +28,8 @@ use crate::merge::{EventLog, merge};
 use crate::redb_store::{random_epoch, wall_clock_ms};
 use crate::{
     Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
-    NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture, StoreLimits, StoreStats,
-    StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
+    NewEvent, Outbox, OutboxStats, ScoreUpdate, Share, StoreError, StoreFuture, StoreLimits,
+    StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -57,6 +57,10 @@ pub struct PgOpen {
     pub max_connections: u32,
     /// How long an operation waits for a connection before it fails (the database down).
     pub acquire_timeout: Duration,
+    /// A replica's lease on life: renewed every quarter of it while the process runs; once
+    /// it runs out, the others adopt the replica's pending deliveries and take its part of
+    /// the sweep.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for PgOpen {
@@ -110,6 +114,7 @@ impl PgOpen {
             limits: StoreLimits::default(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(10),
         })
     }
 }
@@ -156,6 +161,9 @@ struct Shared {
     signal: Arc<tokio::sync::Notify>,
     /// This process's row of `counters`.
     slot: i32,
+    /// This process's id among the replicas (random, new at every start).
+    replica: String,
+    lease_ms: i64,
 }
 
 /// An internal failure: the database's error (kept, to tell a retry from a failure) or one
@@ -236,6 +244,22 @@ impl Shared {
             .copied()
     }
 
+    /// Says this replica is alive for another lease; forgets replicas gone for a day.
+    async fn renew_lease(&self) -> R<()> {
+        sqlx::query(
+            "INSERT INTO replicas (id, alive_until_ms) VALUES ($1, now_ms() + $2) \
+             ON CONFLICT (id) DO UPDATE SET alive_until_ms = EXCLUDED.alive_until_ms",
+        )
+        .bind(&self.replica)
+        .bind(self.lease_ms)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM replicas WHERE alive_until_ms < now_ms() - 86400000")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn init(&self) -> R<u64> {
         if let Some(schema) = &self.schema {
             let mut tx = self.pool.begin().await?;
@@ -252,6 +276,7 @@ impl Shared {
             .run(&self.pool)
             .await
             .map_err(|e| self.err(format!("applying the migrations: {e}")))?;
+        self.renew_lease().await?;
         let drawn = random_epoch() as i64;
         sqlx::query(
             "INSERT INTO store_meta (name, value) VALUES ('outbox_epoch', $1) \
@@ -336,9 +361,14 @@ impl PgStore {
             fresh: Mutex::new(Vec::new()),
             signal: Arc::new(tokio::sync::Notify::new()),
             slot: (random_epoch() % 1024) as i32,
+            replica: format!("{:016x}", random_epoch()),
+            lease_ms: i64::try_from(open.lease.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(100),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(Arc::clone(&shared), rx));
+        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         Ok(PgStore { shared, jobs: tx })
     }
 
@@ -378,6 +408,28 @@ impl PgStore {
             shared.ready().await?;
             f.await.map_err(|e| shared.store_error(e))
         })
+    }
+}
+
+/// Renews the replica's lease every quarter of it until the store is dropped (a killed
+/// process stops renewing, and the others take over its work once the lease runs out).
+async fn heartbeat(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        let every = Duration::from_millis((s.lease_ms / 4).max(25) as u64);
+        if s.epoch.initialized()
+            && let Err(e) = s.renew_lease().await
+        {
+            // The store has no logger of its own.
+            eprintln!(
+                "leadscore store: cannot renew this replica's lease: {}",
+                s.store_error(e)
+            );
+        }
+        drop(s);
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -906,14 +958,15 @@ async fn write_messages(
         }
     }
     sqlx::query(
-        "INSERT INTO deliveries (endpoint, seq, entity, delivery) \
-         SELECT e, s, n, d::jsonb FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[]) \
-         AS t(e, s, n, d)",
+        "INSERT INTO deliveries (endpoint, seq, entity, delivery, owner) \
+         SELECT e, s, n, d::jsonb, $5 FROM UNNEST($1::text[], $2::int8[], $3::text[], \
+         $4::text[]) AS t(e, s, n, d)",
     )
     .bind(keys)
     .bind(seq_col)
     .bind(entities)
     .bind(bodies)
+    .bind(&shared.replica)
     .execute(&mut **tx)
     .await?;
     Ok(filed)
@@ -1033,16 +1086,19 @@ fn decode_delivery(shared: &Shared, text: &str) -> R<Delivery> {
     serde_json::from_str(text).map_err(|e| shared.corrupt("", "a delivery", e))
 }
 
+/// Writes `d` back; a delivery moved back to pending (a replay) is this replica's to send.
 async fn put_delivery(shared: &Shared, tx: &mut Tx, d: &Delivery) -> R<()> {
     let json =
         serde_json::to_string(d).map_err(|e| shared.corrupt(&d.message.entity, "a delivery", e))?;
     sqlx::query(
-        "UPDATE deliveries SET dead = $3, delivery = $4::jsonb WHERE endpoint = $1 AND seq = $2",
+        "UPDATE deliveries SET dead = $3, delivery = $4::jsonb, \
+         owner = CASE WHEN $3 THEN owner ELSE $5 END WHERE endpoint = $1 AND seq = $2",
     )
     .bind(&d.endpoint)
     .bind(d.message.seq as i64)
     .bind(d.dead_at_ms.is_some())
     .bind(json)
+    .bind(&shared.replica)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -1187,16 +1243,20 @@ impl PgStore {
         since_ms: Option<TimestampMs>,
         after: Option<String>,
         limit: usize,
+        share: Share,
     ) -> R<Vec<EntityWithEvents>> {
         let shared = &self.shared;
         let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
             "SELECT e.id, e.record::text, {EVENTS_JSON} FROM entities e \
              WHERE ($1::text IS NULL OR e.id > $1) AND ($2::int8 IS NULL OR e.last_active_ms >= $2) \
+             AND ($4::int8 <= 1 OR (hashtext(e.id)::int8 & 2147483647) % $4 = $5) \
              ORDER BY e.id LIMIT $3"
         ))
         .bind(after)
         .bind(since_ms)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::from(share.of))
+        .bind(i64::from(share.index))
         .fetch_all(&shared.pool)
         .await?;
         rows.into_iter()
@@ -1327,6 +1387,31 @@ impl Outbox for PgStore {
         )
     }
 
+    fn adopt(&self, limit: usize) -> StoreFuture<'_, Vec<Delivery>> {
+        self.read(async move {
+            let shared = &self.shared;
+            // Rows another replica is adopting at this moment are passed over, not waited for.
+            let rows: Vec<String> = sqlx::query_scalar(
+                "UPDATE deliveries SET owner = $1 WHERE (endpoint, seq) IN ( \
+                 SELECT endpoint, seq FROM deliveries WHERE NOT dead \
+                 AND (owner IS NULL OR (owner <> $1 AND owner NOT IN \
+                 (SELECT id FROM replicas WHERE alive_until_ms > now_ms()))) \
+                 ORDER BY endpoint, seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING delivery::text",
+            )
+            .bind(&shared.replica)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&shared.pool)
+            .await?;
+            let mut out = rows
+                .iter()
+                .map(|t| decode_delivery(shared, t))
+                .collect::<R<Vec<_>>>()?;
+            out.sort_by(|a, b| (&a.endpoint, a.message.seq).cmp(&(&b.endpoint, b.message.seq)));
+            Ok(out)
+        })
+    }
+
     fn pending(
         &self,
         after: Option<(String, u64)>,
@@ -1445,12 +1530,33 @@ impl EntityStore for PgStore {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
+        share: Share,
     ) -> StoreFuture<'_, Vec<EntityWithEvents>> {
-        self.read(self.page_now(Some(since_ms), after, limit))
+        self.read(self.page_now(Some(since_ms), after, limit, share))
+    }
+
+    fn sweep_share(&self) -> StoreFuture<'_, Share> {
+        self.read(async move {
+            let shared = &self.shared;
+            let alive: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM replicas WHERE alive_until_ms > now_ms() OR id = $1 ORDER BY id",
+            )
+            .bind(&shared.replica)
+            .fetch_all(&shared.pool)
+            .await?;
+            let index = alive
+                .iter()
+                .position(|id| *id == shared.replica)
+                .unwrap_or(0);
+            Ok(Share {
+                index: u32::try_from(index).unwrap_or(0),
+                of: u32::try_from(alive.len()).unwrap_or(1).max(1),
+            })
+        })
     }
 
     fn scan(&self, after: Option<String>, limit: usize) -> StoreFuture<'_, Vec<EntityWithEvents>> {
-        self.read(self.page_now(None, after, limit))
+        self.read(self.page_now(None, after, limit, Share::ALL))
     }
 
     fn expire_events(&self, before_ms: i64) -> StoreFuture<'_, u64> {

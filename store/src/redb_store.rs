@@ -51,8 +51,8 @@ use tokio::sync::oneshot;
 use crate::merge::{EventLog, merge};
 use crate::{
     Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
-    NewEvent, Outbox, OutboxStats, ScoreUpdate, StoreError, StoreFuture, StoreLimits, StoreStats,
-    StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
+    NewEvent, Outbox, OutboxStats, ScoreUpdate, Share, StoreError, StoreFuture, StoreLimits,
+    StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
 
 /// `(entity id, part, key within the part)`; the parts below.
@@ -138,6 +138,18 @@ struct Shared {
     fresh: Mutex<Vec<Delivery>>,
     /// Notified after a commit that filed deliveries.
     signal: Arc<tokio::sync::Notify>,
+    /// What [`Outbox::adopt`] has left to give: the deliveries pending at opening.
+    adopt: Mutex<Adoption>,
+}
+
+/// The deliveries pending when the file was opened, given by [`Outbox::adopt`] page by page.
+#[derive(Debug)]
+struct Adoption {
+    /// Outbox sequences below it were filed before the opening.
+    before_seq: u64,
+    /// The last delivery given.
+    after: Option<(String, u64)>,
+    done: bool,
 }
 
 /// The sales queue: per model, the open entities' latest scores as `(rank, id)`, best first.
@@ -372,6 +384,13 @@ struct EventValue {
     value: Option<f64>,
 }
 
+/// The hash [`Share`] splits entities by here (FNV-1a of the id's bytes).
+fn split_hash(id: &str) -> u32 {
+    id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 fn rank(probability: f64) -> u64 {
     // Probabilities are in [0, 1]: their bits order as they do; inverted, the best first.
     !probability.max(0.0).to_bits()
@@ -402,6 +421,7 @@ impl RedbStore {
         let db = builder.create(&path).map_err(|e| err(&e))?;
         let epoch = init_tables(&db).map_err(|e| err(&e))?;
         let queue = build_queue(&db).map_err(|e| err(&e))?;
+        let before_seq = next_outbox_seq(&db).map_err(|e| err(&e))?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Arc::new(db)),
             path,
@@ -411,6 +431,11 @@ impl RedbStore {
             endpoints: RwLock::new(Vec::new()),
             fresh: Mutex::new(Vec::new()),
             signal: Arc::new(tokio::sync::Notify::new()),
+            adopt: Mutex::new(Adoption {
+                before_seq,
+                after: None,
+                done: false,
+            }),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -556,13 +581,13 @@ impl RedbStore {
         Ok(out)
     }
 
-    /// Up to `limit` entities with their events, in id order after `after`, of those whose
-    /// record passes `keep` (given the stored record's bytes).
+    /// Up to `limit` entities with their events, in id order after `after`, of those that
+    /// pass `keep` (given the id and the stored record's bytes).
     fn page_now(
         &self,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&[u8]) -> bool,
+        keep: impl Fn(&str, &[u8]) -> bool,
     ) -> Result<Vec<EntityWithEvents>, StoreError> {
         let shared = &self.shared;
         let txn = shared.db().begin_read().map_err(|e| shared.err(e))?;
@@ -584,7 +609,7 @@ impl RedbStore {
             if part != RECORD {
                 return Err(shared.corrupt(&id, "the record", "missing before its other keys"));
             }
-            if !keep(value.value()) {
+            if !keep(&id, value.value()) {
                 continue;
             }
             let record =
@@ -742,6 +767,16 @@ pub(crate) fn random_epoch() -> u64 {
         bytes = mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
     }
     u64::from_le_bytes(bytes)
+}
+
+/// The sequence the next outbox message gets.
+fn next_outbox_seq(db: &Database) -> Result<u64, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    Ok(meta
+        .get(META_OUTBOX_SEQ)
+        .map_err(|e| e.to_string())?
+        .map_or(1, |v| v.value()))
 }
 
 /// The sales queue from the committed scores: those of open entities.
@@ -1669,6 +1704,43 @@ impl Outbox for RedbStore {
         )
     }
 
+    fn adopt(&self, limit: usize) -> StoreFuture<'_, Vec<Delivery>> {
+        let result = (|| {
+            let mut adopt = self
+                .shared
+                .adopt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if adopt.done || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            // Pages until `limit` filed before the opening are found or the table ends.
+            loop {
+                let page = self.deliveries_now(DELIVERIES, None, adopt.after.clone(), limit)?;
+                let full = page.len() == limit;
+                for d in page {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    adopt.after = Some((d.endpoint.clone(), d.message.seq));
+                    if d.message.seq < adopt.before_seq {
+                        out.push(d);
+                    }
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                if !full {
+                    adopt.done = true;
+                    break;
+                }
+            }
+            Ok(out)
+        })();
+        Box::pin(async move { result })
+    }
+
     fn pending(
         &self,
         after: Option<(String, u64)>,
@@ -1790,15 +1862,20 @@ impl EntityStore for RedbStore {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
+        share: Share,
     ) -> StoreFuture<'_, Vec<EntityWithEvents>> {
-        let result = self.page_now(after.as_deref(), limit, |record| {
-            record_last_active(record).is_some_and(|t| t >= since_ms)
+        let result = self.page_now(after.as_deref(), limit, |id, record| {
+            share.holds(split_hash(id)) && record_last_active(record).is_some_and(|t| t >= since_ms)
         });
         Box::pin(async move { result })
     }
 
+    fn sweep_share(&self) -> StoreFuture<'_, Share> {
+        Box::pin(async { Ok(Share::ALL) })
+    }
+
     fn scan(&self, after: Option<String>, limit: usize) -> StoreFuture<'_, Vec<EntityWithEvents>> {
-        let result = self.page_now(after.as_deref(), limit, |_| true);
+        let result = self.page_now(after.as_deref(), limit, |_, _| true);
         Box::pin(async move { result })
     }
 

@@ -342,3 +342,22 @@ impl Default for StoreLimits {
         }
     }
 }
+
+/// A part of the entities when the rescoring sweep is split between replicas: the entities
+/// of part `index` of `of` (each backend splits by a hash of the id; every entity is in
+/// exactly one part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Share {
+    /// Every entity: one process sweeps them all.
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    /// Whether an entity whose split hash is `hash` is in this part.
+    pub fn holds(self, hash: u32) -> bool {
+        self.of <= 1 || hash % self.of == self.index
+    }
+}

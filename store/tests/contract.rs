@@ -205,6 +205,13 @@ async fn the_outbox_survives_reopening() {
         store.take_new().is_empty(),
         "taken before the restart or not, they are pending"
     );
+    let mut adopted = store.adopt(2).await.expect("adopt");
+    adopted.extend(store.adopt(2).await.expect("adopt"));
+    assert_eq!(
+        adopted, pending,
+        "the delivery worker adopts them after the restart"
+    );
+    assert!(store.adopt(2).await.expect("adopt").is_empty(), "once");
     store.set_endpoints(crm);
     store
         .put_scores(vec![ScoreUpdate {

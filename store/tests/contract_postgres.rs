@@ -110,3 +110,87 @@ async fn two_stores_on_one_database_share_everything() {
     assert_eq!((sa.entities, sa.events), (5, 100));
     assert_eq!((sa.entities, sa.events), (sb.entities, sb.events));
 }
+
+/// A replica that stops (its lease not renewed) leaves its pending deliveries to the
+/// others: the first to adopt them holds them, once; replicas alive split the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replicas_deliveries_are_adopted_once() {
+    use std::time::Duration;
+    use store::{EndpointFilter, Outbox, ScoreUpdate, Share, StoredScore};
+    if !available() {
+        return;
+    }
+    let url = std::env::var("LEADSCORE_TEST_POSTGRES").expect("checked");
+    let schema = fresh_schema();
+    let open = || {
+        let mut o = PgOpen::new(&url).expect("url");
+        o.schema = Some(schema.clone());
+        o.lease = Duration::from_millis(400);
+        PgStore::open(o).expect("open")
+    };
+    let crm = vec![EndpointFilter {
+        endpoint: "crm".into(),
+        models: None,
+        transitions: None,
+    }];
+    let (a, b, c) = (open(), open(), open());
+    for s in [&a, &b, &c] {
+        s.ready().await.expect("ready");
+        s.set_endpoints(crm.clone());
+    }
+    let mut parts = Vec::new();
+    for s in [&a, &b, &c] {
+        let share = s.sweep_share().await.expect("share");
+        assert_eq!(share.of, 3, "three replicas alive");
+        parts.push(share.index);
+    }
+    parts.sort_unstable();
+    assert_eq!(parts, [0, 1, 2], "each its own part");
+    for i in 0..6 {
+        one_event(&a, i).await.expect("write");
+    }
+    let ready = |entity: String| ScoreUpdate {
+        entity,
+        score: StoredScore {
+            model: "propensity".into(),
+            version: "v1".into(),
+            probability: 0.9,
+            score: 90,
+            grade: "A".into(),
+            sales_ready: true,
+            scored_at_ms: 10_000,
+            events_seen: 9,
+        },
+        reasons: None,
+    };
+    a.put_scores((0..5).map(|i| ready(format!("L-{i}"))).collect())
+        .await
+        .expect("scores");
+    assert_eq!(a.take_new().len(), 5, "filed by the first replica");
+    assert!(
+        b.adopt(100).await.expect("adopt").is_empty(),
+        "held by a replica alive"
+    );
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (from_b, from_c) = tokio::join!(b.adopt(3), c.adopt(100));
+    let (from_b, from_c) = (from_b.expect("adopt"), from_c.expect("adopt"));
+    let mut seqs: Vec<u64> = from_b
+        .iter()
+        .chain(&from_c)
+        .map(|d| d.message.seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        from_b.len() + from_c.len(),
+        5,
+        "each of the stopped replica's deliveries adopted by one replica"
+    );
+    assert_eq!(seqs.len(), 5);
+    assert!(b.adopt(100).await.expect("adopt").is_empty());
+    assert!(c.adopt(100).await.expect("adopt").is_empty());
+    let share = b.sweep_share().await.expect("share");
+    assert_eq!(share.of, 2, "the stopped replica left the sweep");
+    assert_ne!(share, Share::ALL);
+}

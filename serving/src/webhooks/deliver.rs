@@ -36,6 +36,9 @@ use super::{DeliverySettings, Webhooks};
 
 /// Deliveries read per page when the worker starts.
 const LOAD_PAGE: usize = 1024;
+
+/// How often the worker looks for deliveries no worker holds.
+const ADOPT_EVERY: Duration = Duration::from_secs(2);
 /// The largest body sent: past it, the reasons are left out.
 pub const MAX_BODY_BYTES: usize = 20_000;
 /// The most of a receiver's answer read (then dropped) so its connection can be reused.
@@ -186,8 +189,14 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
     let signal = store.outbox_signal();
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let mut lanes: HashMap<String, Lanes> = HashMap::new();
-    load_pending(&store, &mut lanes).await;
+    adopt(&store, &mut lanes).await;
+    let mut next_adopt = tokio::time::Instant::now() + ADOPT_EVERY;
     loop {
+        // Deliveries no worker holds (a replica sharing the store stopped): adopted.
+        if tokio::time::Instant::now() >= next_adopt {
+            adopt(&store, &mut lanes).await;
+            next_adopt = tokio::time::Instant::now() + ADOPT_EVERY;
+        }
         while let Ok(report) = rx.try_recv() {
             finish(&hub, &mut lanes, report);
         }
@@ -250,7 +259,13 @@ async fn run(hub: Arc<Webhooks>, store: Arc<dyn EntityStore>) {
                 .pending
                 .store(l.count as u64, Ordering::Relaxed);
         }
-        let wait_ms = next_due.map_or(60_000, |t| (t - now).clamp(1, 60_000));
+        let until_adopt = next_adopt
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_millis();
+        let until_adopt = i64::try_from(until_adopt).unwrap_or(i64::MAX).max(1);
+        let wait_ms = next_due
+            .map_or(60_000, |t| (t - now).clamp(1, 60_000))
+            .min(until_adopt);
         tokio::select! {
             _ = signal.notified() => {}
             _ = hub.wake.notified() => {}
@@ -274,17 +289,15 @@ fn pending(d: Delivery) -> (String, String, Pending) {
     )
 }
 
-/// Files the deliveries pending in the store (from before a restart) in their lanes.
-async fn load_pending(store: &Arc<dyn EntityStore>, lanes: &mut HashMap<String, Lanes>) {
-    let mut after = None;
+/// Files the pending deliveries no worker holds in their lanes: at start, those pending from
+/// before a restart; later, those a stopped replica sharing the store left.
+async fn adopt(store: &Arc<dyn EntityStore>, lanes: &mut HashMap<String, Lanes>) {
+    let mut n = 0;
     loop {
-        match store.pending(after.clone(), LOAD_PAGE).await {
+        match store.adopt(LOAD_PAGE).await {
             Ok(page) => {
-                let Some(last) = page.last() else {
-                    break;
-                };
-                after = Some((last.endpoint.clone(), last.message.seq));
                 let full = page.len() == LOAD_PAGE;
+                n += page.len();
                 for d in page {
                     let (endpoint, entity, p) = pending(d);
                     lanes.entry(endpoint).or_default().add(&entity, p);
@@ -294,14 +307,16 @@ async fn load_pending(store: &Arc<dyn EntityStore>, lanes: &mut HashMap<String, 
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the pending webhook deliveries; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::error!(error = %e, "cannot adopt the pending webhook deliveries; trying again later");
+                break;
             }
         }
     }
-    let n: usize = lanes.values().map(|l| l.count).sum();
     if n > 0 {
-        tracing::info!(deliveries = n, "webhook deliveries pending from before");
+        tracing::info!(
+            deliveries = n,
+            "webhook deliveries adopted (pending from before a restart, or left by a stopped replica)"
+        );
     }
 }
 
