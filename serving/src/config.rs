@@ -25,7 +25,8 @@
 //! shutdown_grace_secs = 30     # requests in flight finish within this on SIGTERM
 //! max_auth_failures = 30       # wrong or missing keys an address may send a minute
 //! metrics_public = false       # /metrics without a key (behind the network boundary)
-//! store = "/srv/leadscore/store"   # entity store folder; default: `store` beside the registry
+//! store = "/srv/leadscore/store"   # entity store folder, or postgres://user@host/db?schema=x
+//!                                 # (replicas share it); default: `store` beside the registry
 //! no_store = false             # true: only the stateless score routes
 //! max_events_per_entity = 10000  # past it the oldest events are dropped
 //! retention_days = 730         # events older are dropped by the sweep; default: kept
@@ -117,12 +118,19 @@ impl FileConfig {
         .into_iter()
         .flatten()
         {
-            if p.is_relative() {
+            // A database URL is not a path.
+            if p.is_relative() && !is_database_url(p) {
                 *p = base.join(&*p);
             }
         }
         Ok(config)
     }
+}
+
+/// Whether `--store` (or `store`) names a PostgreSQL database rather than a folder.
+pub fn is_database_url(store: &Path) -> bool {
+    let s = store.to_string_lossy();
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
 #[cfg(test)]

@@ -307,9 +307,9 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             }
             limits.max_events_per_entity = n;
         }
-        let shown = dir.to_string_lossy();
-        if shown.starts_with("postgres://") || shown.starts_with("postgresql://") {
-            let mut open = store::PgOpen::new(&shown).map_err(anyhow::Error::msg)?;
+        if serving::config::is_database_url(&dir) {
+            let mut open =
+                store::PgOpen::new(&dir.to_string_lossy()).map_err(anyhow::Error::msg)?;
             open.limits = limits;
             // Exports are written on this replica's disk, beside the registry.
             let exports = registry

@@ -14,6 +14,8 @@
 //! event types, independently of the server's code.
 
 mod common;
+#[path = "support/leads.rs"]
+mod leads;
 #[path = "support/process.rs"]
 mod process;
 
@@ -31,6 +33,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use common::{copy_dir, ort_available, python, repo_root};
 use features::history::DAY_MS;
+use leads::profile;
 use process::{Server, request};
 use serde_json::{Value, json};
 
@@ -223,20 +226,6 @@ fn setup(dir: &Path, url: &str, schedule: &str) -> std::path::PathBuf {
     )
     .expect("config");
     config
-}
-
-/// A lead's profile: `strong` makes it sales-ready at once; the weak one climbs the grades
-/// with its events and stays below the sales-ready line.
-fn profile(strong: bool) -> Value {
-    if strong {
-        json!({"industry": "Software", "employee_band": "51-200", "country": "Germany",
-               "job_title": "VP Marketing", "seniority": "VP", "lead_source": "referral",
-               "annual_revenue_musd": 12.5})
-    } else {
-        json!({"industry": "Retail", "employee_band": "1-10", "country": "France",
-               "job_title": "Analyst", "seniority": "Individual", "lead_source": "webinar",
-               "annual_revenue_musd": 0.5})
-    }
 }
 
 /// What the expected messages say: (entity, type, grade, previous grade).

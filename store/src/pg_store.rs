@@ -75,14 +75,29 @@ impl std::fmt::Debug for PgOpen {
 
 impl PgOpen {
     /// From a URL as `--store` takes it: a `schema=NAME` query parameter names the schema
-    /// (letters, digits and `_`), the rest goes to the driver.
+    /// (letters, digits and `_`), `lease_secs=S` sets [`PgOpen::lease`] (10 by default), the
+    /// rest goes to the driver.
     pub fn new(url: &str) -> Result<Self, StoreError> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut schema = None;
+        let mut lease = Duration::from_secs(10);
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("schema", name)) => schema = Some(name.to_owned()),
+                Some(("lease_secs", secs)) => {
+                    lease = secs
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s >= 0.1 && *s <= 3600.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or_else(|| StoreError::Storage {
+                            path: shown_url(url),
+                            message: format!(
+                                "lease_secs {secs:?}: a number of seconds from 0.1 to 3600"
+                            ),
+                        })?;
+                }
                 _ => rest.push(pair),
             }
         }
@@ -114,7 +129,7 @@ impl PgOpen {
             limits: StoreLimits::default(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
-            lease: Duration::from_secs(10),
+            lease,
         })
     }
 }
@@ -1584,9 +1599,12 @@ mod tests {
 
     #[test]
     fn urls_give_their_schema_and_hide_their_password() {
-        let open = PgOpen::new("postgres://u:secret@h:5432/db?schema=ls_1&sslmode=disable")
-            .expect("valid");
+        let open =
+            PgOpen::new("postgres://u:secret@h:5432/db?schema=ls_1&sslmode=disable&lease_secs=2.5")
+                .expect("valid");
         assert_eq!(open.schema.as_deref(), Some("ls_1"));
+        assert_eq!(open.lease, Duration::from_millis(2_500));
+        assert!(PgOpen::new("postgres://h/db?lease_secs=0").is_err());
         assert_eq!(open.url, "postgres://u:secret@h:5432/db?sslmode=disable");
         assert_eq!(
             shown_url(&open.url),
