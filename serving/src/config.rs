@@ -5,7 +5,8 @@
 //!
 //! ```toml
 //! addr = "0.0.0.0:8080"
-//! registry = "/srv/leadscore/registry"
+//! registry = "/srv/leadscore/registry"    # or a URL on object storage (file:///...)
+//! registry_cache = "/var/cache/leadscore"  # its local mirror; default: registry-cache
 //! thresholds = "/srv/leadscore/thresholds.toml"
 //! routing = "/srv/leadscore/routing.toml"   # default: <registry>/routing.toml if present
 //! api_keys = ["...at least 16 characters..."]
@@ -54,6 +55,7 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub addr: Option<SocketAddr>,
     pub registry: Option<PathBuf>,
+    pub registry_cache: Option<PathBuf>,
     pub thresholds: Option<PathBuf>,
     pub routing: Option<PathBuf>,
     #[serde(default)]
@@ -111,6 +113,7 @@ impl FileConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut config.registry,
+            &mut config.registry_cache,
             &mut config.thresholds,
             &mut config.routing,
             &mut config.store,
@@ -118,8 +121,8 @@ impl FileConfig {
         .into_iter()
         .flatten()
         {
-            // A database URL is not a path.
-            if p.is_relative() && !is_database_url(p) {
+            // A database's or an object store's URL is not a path.
+            if p.is_relative() && !p.to_string_lossy().contains("://") {
                 *p = base.join(&*p);
             }
         }

@@ -41,9 +41,13 @@ struct Args {
     #[arg(long, env = "LEADSCORE_ADDR")]
     addr: Option<SocketAddr>,
     /// Registry folder: the live (else newest) version of each model, `<model>/<version>/`,
-    /// is served [default: registry].
+    /// is served [default: registry]. Or a URL of a registry on object storage
+    /// (`file:///srv/registry`), mirrored into `--registry-cache` at every reload interval.
     #[arg(long, env = "LEADSCORE_REGISTRY")]
     registry: Option<PathBuf>,
+    /// The local mirror of a registry on object storage [default: registry-cache].
+    #[arg(long, env = "LEADSCORE_REGISTRY_CACHE")]
+    registry_cache: Option<PathBuf>,
     /// Thresholds file (TOML) overriding the bundles' sales-ready cut-off and grade bands.
     #[arg(long, env = "LEADSCORE_THRESHOLDS")]
     thresholds: Option<PathBuf>,
@@ -148,7 +152,9 @@ enum StoreChoice {
 /// The settings after merging flags, environment, file and defaults.
 struct Settings {
     addr: SocketAddr,
+    /// The registry folder (the mirror, when the registry is on object storage).
     registry: PathBuf,
+    remote_registry: Option<models::bundle::RemoteRegistry>,
     thresholds: Option<PathBuf>,
     /// The routing file, and whether it was named (a named file must exist).
     routing: RoutingSource,
@@ -292,6 +298,18 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         .registry
         .or(file.registry)
         .unwrap_or_else(|| PathBuf::from("registry"));
+    // A registry on object storage is served from a local mirror of it.
+    let (registry, remote_registry) =
+        if models::bundle::is_registry_url(&registry.to_string_lossy()) {
+            let remote = models::bundle::RemoteRegistry::from_url(&registry.to_string_lossy())?;
+            let cache = args
+                .registry_cache
+                .or(file.registry_cache)
+                .unwrap_or_else(|| PathBuf::from("registry-cache"));
+            (cache, Some(remote))
+        } else {
+            (registry, None)
+        };
     let store = if args.no_store || file.no_store == Some(true) {
         None
     } else {
@@ -376,6 +394,7 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
             },
         },
         registry,
+        remote_registry,
         thresholds: args.thresholds.or(file.thresholds),
         keys,
         pool,
@@ -473,15 +492,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.keys.clone(),
         format!("loading models from {}", settings.registry.display()),
     );
-    let reloader = Arc::new(
-        Reloader::new(
-            Registry::new(&settings.registry),
-            settings.thresholds.clone(),
-            settings.pool,
-        )
-        .with_drift_window(settings.drift_window)
-        .with_routing(settings.routing.clone()),
-    );
+    let mut reloader = Reloader::new(
+        Registry::new(&settings.registry),
+        settings.thresholds.clone(),
+        settings.pool,
+    )
+    .with_drift_window(settings.drift_window)
+    .with_routing(settings.routing.clone());
+    if let Some(remote) = settings.remote_registry.clone() {
+        std::fs::create_dir_all(&settings.registry)
+            .with_context(|| format!("the registry's mirror {}", settings.registry.display()))?;
+        // A first mirror before the first load: a replica starts with what is live.
+        if let Err(e) = remote.pull(&settings.registry).await {
+            tracing::warn!(error = %e, "cannot read the registry on object storage yet");
+        }
+        reloader = reloader.with_remote(remote);
+    }
+    let reloader = Arc::new(reloader);
     state.set_reloader(Arc::clone(&reloader));
     if let Some(choice) = settings.store.clone() {
         match choice {

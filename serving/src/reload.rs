@@ -47,6 +47,8 @@ use models::thresholds_file::ThresholdsFile;
 #[derive(Debug)]
 pub struct Reloader {
     registry: Registry,
+    /// The registry on object storage that `registry` mirrors, when it is one.
+    remote: Option<models::bundle::RemoteRegistry>,
     thresholds_path: Option<PathBuf>,
     routing: Option<RoutingSource>,
     pool: PoolConfig,
@@ -127,6 +129,7 @@ impl Reloader {
     pub fn new(registry: Registry, thresholds_path: Option<PathBuf>, pool: PoolConfig) -> Self {
         Reloader {
             registry,
+            remote: None,
             thresholds_path,
             routing: None,
             pool,
@@ -140,6 +143,18 @@ impl Reloader {
     pub fn with_drift_window(mut self, window: Duration) -> Self {
         self.drift_window = window;
         self
+    }
+
+    /// Mirrors `remote` (a registry on object storage) into the registry folder before
+    /// every scheduled look, so a promotion there is served within the reload interval.
+    pub fn with_remote(mut self, remote: models::bundle::RemoteRegistry) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The registry on object storage the folder mirrors, when it is one.
+    pub fn remote(&self) -> Option<&models::bundle::RemoteRegistry> {
+        self.remote.as_ref()
     }
 
     /// Reads the routing table from `source` (see [`crate::routing`]).
@@ -507,6 +522,21 @@ impl Reloader {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if let Some(remote) = &self.remote {
+                match remote.pull(self.registry.root()).await {
+                    Ok(report) if !report.is_empty() => tracing::info!(
+                        bundles = ?report.bundles,
+                        live = ?report.live,
+                        history = report.history,
+                        "registry mirrored from object storage"
+                    ),
+                    Ok(_) => {}
+                    // What is served stays; the next tick tries again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the registry on object storage")
+                    }
+                }
+            }
             let reloader = Arc::clone(&self);
             let state = state.clone();
             if let Err(e) =

@@ -194,8 +194,12 @@ static REGISTRY_CHANGES: Mutex<()> = Mutex::new(());
 
 /// Runs `change` holding the registry's lock (and this process's turn), on the blocking
 /// pool. A lock held by another process (a training run) is a conflict: nothing changed.
+///
+/// With the registry on object storage (`remote`), the change is made in this replica's
+/// mirror, pulled first, and uploaded before the lock is released.
 pub async fn with_registry_lock<T: Send + 'static>(
     registry: Registry,
+    remote: Option<models::bundle::RemoteRegistry>,
     command: &'static str,
     change: impl FnOnce(&Registry, &models::bundle::RegistryLock) -> Result<T, ApiError>
     + Send
@@ -216,7 +220,26 @@ pub async fn with_registry_lock<T: Send + 'static>(
                 message: other.to_string(),
             },
         })?;
-        change(&registry, &lock)
+        // The change is made on the registry as it is now on object storage (a version
+        // uploaded since the last mirror can be promoted at once).
+        if let Some(remote) = &remote {
+            tokio::runtime::Handle::current()
+                .block_on(remote.pull(registry.root()))
+                .map_err(|e| ApiError::Internal {
+                    message: format!("cannot read the registry on object storage: {e}"),
+                })?;
+        }
+        let done = change(&registry, &lock)?;
+        if let Some(remote) = remote {
+            tokio::runtime::Handle::current()
+                .block_on(remote.push(registry.root()))
+                .map_err(|e| ApiError::Internal {
+                    message: format!(
+                        "the change was made in this replica's copy of the registry but not                          uploaded to object storage ({e}); the next mirror undoes it: try again"
+                    ),
+                })?;
+        }
+        Ok(done)
     })
     .await
     .map_err(|e| ApiError::Internal {
@@ -298,8 +321,9 @@ pub async fn save(
         .skip(1)
         .collect::<Vec<_>>()
         .join("; ");
+    let remote = state.reloader().and_then(|r| r.remote().cloned());
     let logged: RegistryEvent =
-        with_registry_lock(registry, "leadscore-serve thresholds", move |registry, lock| {
+        with_registry_lock(registry, remote, "leadscore-serve thresholds", move |registry, lock| {
             let next = edited(&path, model_name.as_str(), table, &who)?;
             // The whole file as it would be, checked and fitted to every served model first.
             let file = ThresholdsFile::parse(&next).map_err(|e| refused(&e, &name2))?;

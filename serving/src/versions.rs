@@ -170,6 +170,16 @@ async fn change(
     let registry = registry(&state)?;
     let bytes = read_body(&state, &headers, body).await?;
     let (change, who, why) = Change::checked(&bytes)?;
+    let remote = state.reloader().and_then(|r| r.remote().cloned());
+    if let (true, Some(remote)) = (promote, &remote) {
+        // A version uploaded to object storage since the last mirror can be promoted now.
+        remote
+            .pull(registry.root())
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("cannot read the registry on object storage: {e}"),
+            })?;
+    }
     let version = match (promote, change.version) {
         (true, Some(v)) => {
             if !registry.versions(&model).map_err(internal)?.contains(&v) {
@@ -197,6 +207,7 @@ async fn change(
     let state2 = state.clone();
     let logged = with_registry_lock(
         registry,
+        remote,
         "leadscore-serve console",
         move |registry, lock| {
             let logged = match &version {

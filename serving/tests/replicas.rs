@@ -22,6 +22,7 @@ mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -221,11 +222,22 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let registry = dir.path().join("registry");
+    // The registry on object storage (a folder through `object_store`), each replica with a
+    // mirror of its own.
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).expect("bucket");
+    let registry_url = format!("file://{}/registry", bucket.display());
+    let staging = dir.path().join("staging");
     copy_dir(
         &repo_root().join("serving/tests/fixtures/registry"),
-        &registry,
+        &staging,
     );
+    let remote = models::bundle::RemoteRegistry::from_url(&registry_url).expect("url");
+    let upload = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    upload.block_on(remote.push(&staging)).expect("push");
     let inbox = Arc::new(Inbox::default());
     let (_receiver, receiver_addr) = start_receiver(Arc::clone(&inbox));
     let schema = format!("replicas_{}_{}", std::process::id(), now_ms() % 1_000_000);
@@ -233,12 +245,14 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         "{url}{}schema={schema}&lease_secs=2",
         if url.contains('?') { '&' } else { '?' }
     );
-    // One configuration for both (each listens on a port of its own).
-    let config = dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "addr = \"127.0.0.1:0\"\nregistry = {:?}\nstore = {store_url:?}\n\
+    // One configuration each: the same but for the registry's mirror.
+    let config_of = |replica: &str| {
+        let config = dir.path().join(format!("serve-{replica}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "addr = \"127.0.0.1:0\"\nregistry = {registry_url:?}\n\
+             registry_cache = {:?}\nstore = {store_url:?}\n\
              api_keys = [\"{KEY}\"]\nadmin_keys = [\"{ADMIN}\"]\nsessions = 1\n\
              max_auth_failures = 0\nsweep_interval_secs = 3600\nreload_interval_secs = 1\n\
              webhook_retry_secs = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, \
@@ -246,11 +260,20 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
              1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nwebhook_timeout_secs = 2\n\n\
              [[webhooks]]\nid = \"crm\"\nurl = \"http://{receiver_addr}/hook\"\n\
              secret = \"{SECRET}\"\nallow_private = true\n",
-            registry.display().to_string(),
-        ),
-    )
-    .expect("config");
-    let mut replicas = [Some(Server::start(&config)), Some(Server::start(&config))];
+                dir.path()
+                    .join(format!("cache-{replica}"))
+                    .display()
+                    .to_string(),
+            ),
+        )
+        .expect("config");
+        config
+    };
+    let configs = [config_of("a"), config_of("b")];
+    let mut replicas = [
+        Some(Server::start(&configs[0])),
+        Some(Server::start(&configs[1])),
+    ];
     let now = now_ms();
     let plan = steps(now);
     let mut rng = SplitMix64::new(17);
@@ -315,7 +338,7 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         }
         // Replica 0 comes back a few requests after it was killed.
         if killed_at.is_some_and(|k| i == k + 8) {
-            replicas[0] = Some(Server::start(&config));
+            replicas[0] = Some(Server::start(&configs[0]));
         }
         let answer: Value = serde_json::from_str(&answer).expect("JSON answer");
         for (id, entity) in &step.events {
@@ -485,6 +508,73 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         let (x, y) = (read(&a), read(&b));
         assert_eq!(x["scores"], y["scores"], "{lead} through both replicas");
     }
+    // A new version uploaded, promoted through one replica (which uploads LIVE and the
+    // log), served by both within the reload interval; the first promoted again through the
+    // other.
+    let v1 = staging.join("propensity/fixture-leads-v1");
+    let v2 = staging.join("propensity/fixture-leads-v2");
+    copy_dir(&v1, &v2);
+    let manifest = std::fs::read_to_string(v2.join("manifest.json"))
+        .expect("manifest")
+        .replace("fixture-leads-v1", "fixture-leads-v2");
+    std::fs::write(v2.join("manifest.json"), manifest).expect("manifest");
+    upload.block_on(remote.push(&staging)).expect("push");
+    let served = |server: &Server| -> String {
+        let (status, body) = request(&server.addr, "GET", "/v1/models", KEY, "").expect("answer");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        v["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["name"] == "propensity")
+            .map(|m| m["version"].as_str().expect("version").to_owned())
+            .expect("propensity served")
+    };
+    let change = |server: &Server, what: &str, body: Value| {
+        let (status, answer) = request(
+            &server.addr,
+            "POST",
+            &format!("/admin/models/propensity/{what}"),
+            ADMIN,
+            &body.to_string(),
+        )
+        .expect("answer");
+        assert_eq!(status, 200, "{what}: {answer}");
+    };
+    let both_serve = |version: &str| {
+        let started = Instant::now();
+        while served(&a) != version || served(&b) != version {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "both replicas serve {version} (now {} and {})",
+                served(&a),
+                served(&b)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    };
+    change(
+        &a,
+        "promote",
+        json!({"version": "fixture-leads-v2", "by": "replica test"}),
+    );
+    let promoted_in = both_serve("fixture-leads-v2");
+    change(
+        &b,
+        "promote",
+        json!({"version": "fixture-leads-v1", "by": "replica test"}),
+    );
+    let reverted_in = both_serve("fixture-leads-v1");
+    assert!(
+        promoted_in < Duration::from_secs(3) && reverted_in < Duration::from_secs(3),
+        "within the reload interval (1 s) and a mirror: {promoted_in:?}, {reverted_in:?}"
+    );
+    eprintln!(
+        "promotion through replica 0 served by both in {promoted_in:?}, the one back through \
+         replica 1 in {reverted_in:?}"
+    );
     eprintln!(
         "{} requests, replica 0 killed at request {}, {} events acknowledged, {} messages \
          delivered ({} requests to the receiver), {compared} leads compared exactly",
@@ -494,4 +584,94 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         bodies.len(),
         got.len()
     );
+}
+
+/// Readiness follows the database: a replica whose PostgreSQL stops answering says it is
+/// not ready (the load balancer sends its traffic elsewhere) and is ready again by itself
+/// once the database is back, without a restart; writes fail meanwhile, then succeed.
+#[test]
+fn readiness_fails_while_the_database_is_down_and_recovers() {
+    if postgres_url().is_none() || !ort_available() {
+        return;
+    }
+    // A cluster of its own: stopping it disturbs no other test.
+    let pg = tempfile::tempdir().expect("temp dir");
+    let pg_env = repo_root().join("scripts/pg-env");
+    let started = Command::new(&pg_env)
+        .arg("start")
+        .arg(pg.path())
+        .output()
+        .expect("scripts/pg-env start");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let url = String::from_utf8_lossy(&started.stdout)
+        .trim()
+        .strip_prefix("export LEADSCORE_TEST_POSTGRES=")
+        .expect("a URL")
+        .to_owned();
+    struct Cluster<'a>(&'a Path, &'a Path);
+    impl Drop for Cluster<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(self.0).arg("stop").arg(self.1).status();
+        }
+    }
+    let _cluster = Cluster(&pg_env, pg.path());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = dir.path().join("registry");
+    copy_dir(
+        &repo_root().join("serving/tests/fixtures/registry"),
+        &registry,
+    );
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:0\"\nregistry = {:?}\nstore = \"{url}?schema=outage\"\n\
+             api_keys = [\"{KEY}\"]\nadmin_keys = [\"{ADMIN}\"]\nsessions = 1\n\
+             max_auth_failures = 0\n",
+            registry.display().to_string(),
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&config);
+    let ready = || request(&server.addr, "GET", "/readyz", "", "").map(|(s, _)| s);
+    let event = |id: &str| {
+        let body = json!({"events": [{"entity": "O-1", "id": id, "ts": now_ms() - 60_000,
+            "type": "web_visit", "channel": "web", "profile": profile(true)}]});
+        request(&server.addr, "POST", "/v1/events", KEY, &body.to_string()).map(|(s, _)| s)
+    };
+    assert_eq!(event("o-1"), Some(200));
+    let wait_for = |want: u16, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ready() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "readiness never became {want} {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let status = Command::new(&pg_env)
+        .arg("pause")
+        .arg(pg.path())
+        .status()
+        .expect("pause");
+    assert!(status.success());
+    wait_for(503, "with the database down");
+    let refused = event("o-2");
+    assert!(
+        matches!(refused, Some(s) if s >= 500),
+        "a write with the database down fails: {refused:?}"
+    );
+    let status = Command::new(&pg_env)
+        .arg("resume")
+        .arg(pg.path())
+        .status()
+        .expect("resume");
+    assert!(status.success());
+    wait_for(200, "once the database is back");
+    assert_eq!(event("o-3"), Some(200), "writes go through again");
 }

@@ -2,6 +2,7 @@
 //! libraries: it parses the command line, reports progress and turns library errors into
 //! readable messages.
 
+mod cli_registry;
 mod cli_store;
 
 use std::path::PathBuf;
@@ -104,7 +105,7 @@ enum Command {
     Thresholds(ThresholdsArgs),
     /// The registry: versions, the live one, promote, revert, and the log of changes.
     Registry {
-        /// Registry folder.
+        /// Registry folder, or a URL of one on object storage (`file:///...`).
         #[arg(
             long,
             env = "LEADSCORE_REGISTRY",
@@ -391,7 +392,8 @@ struct TrainArgs {
     /// Folder the spec's relative file paths are read from (default: the spec's folder).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Registry folder; the bundle goes to `<registry>/<model>/<version>/`.
+    /// Registry folder, or a URL of one on object storage (`file:///...`: mirrored, the new
+    /// bundle uploaded after); the bundle goes to `<registry>/<model>/<version>/`.
     #[arg(long, env = "LEADSCORE_REGISTRY", default_value = "registry")]
     registry: PathBuf,
     /// The model's name in the registry (lower-case letters, digits, `-`, `_`), e.g.
@@ -561,9 +563,27 @@ fn main() -> Result<ExitCode> {
             );
         }
         Command::Evaluate(args) => evaluate_command(&args)?,
-        Command::Train(args) => train_command(&args)?,
-        Command::Thresholds(args) => thresholds_command(&args)?,
-        Command::Registry { registry, command } => registry_command(&registry, command)?,
+        Command::Train(mut args) => {
+            let mirror = cli_registry::mirror(&mut args.registry)?;
+            train_command(&args)?;
+            if let Some(m) = mirror {
+                m.push()?;
+            }
+        }
+        Command::Thresholds(mut args) => {
+            let _mirror = cli_registry::mirror(&mut args.registry)?;
+            thresholds_command(&args)?
+        }
+        Command::Registry {
+            mut registry,
+            command,
+        } => {
+            let mirror = cli_registry::mirror(&mut registry)?;
+            registry_command(&registry, command)?;
+            if let Some(m) = mirror {
+                m.push()?;
+            }
+        }
         Command::Drift(args) => return drift_command(&args),
         Command::Import {
             spec,

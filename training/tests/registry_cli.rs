@@ -342,3 +342,55 @@ fn train_on_bad_input_writes_nothing_not_even_the_registry_folder() {
         "the registry folder was created: {said}"
     );
 }
+
+/// A registry on object storage (`file://` through `object_store`): `registry promote`
+/// works on a mirror of it and uploads `LIVE` and the log; `registry list` reads it back.
+#[test]
+fn registry_commands_work_on_a_registry_on_object_storage() {
+    let bucket = tempfile::tempdir().expect("bucket");
+    let url = format!("file://{}/prod", bucket.path().display());
+    let staging = tempfile::tempdir().expect("staging");
+    common::copy_dir(
+        &common::repo_root().join("serving/tests/fixtures/registry"),
+        staging.path(),
+    );
+    let remote = models::bundle::RemoteRegistry::from_url(&url).expect("url");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(remote.push(staging.path())).expect("push");
+    let promoted = registry_cmd(
+        Path::new(&url),
+        &[
+            "promote",
+            "--task",
+            "propensity",
+            "--version",
+            "fixture-leads-v1",
+            "--reason",
+            "first",
+        ],
+    );
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    assert!(
+        text(&promoted).contains("LIVE of propensity"),
+        "{}",
+        text(&promoted)
+    );
+    // What a server's mirror would see.
+    let mirror = tempfile::tempdir().expect("mirror");
+    runtime.block_on(remote.pull(mirror.path())).expect("pull");
+    let registry = Registry::new(mirror.path());
+    let (versions, live, log) = visible_state(&registry);
+    assert_eq!(versions, ["fixture-leads-v1"]);
+    assert_eq!(live.as_deref(), Some("fixture-leads-v1"));
+    assert_eq!(log, 1);
+    let listed = registry_cmd(Path::new(&url), &["list"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(
+        text(&listed).contains("fixture-leads-v1"),
+        "{}",
+        text(&listed)
+    );
+}

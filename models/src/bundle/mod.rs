@@ -25,6 +25,8 @@
 //! when something is wrong. [`Registry`] lists its models and the complete versions of
 //! each, says which is live (`<model>/LIVE`), promotes and reverts under the
 //! registry's lock and logs every change (`history.jsonl`, see [`RegistryEvent`]).
+//! [`RemoteRegistry`] keeps a registry on object storage: readers mirror it into a folder,
+//! writers upload a folder's changes, in an order that keeps the same promise to readers.
 //! The serving crate reads bundles only through this module.
 
 mod explain;
@@ -32,6 +34,7 @@ mod fingerprint;
 mod live;
 mod manifest;
 mod name;
+mod remote;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +51,7 @@ pub use manifest::{
     Manifest, ModelKind, Thresholds, ValidationSummary, describe_features,
 };
 pub use name::{MAX_MODEL_NAME_LEN, ModelName, check_model_name};
+pub use remote::{RemoteRegistry, SyncReport, is_registry_url};
 pub use store::{
     Bundle, BundleContents, Holdout, HoldoutRow, Registry, clean_stale_temp_dirs, onnx_input_width,
     write_bundle,
