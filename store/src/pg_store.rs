@@ -15,7 +15,7 @@
 //! * A write is acknowledged when PostgreSQL has committed it (`synchronous_commit` as the
 //!   database is configured: on by default, durable at acknowledgement).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use crate::merge::{EventLog, merge};
 use crate::redb_store::{random_epoch, wall_clock_ms};
 use crate::{
-    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
+    Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Message,
     NewEvent, Outbox, OutboxStats, ScoreUpdate, Share, StoreError, StoreFuture, StoreLimits,
     StoreStats, StoredEntity, StoredEvent, StoredScore, WriteBatch, Written,
 };
@@ -544,22 +544,25 @@ async fn attempt_once(shared: &Shared, epoch: u64, ops: &[&Op]) -> R<(Vec<Done>,
             .execute(&mut *tx)
             .await?;
     }
+    let mut group = Group::load(shared, &mut tx, ops).await?;
     let mut outbox = Vec::new();
     let mut counts = Counts::default();
     let mut done = Vec::with_capacity(ops.len());
     for op in ops {
         done.push(match op {
-            Op::Write(batch) => {
-                Done::Written(apply_write(shared, &mut tx, batch, &mut outbox, &mut counts).await?)
-            }
+            Op::Write(batch) => Done::Written(
+                group
+                    .write(shared, &mut tx, batch, &mut outbox, &mut counts)
+                    .await?,
+            ),
             Op::Scores(scores) => {
-                apply_scores(shared, &mut tx, scores, &mut outbox).await?;
+                group.put_scores(scores, &mut outbox);
                 Done::Unit
             }
             Op::Erase(id) => {
                 // Messages of this group not yet written go with the entity too.
                 outbox.retain(|m: &Message| m.entity != *id);
-                Done::Erased(apply_erase(shared, &mut tx, id, &mut counts).await?)
+                Done::Erased(group.erase(&mut tx, id, &mut counts).await?)
             }
             Op::Attempt(endpoint, seq, attempt) => {
                 apply_attempt(shared, &mut tx, endpoint, *seq, attempt).await?;
@@ -571,6 +574,7 @@ async fn attempt_once(shared: &Shared, epoch: u64, ops: &[&Op]) -> R<(Vec<Done>,
             Op::Settle | Op::Expire(_) | Op::Reclaim => Done::Unit,
         });
     }
+    group.flush(shared, &mut tx).await?;
     let filed = write_messages(shared, &mut tx, epoch, outbox, wall_clock_ms()).await?;
     add_counts(shared, &mut tx, &counts).await?;
     tx.commit().await?;
@@ -676,207 +680,263 @@ impl EventLog for PgLog {
     }
 }
 
-async fn apply_write(
-    shared: &Shared,
-    tx: &mut Tx,
-    batch: &WriteBatch,
-    outbox: &mut Vec<Message>,
-    counts: &mut Counts,
-) -> R<Vec<Written>> {
-    let mut out = Vec::with_capacity(batch.entities.len());
-    for write in &batch.entities {
-        let id = write.id.as_str();
-        let existing = read_record(shared, tx, id).await?;
-        let stored = existing.as_ref().map_or(0, |r| r.event_count);
-        let client_ids: Vec<String> = write.events.iter().filter_map(|e| e.id.clone()).collect();
-        let known_ids: HashSet<String> = if client_ids.is_empty() || stored == 0 {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar(
-                "SELECT client_id FROM events WHERE entity = $1 AND client_id = ANY($2)",
-            )
-            .bind(id)
-            .bind(&client_ids)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-        // The cap drops at most `stored + new - cap` events; one more tells the first left.
-        let cap = shared.limits.max_events_per_entity.max(1);
-        let incoming = write.events.len() as u64;
-        let oldest: Vec<(i64, i64)> = if stored > 0 && stored + incoming > cap {
-            let k = (stored + incoming - cap + 1).min(stored);
-            sqlx::query_as(
-                "SELECT ts_ms, seq FROM events WHERE entity = $1 ORDER BY ts_ms, seq LIMIT $2",
-            )
-            .bind(id)
-            .bind(k as i64)
-            .fetch_all(&mut **tx)
-            .await?
-        } else {
-            Vec::new()
-        };
-        let mut log = PgLog {
-            known_ids,
-            oldest,
-            oldest_dropped: 0,
-            appended: Vec::new(),
-        };
-        let Ok(merged) = merge(
-            existing.as_ref(),
-            write,
-            batch.now_ms,
-            &shared.limits,
-            &mut log,
-        );
-        if log.oldest_dropped > 0 {
-            let (ts, seq): (Vec<i64>, Vec<i64>) =
-                log.oldest[..log.oldest_dropped].iter().copied().unzip();
-            sqlx::query(
-                "DELETE FROM events WHERE entity = $1 AND (ts_ms, seq) IN \
-                 (SELECT * FROM UNNEST($2::int8[], $3::int8[]))",
-            )
-            .bind(id)
-            .bind(ts)
-            .bind(seq)
-            .execute(&mut **tx)
-            .await?;
+/// A score row as the group sees it: `None` once deleted.
+#[derive(Debug, Clone)]
+struct ScoreRow {
+    score: Option<StoredScore>,
+    queued: bool,
+}
+
+/// The entities of a group: read once when its transaction starts (each in one statement
+/// for all), changed in memory by each op in turn (the order of the calls), written at the
+/// end in one statement per table. A write costs a few round trips per group, not per
+/// entity.
+#[derive(Default)]
+struct Group {
+    /// Every entity the group names: its record (`None`: not stored).
+    records: HashMap<String, Option<EntityRecord>>,
+    /// Client ids stored (of those the group's events name) or appended, by entity.
+    client_ids: HashMap<String, HashSet<String>>,
+    /// Every stored score of the group's entities, by (entity, model).
+    scores: HashMap<(String, String), ScoreRow>,
+    dirty_records: BTreeSet<String>,
+    dirty_scores: BTreeSet<(String, String)>,
+    /// New events not yet inserted: (entity, arrival, event).
+    new_events: Vec<(String, i64, NewEvent)>,
+}
+
+impl Group {
+    async fn load(shared: &Shared, tx: &mut Tx, ops: &[&Op]) -> R<Group> {
+        let mut group = Group::default();
+        let mut ids: Vec<String> = ops.iter().flat_map(|op| op.entities()).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(group);
         }
-        insert_events(tx, id, &log.appended).await?;
-        let record = merged.record;
-        // Leaving the queue: closed by an outcome, or scored by other models now.
-        if merged.kind_changed {
-            sqlx::query("DELETE FROM scores WHERE entity = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-        } else if merged.was_open && !record.is_open() {
-            sqlx::query("UPDATE scores SET queued = false WHERE entity = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+        for id in &ids {
+            group.records.insert(id.clone(), None);
         }
-        put_record(shared, tx, id, &record).await?;
-        // The caller's scores, when they were computed from the history this write leaves.
-        let scores_kept = match &write.scores_if {
-            Some(scores_if) if scores_if.record_before == existing => {
-                for (i, score) in scores_if.scores.iter().enumerate() {
-                    let reasons = scores_if.reasons.get(i).cloned().flatten();
-                    keep_score(
-                        shared,
-                        tx,
-                        id,
-                        score,
-                        reasons,
-                        record.is_open(),
-                        record.kind,
-                        batch.now_ms,
-                        outbox,
-                    )
-                    .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, record::text FROM entities WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
+        for (id, text) in rows {
+            let record =
+                serde_json::from_str(&text).map_err(|e| shared.corrupt(&id, "the record", e))?;
+            group.records.insert(id, Some(record));
+        }
+        let (mut named_entities, mut named_ids) = (Vec::new(), Vec::new());
+        for op in ops {
+            if let Op::Write(batch) = op {
+                for w in &batch.entities {
+                    for e in &w.events {
+                        if let Some(c) = &e.id {
+                            named_entities.push(w.id.clone());
+                            named_ids.push(c.clone());
+                        }
+                    }
                 }
-                true
             }
-            _ => false,
-        };
-        counts.entities += i64::from(merged.created);
-        counts.events += i64::from(merged.added) - i64::from(merged.dropped);
-        out.push(Written {
-            id: write.id.clone(),
-            created: merged.created,
-            events_added: merged.added,
-            duplicates: merged.duplicates,
-            dropped_at_cap: merged.dropped,
-            record,
-            scores_kept,
-        });
+        }
+        if !named_ids.is_empty() {
+            let stored: Vec<(String, String)> = sqlx::query_as(
+                "SELECT entity, client_id FROM events WHERE client_id IS NOT NULL AND \
+                 (entity, client_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&named_entities)
+            .bind(&named_ids)
+            .fetch_all(&mut **tx)
+            .await?;
+            for (entity, client_id) in stored {
+                group
+                    .client_ids
+                    .entry(entity)
+                    .or_default()
+                    .insert(client_id);
+            }
+        }
+        let scores: Vec<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT entity, model, score::text, queued FROM scores WHERE entity = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (entity, model, text, queued) in scores {
+            let score: StoredScore =
+                serde_json::from_str(&text).map_err(|e| shared.corrupt(&entity, "a score", e))?;
+            group.scores.insert(
+                (entity, model),
+                ScoreRow {
+                    score: Some(score),
+                    queued,
+                },
+            );
+        }
+        Ok(group)
     }
-    Ok(out)
-}
 
-async fn insert_events(tx: &mut Tx, id: &str, events: &[(i64, NewEvent)]) -> R<()> {
-    if events.is_empty() {
-        return Ok(());
+    fn record(&self, id: &str) -> Option<EntityRecord> {
+        self.records.get(id).cloned().flatten()
     }
-    let mut ts = Vec::with_capacity(events.len());
-    let mut seq = Vec::with_capacity(events.len());
-    let mut client = Vec::with_capacity(events.len());
-    let mut kind = Vec::with_capacity(events.len());
-    let mut channel = Vec::with_capacity(events.len());
-    let mut value = Vec::with_capacity(events.len());
-    for (s, e) in events {
-        ts.push(e.ts_ms);
-        seq.push(*s);
-        client.push(e.id.clone());
-        kind.push(e.event_type.clone());
-        channel.push(e.channel.clone());
-        value.push(e.value);
-    }
-    sqlx::query(
-        "INSERT INTO events (entity, ts_ms, seq, client_id, event_type, channel, value) \
-         SELECT $1, * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], \
-         $7::float8[])",
-    )
-    .bind(id)
-    .bind(ts)
-    .bind(seq)
-    .bind(client)
-    .bind(kind)
-    .bind(channel)
-    .bind(value)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
-/// Keeps `score` as `id`'s latest for its model unless the stored one saw more events; the
-/// messages of the transitions from the score it replaces go to `outbox` when the entity is
-/// `open`.
-#[allow(clippy::too_many_arguments)]
-async fn keep_score(
-    shared: &Shared,
-    tx: &mut Tx,
-    id: &str,
-    score: &StoredScore,
-    reasons: Option<serde_json::Value>,
-    open: bool,
-    kind: Kind,
-    now_ms: TimestampMs,
-    outbox: &mut Vec<Message>,
-) -> R<()> {
-    let old: Option<(i64, String)> = sqlx::query_as(
-        "SELECT events_seen, score::text FROM scores WHERE entity = $1 AND model = $2",
-    )
-    .bind(id)
-    .bind(&score.model)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let old_score = match old {
-        Some((seen, _)) if seen as u64 > score.events_seen => return Ok(()),
-        Some((_, text)) if open => Some(
-            serde_json::from_str::<StoredScore>(&text)
-                .map_err(|e| shared.corrupt(id, "a score", e))?,
-        ),
-        _ => None,
-    };
-    let json = serde_json::to_string(score).map_err(|e| shared.corrupt(id, "a score", e))?;
-    sqlx::query(
-        "INSERT INTO scores (entity, model, queued, probability, events_seen, score) \
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (entity, model) DO UPDATE SET \
-         queued = EXCLUDED.queued, probability = EXCLUDED.probability, \
-         events_seen = EXCLUDED.events_seen, score = EXCLUDED.score",
-    )
-    .bind(id)
-    .bind(&score.model)
-    .bind(open)
-    .bind(score.probability)
-    .bind(score.events_seen as i64)
-    .bind(json)
-    .execute(&mut **tx)
-    .await?;
-    if open {
-        for transition in crate::transitions(kind, old_score.as_ref(), score) {
+    fn set_record(&mut self, id: &str, record: EntityRecord) {
+        self.records.insert(id.to_owned(), Some(record));
+        self.dirty_records.insert(id.to_owned());
+    }
+
+    /// Changes every stored score of `id`: deleted, or out of the queue.
+    fn change_scores(&mut self, id: &str, delete: bool) {
+        for ((entity, model), row) in &mut self.scores {
+            if entity == id && row.score.is_some() {
+                if delete {
+                    row.score = None;
+                } else {
+                    row.queued = false;
+                }
+                self.dirty_scores.insert((entity.clone(), model.clone()));
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        shared: &Shared,
+        tx: &mut Tx,
+        batch: &WriteBatch,
+        outbox: &mut Vec<Message>,
+        counts: &mut Counts,
+    ) -> R<Vec<Written>> {
+        let mut out = Vec::with_capacity(batch.entities.len());
+        for write in &batch.entities {
+            let id = write.id.as_str();
+            let existing = self.record(id);
+            let stored = existing.as_ref().map_or(0, |r| r.event_count);
+            // The cap drops at most `stored + new - cap` events; one more tells the first
+            // left. Rare: the events so far go to the table first, and the oldest are read.
+            let cap = shared.limits.max_events_per_entity.max(1);
+            let incoming = write.events.len() as u64;
+            let oldest: Vec<(i64, i64, Option<String>)> = if stored > 0 && stored + incoming > cap {
+                self.flush_events(tx).await?;
+                let k = (stored + incoming - cap + 1).min(stored);
+                sqlx::query_as(
+                    "SELECT ts_ms, seq, client_id FROM events WHERE entity = $1 \
+                     ORDER BY ts_ms, seq LIMIT $2",
+                )
+                .bind(id)
+                .bind(k as i64)
+                .fetch_all(&mut **tx)
+                .await?
+            } else {
+                Vec::new()
+            };
+            let mut log = PgLog {
+                known_ids: self.client_ids.remove(id).unwrap_or_default(),
+                oldest: oldest.iter().map(|(t, s, _)| (*t, *s)).collect(),
+                oldest_dropped: 0,
+                appended: Vec::new(),
+            };
+            let Ok(merged) = merge(
+                existing.as_ref(),
+                write,
+                batch.now_ms,
+                &shared.limits,
+                &mut log,
+            );
+            if log.oldest_dropped > 0 {
+                let dropped = &oldest[..log.oldest_dropped];
+                let ts: Vec<i64> = dropped.iter().map(|d| d.0).collect();
+                let seq: Vec<i64> = dropped.iter().map(|d| d.1).collect();
+                sqlx::query(
+                    "DELETE FROM events WHERE entity = $1 AND (ts_ms, seq) IN \
+                     (SELECT * FROM UNNEST($2::int8[], $3::int8[]))",
+                )
+                .bind(id)
+                .bind(ts)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+                for (_, _, client_id) in dropped {
+                    if let Some(c) = client_id {
+                        log.known_ids.remove(c);
+                    }
+                }
+            }
+            self.client_ids.insert(id.to_owned(), log.known_ids);
+            self.new_events.extend(
+                log.appended
+                    .into_iter()
+                    .map(|(seq, e)| (id.to_owned(), seq, e)),
+            );
+            let record = merged.record;
+            // Leaving the queue: closed by an outcome, or scored by other models now.
+            if merged.kind_changed {
+                self.change_scores(id, true);
+            } else if merged.was_open && !record.is_open() {
+                self.change_scores(id, false);
+            }
+            self.set_record(id, record.clone());
+            // The caller's scores, when they were computed from the history this write leaves.
+            let scores_kept = match &write.scores_if {
+                Some(scores_if) if scores_if.record_before == existing => {
+                    for (i, score) in scores_if.scores.iter().enumerate() {
+                        let reasons = scores_if.reasons.get(i).cloned().flatten();
+                        self.keep_score(id, score, reasons, &record, batch.now_ms, outbox);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            counts.entities += i64::from(merged.created);
+            counts.events += i64::from(merged.added) - i64::from(merged.dropped);
+            out.push(Written {
+                id: write.id.clone(),
+                created: merged.created,
+                events_added: merged.added,
+                duplicates: merged.duplicates,
+                dropped_at_cap: merged.dropped,
+                record,
+                scores_kept,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Keeps `score` as `id`'s latest for its model unless the stored one saw more events;
+    /// the messages of the transitions from the score it replaces go to `outbox` when the
+    /// entity is open.
+    fn keep_score(
+        &mut self,
+        id: &str,
+        score: &StoredScore,
+        reasons: Option<serde_json::Value>,
+        record: &EntityRecord,
+        now_ms: TimestampMs,
+        outbox: &mut Vec<Message>,
+    ) {
+        let key = (id.to_owned(), score.model.clone());
+        let old = self.scores.get(&key).and_then(|r| r.score.clone());
+        if old
+            .as_ref()
+            .is_some_and(|o| o.events_seen > score.events_seen)
+        {
+            return;
+        }
+        let open = record.is_open();
+        self.scores.insert(
+            key.clone(),
+            ScoreRow {
+                score: Some(score.clone()),
+                queued: open,
+            },
+        );
+        self.dirty_scores.insert(key);
+        if !open {
+            return;
+        }
+        let kind = record.kind;
+        for transition in crate::transitions(kind, old.as_ref(), score) {
             outbox.push(Message {
                 id: String::new(),
                 seq: 0,
@@ -884,40 +944,187 @@ async fn keep_score(
                 entity: id.to_owned(),
                 kind,
                 score: score.clone(),
-                previous_grade: old_score.as_ref().map(|o| o.grade.clone()),
+                previous_grade: old.as_ref().map(|o| o.grade.clone()),
                 reasons: reasons.clone(),
                 at_ms: now_ms,
             });
         }
     }
-    Ok(())
-}
 
-async fn apply_scores(
-    shared: &Shared,
-    tx: &mut Tx,
-    updates: &[ScoreUpdate],
-    outbox: &mut Vec<Message>,
-) -> R<()> {
-    let now_ms = wall_clock_ms();
-    for update in updates {
-        let Some(record) = read_record(shared, tx, &update.entity).await? else {
-            continue;
-        };
-        keep_score(
-            shared,
-            tx,
-            &update.entity,
-            &update.score,
-            update.reasons.clone(),
-            record.is_open(),
-            record.kind,
-            now_ms,
-            outbox,
-        )
-        .await?;
+    fn put_scores(&mut self, updates: &[ScoreUpdate], outbox: &mut Vec<Message>) {
+        let now_ms = wall_clock_ms();
+        for update in updates {
+            let Some(record) = self.record(&update.entity) else {
+                continue;
+            };
+            self.keep_score(
+                &update.entity,
+                &update.score,
+                update.reasons.clone(),
+                &record,
+                now_ms,
+                outbox,
+            );
+        }
     }
-    Ok(())
+
+    /// Removes everything of `id`, stored and pending.
+    async fn erase(&mut self, tx: &mut Tx, id: &str, counts: &mut Counts) -> R<bool> {
+        let Some(record) = self.record(id) else {
+            return Ok(false);
+        };
+        for statement in [
+            "DELETE FROM scores WHERE entity = $1",
+            "DELETE FROM events WHERE entity = $1",
+            "DELETE FROM deliveries WHERE entity = $1",
+            "DELETE FROM entities WHERE id = $1",
+        ] {
+            sqlx::query(statement).bind(id).execute(&mut **tx).await?;
+        }
+        self.records.insert(id.to_owned(), None);
+        self.dirty_records.remove(id);
+        self.client_ids.remove(id);
+        self.new_events.retain(|(entity, _, _)| entity != id);
+        self.scores.retain(|(entity, _), _| entity != id);
+        self.dirty_scores.retain(|(entity, _)| entity != id);
+        counts.entities -= 1;
+        counts.events -= i64::try_from(record.event_count).unwrap_or(i64::MAX);
+        Ok(true)
+    }
+
+    /// Inserts the new events so far.
+    async fn flush_events(&mut self, tx: &mut Tx) -> R<()> {
+        if self.new_events.is_empty() {
+            return Ok(());
+        }
+        let n = self.new_events.len();
+        let (mut entity, mut ts, mut seq, mut client, mut kind, mut channel, mut value) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (id, s, e) in self.new_events.drain(..) {
+            entity.push(id);
+            ts.push(e.ts_ms);
+            seq.push(s);
+            client.push(e.id);
+            kind.push(e.event_type);
+            channel.push(e.channel);
+            value.push(e.value);
+        }
+        sqlx::query(
+            "INSERT INTO events (entity, ts_ms, seq, client_id, event_type, channel, value) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
+             $6::text[], $7::float8[])",
+        )
+        .bind(entity)
+        .bind(ts)
+        .bind(seq)
+        .bind(client)
+        .bind(kind)
+        .bind(channel)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes what the group changed: events, records, scores, one statement each.
+    async fn flush(&mut self, shared: &Shared, tx: &mut Tx) -> R<()> {
+        self.flush_events(tx).await?;
+        let (mut ids, mut open, mut active, mut json) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for id in std::mem::take(&mut self.dirty_records) {
+            if let Some(Some(record)) = self.records.get(&id) {
+                open.push(record.is_open());
+                active.push(record.last_active_ms());
+                json.push(
+                    serde_json::to_string(record)
+                        .map_err(|e| shared.corrupt(&id, "the record", e))?,
+                );
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO entities (id, open, last_active_ms, record) \
+                 SELECT i, o, a, r::jsonb FROM UNNEST($1::text[], $2::bool[], $3::int8[], \
+                 $4::text[]) AS t(i, o, a, r) \
+                 ON CONFLICT (id) DO UPDATE SET open = EXCLUDED.open, \
+                 last_active_ms = EXCLUDED.last_active_ms, record = EXCLUDED.record",
+            )
+            .bind(ids)
+            .bind(open)
+            .bind(active)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let (mut gone_entity, mut gone_model) = (Vec::new(), Vec::new());
+        let (mut entity, mut model, mut queued, mut probability, mut seen, mut json) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for key in std::mem::take(&mut self.dirty_scores) {
+            let Some(row) = self.scores.get(&key) else {
+                continue;
+            };
+            match &row.score {
+                None => {
+                    gone_entity.push(key.0);
+                    gone_model.push(key.1);
+                }
+                Some(score) => {
+                    queued.push(row.queued);
+                    probability.push(score.probability);
+                    seen.push(score.events_seen as i64);
+                    json.push(
+                        serde_json::to_string(score)
+                            .map_err(|e| shared.corrupt(&key.0, "a score", e))?,
+                    );
+                    entity.push(key.0);
+                    model.push(key.1);
+                }
+            }
+        }
+        if !gone_entity.is_empty() {
+            sqlx::query(
+                "DELETE FROM scores WHERE (entity, model) IN \
+                 (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(gone_entity)
+            .bind(gone_model)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !entity.is_empty() {
+            sqlx::query(
+                "INSERT INTO scores (entity, model, queued, probability, events_seen, score) \
+                 SELECT e, m, q, p, s, j::jsonb FROM UNNEST($1::text[], $2::text[], $3::bool[], \
+                 $4::float8[], $5::int8[], $6::text[]) AS t(e, m, q, p, s, j) \
+                 ON CONFLICT (entity, model) DO UPDATE SET queued = EXCLUDED.queued, \
+                 probability = EXCLUDED.probability, events_seen = EXCLUDED.events_seen, \
+                 score = EXCLUDED.score",
+            )
+            .bind(entity)
+            .bind(model)
+            .bind(queued)
+            .bind(probability)
+            .bind(seen)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Gives `messages` their sequences and ids and files a delivery of each for every endpoint
@@ -985,23 +1192,6 @@ async fn write_messages(
     .execute(&mut **tx)
     .await?;
     Ok(filed)
-}
-
-async fn apply_erase(shared: &Shared, tx: &mut Tx, id: &str, counts: &mut Counts) -> R<bool> {
-    let Some(record) = read_record(shared, tx, id).await? else {
-        return Ok(false);
-    };
-    for statement in [
-        "DELETE FROM scores WHERE entity = $1",
-        "DELETE FROM events WHERE entity = $1",
-        "DELETE FROM deliveries WHERE entity = $1",
-        "DELETE FROM entities WHERE id = $1",
-    ] {
-        sqlx::query(statement).bind(id).execute(&mut **tx).await?;
-    }
-    counts.entities -= 1;
-    counts.events -= i64::try_from(record.event_count).unwrap_or(i64::MAX);
-    Ok(true)
 }
 
 /// Drops events older than `before_ms`, a few hundred entities per transaction (each
