@@ -943,9 +943,6 @@ struct Ready {
     models: Vec<String>,
 }
 
-/// How long readiness waits for the entity store to answer.
-const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Keyless: a load balancer's probe. While nothing is served, or the first pass over the
 /// registry is still loading models, it says so without the reason (which names files of
 /// the server); the server's log gives it.
@@ -960,16 +957,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
     })?;
     // A store that does not answer (a database down) makes the replica unready until it
     // answers again: the load balancer sends its traffic to the others meanwhile.
-    if let Ok(store) = state.store() {
-        let answered = tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await;
-        if !matches!(answered, Ok(Ok(()))) {
-            if let Ok(Err(e)) = &answered {
-                tracing::warn!(error = %e, "readiness: the entity store does not answer");
-            }
-            return Err(ApiError::NotReady {
-                reason: "the entity store does not answer; the server's log says why".into(),
-            });
-        }
+    if !state.store_answers().await {
+        return Err(ApiError::NotReady {
+            reason: "the entity store does not answer; the server's log says why".into(),
+        });
     }
     Ok(Json(Ready {
         status: "ready",

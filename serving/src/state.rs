@@ -181,7 +181,14 @@ struct Inner {
     export_dir: OnceLock<std::path::PathBuf>,
     store_metrics: crate::metrics::StoreMetrics,
     webhooks: OnceLock<Arc<crate::webhooks::Webhooks>>,
+    /// The last readiness probe of the store: when, and whether it answered.
+    store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
+
+/// How long readiness waits for the entity store to answer.
+const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a readiness probe's answer stands.
+const STORE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// State shared by all handlers; cheap to clone.
 #[derive(Debug, Clone)]
@@ -206,6 +213,7 @@ impl AppState {
                 export_dir: OnceLock::new(),
                 store_metrics: Default::default(),
                 webhooks: OnceLock::new(),
+                store_probe: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -253,6 +261,34 @@ impl AppState {
     /// [`ApiError::NoStore`]).
     pub fn set_store(&self, store: Arc<dyn store::EntityStore>) {
         let _ = self.inner.store.set(store);
+    }
+
+    /// Whether the entity store answers (readiness; `true` without a store). At most one
+    /// probe a second reaches the store, however often `/readyz` is asked (it is keyless):
+    /// the others share the last answer.
+    pub async fn store_answers(&self) -> bool {
+        let Some(store) = self.inner.store.get() else {
+            return true;
+        };
+        let mut last = self.inner.store_probe.lock().await;
+        if let Some((at, answered)) = *last
+            && at.elapsed() < STORE_PROBE_EVERY
+        {
+            return answered;
+        }
+        let answered = match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the entity store does not answer");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the entity store did not answer within 2 s");
+                false
+            }
+        };
+        *last = Some((std::time::Instant::now(), answered));
+        answered
     }
 
     /// The entity store, or [`ApiError::NoStore`].
