@@ -23,6 +23,8 @@
 use features::history::TimestampMs;
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
 use crate::{Kind, StoreFuture, StoredScore};
 
 /// What changed about an entity's score, as a webhook's `type` names it.
@@ -240,6 +242,84 @@ pub trait Outbox: Send + Sync {
 
     /// Notified after every commit that filed deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+}
+
+/// The in-process side of an outbox, the same for every backend: the endpoints messages
+/// are filed for, the deliveries committed by this process and not yet taken, and the signal
+/// the delivery worker waits on.
+#[derive(Debug, Default)]
+pub(crate) struct Filing {
+    endpoints: RwLock<Vec<EndpointFilter>>,
+    fresh: Mutex<Vec<Delivery>>,
+    signal: Arc<tokio::sync::Notify>,
+}
+
+impl Filing {
+    pub(crate) fn set_endpoints(&self, endpoints: Vec<EndpointFilter>) {
+        *self
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = endpoints;
+    }
+
+    pub(crate) fn take_new(&self) -> Vec<Delivery> {
+        std::mem::take(&mut *self.fresh.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.signal)
+    }
+
+    /// Hands the deliveries a commit filed to [`Outbox::take_new`], and says so.
+    pub(crate) fn filed(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(deliveries);
+        self.signal.notify_one();
+    }
+
+    /// The endpoints in force, and the messages one of them wants (the others are not kept).
+    pub(crate) fn wanted(&self, messages: Vec<Message>) -> (Vec<EndpointFilter>, Vec<Message>) {
+        let endpoints = self
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let wanted = messages
+            .into_iter()
+            .filter(|m| endpoints.iter().any(|e| e.wants(m)))
+            .collect();
+        (endpoints, wanted)
+    }
+}
+
+/// Gives `message` its sequence and its id (the store's `epoch` and the sequence) and makes
+/// a delivery of it, first attempt at `now_ms`, for every endpoint that wants it.
+pub(crate) fn deliveries(
+    endpoints: &[EndpointFilter],
+    mut message: Message,
+    seq: u64,
+    epoch: u64,
+    now_ms: TimestampMs,
+) -> Vec<Delivery> {
+    message.seq = seq;
+    message.id = format!("msg_{epoch:016x}{seq:016x}");
+    endpoints
+        .iter()
+        .filter(|e| e.wants(&message))
+        .map(|e| Delivery {
+            endpoint: e.endpoint.clone(),
+            message: message.clone(),
+            attempts: 0,
+            next_at_ms: now_ms,
+            last_error: None,
+            dead_at_ms: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

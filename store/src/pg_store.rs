@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use features::history::TimestampMs;
@@ -25,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::merge::{EventLog, merge};
+use crate::outbox::{Filing, deliveries};
 use crate::redb_store::{random_epoch, wall_clock_ms};
 use crate::{
     Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Message,
@@ -170,10 +171,8 @@ struct Shared {
     limits: StoreLimits,
     /// The outbox epoch, once the database was reached and migrated.
     epoch: OnceCell<u64>,
-    endpoints: RwLock<Vec<EndpointFilter>>,
-    /// Deliveries committed by this process and not yet taken by [`Outbox::take_new`].
-    fresh: Mutex<Vec<Delivery>>,
-    signal: Arc<tokio::sync::Notify>,
+    /// The outbox's endpoints, deliveries not yet taken and signal.
+    filing: Filing,
     /// This process's row of `counters`.
     slot: i32,
     /// This process's id among the replicas (random, new at every start).
@@ -237,17 +236,6 @@ impl Shared {
             Fail::Db(e) => self.err(e),
             Fail::Store(e) => e,
         }
-    }
-
-    fn filed(&self, deliveries: Vec<Delivery>) {
-        if deliveries.is_empty() {
-            return;
-        }
-        self.fresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(deliveries);
-        self.signal.notify_one();
     }
 
     /// Connects, creates the schema, applies the migrations and reads the outbox epoch
@@ -372,9 +360,7 @@ impl PgStore {
             schema: open.schema,
             limits: open.limits,
             epoch: OnceCell::new(),
-            endpoints: RwLock::new(Vec::new()),
-            fresh: Mutex::new(Vec::new()),
-            signal: Arc::new(tokio::sync::Notify::new()),
+            filing: Filing::default(),
             slot: (random_epoch() % 1024) as i32,
             replica: format!("{:016x}", random_epoch()),
             lease_ms: i64::try_from(open.lease.as_millis())
@@ -485,7 +471,7 @@ async fn commit_group(shared: &Shared, jobs: Vec<Job>) {
     let ops: Vec<&Op> = jobs.iter().map(|j| &j.op).collect();
     match attempt(shared, &ops).await {
         Ok((done, filed)) => {
-            shared.filed(filed);
+            shared.filing.filed(filed);
             for (job, done) in jobs.into_iter().zip(done) {
                 let _ = job.reply.send(Ok(done));
             }
@@ -499,7 +485,7 @@ async fn commit_group(shared: &Shared, jobs: Vec<Job>) {
             for job in jobs {
                 let result = match attempt(shared, &[&job.op]).await {
                     Ok((mut done, filed)) => {
-                        shared.filed(filed);
+                        shared.filing.filed(filed);
                         Ok(done.remove(0))
                     }
                     Err(e) => Err(shared.store_error(e)),
@@ -1136,15 +1122,7 @@ async fn write_messages(
     messages: Vec<Message>,
     now_ms: TimestampMs,
 ) -> R<Vec<Delivery>> {
-    let endpoints = shared
-        .endpoints
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let wanted: Vec<Message> = messages
-        .into_iter()
-        .filter(|m| endpoints.iter().any(|e| e.wants(m)))
-        .collect();
+    let (endpoints, wanted) = shared.filing.wanted(messages);
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
@@ -1157,24 +1135,15 @@ async fn write_messages(
     let mut filed = Vec::new();
     let (mut keys, mut seq_col, mut entities, mut bodies) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (mut message, seq) in wanted.into_iter().zip(seqs) {
-        message.seq = seq as u64;
-        message.id = format!("msg_{epoch:016x}{:016x}", message.seq);
-        for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
-            let delivery = Delivery {
-                endpoint: endpoint.endpoint.clone(),
-                message: message.clone(),
-                attempts: 0,
-                next_at_ms: now_ms,
-                last_error: None,
-                dead_at_ms: None,
-            };
+    for (message, seq) in wanted.into_iter().zip(seqs) {
+        for delivery in deliveries(&endpoints, message, seq as u64, epoch, now_ms) {
+            let entity = &delivery.message.entity;
             keys.push(delivery.endpoint.clone());
             seq_col.push(seq);
-            entities.push(message.entity.clone());
+            entities.push(entity.clone());
             bodies.push(
                 serde_json::to_string(&delivery)
-                    .map_err(|e| shared.corrupt(&message.entity, "a delivery", e))?,
+                    .map_err(|e| shared.corrupt(entity, "a delivery", e))?,
             );
             filed.push(delivery);
         }
@@ -1575,21 +1544,11 @@ impl PgStore {
 
 impl Outbox for PgStore {
     fn set_endpoints(&self, endpoints: Vec<EndpointFilter>) {
-        *self
-            .shared
-            .endpoints
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = endpoints;
+        self.shared.filing.set_endpoints(endpoints);
     }
 
     fn take_new(&self) -> Vec<Delivery> {
-        std::mem::take(
-            &mut *self
-                .shared
-                .fresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.shared.filing.take_new()
     }
 
     fn adopt(&self, limit: usize) -> StoreFuture<'_, Vec<Delivery>> {
@@ -1668,7 +1627,7 @@ impl Outbox for PgStore {
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.shared.signal)
+        self.shared.filing.signal()
     }
 }
 

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::merge::{EventLog, merge};
+use crate::outbox::{Filing, deliveries};
 use crate::{
     Attempt, Delivery, EndpointFilter, EntityRecord, EntityStore, EntityWithEvents, Kind, Message,
     NewEvent, Outbox, OutboxStats, ScoreUpdate, Share, StoreError, StoreFuture, StoreLimits,
@@ -132,12 +133,8 @@ struct Shared {
     queue: RwLock<Queue>,
     /// Part of every message id: random, drawn when the file was created.
     epoch: u64,
-    /// The endpoints messages are filed for.
-    endpoints: RwLock<Vec<EndpointFilter>>,
-    /// Deliveries committed and not yet taken by [`Outbox::take_new`].
-    fresh: Mutex<Vec<Delivery>>,
-    /// Notified after a commit that filed deliveries.
-    signal: Arc<tokio::sync::Notify>,
+    /// The outbox's endpoints, deliveries not yet taken and signal.
+    filing: Filing,
     /// What [`Outbox::adopt`] has left to give: the deliveries pending at opening.
     adopt: Mutex<Adoption>,
 }
@@ -190,18 +187,6 @@ impl Queue {
 }
 
 impl Shared {
-    /// Hands the deliveries a commit filed to [`Outbox::take_new`], and says so.
-    fn filed(&self, deliveries: Vec<Delivery>) {
-        if deliveries.is_empty() {
-            return;
-        }
-        self.fresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(deliveries);
-        self.signal.notify_one();
-    }
-
     fn db(&self) -> Arc<Database> {
         Arc::clone(&self.db.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -428,9 +413,7 @@ impl RedbStore {
             limits: open.limits,
             queue: RwLock::new(queue),
             epoch,
-            endpoints: RwLock::new(Vec::new()),
-            fresh: Mutex::new(Vec::new()),
-            signal: Arc::new(tokio::sync::Notify::new()),
+            filing: Filing::default(),
             adopt: Mutex::new(Adoption {
                 before_seq,
                 after: None,
@@ -490,7 +473,7 @@ impl RedbStore {
         let written = apply_write(shared, &mut txn, &batch, &mut changes, &mut outbox)?;
         let filed = write_messages(shared, &mut txn, outbox, batch.now_ms)?;
         txn.commit().map_err(|e| shared.err(e))?;
-        shared.filed(filed);
+        shared.filing.filed(filed);
         shared
             .queue
             .write()
@@ -871,7 +854,7 @@ fn commit_group(shared: &Shared, jobs: Vec<Job>) {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(changes);
-        shared.filed(filed);
+        shared.filing.filed(filed);
         Ok(done)
     };
     match attempt(&jobs) {
@@ -1304,13 +1287,9 @@ fn write_messages(
     messages: Vec<Message>,
     now_ms: TimestampMs,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let endpoints = shared
-        .endpoints
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let (endpoints, wanted) = shared.filing.wanted(messages);
     let mut filed = Vec::new();
-    if messages.is_empty() || endpoints.is_empty() {
+    if wanted.is_empty() {
         return Ok(filed);
     }
     let mut meta = txn.open_table(META).map_err(|e| shared.err(e))?;
@@ -1318,26 +1297,13 @@ fn write_messages(
         .get(META_OUTBOX_SEQ)
         .map_err(|e| shared.err(e))?
         .map_or(1, |v| v.value());
-    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
-    for mut message in messages {
-        if !endpoints.iter().any(|e| e.wants(&message)) {
-            continue;
-        }
-        message.seq = seq;
-        message.id = format!("msg_{:016x}{seq:016x}", shared.epoch);
-        seq += 1;
-        for endpoint in endpoints.iter().filter(|e| e.wants(&message)) {
-            let delivery = Delivery {
-                endpoint: endpoint.endpoint.clone(),
-                message: message.clone(),
-                attempts: 0,
-                next_at_ms: now_ms,
-                last_error: None,
-                dead_at_ms: None,
-            };
-            put_delivery(shared, &mut deliveries, &delivery)?;
+    let mut table = txn.open_table(DELIVERIES).map_err(|e| shared.err(e))?;
+    for message in wanted {
+        for delivery in deliveries(&endpoints, message, seq, shared.epoch, now_ms) {
+            put_delivery(shared, &mut table, &delivery)?;
             filed.push(delivery);
         }
+        seq += 1;
     }
     meta.insert(META_OUTBOX_SEQ, seq)
         .map_err(|e| shared.err(e))?;
@@ -1687,21 +1653,11 @@ impl RedbStore {
 
 impl Outbox for RedbStore {
     fn set_endpoints(&self, endpoints: Vec<EndpointFilter>) {
-        *self
-            .shared
-            .endpoints
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = endpoints;
+        self.shared.filing.set_endpoints(endpoints);
     }
 
     fn take_new(&self) -> Vec<Delivery> {
-        std::mem::take(
-            &mut *self
-                .shared
-                .fresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.shared.filing.take_new()
     }
 
     fn adopt(&self, limit: usize) -> StoreFuture<'_, Vec<Delivery>> {
@@ -1797,7 +1753,7 @@ impl Outbox for RedbStore {
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.shared.signal)
+        self.shared.filing.signal()
     }
 }
 
