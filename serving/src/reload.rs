@@ -516,31 +516,42 @@ impl Reloader {
         memory.routing_seen = Some(seen);
     }
 
+    /// Mirrors the registry on object storage into the registry folder, when there is one,
+    /// in this process's turn (never between a console's change and its upload). Blocking:
+    /// on the blocking pool of a runtime.
+    fn mirror(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let _turn = crate::tuning::registry_turn();
+        match tokio::runtime::Handle::current().block_on(remote.pull(self.registry.root())) {
+            Ok(report) if !report.is_empty() => tracing::info!(
+                bundles = ?report.bundles,
+                live = ?report.live,
+                history = report.history,
+                "registry mirrored from object storage"
+            ),
+            Ok(_) => {}
+            // What is served stays; the next tick tries again.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the registry on object storage")
+            }
+        }
+    }
+
     /// Reloads ([`Reloader::reload_scheduled`]) every `interval` until the process ends.
     pub async fn watch(self: Arc<Self>, state: AppState, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Some(remote) = &self.remote {
-                match remote.pull(self.registry.root()).await {
-                    Ok(report) if !report.is_empty() => tracing::info!(
-                        bundles = ?report.bundles,
-                        live = ?report.live,
-                        history = report.history,
-                        "registry mirrored from object storage"
-                    ),
-                    Ok(_) => {}
-                    // What is served stays; the next tick tries again.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the registry on object storage")
-                    }
-                }
-            }
             let reloader = Arc::clone(&self);
             let state = state.clone();
-            if let Err(e) =
-                tokio::task::spawn_blocking(move || reloader.reload_scheduled(&state)).await
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                reloader.mirror();
+                reloader.reload_scheduled(&state)
+            })
+            .await
             {
                 tracing::error!(error = %e, "reload task failed");
             }

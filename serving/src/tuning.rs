@@ -189,8 +189,16 @@ pub async fn preview(
 }
 
 /// One registry change at a time from this process: the registry's lock is a file lock,
-/// which a second request of the same process would find taken.
+/// which a second request of the same process would find taken. A mirror's pull from
+/// object storage takes it too, so it never lands between a change and its upload.
 static REGISTRY_CHANGES: Mutex<()> = Mutex::new(());
+
+/// This process's turn to change the registry folder (or its mirror), held until dropped.
+pub fn registry_turn() -> std::sync::MutexGuard<'static, ()> {
+    REGISTRY_CHANGES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs `change` holding the registry's lock (and this process's turn), on the blocking
 /// pool. A lock held by another process (a training run) is a conflict: nothing changed.
@@ -206,10 +214,8 @@ pub async fn with_registry_lock<T: Send + 'static>(
     + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let _turn = REGISTRY_CHANGES
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let lock = registry.lock(command).map_err(|e| match e {
+        let _turn = registry_turn();
+        let locked = |e: models::bundle::BundleError| match e {
             models::bundle::BundleError::Locked { holder, .. } => ApiError::RegistryConflict {
                 message: format!(
                     "the registry is being changed by another process ({holder}); nothing was \
@@ -219,9 +225,19 @@ pub async fn with_registry_lock<T: Send + 'static>(
             other => ApiError::Internal {
                 message: other.to_string(),
             },
-        })?;
-        // The change is made on the registry as it is now on object storage (a version
-        // uploaded since the last mirror can be promoted at once).
+        };
+        let lock = registry.lock(command).map_err(locked)?;
+        // On object storage, the registry's lock there too (another replica, the nightly
+        // run), then the change is made on the registry as it is now (a version uploaded
+        // since the last mirror can be promoted at once).
+        let remote_lock = match &remote {
+            Some(remote) => Some(
+                remote
+                    .lock(command, models::bundle::DEFAULT_REMOTE_LEASE)
+                    .map_err(locked)?,
+            ),
+            None => None,
+        };
         if let Some(remote) = &remote {
             tokio::runtime::Handle::current()
                 .block_on(remote.pull(registry.root()))
@@ -231,11 +247,20 @@ pub async fn with_registry_lock<T: Send + 'static>(
         }
         let done = change(&registry, &lock)?;
         if let Some(remote) = remote {
+            if let Some(remote_lock) = &remote_lock {
+                remote_lock.check().map_err(|e| ApiError::Internal {
+                    message: format!(
+                        "the change was made in this replica's copy of the registry but not \
+                         uploaded to object storage ({e}); the next mirror undoes it: try again"
+                    ),
+                })?;
+            }
             tokio::runtime::Handle::current()
                 .block_on(remote.push(registry.root()))
                 .map_err(|e| ApiError::Internal {
                     message: format!(
-                        "the change was made in this replica's copy of the registry but not                          uploaded to object storage ({e}); the next mirror undoes it: try again"
+                        "the change was made in this replica's copy of the registry but not \
+                         uploaded to object storage ({e}); the next mirror undoes it: try again"
                     ),
                 })?;
         }

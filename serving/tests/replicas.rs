@@ -11,6 +11,10 @@
 //!   out), and the outbox is empty;
 //! * an entity reads and scores the same through either replica.
 //!
+//! The registry is on S3 (`LEADSCORE_TEST_S3`: `scripts/test` starts an S3-compatible
+//! server), each replica mirroring it into a cache of its own, and a version promoted
+//! through one replica is served by both within the reload interval.
+//!
 //! Needs `LEADSCORE_TEST_POSTGRES` (`scripts/test` starts a throw-away cluster); skipped
 //! without it unless `LEADSCORE_REQUIRE_POSTGRES=1`.
 
@@ -19,6 +23,8 @@ mod common;
 mod leads;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/s3.rs"]
+mod s3;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -35,6 +41,7 @@ use features::history::DAY_MS;
 use leads::profile;
 use models::gbdt::SplitMix64;
 use process::{Server, request};
+use s3::s3_bucket;
 use serde_json::{Value, json};
 use store::{EntityStore, Outbox, PgOpen, PgStore};
 
@@ -222,16 +229,40 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    // The registry on object storage (a folder through `object_store`), each replica with a
-    // mirror of its own.
-    let bucket = dir.path().join("bucket");
-    std::fs::create_dir_all(&bucket).expect("bucket");
-    let registry_url = format!("file://{}/registry", bucket.display());
+    // The registry on object storage, each replica with a mirror of its own: S3 (the
+    // S3-compatible server `scripts/test` starts) under a prefix of this run's, or a folder
+    // through `object_store` when no S3 is set and none is required.
+    let registry_url = match s3_bucket() {
+        Some(bucket) => format!("{bucket}/replicas-{}-{}", std::process::id(), now_ms()),
+        None => {
+            let bucket = dir.path().join("bucket");
+            std::fs::create_dir_all(&bucket).expect("bucket");
+            format!("file://{}/registry", bucket.display())
+        }
+    };
+    eprintln!("registry: {registry_url}");
     let staging = dir.path().join("staging");
     copy_dir(
         &repo_root().join("serving/tests/fixtures/registry"),
         &staging,
     );
+    // The first version live from the start (without `LIVE` the newest would be served, and
+    // an upload alone would change what is served).
+    {
+        let staged = models::bundle::Registry::new(&staging);
+        let lock = staged.lock("replica test").expect("lock");
+        staged
+            .promote(
+                &lock,
+                &"propensity".parse().expect("name"),
+                "fixture-leads-v1",
+                "replica test",
+                "first",
+            )
+            .map(|_| ())
+            .expect("promote");
+        drop(lock);
+    }
     let remote = models::bundle::RemoteRegistry::from_url(&registry_url).expect("url");
     let upload = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -555,6 +586,28 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
         }
         started.elapsed()
     };
+    // While another writer (the nightly run) holds the registry's lock on object storage,
+    // a promote through a replica is a conflict and changes nothing.
+    let nightly = remote
+        .lock("the nightly run", Duration::from_secs(60))
+        .expect("the registry's lock");
+    let (status, answer) = request(
+        &a.addr,
+        "POST",
+        "/admin/models/propensity/promote",
+        ADMIN,
+        &json!({"version": "fixture-leads-v2", "by": "replica test"}).to_string(),
+    )
+    .expect("answer");
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("the nightly run"), "{answer}");
+    drop(nightly);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        served(&a),
+        "fixture-leads-v1",
+        "the refused promote changed nothing"
+    );
     change(
         &a,
         "promote",

@@ -1,17 +1,21 @@
-//! A registry given as a URL (`file:///...`, or a cloud store the build reaches): the
+//! A registry given as a URL (`file:///...`, `s3://...`, `gs://...`, `az://...`): the
 //! command works on a local mirror of it (pulled before), and what it changed is uploaded
-//! after it succeeded, bundles before the log and `LIVE` (see `models::bundle::remote`).
+//! after it succeeded, bundles before the log and `LIVE` (see `models::bundle::remote`). A
+//! command that changes the registry holds its lock on object storage from before the pull
+//! to after the upload, so no other writer (another run, a promote through a server) works
+//! between them.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use models::bundle::{RemoteRegistry, is_registry_url};
+use models::bundle::{DEFAULT_REMOTE_LEASE, RemoteLock, RemoteRegistry, is_registry_url};
 
-/// The mirror a command runs on, removed when dropped.
+/// The mirror a command runs on, removed when dropped (and the lock released).
 pub struct Mirror {
     remote: RemoteRegistry,
     local: PathBuf,
     runtime: tokio::runtime::Runtime,
+    lock: Option<RemoteLock>,
 }
 
 impl Drop for Mirror {
@@ -23,6 +27,9 @@ impl Drop for Mirror {
 impl Mirror {
     /// Uploads what the command changed.
     pub fn push(&self) -> Result<()> {
+        if let Some(lock) = &self.lock {
+            lock.check()?;
+        }
         let report = self
             .runtime
             .block_on(self.remote.push(&self.local))
@@ -45,13 +52,19 @@ impl Mirror {
 }
 
 /// When `registry` is a URL: pulls it into a fresh local folder, points `registry` there
-/// and returns the mirror (to push after the command); a folder is left as it is.
-pub fn mirror(registry: &mut PathBuf) -> Result<Option<Mirror>> {
+/// and returns the mirror (to push after the command); a folder is left as it is. A
+/// `writer` (what the command does, for whoever finds the lock taken) takes the registry's
+/// lock first, or fails at once when another writer holds it.
+pub fn mirror(registry: &mut PathBuf, writer: Option<&str>) -> Result<Option<Mirror>> {
     let url = registry.to_string_lossy().into_owned();
     if !is_registry_url(&url) {
         return Ok(None);
     }
     let remote = RemoteRegistry::from_url(&url)?;
+    let lock = match writer {
+        Some(command) => Some(remote.lock(command, DEFAULT_REMOTE_LEASE)?),
+        None => None,
+    };
     let local = std::env::temp_dir().join(format!(
         "leadscore-registry-{}-{}",
         std::process::id(),
@@ -71,5 +84,6 @@ pub fn mirror(registry: &mut PathBuf) -> Result<Option<Mirror>> {
         remote,
         local,
         runtime,
+        lock,
     }))
 }

@@ -249,6 +249,16 @@ enum RegistryCommand {
     Log,
 }
 
+impl RegistryCommand {
+    /// Whether it changes the registry (and so takes its lock on object storage).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            RegistryCommand::Promote { .. } | RegistryCommand::Revert { .. }
+        )
+    }
+}
+
 #[derive(clap::Args)]
 struct ThresholdsArgs {
     /// Registry folder.
@@ -564,21 +574,22 @@ fn main() -> Result<ExitCode> {
         }
         Command::Evaluate(args) => evaluate_command(&args)?,
         Command::Train(mut args) => {
-            let mirror = cli_registry::mirror(&mut args.registry)?;
+            let mirror = cli_registry::mirror(&mut args.registry, Some("leadscore-train train"))?;
             train_command(&args)?;
             if let Some(m) = mirror {
                 m.push()?;
             }
         }
         Command::Thresholds(mut args) => {
-            let _mirror = cli_registry::mirror(&mut args.registry)?;
+            let _mirror = cli_registry::mirror(&mut args.registry, None)?;
             thresholds_command(&args)?
         }
         Command::Registry {
             mut registry,
             command,
         } => {
-            let mirror = cli_registry::mirror(&mut registry)?;
+            let writer = command.writes().then_some("leadscore-train registry");
+            let mirror = cli_registry::mirror(&mut registry, writer)?;
             registry_command(&registry, command)?;
             if let Some(m) = mirror {
                 m.push()?;

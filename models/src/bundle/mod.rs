@@ -35,6 +35,7 @@ mod live;
 mod manifest;
 mod name;
 mod remote;
+mod remote_lock;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub use manifest::{
 };
 pub use name::{MAX_MODEL_NAME_LEN, ModelName, check_model_name};
 pub use remote::{RemoteRegistry, SyncReport, is_registry_url};
+pub use remote_lock::{DEFAULT_REMOTE_LEASE, REMOTE_LOCK_OBJECT, RemoteLock};
 pub use store::{
     Bundle, BundleContents, Holdout, HoldoutRow, Registry, clean_stale_temp_dirs, onnx_input_width,
     write_bundle,

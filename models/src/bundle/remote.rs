@@ -14,8 +14,9 @@
 //! * `LIVE` goes up after the bundle it names and the log, and a mirror takes a `LIVE` only
 //!   when the version it names is in the mirror, replacing its own by a rename.
 //!
-//! Object stores have no advisory locks: one writer at a time (the nightly job, or an
-//! operator's promote) is the operator's to ensure, as the README says.
+//! Object stores have no file locks: writers take the registry's lock object
+//! ([`RemoteRegistry::lock`], `remote_lock.rs`) around their pull, change and push, so one
+//! writer works at a time, as on a folder.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path as FsPath, PathBuf};
@@ -36,6 +37,9 @@ pub struct RemoteRegistry {
     prefix: ObjectPath,
     /// The URL it came from, for messages.
     shown: String,
+    /// The URL and the options it was opened with, to open a client of another runtime's
+    /// (the lock's thread); `None` for a store given whole.
+    opened: Option<(url::Url, Vec<(String, String)>)>,
 }
 
 /// What a [`RemoteRegistry::pull`] or [`RemoteRegistry::push`] moved.
@@ -115,13 +119,30 @@ impl RemoteRegistry {
             })
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        let (store, prefix) = object_store::parse_url_opts(&parsed, env)
+        let (store, prefix) = object_store::parse_url_opts(&parsed, env.clone())
             .map_err(|e| invalid(format!("not an object store this build reaches: {e}")))?;
         Ok(RemoteRegistry {
             store: std::sync::Arc::from(store),
             prefix,
             shown: url.to_owned(),
+            opened: Some((parsed, env)),
         })
+    }
+
+    /// A client of its own for the same store: a cloud store's client keeps connections on
+    /// the runtime that made them, which a thread with another runtime must not share.
+    pub(super) fn fresh_client(&self) -> Result<std::sync::Arc<dyn ObjectStore>, BundleError> {
+        match &self.opened {
+            Some((url, env)) => object_store::parse_url_opts(url, env.clone())
+                .map(|(store, _)| std::sync::Arc::from(store))
+                .map_err(|e| self.err("", e)),
+            None => Ok(std::sync::Arc::clone(&self.store)),
+        }
+    }
+
+    /// The URL it was opened with (or the name it was given).
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// The registry under `prefix` of `store`.
@@ -130,6 +151,7 @@ impl RemoteRegistry {
             store,
             prefix: ObjectPath::from(prefix),
             shown: shown.to_owned(),
+            opened: None,
         }
     }
 
@@ -140,7 +162,7 @@ impl RemoteRegistry {
         }
     }
 
-    fn location(&self, relative: &str) -> ObjectPath {
+    pub(super) fn location(&self, relative: &str) -> ObjectPath {
         relative
             .split('/')
             .fold(self.prefix.clone(), |p, part| p.clone().join(part))
