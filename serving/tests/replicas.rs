@@ -450,16 +450,23 @@ fn two_replicas_lose_nothing_and_deliver_each_transition_once() {
     // transition twice; equal to what the answers said away from the kill.
     let got = inbox.got.lock().expect("inbox").clone();
     let mut bodies: BTreeMap<String, String> = BTreeMap::new();
-    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
     for g in &got {
         if let Some(before) = bodies.insert(g.id.clone(), g.body.clone()) {
             assert_eq!(before, g.body, "a retry sends the same body");
         }
         if g.answered == 200 {
-            taken.insert(g.id.clone());
+            *taken.entry(g.id.clone()).or_default() += 1;
         }
     }
     assert_eq!(taken.len(), bodies.len(), "every message was taken");
+    // The receiver was down while the replica was killed, so no delivery it took was in
+    // flight then: each message was taken exactly once, whichever replica sent it.
+    let taken_twice: Vec<_> = taken.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        taken_twice.is_empty(),
+        "taken more than once: {taken_twice:?}"
+    );
     let mut per_lead: BTreeMap<String, Vec<(u64, Said)>> = BTreeMap::new();
     for (id, body) in &bodies {
         let seq = u64::from_str_radix(&id[id.len() - 16..], 16).expect("sequence in the id");

@@ -613,8 +613,12 @@ pub struct StoppingChoice {
     pub trees: usize,
     /// The start (never `Auto`).
     pub start: GbdtStart,
-    /// Mean inner validation log loss of each start tried, best round.
+    /// Mean inner validation log loss of each start tried, best round: the chosen start's
+    /// on all the inner rows, another's on the rows the starts were compared on.
     pub inner_log_loss: Vec<(GbdtStart, f64)>,
+    /// Training rows the starts were compared on (all the probes' rows, or a share of
+    /// them above [`EarlyStopping::start_choice_rows`]).
+    pub choice_rows: usize,
 }
 
 /// How many trees to grow, found on the training rows alone: a seeded share of the training
@@ -629,6 +633,16 @@ pub struct EarlyStopping {
     pub patience: usize,
     /// Share of the training entities held back, in `(0, 1)`.
     pub inner_fraction: f64,
+    /// Under [`GbdtStart::Auto`], when the probes would train on more rows than this, the two
+    /// starts are compared on a seeded share of the entities of about this many training
+    /// rows, and only the start chosen there is probed on all rows (for its number of
+    /// trees). Below it both are probed on all rows.
+    #[serde(default = "default_start_choice_rows")]
+    pub start_choice_rows: usize,
+}
+
+fn default_start_choice_rows() -> usize {
+    EarlyStopping::default().start_choice_rows
 }
 
 impl Default for EarlyStopping {
@@ -637,6 +651,7 @@ impl Default for EarlyStopping {
             max_trees: 1000,
             patience: 50,
             inner_fraction: 0.2,
+            start_choice_rows: 500_000,
         }
     }
 }
@@ -652,6 +667,12 @@ impl EarlyStopping {
                 "early stopping needs max_trees and patience of at least 1".into(),
             ));
         }
+        if self.start_choice_rows < 1_000 {
+            return Err(TrainError::Data(format!(
+                "early stopping start_choice_rows must be at least 1000, not {}",
+                self.start_choice_rows
+            )));
+        }
         if !(self.inner_fraction > 0.0 && self.inner_fraction < 1.0) {
             return Err(TrainError::Data(format!(
                 "early stopping inner_fraction must be in (0, 1), not {}",
@@ -662,7 +683,8 @@ impl EarlyStopping {
     }
 
     /// Fits on `rows` as described on [`EarlyStopping`], from `start` (with `Auto`, each
-    /// start is tried on the inner split and the lower inner log loss wins); returns the model
+    /// start is tried on the inner split and the lower inner log loss wins, compared on a
+    /// share of the entities above [`EarlyStopping::start_choice_rows`]); returns the model
     /// and what was chosen (`None` when the inner split had too few rows of a class: then
     /// `params.n_trees` trees are grown, from the constant start under `Auto`).
     pub fn fit(
@@ -702,46 +724,86 @@ impl EarlyStopping {
             GbdtStart::Linear => &[GbdtStart::Linear],
         };
         // (start, trees, per-row inner log loss at the best round, the probe's scorecard).
-        // The probes are independent: they run side by side (each is the same whatever the
-        // threads).
-        use rayon::prelude::*;
         type Probe = (GbdtStart, usize, Vec<f64>, Option<LogisticScorecard>);
-        let probe = |&candidate: &GbdtStart| -> Result<Probe, TrainError> {
-            // The scorecard of the probe sees the outer rows only, like its trees.
-            let scorecard = match candidate {
-                GbdtStart::Linear => Some(logistic.fit(table, &outer)?),
-                _ => None,
+        let probe =
+            |candidate: GbdtStart, outer: &[usize], inner: &[usize]| -> Result<Probe, TrainError> {
+                // The scorecard of the probe sees the outer rows only, like its trees.
+                let scorecard = match candidate {
+                    GbdtStart::Linear => Some(logistic.fit(table, outer)?),
+                    _ => None,
+                };
+                let train = BoostingRows::new(table, outer, scorecard.as_ref());
+                let valid = BoostingRows::new(table, inner, scorecard.as_ref());
+                let probe = searching.fit(
+                    &train
+                        .train_data(table.n_features())
+                        .with_validation(valid.valid_data()),
+                )?;
+                let best = probe.best_iteration().unwrap_or(probe.trees().len()).max(1);
+                let losses: Vec<f64> = inner
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &row)| {
+                        let score = valid.init.as_ref().map_or(0.0, |init| init[i])
+                            + probe.raw_score(table.row(row));
+                        logit_log_loss(score, f64::from(valid.y[i]))
+                    })
+                    .collect();
+                Ok((candidate, best, losses, scorecard))
             };
-            let train = BoostingRows::new(table, &outer, scorecard.as_ref());
-            let valid = BoostingRows::new(table, &inner, scorecard.as_ref());
-            let probe = searching.fit(
-                &train
-                    .train_data(table.n_features())
-                    .with_validation(valid.valid_data()),
-            )?;
-            let best = probe.best_iteration().unwrap_or(probe.trees().len()).max(1);
-            let losses: Vec<f64> = inner
-                .iter()
-                .enumerate()
-                .map(|(i, &row)| {
-                    let score = valid.init.as_ref().map_or(0.0, |init| init[i])
-                        + probe.raw_score(table.row(row));
-                    logit_log_loss(score, f64::from(valid.y[i]))
-                })
-                .collect();
-            Ok((candidate, best, losses, scorecard))
+        // Every start on the same rows; the probes are independent, so a small table's run
+        // side by side (each is the same whatever the threads). The lower inner log loss
+        // wins, the linear start only when clearly lower.
+        let probe_all = |outer: &[usize], inner: &[usize]| -> Result<Vec<Probe>, TrainError> {
+            use rayon::prelude::*;
+            if (outer.len() + inner.len()) * table.n_features() <= SIDE_BY_SIDE_MAX_CELLS {
+                candidates
+                    .par_iter()
+                    .map(|&c| probe(c, outer, inner))
+                    .collect()
+            } else {
+                candidates.iter().map(|&c| probe(c, outer, inner)).collect()
+            }
         };
-        let tried: Vec<Probe> = if rows.len() * table.n_features() <= SIDE_BY_SIDE_MAX_CELLS {
-            candidates.par_iter().map(probe).collect::<Result<_, _>>()?
-        } else {
-            candidates.iter().map(probe).collect::<Result<_, _>>()?
+        let choose = |tried: &[Probe]| -> usize {
+            match tried {
+                [(_, _, constant, _), (_, _, linear, _)] if clearly_lower(linear, constant) => 1,
+                _ => 0,
+            }
         };
-        let (mut chosen, mut best) = (tried[0].0, tried[0].1);
-        if let [(_, _, constant, _), (linear_start, linear_trees, linear, _)] = tried.as_slice()
-            && clearly_lower(linear, constant)
+        // (the probes, the chosen one's index, the training rows the starts were compared on)
+        let (tried, chosen_at, choice_rows) = if candidates.len() > 1
+            && outer.len() > self.start_choice_rows
         {
-            (chosen, best) = (*linear_start, *linear_trees);
-        }
+            // A large table: the starts compared on a seeded share of the entities (both
+            // sides of the inner split), then the chosen one alone probed on all rows.
+            let share = self.start_choice_rows as f64 / outer.len() as f64;
+            let sampled = |side: &[usize]| -> Vec<usize> {
+                side.iter()
+                    .copied()
+                    .filter(|&row| {
+                        crate::split::unit_interval_hash(&table.entity_ids[row], seed ^ 0x57a7_c401)
+                            < share
+                    })
+                    .collect()
+            };
+            let (small_outer, small_inner) = (sampled(&outer), sampled(&inner));
+            if enough(&small_inner) && enough(&small_outer) {
+                let mut small = probe_all(&small_outer, &small_inner)?;
+                let at = choose(&small);
+                small[at] = probe(small[at].0, &outer, &inner)?;
+                (small, at, small_outer.len())
+            } else {
+                let tried = probe_all(&outer, &inner)?;
+                let at = choose(&tried);
+                (tried, at, outer.len())
+            }
+        } else {
+            let tried = probe_all(&outer, &inner)?;
+            let at = choose(&tried);
+            (tried, at, outer.len())
+        };
+        let (chosen, best) = (tried[chosen_at].0, tried[chosen_at].1);
         let final_params = GbdtParams {
             n_trees: best,
             early_stopping_rounds: None,
@@ -762,6 +824,7 @@ impl EarlyStopping {
                     .iter()
                     .map(|(start, _, losses, _)| (*start, mean(losses)))
                     .collect(),
+                choice_rows,
             }),
         ))
     }
@@ -935,6 +998,7 @@ mod tests {
             max_trees: 400,
             patience: 20,
             inner_fraction: 0.25,
+            ..EarlyStopping::default()
         };
         let logistic = LogisticParams::default();
         let (model, choice) = stopping
@@ -980,6 +1044,7 @@ mod tests {
             max_trees: 300,
             patience: 20,
             inner_fraction: 0.25,
+            ..EarlyStopping::default()
         };
         let logistic = LogisticParams::default();
         let params = GbdtParams::default();
@@ -1007,6 +1072,37 @@ mod tests {
         let choice = choice.expect("an inner split");
         assert_eq!(choice.start, GbdtStart::Linear, "{choice:?}");
         assert_eq!(choice.inner_log_loss.len(), 2);
+        assert!(choice.choice_rows > 5_000, "all the outer rows: {choice:?}");
+        // The starts compared on a share of the entities (about 2,000 of the 6,000 outer
+        // rows): the same start chosen, and then the same model, since the chosen start's
+        // probe and the refit run on all rows as before.
+        let (sampled_model, sampled) = EarlyStopping {
+            start_choice_rows: 2_000,
+            ..stopping.clone()
+        }
+        .fit(&params, GbdtStart::Auto, &logistic, &additive, &rows, 5)
+        .unwrap();
+        let sampled = sampled.expect("an inner split");
+        assert!(
+            (1_500..2_500).contains(&sampled.choice_rows),
+            "compared on a share: {sampled:?}"
+        );
+        assert_eq!(
+            (sampled.start, sampled.trees),
+            (choice.start, choice.trees),
+            "{sampled:?} against {choice:?}"
+        );
+        assert_eq!(sampled.inner_log_loss[1], choice.inner_log_loss[1]);
+        assert_ne!(
+            sampled.inner_log_loss[0], choice.inner_log_loss[0],
+            "the start not chosen was probed on the share only"
+        );
+        for i in [0, 17, 4242] {
+            assert_eq!(
+                sampled_model.logit(additive.row(i)),
+                model.logit(additive.row(i))
+            );
+        }
         let start = model.start.as_ref().expect("a linear start");
         assert_eq!(model.trees.base_score(), 0.0);
         let graph = model.to_graph();
