@@ -683,6 +683,17 @@ fn dead_letters_are_replayed_and_gone_endpoints_disabled() {
     let text = std::fs::read_to_string(&config).expect("config");
     assert!(text.contains("disabled = false"), "{text}");
 
+    // `"secret": null` is not a secret (the document says a string when given): refused,
+    // nothing rotated.
+    let (status, body) = request(
+        &server.addr,
+        "POST",
+        "/admin/webhooks/crm/rotate",
+        ADMIN,
+        r#"{"secret": null}"#,
+    )
+    .expect("rotate");
+    assert_eq!(status, 400, "{body}");
     // A rotation: both secrets sign until the overlap ends.
     let (status, body) = request(
         &server.addr,

@@ -22,7 +22,7 @@ use super::endpoints::{Edit, Endpoint, WebhookConfig};
 use super::sign::Secret;
 use crate::error::ApiError;
 use crate::http::read_body;
-use crate::request::parse_json;
+use crate::request::{parse_json, present};
 use crate::state::AppState;
 
 /// A JSON body, or the default when there is none.
@@ -97,13 +97,14 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     url: String,
-    #[serde(default)]
+    // Optional, but never `null` (the document says a string or a list when given).
+    #[serde(default, deserialize_with = "present")]
     id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secret: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     models: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     events: Option<Vec<String>>,
     #[serde(default)]
     allow_private: bool,
@@ -230,7 +231,7 @@ pub async fn enable(
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secret: Option<String>,
 }
 
