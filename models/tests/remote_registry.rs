@@ -49,11 +49,11 @@ async fn a_pushed_registry_mirrors_whole_and_in_order_on_s3() {
         return;
     };
     // A prefix of its own in the shared bucket; the registry reached by URL, as the server
-    // and the trainer reach it, the raw store beside it for the half-finished upload.
+    // and the trainer reach it, its store written to directly for the half-finished upload.
     let prefix = format!("remote-registry-{}", std::process::id());
     let url = format!("{bucket}/{prefix}");
     let remote = RemoteRegistry::from_url(&url).expect("an s3:// URL this build reaches");
-    mirrors_whole_and_in_order(&remote, s3_store(&url).as_ref(), &prefix).await;
+    mirrors_whole_and_in_order(&remote, remote.store().as_ref(), &prefix).await;
 }
 
 async fn mirrors_whole_and_in_order(remote: &RemoteRegistry, store: &dyn ObjectStore, root: &str) {
@@ -267,16 +267,5 @@ fn the_registry_lock_is_one_writer_at_a_time_on_s3() {
     let prefix = format!("remote-lock-{}", std::process::id());
     let url = format!("{bucket}/{prefix}");
     let remote = RemoteRegistry::from_url(&url).expect("an s3:// URL this build reaches");
-    lock_is_one_writer_at_a_time(&remote, s3_store(&url), &prefix);
-}
-
-/// A client of the store `url` names, with the `AWS_*` settings of the environment.
-fn s3_store(url: &str) -> Arc<dyn ObjectStore> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    let (store, _) =
-        object_store::parse_url_opts(&url::Url::parse(url).expect("url"), env).expect("store");
-    Arc::from(store)
+    lock_is_one_writer_at_a_time(&remote, remote.store(), &prefix);
 }

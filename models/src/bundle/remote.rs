@@ -1,5 +1,5 @@
-//! A registry on object storage (through the `object_store` crate: a folder, and the
-//! clouds' stores where the build has them), laid out as the folder registry is under a
+//! A registry on object storage (through the `object_store` crate: a folder, S3 or an
+//! S3-compatible store, GCS, Azure), laid out as the folder registry is under a
 //! prefix: `<model>/<version>/<file>`, `<model>/LIVE`, `history.jsonl`, `routing.toml`.
 //!
 //! Nothing reads the objects in place. A reader mirrors them into a local folder
@@ -104,9 +104,10 @@ fn hidden(name: &str) -> bool {
 }
 
 impl RemoteRegistry {
-    /// The registry at `url`: `file:///srv/registry`, or a cloud store's URL the build
-    /// supports (`s3://bucket/prefix` with the `aws` feature; credentials from the
-    /// environment, as the `object_store` crate reads them).
+    /// The registry at `url`: `file:///srv/registry`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix` (credentials and endpoints from the
+    /// `AWS_*`, `GOOGLE_*` and `AZURE_*` environment, as the `object_store` crate reads
+    /// them).
     pub fn from_url(url: &str) -> Result<Self, BundleError> {
         let invalid = |message: String| BundleError::Invalid {
             path: PathBuf::from(url),
@@ -138,6 +139,11 @@ impl RemoteRegistry {
                 .map_err(|e| self.err("", e)),
             None => Ok(std::sync::Arc::clone(&self.store)),
         }
+    }
+
+    /// The store it is in (the client it reads and writes with).
+    pub fn store(&self) -> std::sync::Arc<dyn ObjectStore> {
+        std::sync::Arc::clone(&self.store)
     }
 
     /// The URL it was opened with (or the name it was given).
